@@ -1,0 +1,118 @@
+"""The model card: a pydantic model describing one plugin, validated on load.
+
+A plugin folder holds ``card.yaml`` and the ONNX file it names. The card says what the model does,
+how frames must be prepared for it, what it was trained on (and under which licences), how well it
+scored, and the sha256 of its weights so a corrupt or swapped file is caught before it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ModelError
+
+CARD_FILE = "card.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Normalisation(_Strict):
+    """x_model = (x_uint8 / 255 - mean) / std, per RGB channel; the inverse on output."""
+
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+class Processing(_Strict):
+    """At which resolution the model runs; frames come back at the source resolution."""
+
+    policy: Literal["native", "short_side"] = "native"
+    short_side: int | None = Field(default=None, ge=16)
+    size_multiple: int = Field(default=4, ge=1)
+
+    @field_validator("short_side")
+    @classmethod
+    def _needs_side(cls, v, info):
+        if info.data.get("policy") == "short_side" and v is None:
+            raise ValueError("policy 'short_side' needs short_side")
+        return v
+
+
+class DataSource(_Strict):
+    name: str
+    path: str
+    licence: str
+    count: int | None = None
+
+
+class Training(_Strict):
+    config: str | None = None
+    data: list[DataSource] = []
+    steps: int | None = None
+    wall_time_s: float | None = None
+    device: str | None = None
+    notes: str | None = None
+
+
+class Weights(_Strict):
+    file: str = "model.onnx"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    opset: int | None = None
+
+
+class ModelCard(_Strict):
+    task: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    title: str
+    direction: str  # e.g. "rainy -> clear"
+    architecture: str
+    version: str = "0"
+    licence: str
+    normalisation: Normalisation = Normalisation()
+    processing: Processing = Processing()
+    weights: Weights
+    training: Training = Training()
+    metrics: dict[str, float | str | dict] = {}
+    limitations: str | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelCard":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ModelError(f"model card not found: {path}") from None
+        except yaml.YAMLError as e:
+            raise ModelError(f"model card {path} is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ModelError(f"model card {path} must be a mapping, got {type(raw).__name__}")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "<root>"
+            raise ModelError(
+                f"model card {path}: field '{field}': {first['msg']}"
+                + (f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else "")
+            ) from None
+
+    def dump(self, path: str | Path) -> None:
+        """Write the card atomically (temp file, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+        tmp.replace(path)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

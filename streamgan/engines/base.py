@@ -1,0 +1,67 @@
+"""The one interface every inference backend implements.
+
+A backend is built from an ONNX file and runs it on NCHW float32 batches in [-1, 1]
+(``infer``). ``run`` is what the pipeline calls: uint8 NHWC RGB in, uint8 NHWC RGB out, same
+shape. The default ``run`` converts on the host around ``infer``; a backend that can fuse the
+conversion into its own graph or onto the GPU (OpenVINO pre/post-processing, TensorRT) overrides
+``run`` instead. Everything backend-specific (precision, device, compiled-shape caches) stays
+inside the backend's own module; adding a backend is one file plus one line in ``registry.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def to_model_input(batch: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """uint8 NHWC -> float32 NCHW, normalised as the card says."""
+    x = batch.transpose(0, 3, 1, 2).astype(np.float32)
+    x *= (1.0 / 255.0) / std[None, :, None, None]
+    x -= (mean / std)[None, :, None, None]
+    return x
+
+
+def from_model_output(y: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """float32 NCHW (model space) -> uint8 NHWC, rounded and clipped."""
+    y = y * (255.0 * std)[None, :, None, None] + (255.0 * mean)[None, :, None, None]
+    np.clip(y, 0.0, 255.0, out=y)
+    return np.rint(y, out=y).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+class Backend(ABC):
+    """Runs one ONNX generator. Subclasses set ``name`` and implement ``infer``."""
+
+    name: str = "?"
+
+    def __init__(
+        self,
+        onnx_path: str | Path,
+        precision: str = "auto",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    ) -> None:
+        self.onnx_path = Path(onnx_path)
+        self.precision = precision
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+
+    @abstractmethod
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """float32 NCHW in model space -> float32 NCHW in model space."""
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 NHWC RGB -> uint8 NHWC RGB of the same shape."""
+        y = self.infer(to_model_input(batch, self.mean, self.std))
+        return from_model_output(y, self.mean, self.std)
+
+    def describe(self) -> str:
+        """One line for logs and `streamgan bench`: backend, device, precision."""
+        return f"{self.name} ({self.precision})"
+
+    def close(self) -> None:  # release device memory etc.
+        pass

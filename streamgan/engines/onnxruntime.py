@@ -1,0 +1,41 @@
+"""ONNX Runtime backend: CUDA provider where onnxruntime-gpu and a GPU are present, else CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BackendError
+from .base import Backend
+
+
+class ONNXRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path, precision="auto", mean=(0.5,) * 3, std=(0.5,) * 3):
+        super().__init__(onnx_path, precision, mean, std)
+        if precision not in ("auto", "fp32"):
+            raise BackendError(f"onnxruntime runs the model as stored (fp32); not '{precision}'")
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendError(
+                "ONNX Runtime is not installed; pip install 'streamgan[onnxruntime]'"
+            ) from None
+        providers = [
+            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+            if p in ort.get_available_providers()
+        ]
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=providers)
+        except Exception as e:
+            raise BackendError(f"ONNX Runtime cannot load {self.onnx_path}: {e}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.provider = self.session.get_providers()[0]
+
+    def describe(self) -> str:
+        return f"onnxruntime {self.provider.replace('ExecutionProvider', '')} fp32"
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]

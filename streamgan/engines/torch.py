@@ -1,0 +1,286 @@
+"""PyTorch backend: the reference, and the GPU path when TensorRT is absent.
+
+The plugin ships ONNX only, so this module runs the ONNX graph with PyTorch operators: a small
+interpreter covering the operators image-to-image generators use (convolutions, normalisation,
+activations, padding, resizing, arithmetic and the shape arithmetic exporters emit). An operator
+outside that set raises a clear ``BackendError`` naming it, never a wrong result.
+
+Importing this module imports torch; the registry only does so when this backend is chosen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BackendError
+from .base import Backend
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # pragma: no cover - checked by the registry before import
+    raise BackendError(
+        "the torch backend needs PyTorch: pip install torch (CPU: pip install torch==2.13.0)"
+    ) from None
+
+
+def _attrs(node) -> dict:
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _ints(t) -> list[int]:
+    return [int(v) for v in (t.tolist() if isinstance(t, torch.Tensor) else t)]
+
+
+def _conv(x, w, b=None, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1, **_):
+    n = len(strides)
+    if any(pads[i] != pads[i + n] for i in range(n)):
+        x = F.pad(x, [p for i in reversed(range(n)) for p in (pads[i], pads[i + n])])
+        pads = [0] * (2 * n)
+    return F.conv2d(x, w, b, tuple(strides), tuple(pads[:n]), tuple(dilations), group)
+
+
+def _conv_transpose(x, w, b=None, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
+                    group=1, output_padding=(0, 0), **_):
+    n = len(strides)
+    y = F.conv_transpose2d(x, w, b, tuple(strides), 0, tuple(output_padding), group,
+                           tuple(dilations))
+    h, w_ = y.shape[-2:]
+    return y[..., pads[0]: h - pads[n], pads[1]: w_ - pads[n + 1]]
+
+
+def _pad(x, pads, value=None, axes=None, *, mode=b"constant", **_):
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    pads = _ints(pads)
+    r = x.dim()
+    axes = _ints(axes) if axes is not None else list(range(r))
+    k = len(axes)
+    per_axis = {a % r: (pads[i], pads[i + k]) for i, a in enumerate(axes)}
+    flat = []
+    for a in reversed(range(r)):
+        if a in per_axis:
+            flat += per_axis[a]
+        elif flat:
+            flat += (0, 0)
+    while flat and flat[-2:] == [0, 0]:
+        flat = flat[:-2]
+    mode = {"edge": "replicate"}.get(mode, mode)
+    if mode == "constant":
+        return F.pad(x, flat, value=float(value) if value is not None else 0.0)
+    return F.pad(x, flat, mode=mode)
+
+
+def _resize(x, roi=None, scales=None, sizes=None, *, mode=b"nearest",
+            coordinate_transformation_mode=b"half_pixel", **_):
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    ctm = coordinate_transformation_mode
+    ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
+    if sizes is not None and sizes.numel():
+        size = _ints(sizes)[2:]
+        kw = {"size": size}
+    else:
+        kw = {"scale_factor": [float(s) for s in scales.tolist()[2:]]}
+    if mode == "nearest":
+        return F.interpolate(x, mode="nearest", **kw)
+    if mode in ("linear", "cubic"):
+        m = "bilinear" if mode == "linear" else "bicubic"
+        return F.interpolate(x, mode=m, align_corners=(ctm == "align_corners"), **kw)
+    raise BackendError(f"torch backend: Resize mode '{mode}' is not supported")
+
+
+def _slice(x, starts, ends, axes=None, steps=None, **_):
+    starts, ends = _ints(starts), _ints(ends)
+    axes = _ints(axes) if axes is not None else list(range(len(starts)))
+    steps = _ints(steps) if steps is not None else [1] * len(starts)
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        n = x.shape[a]
+        clamp = lambda v: max(-n - 1, min(v, n))  # ONNX clamps out-of-range bounds (INT64_MAX etc.)
+        keep = range(n)[slice(clamp(s), clamp(e), st)]
+        if st == 1:
+            x = x.narrow(a, keep.start, len(keep)) if len(keep) else x.narrow(a, 0, 0)
+        else:
+            x = torch.index_select(x, a, torch.tensor(list(keep), dtype=torch.long, device=x.device))
+    return x
+
+
+def _instance_norm(x, scale, bias, *, epsilon=1e-5, **_):
+    return F.instance_norm(x, weight=scale, bias=bias, eps=epsilon)
+
+
+def _batch_norm(x, scale, bias, mean, var, *, epsilon=1e-5, **_):
+    return F.batch_norm(x, mean, var, scale, bias, False, 0.0, epsilon)
+
+
+def _shape(x, **_):
+    return torch.tensor(x.shape, dtype=torch.int64)
+
+
+def _gather(x, idx, *, axis=0, **_):
+    if idx.dim() == 0:
+        return x.select(axis, int(idx))
+    return torch.index_select(x, axis, idx.flatten().long()).reshape(
+        x.shape[:axis] + idx.shape + x.shape[axis + 1:])
+
+
+def _unsqueeze(x, axes=None, **kw):
+    axes = sorted(_ints(axes if axes is not None else kw["axes"]))
+    for a in axes:
+        x = x.unsqueeze(a)
+    return x
+
+
+def _reshape(x, shape, **_):
+    shape = _ints(shape)
+    shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+    return x.reshape(shape)
+
+
+def _cast(x, *, to, **_):
+    import onnx
+
+    dt = {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: torch.float16,
+          onnx.TensorProto.INT64: torch.int64, onnx.TensorProto.INT32: torch.int32,
+          onnx.TensorProto.BOOL: torch.bool, onnx.TensorProto.DOUBLE: torch.float64}[to]
+    return x.to(dt)
+
+
+def _clip(x, lo=None, hi=None, *, min=None, max=None, **_):
+    lo = lo if lo is not None else min
+    hi = hi if hi is not None else max
+    return torch.clamp(x, None if lo is None else float(lo), None if hi is None else float(hi))
+
+
+OPS = {
+    "Conv": _conv,
+    "ConvTranspose": _conv_transpose,
+    "InstanceNormalization": _instance_norm,
+    "BatchNormalization": _batch_norm,
+    "Relu": lambda x, **_: F.relu(x),
+    "LeakyRelu": lambda x, alpha=0.01, **_: F.leaky_relu(x, alpha),
+    "PRelu": lambda x, s, **_: torch.where(x >= 0, x, x * s),
+    "Sigmoid": lambda x, **_: torch.sigmoid(x),
+    "Tanh": lambda x, **_: torch.tanh(x),
+    "HardSigmoid": lambda x, alpha=0.2, beta=0.5, **_: torch.clamp(alpha * x + beta, 0, 1),
+    "HardSwish": lambda x, **_: F.hardswish(x),
+    "Add": lambda a, b, **_: a + b,
+    "Sub": lambda a, b, **_: a - b,
+    "Mul": lambda a, b, **_: a * b,
+    "Div": lambda a, b, **_: a / b if a.is_floating_point() else torch.div(a, b, rounding_mode="trunc"),
+    "Pow": lambda a, b, **_: torch.pow(a, b),
+    "Sqrt": lambda x, **_: torch.sqrt(x),
+    "Neg": lambda x, **_: -x,
+    "Max": lambda *xs, **_: torch.stack(torch.broadcast_tensors(*xs)).amax(0),
+    "Min": lambda *xs, **_: torch.stack(torch.broadcast_tensors(*xs)).amin(0),
+    "Clip": _clip,
+    "Pad": _pad,
+    "Resize": _resize,
+    "Concat": lambda *xs, axis, **_: torch.cat(xs, axis),
+    "Identity": lambda x, **_: x,
+    "Shape": _shape,
+    "Gather": _gather,
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": lambda x, axes=None, **_: x.squeeze(*_ints(axes)) if axes is not None else x.squeeze(),
+    "Slice": _slice,
+    "Reshape": _reshape,
+    "Cast": _cast,
+    "Transpose": lambda x, perm, **_: x.permute(*perm),
+    "DepthToSpace": lambda x, blocksize, mode=b"DCR", **_: F.pixel_shuffle(x, blocksize),
+    "ReduceMean": lambda x, axes=None, keepdims=1, **_: x.mean(_ints(axes), keepdim=bool(keepdims)),
+    "Floor": lambda x, **_: torch.floor(x),
+    "Ceil": lambda x, **_: torch.ceil(x),
+    "Equal": lambda a, b, **_: a == b,
+    "Where": lambda c, a, b, **_: torch.where(c, a, b),
+    "ConstantOfShape": lambda s, value=None, **_: torch.full(
+        _ints(s), float(value.float_data[0]) if value is not None and value.float_data else 0.0),
+}
+
+
+class OnnxModule(torch.nn.Module):
+    """Evaluates an ONNX graph with PyTorch operators."""
+
+    def __init__(self, onnx_path):
+        super().__init__()
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.load(str(onnx_path))
+        graph = model.graph
+        unsupported = sorted({n.op_type for n in graph.node} - set(OPS) - {"Constant"})
+        if unsupported:
+            raise BackendError(
+                f"torch backend: {onnx_path} uses operators it does not implement: "
+                + ", ".join(unsupported) + " (use --backend openvino or onnxruntime)")
+        self.consts: dict[str, torch.Tensor] = {}
+        for i, init in enumerate(graph.initializer):
+            arr = numpy_helper.to_array(init).copy()
+            t = torch.from_numpy(arr)
+            if t.is_floating_point():
+                self.register_buffer(f"w{i}", t)
+                self.consts[init.name] = f"w{i}"
+            else:
+                self.consts[init.name] = t
+        self.nodes = []
+        for node in graph.node:
+            attrs = _attrs(node)
+            if node.op_type == "Constant":
+                val = torch.from_numpy(numpy_helper.to_array(attrs["value"]).copy())
+                self.consts[node.output[0]] = val
+                continue
+            if node.op_type == "DepthToSpace" and attrs.get("mode", b"DCR") not in (b"CRD", "CRD"):
+                raise BackendError("torch backend: DepthToSpace mode DCR is not supported")
+            self.nodes.append((node.op_type, list(node.input), list(node.output), attrs))
+        self.input_name = graph.input[0].name
+        self.output_name = graph.output[0].name
+
+    def _const(self, name):
+        v = self.consts[name]
+        return getattr(self, v) if isinstance(v, str) else v.to(self._device)
+
+    def forward(self, x):
+        self._device = x.device
+        env = {self.input_name: x}
+        for op, ins, outs, attrs in self.nodes:
+            args = [None if not n else (env[n] if n in env else self._const(n)) for n in ins]
+            while args and args[-1] is None:
+                args.pop()
+            env[outs[0]] = OPS[op](*args, **attrs)
+        return env[self.output_name]
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, onnx_path, precision="auto", mean=(0.5,) * 3, std=(0.5,) * 3, device=None):
+        super().__init__(onnx_path, precision, mean, std)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if precision == "auto":
+            precision = "fp16" if self.device.type == "cuda" else "fp32"
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise BackendError(f"torch backend: unknown precision '{precision}'")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise BackendError("torch backend: fp16 needs a CUDA device; use fp32 or bf16 on CPU")
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        self.precision = precision
+        self.module = OnnxModule(onnx_path).to(self.device, self.dtype).eval()
+        self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+
+    def describe(self) -> str:
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
+        return f"torch {name} {self.precision}"
+
+    @torch.inference_mode()
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)
+        return self.module(t).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 NHWC -> uint8 NHWC with the conversions on the backend's device."""
+        t = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
+        t = ((t / 255.0 - self._mean) / self._std).to(self.dtype)
+        y = self.module(t).float() * self._std + self._mean
+        y = (y * 255.0).clamp_(0, 255).round_().to(torch.uint8)
+        return y.permute(0, 2, 3, 1).contiguous().cpu().numpy()
