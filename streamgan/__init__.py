@@ -1,0 +1,39 @@
+"""streamgan: translate driving video with GAN generators (derain, day2night).
+
+    import streamgan
+    streamgan.Translator("derain").translate_video("dashcam.mp4", "dashcam.derain.mp4")
+    for frame in streamgan.stream("dashcam.mp4", "day2night"):
+        ...  # frame.image (H x W x 3 uint8 RGB), frame.pts, frame.time
+
+Importing streamgan never imports torch; the torch and TensorRT backends do when chosen.
+"""
+
+from __future__ import annotations
+
+from .card import ModelCard
+from .errors import StreamganError
+from .io import EncodeOptions, Frame, probe
+from .translator import Result, Translator
+
+__version__ = "0.1.0"
+__all__ = ["Translator", "translate_video", "stream", "list_plugins", "probe", "ModelCard",
+           "EncodeOptions", "Frame", "Result", "StreamganError", "__version__"]
+
+
+def translate_video(src, dst, task: str = "derain", *, backend: str = "auto",
+                    precision: str = "auto", **kwargs) -> Result:
+    """Translate ``src`` into ``dst`` with one task; see ``Translator.translate_video``."""
+    return Translator(task, backend, precision).translate_video(src, dst, **kwargs)
+
+
+def stream(src, task: str = "derain", *, backend: str = "auto", precision: str = "auto",
+           **kwargs):
+    """Yield translated frames with their timestamps; see ``Translator.stream``."""
+    return Translator(task, backend, precision).stream(src, **kwargs)
+
+
+def list_plugins() -> dict:
+    """Installed task name -> plugin folder."""
+    from .plugins import discover
+
+    return discover()

@@ -1,0 +1,235 @@
+"""The ``streamgan`` command line: thin wrappers over the public API.
+
+Every ``StreamganError`` becomes one line on stderr and its exit code (see ``errors.py`` and the
+README); a traceback is printed only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from . import errors
+from .errors import StreamganError, UsageError
+
+log = logging.getLogger("streamgan")
+
+EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad usage, 3 bad input, 4 output not writable,
+5 model/plugin problem, 6 backend unavailable, 130 interrupted (output so far kept)"""
+
+
+def _positive_int(v: str) -> int:
+    n = int(v)
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return n
+
+
+def _seconds(v: str) -> float:
+    """'12.5', '90' or '1:30' / '0:01:30' -> seconds."""
+    try:
+        parts = [float(p) for p in v.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {v} (use seconds or [h:]m:s)") from None
+    t = 0.0
+    for p in parts:
+        t = t * 60 + p
+    if t < 0:
+        raise argparse.ArgumentTypeError(f"time must not be negative: {v}")
+    return t
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--backend", default="auto",
+                   help="auto (TensorRT > PyTorch CUDA > OpenVINO > ONNX Runtime), tensorrt, "
+                        "torch, openvino, onnxruntime")
+    g.add_argument("--precision", default="auto",
+                   help="auto (bf16 on CPUs with it, fp16 on GPUs), fp32 (exact), bf16, fp16")
+    g.add_argument("--size", type=_positive_int, default=None,
+                   help="run the model at this short side (default: the model card's policy)")
+    g.add_argument("--tile", type=_positive_int, default=None,
+                   help="process frames larger than this in overlapping tiles")
+    g.add_argument("--batch", type=_positive_int, default=None, help="frames per engine call")
+
+
+def _add_translate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="video file, image folder, image pattern (%%04d.png) or URL")
+    p.add_argument("-o", "--output", help="output video (default: <input stem>.<task>.mp4)")
+    p.add_argument("-y", "--overwrite", action="store_true", help="overwrite an existing output")
+    _add_model_options(p)
+    g = p.add_argument_group("encoding")
+    g.add_argument("--codec", default="h264", help="h264 (default), h265, av1, or an FFmpeg encoder")
+    g.add_argument("--crf", type=int, default=None, help="quality (x264/x265: 0-51, lower is better)")
+    g.add_argument("--preset", default=None, help="encoder preset (x264/x265 default: veryfast)")
+    g.add_argument("--audio", choices=("copy", "aac", "none"), default="copy",
+                   help="copy audio when the container allows (default), re-encode, or drop")
+    g.add_argument("--compare", action="store_true",
+                   help="write a side-by-side video: input left, output right")
+    g = p.add_argument_group("trimming")
+    g.add_argument("--start", type=_seconds, default=0.0, help="start time (s or m:s)")
+    g.add_argument("--duration", type=_seconds, default=None, help="duration (s or m:s)")
+    g.add_argument("--frames", type=_positive_int, default=None, help="at most this many frames")
+    _add_common(p)
+
+
+def build_parser(tasks: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamgan", description="Clean and restyle driving video with GAN generators.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"streamgan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for task in tasks:
+        p = sub.add_parser(task, help=f"translate a video with the '{task}' model", epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_translate(p)
+        p.set_defaults(func=cmd_translate, task=task)
+    p = sub.add_parser("run", help="translate a video with any task or .onnx model")
+    p.add_argument("--task", required=True, help="task name, plugin folder or .onnx file")
+    _add_translate(p)
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("models", help="list installed model plugins and their cards")
+    p.add_argument("--verbose", "-v", action="store_true", help="print whole cards")
+    _add_common(p)
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("info", help="probe a video: container, codec, size, rate, frames, audio")
+    p.add_argument("input")
+    _add_common(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("backends", help="which inference backends can run here")
+    _add_common(p)
+    p.set_defaults(func=cmd_backends)
+    return parser
+
+
+def default_output(src: str, task: str) -> Path:
+    p = Path(src)
+    if "://" in src:
+        raise UsageError("give -o OUTPUT for a URL input")
+    stem = p.name if p.is_dir() else p.stem.replace("%", "")
+    folder = p.parent if not p.is_dir() else p.parent
+    return folder / f"{stem}.{Path(task).stem}.mp4"
+
+
+def cmd_translate(args) -> int:
+    from .io import EncodeOptions
+    from .translator import Translator
+
+    out = Path(args.output) if args.output else default_output(args.input, args.task)
+    from .io import check_output
+
+    check_output(out, args.overwrite)  # before loading the model: fail fast
+    tr = Translator(args.task, args.backend, args.precision, size=args.size, tile=args.tile,
+                    batch_size=args.batch)
+    if not args.quiet:
+        print(f"streamgan: {tr.describe()}", file=sys.stderr)
+    enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio=args.audio)
+    res = tr.translate_video(args.input, out, overwrite=args.overwrite, encode=enc,
+                             start=args.start, duration=args.duration, frames=args.frames,
+                             compare=args.compare, progress=not args.quiet)
+    if not args.quiet:
+        print(f"streamgan: wrote {res.output} ({res.frames} frames, {res.fps:.1f} fps"
+              + (f", {res.bad_frames} damaged packets skipped" if res.bad_frames else "") + ")",
+              file=sys.stderr)
+    return errors.EXIT_OK
+
+
+def cmd_models(args) -> int:
+    import yaml
+
+    from .plugins import discover, load_folder
+
+    found = discover()
+    if not found:
+        print("no model plugins installed")
+        return errors.EXIT_OK
+    for task, folder in sorted(found.items()):
+        try:
+            m = load_folder(folder)
+        except StreamganError as e:
+            print(f"{task:12s} BROKEN: {e}")
+            continue
+        c = m.card
+        p = c.processing
+        res = "native" if p.policy == "native" else f"short side {p.short_side}"
+        print(f"{task:12s} {c.title} [{c.direction}] {c.architecture}, runs at {res}; "
+              f"licence {c.licence}; {folder}")
+        if args.verbose:
+            print("  " + yaml.safe_dump(c.model_dump(mode="json"), sort_keys=False)
+                  .replace("\n", "\n  "))
+    return errors.EXIT_OK
+
+
+def cmd_info(args) -> int:
+    from .io import probe
+
+    for line in probe(args.input).lines():
+        print(line)
+    return errors.EXIT_OK
+
+
+def cmd_backends(args) -> int:
+    from .engines import auto_choice, available
+
+    for name, state in available().items():
+        print(f"{name:12s} {state}")
+    print(f"auto choice: {auto_choice()}")
+    return errors.EXIT_OK
+
+
+def _tasks() -> list[str]:
+    from .plugins import discover
+
+    try:
+        return sorted(discover())
+    except Exception:
+        return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="streamgan: %(levelname)s: %(message)s")
+    tasks = sorted(set(_tasks()) | {"derain", "day2night"})
+    parser = build_parser(tasks)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0) and errors.EXIT_USAGE
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return errors.EXIT_USAGE
+    try:
+        return args.func(args)
+    except StreamganError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"streamgan: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("streamgan: interrupted", file=sys.stderr)
+        return errors.EXIT_INTERRUPTED
+    except Exception as e:  # a bug: say so plainly
+        if debug:
+            traceback.print_exc()
+        print(f"streamgan: internal error: {type(e).__name__}: {e} (rerun with --debug for "
+              "the traceback)", file=sys.stderr)
+        return errors.EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

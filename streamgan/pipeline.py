@@ -1,0 +1,211 @@
+"""Decode thread -> batcher/engine thread -> the caller's thread, with bounded queues.
+
+``Pipeline`` pulls ``Frame``s from a source on one thread, groups them into batches of up to
+``batch_size`` frames of the same size and runs ``process`` on a second thread, and yields
+``(frame, output)`` pairs in input order to whoever iterates it (the encoder in
+``translate_video``, the user's loop in ``stream``). Queues are bounded, so an hour-long video
+uses the same memory as a short one. An exception in any stage is carried to the consumer and
+stops every stage; ``close()`` (also on Ctrl-C or when the consumer stops early) stops and joins
+all threads, bounded in time, so nothing hangs.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+_END = object()
+_POLL = 0.1
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class Pipeline:
+    def __init__(self, source: Iterable, process: Callable[[list], list], *, batch_size: int = 1,
+                 max_wait: float | None = None, queue_size: int = 8):
+        self.source, self.process = source, process
+        self.batch_size = max(1, int(batch_size))
+        self.max_wait = max_wait
+        self._decoded: queue.Queue = queue.Queue(maxsize=max(queue_size, self.batch_size))
+        self._done: queue.Queue = queue.Queue(maxsize=max(queue_size, self.batch_size))
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._guard, args=(self._read, self._decoded), daemon=True,
+                             name="streamgan-decode"),
+            threading.Thread(target=self._guard, args=(self._work, self._done), daemon=True,
+                             name="streamgan-engine"),
+        ]
+        self.frames_in = 0
+        self.batches = 0
+        self.engine_seconds = 0.0
+        self._started = False
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _put(self, q: queue.Queue, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue, timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._stop.is_set():
+            wait = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
+            if wait <= 0:
+                raise queue.Empty
+            try:
+                return q.get(timeout=wait)
+            except queue.Empty:
+                continue
+        raise _Stopped
+
+    def _guard(self, stage, out: queue.Queue):
+        try:
+            stage()
+        except _Stopped:
+            return
+        except BaseException as e:  # carried to the consumer, which re-raises it
+            self._put(out, _Failure(e))
+            return
+        self._put(out, _END)
+
+    # -- stages ---------------------------------------------------------------------------
+    def _read(self):
+        for frame in self.source:
+            if not self._put(self._decoded, frame):
+                raise _Stopped
+            self.frames_in += 1
+
+    def _next_batch(self, pending):
+        """Collect up to batch_size same-sized frames; returns (batch, finished)."""
+        batch = [pending.pop()] if pending else []
+        finished = False
+        deadline = None
+        while len(batch) < self.batch_size:
+            if batch and self.max_wait is not None:
+                deadline = deadline or time.monotonic() + self.max_wait
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    item = self._get(self._decoded, timeout=left)
+                except queue.Empty:
+                    break
+            else:
+                item = self._get(self._decoded)
+            if item is _END:
+                finished = True
+                break
+            if isinstance(item, _Failure):
+                raise item.exc
+            if batch and item.image.shape != batch[0].image.shape:
+                pending.append(item)  # a size change closes the batch
+                break
+            batch.append(item)
+        return batch, finished
+
+    def _work(self):
+        pending: list = []
+        finished = False
+        while not finished or pending:
+            batch, finished = self._next_batch(pending)
+            if not batch:
+                continue
+            t0 = time.perf_counter()
+            outputs = self.process(batch)
+            self.engine_seconds += time.perf_counter() - t0
+            self.batches += 1
+            for item in zip(batch, outputs):
+                if not self._put(self._done, item):
+                    raise _Stopped
+
+    # -- consumer side --------------------------------------------------------------------
+    def __iter__(self) -> Iterator[tuple]:
+        if not self._started:
+            self._started = True
+            for t in self._threads:
+                t.start()
+        try:
+            while True:
+                item = self._get(self._done)
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.exc
+                yield item
+        finally:
+            self.close()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop every stage and join the threads (bounded)."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            if t.is_alive():
+                t.join(max(0.0, deadline - time.monotonic()))
+
+
+class _Stopped(Exception):
+    pass
+
+
+class Progress:
+    """A one-line progress display on stderr: frames, percent, fps and ETA."""
+
+    def __init__(self, total: int | None, enabled: bool = True, label: str = "", stream=None):
+        self.total, self.enabled, self.label = total, enabled, label
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self.n = 0
+        self._last = 0.0
+
+    @property
+    def fps(self) -> float:
+        dt = time.perf_counter() - self.t0
+        return self.n / dt if dt > 0 else 0.0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if self.enabled and now - self._last >= (0.25 if self.tty else 5.0):
+            self._last = now
+            self._draw()
+
+    def _draw(self, end: str = "") -> None:
+        fps = self.fps
+        if self.total:
+            frac = min(1.0, self.n / self.total)
+            bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+            eta = (self.total - self.n) / fps if fps > 0 else 0
+            text = (f"{self.label} [{bar}] {self.n}/{self.total} {100 * frac:3.0f}% "
+                    f"{fps:6.1f} fps ETA {int(eta // 60)}:{int(eta % 60):02d}")
+        else:
+            text = f"{self.label} {self.n} frames {fps:6.1f} fps"
+        if self.tty:
+            self.stream.write("\r" + text.ljust(79) + end)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self._draw(end="\n" if self.tty else "")
+
+
+def stack(frames: list) -> np.ndarray:
+    """N frames -> one NHWC batch (no copy for a single frame)."""
+    if len(frames) == 1:
+        return frames[0].image[None]
+    return np.stack([f.image for f in frames])

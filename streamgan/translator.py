@@ -1,0 +1,202 @@
+"""The public ``Translator``: one model on one backend, applied to arrays, videos or streams."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import av
+import numpy as np
+
+from . import engines, plugins
+from .errors import InputError, Interrupted, UsageError
+from .frames import plan_size, translate_batch
+from .io import EncodeOptions, Frame, Sink, Source, check_output, redact
+from .pipeline import Pipeline, Progress, stack
+
+log = logging.getLogger("streamgan")
+
+
+@dataclass
+class Result:
+    """What ``translate_video`` did."""
+
+    output: Path | None
+    frames: int
+    bad_frames: int
+    seconds: float
+    engine_seconds: float
+    interrupted: bool = False
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def _resize(image: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Scale one RGB image with FFmpeg's swscale (area when shrinking, bicubic when growing)."""
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    shrink = w * h < image.shape[0] * image.shape[1]
+    return frame.reformat(w, h, "rgb24", interpolation="AREA" if shrink else "BICUBIC").to_ndarray()
+
+
+class Translator:
+    """Translate frames with a plugin (``"derain"``), a plugin folder, or an ``.onnx`` file.
+
+    ``backend``: auto | tensorrt | torch | openvino | onnxruntime. ``precision``: auto | fp32 |
+    bf16 | fp16. ``size``: run the model at this short side (overrides the card's policy).
+    ``tile``: frames larger than this many pixels on a side are processed in overlapping tiles.
+    ``channels``: "rgb" or "bgr" for arrays given to and returned by ``translate``.
+    """
+
+    def __init__(self, task_or_model_path: str | Path, backend: str = "auto",
+                 precision: str = "auto", *, size: int | None = None, tile: int | None = None,
+                 channels: str = "rgb", batch_size: int | None = None):
+        if channels not in ("rgb", "bgr"):
+            raise UsageError(f"channels must be 'rgb' or 'bgr', not '{channels}'")
+        if tile is not None and tile < 64:
+            raise UsageError(f"--tile {tile} is too small (at least 64)")
+        self.model = plugins.load(task_or_model_path)
+        norm = self.model.normalisation
+        self.backend = engines.create(backend, self.model.onnx, precision,
+                                      mean=norm.mean, std=norm.std)
+        self.size, self.tile, self.channels = size, tile, channels
+        self.multiple = self.model.processing.size_multiple
+        self.batch_size = batch_size or getattr(self.backend, "preferred_batch", 1)
+
+    @property
+    def task(self) -> str:
+        return self.model.task
+
+    def describe(self) -> str:
+        return f"{self.task} on {self.backend.describe()}"
+
+    def processing_size(self, width: int, height: int) -> tuple[int, int]:
+        p = self.model.processing
+        return plan_size(width, height, p.policy, p.short_side, self.size)
+
+    # -- arrays ---------------------------------------------------------------------------
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 NHWC RGB at the processing size -> same; pads/tiles as needed."""
+        return translate_batch(self.backend.run, batch, self.multiple, self.tile)
+
+    def translate(self, frames: np.ndarray) -> np.ndarray:
+        """Translate uint8 frames (H x W x 3 or N x H x W x 3, RGB or BGR as constructed)."""
+        arr = np.asarray(frames)
+        single = arr.ndim == 3
+        if single:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+            raise UsageError(f"translate() takes uint8 HxWx3 or NxHxWx3 arrays, got "
+                             f"{arr.dtype} {arr.shape}")
+        if self.channels == "bgr":
+            arr = arr[..., ::-1]
+        n, h, w, _ = arr.shape
+        pw, ph = self.processing_size(w, h)
+        if (pw, ph) != (w, h):
+            small = np.stack([_resize(a, pw, ph) for a in arr])
+            out = np.stack([_resize(o, w, h) for o in self.run_batch(small)])
+        else:
+            out = self.run_batch(np.ascontiguousarray(arr))
+        if self.channels == "bgr":
+            out = np.ascontiguousarray(out[..., ::-1])
+        return out[0] if single else out
+
+    # -- videos and streams ---------------------------------------------------------------
+    def _open(self, src, *, start=0.0, duration=None, frames=None, keep_source=False,
+              options=None, timeout=None) -> Source:
+        source = Source(src, start=start, duration=duration, max_frames=frames,
+                        keep_source=keep_source, options=options, timeout=timeout)
+        size = self.processing_size(source.width, source.height)
+        if size != (source.width, source.height):
+            source.size = size
+        return source
+
+    def _process(self, batch: list) -> list:
+        return list(self.run_batch(stack(batch)))
+
+    def stream(self, src, *, start: float = 0.0, duration: float | None = None,
+               frames: int | None = None, on_frame: Callable[[Frame], None] | None = None,
+               options: dict | None = None, timeout: float | None = None) -> Iterator[Frame]:
+        """Yield translated ``Frame``s (source resolution, timestamps kept) as they are ready."""
+        source = self._open(src, start=start, duration=duration, frames=frames,
+                            options=options, timeout=timeout)
+        pipe = Pipeline(source, self._process, batch_size=self.batch_size)
+        try:
+            for frame, out in pipe:
+                if source.size:
+                    out = _resize(out, source.width, source.height)
+                result = Frame(out, frame.pts, frame.time_base, frame.index)
+                if on_frame is not None:
+                    on_frame(result)
+                yield result
+        finally:
+            pipe.close()
+            source.close()
+            if source.bad_frames:
+                log.warning("%s: %d damaged packets skipped", redact(src), source.bad_frames)
+
+    def translate_video(self, src, dst, *, overwrite: bool = False,
+                        encode: EncodeOptions | None = None, start: float = 0.0,
+                        duration: float | None = None, frames: int | None = None,
+                        compare: bool = False, progress: bool | Progress = False) -> Result:
+        """Translate a whole video into ``dst``; audio and timestamps kept.
+
+        Ctrl-C stops early, still writing a playable file of the frames done, and raises
+        ``Interrupted`` carrying the ``Result``.
+        """
+        check_output(dst, overwrite)
+        t0 = time.perf_counter()
+        source = self._open(src, start=start, duration=duration, frames=frames,
+                            keep_source=compare)
+        out_w = source.width * (2 if compare else 1)
+        sink = Sink(dst, width=out_w, height=source.height, time_base=source.time_base,
+                    frame_rate=source.frame_rate, options=encode,
+                    audio_stream=source.audio_stream, rotation=0, overwrite=overwrite)
+        bar = progress if isinstance(progress, Progress) else Progress(
+            source.expected_frames, enabled=bool(progress), label=self.task)
+        pipe = Pipeline(source, self._process, batch_size=self.batch_size)
+        interrupted = False
+        try:
+            for frame, out in pipe:
+                if frame.index == 0 and source.rotation:
+                    sink.video.set_display_rotation(source.rotation)
+                if compare:
+                    if source.size:
+                        out = _resize(out, source.width, source.height)
+                    out = np.hstack([frame.source, out])
+                sink.write(out, frame.pts)
+                sink.write_audio(source.audio_packets)
+                bar.update()
+        except KeyboardInterrupt:
+            interrupted = True
+        except BaseException:
+            pipe.close()
+            sink.abort()
+            source.close()
+            raise
+        pipe.close()
+        sink.write_audio(source.audio_packets)
+        bar.finish()
+        if sink.frames_written == 0 and not interrupted:
+            sink.abort()
+            source.close()
+            raise InputError(f"{redact(src)}: no frame could be decoded "
+                             f"({source.bad_frames} damaged packets)" if source.bad_frames
+                             else f"{redact(src)}: the video has no frames")
+        path = sink.close(keep=True)
+        source.close()
+        result = Result(path, sink.frames_written, source.bad_frames,
+                        time.perf_counter() - t0, pipe.engine_seconds, interrupted)
+        if source.bad_frames:
+            log.warning("%s: %d damaged packets skipped; %d frames written",
+                        redact(src), source.bad_frames, sink.frames_written)
+        if interrupted:
+            err = Interrupted(f"interrupted: {result.frames} frames written to {path}"
+                              if path else "interrupted before any frame was written")
+            err.result = result
+            raise err
+        return result
