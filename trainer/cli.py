@@ -1,0 +1,81 @@
+"""``streamgan-train`` (also ``python -m trainer``): train, resume, export, evaluate, make the sample clip.
+
+    streamgan-train train  configs/train_derain.yaml [--resume] [--steps N] [--set key.path=value ...]
+    streamgan-train export configs/train_derain.yaml [--checkpoint runs/derain/latest.pt] [--no-eval]
+    streamgan-train eval   configs/train_derain.yaml [--onnx plugins/derain/model.onnx] [--out runs/derain/eval]
+    streamgan-train sample [--out samples/rainy_dashcam.mp4]
+
+Errors the user can fix (bad config, missing data, bad checkpoint) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .options import CheckpointError, Config, ConfigError, DataError
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamgan-train", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train from a YAML config")
+    t.add_argument("config")
+    t.add_argument("--resume", action="store_true", help="continue from <train.out>/latest.pt")
+    t.add_argument("--steps", type=int, default=None, help="stop after this many more steps")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    e = sub.add_parser("export", help="export the generator to ONNX into the plugin folder, with card.yaml")
+    e.add_argument("config")
+    e.add_argument("--checkpoint", default=None)
+    e.add_argument("--plugin-dir", default=None)
+    e.add_argument("--no-eval", action="store_true", help="skip the evaluation (card without metrics)")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    v = sub.add_parser("eval", help="evaluate a checkpoint or ONNX file; JSON report and contact sheet")
+    v.add_argument("config")
+    v.add_argument("--checkpoint", default=None)
+    v.add_argument("--onnx", default=None)
+    v.add_argument("--out", default=None)
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s = sub.add_parser("sample", help="make samples/rainy_dashcam.mp4 from the MIT Udacity clip")
+    s.add_argument("--src", default="/work/shared/data/clips/udacity_lanelines_solidWhiteRight.mp4")
+    s.add_argument("--out", default="samples/rainy_dashcam.mp4")
+    s.add_argument("--seconds", type=float, default=4.0)
+    s.add_argument("--seed", type=int, default=3)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "sample":
+            from .make_sample import make_sample
+
+            print(make_sample(args.src, args.out, args.seconds, args.seed))
+            return 0
+        cfg = Config.load(args.config, args.set)
+        if args.cmd == "train":
+            from .train import Trainer
+
+            summary = Trainer(cfg, args.config, resume=args.resume, max_steps=args.steps).run()
+            if summary.get("world_size", 1) == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
+                print(json.dumps(summary))
+        elif args.cmd == "export":
+            from .export import export_plugin
+
+            print(json.dumps(export_plugin(cfg, args.config, args.checkpoint, args.plugin_dir,
+                                           evaluate=not args.no_eval), indent=2))
+        elif args.cmd == "eval":
+            from .evaluate import evaluate
+
+            print(json.dumps(evaluate(cfg, checkpoint=args.checkpoint, onnx=args.onnx, out=args.out), indent=2))
+    except USER_ERRORS as e:
+        print(f"streamgan-train: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Generators and discriminators, one short function or class each (pytorch-CycleGAN-and-pix2pix style).
+
+* ``ResnetGenerator``   - the CycleGAN generator (c7s1-ngf, two stride-2 downs, n residual blocks, two ups).
+* ``UnetGenerator``     - the pix2pix U-Net (skip connections at every scale).
+* ``MobileGenerator``   - compact real-time generator: the ResNet layout with depthwise-separable residual
+  blocks (GAN Compression style), optional encoder->decoder additive skips and optional residual output
+  (``y = clamp(x + f(x))``), which converges much faster for restoration tasks like deraining.
+* ``NLayerDiscriminator`` - the 70x70 PatchGAN (n_layers=3).
+
+All generators map NCHW RGB in [-1, 1] to the same shape and range; H and W must be multiples of 4
+(``size_multiple`` of the architecture, see :func:`size_multiple`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def norm_layer(kind: str, ch: int) -> nn.Module:
+    if kind == "instance":
+        return nn.InstanceNorm2d(ch, affine=False, track_running_stats=False)
+    if kind == "batch":
+        return nn.BatchNorm2d(ch)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}")
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, ch: int, norm: str = "instance"):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), norm_layer(norm, ch), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), norm_layer(norm, ch),
+        )
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class ResnetGenerator(nn.Module):
+    """CycleGAN generator; ``ngf=64, n_blocks=9`` is the paper's configuration."""
+
+    def __init__(self, ngf: int = 64, n_blocks: int = 9, norm: str = "instance"):
+        super().__init__()
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), norm_layer(norm, ngf), nn.ReLU(True)]
+        for m in (1, 2):
+            layers += [nn.Conv2d(ngf * m, ngf * m * 2, 3, 2, 1), norm_layer(norm, ngf * m * 2), nn.ReLU(True)]
+        layers += [ResnetBlock(ngf * 4, norm) for _ in range(n_blocks)]
+        for m in (4, 2):
+            layers += [nn.ConvTranspose2d(ngf * m, ngf * m // 2, 3, 2, 1, output_padding=1),
+                       norm_layer(norm, ngf * m // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.model(x)
+
+
+class UnetGenerator(nn.Module):
+    """pix2pix U-Net with ``num_downs`` stride-2 levels (H, W multiples of 2**num_downs)."""
+
+    def __init__(self, ngf: int = 64, num_downs: int = 7, norm: str = "instance"):
+        super().__init__()
+        chans = [min(ngf * 2 ** i, ngf * 8) for i in range(num_downs)]
+        self.downs = nn.ModuleList()
+        cin = 3
+        for i, c in enumerate(chans):
+            self.downs.append(nn.Sequential(
+                nn.LeakyReLU(0.2, True) if i else nn.Identity(), nn.Conv2d(cin, c, 4, 2, 1),
+                norm_layer(norm, c) if 0 < i < num_downs - 1 else nn.Identity()))
+            cin = c
+        self.ups = nn.ModuleList()
+        for i in reversed(range(num_downs)):
+            c_in = chans[i] * (1 if i == num_downs - 1 else 2)
+            c_out = chans[i - 1] if i else 3
+            tail = [nn.Tanh()] if i == 0 else [norm_layer(norm, c_out)]
+            self.ups.append(nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), *tail))
+
+    def forward(self, x):
+        skips = []
+        for d in self.downs:
+            x = d(x)
+            skips.append(x)
+        skips.pop()
+        for u in self.ups:
+            x = u(x)
+            if skips:
+                x = torch.cat([x, skips.pop()], 1)
+        return x
+
+
+class SeparableBlock(nn.Module):
+    """Residual block of two depthwise-separable 3x3 convs (depthwise 3x3 -> pointwise 1x1)."""
+
+    def __init__(self, ch: int, norm: str = "instance"):
+        super().__init__()
+
+        def sep(relu: bool):
+            return [nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3, groups=ch, bias=False), nn.Conv2d(ch, ch, 1),
+                    norm_layer(norm, ch)] + ([nn.ReLU(True)] if relu else [])
+
+        self.body = nn.Sequential(*sep(True), *sep(False))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class MobileGenerator(nn.Module):
+    """Compact generator for real-time video: ResNet layout with separable residual blocks.
+
+    ``skips``: add encoder features to the decoder at the same scale (cheap, keeps fine detail).
+    ``residual``: predict a correction, ``y = clamp(x + f(x), -1, 1)``; otherwise ``y = tanh(f(x))``.
+    """
+
+    def __init__(self, ngf: int = 16, n_blocks: int = 6, norm: str = "instance",
+                 skips: bool = True, residual: bool = False):
+        super().__init__()
+        self.skips, self.residual = skips, residual
+        self.inc = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), norm_layer(norm, ngf), nn.ReLU(True))
+        self.down1 = nn.Sequential(nn.Conv2d(ngf, ngf * 2, 3, 2, 1), norm_layer(norm, ngf * 2), nn.ReLU(True))
+        self.down2 = nn.Sequential(nn.Conv2d(ngf * 2, ngf * 4, 3, 2, 1), norm_layer(norm, ngf * 4), nn.ReLU(True))
+        self.blocks = nn.Sequential(*[SeparableBlock(ngf * 4, norm) for _ in range(n_blocks)])
+        self.up1 = nn.Sequential(nn.ConvTranspose2d(ngf * 4, ngf * 2, 3, 2, 1, output_padding=1),
+                                 norm_layer(norm, ngf * 2), nn.ReLU(True))
+        self.up2 = nn.Sequential(nn.ConvTranspose2d(ngf * 2, ngf, 3, 2, 1, output_padding=1),
+                                 norm_layer(norm, ngf), nn.ReLU(True))
+        self.outc = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7))
+        if residual:  # start as the identity mapping
+            nn.init.zeros_(self.outc[1].weight)
+            nn.init.zeros_(self.outc[1].bias)
+
+    def forward(self, x):
+        e0 = self.inc(x)
+        e1 = self.down1(e0)
+        y = self.blocks(self.down2(e1))
+        y = self.up1(y)
+        if self.skips:
+            y = y + e1
+        y = self.up2(y)
+        if self.skips:
+            y = y + e0
+        y = self.outc(y)
+        return torch.clamp(x + y, -1.0, 1.0) if self.residual else torch.tanh(y)
+
+
+class NLayerDiscriminator(nn.Module):
+    """PatchGAN; ``n_layers=3`` gives the 70x70 receptive field of pix2pix/CycleGAN."""
+
+    def __init__(self, ndf: int = 64, n_layers: int = 3, norm: str = "instance"):
+        super().__init__()
+        layers = [nn.Conv2d(3, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2 ** n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1), norm_layer(norm, ndf * mult),
+                       nn.LeakyReLU(0.2, True)]
+        layers += [nn.Conv2d(ndf * mult, 1, 4, 1, 1)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def build_generator(kind: str, **kw) -> nn.Module:
+    kinds = {"resnet": ResnetGenerator, "unet": UnetGenerator, "mobile": MobileGenerator}
+    if kind not in kinds:
+        raise ValueError(f"unknown generator kind {kind!r} (expected one of {sorted(kinds)})")
+    return kinds[kind](**kw)
+
+
+def build_discriminator(ndf: int = 64, n_layers: int = 3, norm: str = "instance") -> nn.Module:
+    return NLayerDiscriminator(ndf, n_layers, norm)
+
+
+def size_multiple(kind: str, **kw) -> int:
+    return 2 ** kw.get("num_downs", 7) if kind == "unet" else 4
+
+
+def init_weights(net: nn.Module, gain: float = 0.02) -> None:
+    """Normal(0, 0.02) init of conv weights as in CycleGAN (zero-initialised layers stay zero)."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.weight.abs().sum() > 0:
+            nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,180 @@
+"""Training options: one YAML file per run (``configs/train_*.yaml``), validated by pydantic.
+
+A config that fails validation raises :class:`ConfigError` naming the file and the first bad field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(Exception):
+    """A config file is missing, is not YAML, or fails validation."""
+
+
+class DataError(Exception):
+    """A data folder is missing or empty, or an image/video does not decode."""
+
+
+class CheckpointError(Exception):
+    """A checkpoint is unreadable or was made for another architecture."""
+
+
+class _Opts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataOptions(_Opts):
+    # Domain A sources: folders (images, searched recursively), image files or video files.
+    train_a: list[str] = Field(min_length=1)
+    # Domain B sources (unpaired CycleGAN mode), e.g. real night frames.
+    train_b: list[str] = []
+    # Held out for evaluation; their files are removed from the training pools.
+    holdout_a: list[str] = []
+    holdout_b: list[str] = []
+    exclude: list[str] = []  # substrings of paths to leave out
+    synth: Literal["none", "rain", "night"] = "none"
+    crop: int = Field(256, ge=16)
+    scale: tuple[float, float] = (0.5, 1.0)  # random resize factor before the crop
+    max_side: int = Field(1280, ge=64)  # frames are stored at most this large (longer side)
+    video_stride: int = Field(5, ge=1)  # every n-th frame of a video
+    batch_size: int = Field(4, ge=1)
+
+
+class GeneratorOptions(_Opts):
+    kind: Literal["mobile", "resnet", "unet"] = "mobile"
+    ngf: int = Field(16, ge=4)
+    n_blocks: int = Field(6, ge=0)
+    num_downs: int = Field(7, ge=2)  # unet only
+    norm: Literal["instance", "batch", "none"] = "instance"
+    skips: bool = True  # mobile only
+    residual: bool = False  # mobile only
+
+    def kwargs(self) -> dict:
+        if self.kind == "mobile":
+            return dict(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm, skips=self.skips, residual=self.residual)
+        if self.kind == "resnet":
+            return dict(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm)
+        return dict(ngf=self.ngf, num_downs=self.num_downs, norm=self.norm)
+
+
+class DiscriminatorOptions(_Opts):
+    ndf: int = Field(64, ge=4)
+    n_layers: int = Field(3, ge=1)
+    norm: Literal["instance", "batch", "none"] = "instance"
+
+
+class ModelOptions(_Opts):
+    generator: GeneratorOptions = GeneratorOptions()
+    discriminator: DiscriminatorOptions = DiscriminatorOptions()
+
+
+class LossOptions(_Opts):
+    gan_mode: Literal["lsgan", "vanilla", "hinge"] = "lsgan"
+    lambda_gan: float = Field(1.0, ge=0)
+    lambda_cycle: float = Field(10.0, ge=0)
+    lambda_identity: float = Field(0.5, ge=0)  # times lambda_cycle, as in CycleGAN
+    lambda_l1: float = Field(0.0, ge=0)  # paired L1 (needs a synthesiser or paired data)
+    lambda_ssim: float = Field(0.0, ge=0)  # paired (1 - SSIM)
+    lambda_distill: float = Field(0.0, ge=0)  # L1 to a teacher generator's output
+    teacher: str | None = None  # checkpoint of the teacher (its own config's architecture)
+    teacher_generator: GeneratorOptions | None = None
+
+
+class OptimOptions(_Opts):
+    lr: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    steps: int = Field(1000, ge=1)
+    decay_start: int | None = None  # constant lr until here, then linear to 0 at ``steps`` (default: steps/2)
+    pool_size: int = Field(50, ge=0)
+
+
+class TrainOptions(_Opts):
+    out: str = "runs/run"
+    threads: int = Field(1, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # mixed precision on CUDA only
+    log_every: int = Field(25, ge=1)
+    sample_every: int = Field(500, ge=1)
+    checkpoint_every_s: float = Field(300, gt=0)
+    init_generator: str | None = None  # warm start G (A->B) from this checkpoint
+    progress: bool = True
+
+
+class ExportOptions(_Opts):
+    plugin_dir: str = "plugins/x"
+    title: str = "generator"
+    direction: str = "A -> B"
+    licence: str = "MIT"
+    policy: Literal["native", "short_side"] = "native"
+    short_side: int | None = None
+    limitations: str | None = None
+    data_notes: list[dict] = []  # [{name, path, licence, count}] for the card
+
+
+class EvalOptions(_Opts):
+    kind: Literal["derain", "day2night"] = "derain"
+    rain12: str | None = None  # folder with rainy/ and clean/
+    clip: str | None = None  # a real clip for the flicker ratio
+    clip_frames: int = Field(50, ge=2)
+    synthetic_pairs: int = Field(24, ge=1)  # from holdout_a frames
+    size: tuple[int, int] = (640, 360)  # W, H used for held-out pairs / day2night evaluation
+
+
+class Config(_Opts):
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    task: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    mode: Literal["paired", "cyclegan"] = "paired"
+    seed: int = 0
+    data: DataOptions
+    model: ModelOptions = ModelOptions()
+    loss: LossOptions = LossOptions()
+    optim: OptimOptions = OptimOptions()
+    train: TrainOptions = TrainOptions()
+    export: ExportOptions = ExportOptions()
+    eval: EvalOptions = EvalOptions()
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.mode == "paired" and self.data.synth == "none":
+            raise ValueError("mode 'paired' needs data.synth ('rain' or 'night') to make pairs")
+        if self.mode == "cyclegan" and not self.data.train_b:
+            raise ValueError("mode 'cyclegan' needs data.train_b (the target domain)")
+        if self.loss.lambda_distill > 0 and not (self.loss.teacher and self.loss.teacher_generator):
+            raise ValueError("loss.lambda_distill > 0 needs loss.teacher and loss.teacher_generator")
+        if self.export.policy == "short_side" and not self.export.short_side:
+            raise ValueError("export.policy 'short_side' needs export.short_side")
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] | None = None) -> "Config":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config {path} is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config {path}: expected a mapping at the top level")
+        for ov in overrides or []:
+            key, _, val = ov.partition("=")
+            if not _:
+                raise ConfigError(f"override {ov!r}: expected key.path=value")
+            node = raw
+            parts = key.split(".")
+            for p in parts[:-1]:
+                node = node.setdefault(p, {})
+            node[parts[-1]] = yaml.safe_load(val)
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "<root>"
+            more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
+            raise ConfigError(f"config {path}: field '{field}': {first['msg']}{more}") from None

@@ -1,0 +1,476 @@
+"""The training loop: paired (pix2pix-style, pairs from a synthesiser) or unpaired (CycleGAN).
+
+Runs on CPU, CUDA (mixed precision) and several processes through ``torchrun`` (DistributedDataParallel;
+gloo on CPU, nccl on CUDA). Rank 0 writes checkpoints (temp file, then rename), sample grids, a CSV log and
+a PNG plot of the losses. Checkpoints hold plain tensors and are read back with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from . import losses as L
+from .data import FramePool, from_model, list_sources, load_frames, to_model
+from .networks import build_discriminator, build_generator, init_weights
+from .options import CheckpointError, Config, DataError
+from .synth import SYNTHS
+
+CKPT = "latest.pt"
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+def arch_signature(cfg: Config) -> str:
+    return json.dumps({"mode": cfg.mode, "model": cfg.model.model_dump(mode="json")}, sort_keys=True)
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad checkpoint
+        raise CheckpointError(f"checkpoint {path} cannot be read safely (weights_only): {e}") from None
+    if not isinstance(ck, dict) or "nets" not in ck or "arch" not in ck:
+        raise CheckpointError(f"checkpoint {path} is not a streamgan-train checkpoint (no 'nets'/'arch')")
+    return ck
+
+
+def load_net(net: nn.Module, state: dict, path, name: str, arch_saved: str, arch_now: str) -> None:
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[:3]
+        raise CheckpointError(
+            f"checkpoint {path}: network '{name}' was made for another architecture "
+            f"(checkpoint: {arch_saved}; config: {arch_now}): {' '.join(first)}"
+        ) from None
+
+
+def generator_from_checkpoint(path, gen_opts=None, net: str = "G") -> tuple[nn.Module, dict]:
+    """Build the A->B generator described in a checkpoint and load its weights."""
+    from .options import GeneratorOptions
+
+    ck = load_checkpoint(path)
+    saved = json.loads(ck["arch"])["model"]["generator"]
+    opts = gen_opts or GeneratorOptions(**saved)
+    g = build_generator(opts.kind, **opts.kwargs())
+    load_net(g, ck["nets"][net], path, net, json.dumps(saved), json.dumps(opts.model_dump(mode="json")))
+    return g.eval(), ck
+
+
+# ----------------------------------------------------------------------------------------- models
+class CycleGenerators(nn.Module):
+    """Both CycleGAN generators in one module, so one forward feeds one backward (DDP-friendly)."""
+
+    def __init__(self, g_ab: nn.Module, g_ba: nn.Module):
+        super().__init__()
+        self.G, self.F = g_ab, g_ba
+
+    def forward(self, real_a, real_b, identity: bool):
+        fake_b, fake_a = self.G(real_a), self.F(real_b)
+        out = {"fake_B": fake_b, "fake_A": fake_a, "rec_A": self.F(fake_b), "rec_B": self.G(fake_a)}
+        if identity:
+            out["idt_B"], out["idt_A"] = self.G(real_b), self.F(real_a)
+        return out
+
+
+class Discriminators(nn.Module):
+    """D_B judges domain B (outputs of G), D_A judges domain A (outputs of F; CycleGAN only)."""
+
+    def __init__(self, d_b: nn.Module, d_a: nn.Module | None = None):
+        super().__init__()
+        self.D_B, self.D_A = d_b, d_a
+
+    def forward(self, b, a=None):
+        return self.D_B(b), (self.D_A(a) if a is not None else None)
+
+
+def lr_lambda(cfg: Config):
+    steps = cfg.optim.steps
+    start = cfg.optim.decay_start if cfg.optim.decay_start is not None else steps // 2
+
+    def f(step: int) -> float:
+        if step < start:
+            return 1.0
+        return max(0.0, (steps - step) / max(1, steps - start))
+
+    return f
+
+
+# ----------------------------------------------------------------------------------------- logging
+class Progress:
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.total, self.start, self.enabled, self.t0 = total, start, enabled, time.time()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, step: int, msg: str) -> None:
+        if not self.enabled:
+            return
+        done = (step - self.start) / max(1, self.total - self.start)
+        el = time.time() - self.t0
+        eta = el / max(done, 1e-9) - el if done > 0 else float("nan")
+        bar = "#" * int(30 * step / self.total) + "-" * (30 - int(30 * step / self.total))
+        line = f"[{bar}] {step}/{self.total} {msg} eta {eta:6.0f}s"
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+
+def plot_losses(csv_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    keys = [k for k in rows[0] if k.startswith("loss_")]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = [int(r["step"]) for r in rows]
+    for k in keys:
+        ax.plot(steps, [float(r[k]) for r in rows], label=k[5:])
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = png_path.with_name(png_path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+
+
+def save_grid(rows: list[torch.Tensor], path: Path) -> None:
+    """rows: list of NCHW tensors in [0, 1]; each row one kind (input / output / target or cycle)."""
+    import numpy as np
+    from PIL import Image
+
+    grid = torch.cat([torch.cat(list(r.clamp(0, 1)), dim=2) for r in rows], dim=1)
+    arr = (grid.permute(1, 2, 0).float().cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    Image.fromarray(arr).save(tmp)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------- trainer
+class Trainer:
+    def __init__(self, cfg: Config, config_path: str = "", resume: bool = False, max_steps: int | None = None):
+        self.cfg, self.config_path = cfg, config_path
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        want_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
+        if cfg.train.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("train.device is 'cuda' but CUDA is not available")
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if want_cuda else "gloo")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device(f"cuda:{local}" if want_cuda else "cpu")
+        if want_cuda:
+            torch.cuda.set_device(self.device)
+        torch.set_num_threads(cfg.train.threads)
+        self.amp = cfg.train.amp and self.device.type == "cuda"
+        self.out = Path(cfg.train.out)
+        self.max_steps = max_steps
+        torch.manual_seed(cfg.seed)
+
+        d = cfg.data
+        held_a = set(list_sources(d.holdout_a, field="data.holdout_a")) if d.holdout_a else set()
+        files_a = [f for f in list_sources(d.train_a, d.exclude, "data.train_a") if f not in held_a]
+        if not files_a:
+            raise DataError("data.train_a: every file is held out; nothing left to train on")
+        self.pool_a = FramePool(load_frames(files_a, d.max_side, d.video_stride), d.crop, d.scale)
+        self.pool_b = None
+        if cfg.mode == "cyclegan":
+            held_b = set(list_sources(d.holdout_b, field="data.holdout_b")) if d.holdout_b else set()
+            files_b = [f for f in list_sources(d.train_b, d.exclude, "data.train_b") if f not in held_b]
+            if not files_b:
+                raise DataError("data.train_b: every file is held out; nothing left to train on")
+            self.pool_b = FramePool(load_frames(files_b, d.max_side, d.video_stride), d.crop, d.scale)
+        self.counts = {"train_a": len(self.pool_a), "train_b": len(self.pool_b) if self.pool_b else 0}
+        self.synth = SYNTHS.get(d.synth)
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
+
+        g = cfg.model.generator
+        self.G = build_generator(g.kind, **g.kwargs())
+        init_weights(self.G)
+        nets = {"G": self.G}
+        if cfg.mode == "cyclegan":
+            self.F = build_generator(g.kind, **g.kwargs())
+            init_weights(self.F)
+            nets["F"] = self.F
+        dd = cfg.model.discriminator
+        self.use_gan = cfg.loss.lambda_gan > 0
+        if self.use_gan:
+            nets["D_B"] = build_discriminator(dd.ndf, dd.n_layers, dd.norm)
+            if cfg.mode == "cyclegan":
+                nets["D_A"] = build_discriminator(dd.ndf, dd.n_layers, dd.norm)
+            for k in ("D_B", "D_A"):
+                if k in nets:
+                    init_weights(nets[k])
+        self.nets = nets
+        for n in nets.values():
+            n.to(self.device)
+        self.gens = CycleGenerators(self.G, self.F) if cfg.mode == "cyclegan" else self.G
+        self.discs = Discriminators(nets["D_B"], nets.get("D_A")) if self.use_gan else None
+        self.teacher = None
+        if cfg.loss.lambda_distill > 0:
+            self.teacher, _ = generator_from_checkpoint(cfg.loss.teacher, cfg.loss.teacher_generator)
+            self.teacher.to(self.device).requires_grad_(False)
+
+        self.opt_g = torch.optim.Adam(self.gens.parameters(), cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+        self.opt_d = (torch.optim.Adam(self.discs.parameters(), cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+                      if self.use_gan else None)
+        self.sched = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(cfg)) for o in (self.opt_g, self.opt_d) if o]
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.gan_loss = L.GANLoss(cfg.loss.gan_mode)
+        self.pool_fb = L.ImagePool(cfg.optim.pool_size, cfg.seed)
+        self.pool_fa = L.ImagePool(cfg.optim.pool_size, cfg.seed + 1)
+        self.step, self.wall = 0, 0.0
+
+        if cfg.train.init_generator and not resume:
+            ck = load_checkpoint(cfg.train.init_generator)
+            saved = json.dumps(json.loads(ck["arch"])["model"]["generator"], sort_keys=True)
+            now = json.dumps(g.model_dump(mode="json"), sort_keys=True)
+            load_net(self.G, ck["nets"]["G"], cfg.train.init_generator, "G", saved, now)
+        if resume:
+            self._resume()
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.gens = DDP(self.gens, device_ids=ids, broadcast_buffers=False)
+            if self.discs is not None:
+                self.discs = DDP(self.discs, device_ids=ids, broadcast_buffers=False)
+        # a fixed batch for the sample grids
+        vis_gen = torch.Generator().manual_seed(12345)
+        self.vis_a = self.pool_a.sample(4, vis_gen).to(self.device)
+        self.vis_b = self.pool_b.sample(4, vis_gen).to(self.device) if self.pool_b else None
+        self.vis_pair = self._pair(self.vis_a, vis_gen)
+
+    # -- data
+    def _pair(self, clean: torch.Tensor, gen: torch.Generator):
+        """(input, target) in [0, 1] from the synthesiser, or (clean, None) when there is none."""
+        if self.synth is None:
+            return clean, None
+        degraded = self.synth(clean, gen)
+        return (degraded, clean) if self.cfg.data.synth == "rain" else (clean, degraded)
+
+    def _batch(self):
+        bs = self.cfg.data.batch_size
+        a = self.pool_a.sample(bs, self.gen)
+        inp, tgt = self._pair(a, self.gen)
+        b = self.pool_b.sample(bs, self.gen) if self.pool_b else None
+        mv = lambda t: None if t is None else to_model(t).to(self.device)  # noqa: E731
+        return mv(inp), mv(tgt), mv(b)
+
+    # -- checkpoints
+    def payload(self) -> dict:
+        return {
+            "step": self.step, "wall_time_s": self.wall, "arch": arch_signature(self.cfg), "world_size": self.world,
+            "nets": {k: v.state_dict() for k, v in self.nets.items()},
+            "optims": {"G": self.opt_g.state_dict(), **({"D": self.opt_d.state_dict()} if self.opt_d else {})},
+            "scheds": [s.state_dict() for s in self.sched],
+            "scaler": self.scaler.state_dict(), "rng": self.gen.get_state(), "counts": self.counts,
+        }
+
+    def _resume(self) -> None:
+        path = self.out / CKPT
+        if not path.exists():
+            raise CheckpointError(f"--resume: no checkpoint at {path} (train.out in {self.config_path})")
+        ck = load_checkpoint(path)
+        arch = arch_signature(self.cfg)
+        if ck["arch"] != arch:
+            raise CheckpointError(f"checkpoint {path} was made for another architecture "
+                                  f"(checkpoint: {ck['arch']}; config {self.config_path}: {arch})")
+        for k, net in self.nets.items():
+            if k not in ck["nets"]:
+                raise CheckpointError(f"checkpoint {path} has no network '{k}'")
+            load_net(net, ck["nets"][k], path, k, ck["arch"], arch)
+        self.opt_g.load_state_dict(ck["optims"]["G"])
+        if self.opt_d is not None and "D" in ck["optims"]:
+            self.opt_d.load_state_dict(ck["optims"]["D"])
+        if ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        self.gen.set_state(ck["rng"])
+        if self.world > 1:  # different ranks draw different batches
+            self.gen.manual_seed(int(torch.randint(2**31, (), generator=self.gen)) + self.rank)
+        self.step, self.wall = int(ck["step"]), float(ck["wall_time_s"])
+        for s, st in zip(self.sched, ck.get("scheds", [])):
+            s.load_state_dict(st)
+
+    # -- one iteration
+    def train_step(self) -> dict[str, float]:
+        cfg, lo = self.cfg, self.cfg.loss
+        inp, tgt, real_b = self._batch()
+        ac = torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp)
+        logs = {}
+        with ac:
+            if cfg.mode == "paired":
+                fake = self.gens(inp)
+                loss_g = torch.zeros((), device=self.device)
+                if lo.lambda_l1:
+                    logs["l1"] = L.paired_l1(fake, tgt)
+                    loss_g = loss_g + lo.lambda_l1 * logs["l1"]
+                if lo.lambda_ssim:
+                    logs["ssim"] = L.ssim_loss(fake.float(), tgt.float())
+                    loss_g = loss_g + lo.lambda_ssim * logs["ssim"]
+                if self.use_gan:
+                    pred, _ = self.discs(fake)
+                    logs["G_gan"] = self.gan_loss(pred, True, for_discriminator=False)
+                    loss_g = loss_g + lo.lambda_gan * logs["G_gan"]
+                fake_b, fake_a, real_a = fake, None, inp
+                real_target = tgt
+            else:
+                real_a = inp
+                ident = lo.lambda_identity > 0
+                o = self.gens(real_a, real_b, ident)
+                fake_b, fake_a = o["fake_B"], o["fake_A"]
+                logs["cyc_A"] = L.cycle_loss(o["rec_A"], real_a)
+                logs["cyc_B"] = L.cycle_loss(o["rec_B"], real_b)
+                loss_g = lo.lambda_cycle * (logs["cyc_A"] + logs["cyc_B"])
+                if ident:
+                    logs["idt"] = L.identity_loss(o["idt_B"], real_b) + L.identity_loss(o["idt_A"], real_a)
+                    loss_g = loss_g + lo.lambda_cycle * lo.lambda_identity * logs["idt"]
+                if self.use_gan:
+                    pb, pa = self.discs(fake_b, fake_a)
+                    logs["G_gan"] = self.gan_loss(pb, True, False) + self.gan_loss(pa, True, False)
+                    loss_g = loss_g + lo.lambda_gan * logs["G_gan"]
+                if lo.lambda_l1 and tgt is not None:
+                    logs["l1"] = L.paired_l1(fake_b, tgt)
+                    loss_g = loss_g + lo.lambda_l1 * logs["l1"]
+                real_target = real_b
+            if self.teacher is not None:
+                with torch.no_grad():
+                    t_out = self.teacher(real_a)
+                logs["distill"] = L.distill_loss(fake_b, t_out)
+                loss_g = loss_g + lo.lambda_distill * logs["distill"]
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_g).backward()
+        self.scaler.step(self.opt_g)
+        logs["G"] = loss_g
+
+        if self.use_gan:
+            self.opt_d.zero_grad(set_to_none=True)
+            with ac:
+                fb = self.pool_fb.query(fake_b)
+                n = fb.shape[0]
+                if cfg.mode == "paired":
+                    pred, _ = self.discs(torch.cat([real_target, fb]))
+                    loss_d = 0.5 * (self.gan_loss(pred[:n], True) + self.gan_loss(pred[n:], False))
+                else:
+                    fa = self.pool_fa.query(fake_a)
+                    pb, pa = self.discs(torch.cat([real_target, fb]), torch.cat([real_a, fa]))
+                    loss_d = 0.5 * (self.gan_loss(pb[:n], True) + self.gan_loss(pb[n:], False)
+                                    + self.gan_loss(pa[:n], True) + self.gan_loss(pa[n:], False))
+            self.scaler.scale(loss_d).backward()
+            self.scaler.step(self.opt_d)
+            logs["D"] = loss_d
+        self.scaler.update()
+        for s in self.sched:
+            s.step()
+        self.step += 1
+        return {k: float(v.detach()) for k, v in logs.items()}
+
+    # -- outputs
+    @torch.no_grad()
+    def write_samples(self) -> Path:
+        self.G.eval()
+        inp, tgt = self.vis_pair
+        out = from_model(self.G(to_model(inp)))
+        rows = [inp, out]
+        if tgt is not None:
+            rows.append(tgt)
+        if self.cfg.mode == "cyclegan":
+            rows.append(from_model(self.F(to_model(out))))  # cycle
+        self.G.train()
+        path = self.out / "samples" / f"step_{self.step:07d}.png"
+        save_grid(rows, path)
+        return path
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.out / CKPT, self.payload())
+
+    def params_in_sync(self) -> bool:
+        """DDP check: every rank holds the same generator weights (sum of parameters, all-gathered)."""
+        if self.world == 1:
+            return True
+        s = torch.stack([p.detach().double().sum() for p in self.G.parameters()]).sum().view(1).to(self.device)
+        gathered = [torch.zeros_like(s) for _ in range(self.world)]
+        dist.all_gather(gathered, s)
+        return all(torch.allclose(gathered[0], g, rtol=0, atol=1e-9) for g in gathered)
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        total = cfg.optim.steps if self.max_steps is None else min(cfg.optim.steps, self.step + self.max_steps)
+        main = self.rank == 0
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(cfg.model_dump_json(indent=2))
+        csv_path = self.out / "log.csv"
+        fields = None
+        prog = Progress(total, self.step, cfg.train.progress and main)
+        last_ck = time.time()
+        acc: dict[str, list[float]] = {}
+        t_prev = time.time()
+        while self.step < total:
+            logs = self.train_step()
+            now = time.time()
+            self.wall += now - t_prev
+            t_prev = now
+            for k, v in logs.items():
+                acc.setdefault(k, []).append(v)
+            if not all(math.isfinite(v) for v in logs.values()):
+                raise FloatingPointError(f"non-finite loss at step {self.step}: {logs}")
+            if main and (self.step % cfg.train.log_every == 0 or self.step == total):
+                row = {"step": self.step, "wall_time_s": round(self.wall, 2),
+                       "lr": self.opt_g.param_groups[0]["lr"],
+                       **{f"loss_{k}": sum(v) / len(v) for k, v in acc.items()}}
+                acc = {}
+                if fields is None:
+                    fields = list(row)
+                    new = not csv_path.exists() or self.step <= cfg.train.log_every
+                    if new:
+                        with open(csv_path, "w", newline="") as f:
+                            csv.DictWriter(f, fields).writeheader()
+                with open(csv_path, "a", newline="") as f:
+                    csv.DictWriter(f, fields, extrasaction="ignore").writerow(row)
+                prog.update(self.step, " ".join(f"{k[5:]}={v:.4f}" for k, v in row.items() if k.startswith("loss_")))
+            if main and self.step % cfg.train.sample_every == 0:
+                self.write_samples()
+            if main and time.time() - last_ck > cfg.train.checkpoint_every_s:
+                self.checkpoint()
+                plot_losses(csv_path, self.out / "losses.png")
+                last_ck = time.time()
+        synced = self.params_in_sync()
+        summary = {"step": self.step, "wall_time_s": round(self.wall, 1), "world_size": self.world,
+                   "params_in_sync": synced, "counts": self.counts, "config": self.config_path}
+        if main:
+            self.checkpoint()
+            self.write_samples()
+            if csv_path.exists():
+                plot_losses(csv_path, self.out / "losses.png")
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+            if prog.tty and prog.enabled:
+                print(file=sys.stderr)
+        if self.world > 1:
+            dist.barrier()
+        return summary
