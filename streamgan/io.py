@@ -296,7 +296,7 @@ class EncodeOptions:
     codec: str = "h264"  # h264 | h265 | av1 | any FFmpeg encoder name
     crf: int | None = None
     preset: str | None = None
-    pix_fmt: str = "yuv420p"
+    pix_fmt: str | None = None  # default yuv420p; yuv444p for odd sizes (4:2:0 cannot be odd)
     audio: str = "copy"  # copy (re-encode only when the container cannot carry it) | aac | none
 
     def encoder(self) -> str:
@@ -365,10 +365,16 @@ class Sink:
 
     def _add_video(self, time_base, frame_rate, rotation):
         enc = self.options.encoder()
+        if enc == "libsvtav1":
+            os.environ.setdefault("SVT_LOG", "1")  # errors only; its banner is noise
         rate = frame_rate if frame_rate and frame_rate > 0 else Fraction(25)
         s = self.container.add_stream(enc, rate=rate, options=self.options.codec_options(enc))
-        s.width, s.height = self.width + self.width % 2, self.height + self.height % 2
-        s.pix_fmt = self.options.pix_fmt
+        s.width, s.height = self.width, self.height
+        odd = self.width % 2 or self.height % 2
+        s.pix_fmt = self.options.pix_fmt or ("yuv444p" if odd else "yuv420p")
+        if odd and s.pix_fmt.startswith(("yuv420", "nv12")):
+            raise UsageError(f"{s.pix_fmt} cannot hold an odd frame size "
+                             f"{self.width}x{self.height}; use yuv444p")
         s.codec_context.time_base = time_base  # frames keep their source pts: VFR stays VFR
         s.time_base = time_base
         if rotation:
@@ -392,7 +398,9 @@ class Sink:
             if codec == "libopus":
                 rate = 48000
             self.audio = self.container.add_stream(codec, rate=rate)
-            self.audio.layout = audio_stream.codec_context.layout.name if audio_stream.codec_context.layout else "stereo"
+            # a native-order layout for the channel count ("2 channels" -> stereo)
+            channels = audio_stream.codec_context.layout.nb_channels or 2
+            self.audio.layout = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}.get(channels, "stereo")
             self._decoder = av.CodecContext.create(audio_stream.codec_context.name, "r")
             self._decoder.extradata = audio_stream.codec_context.extradata
             self._decoder.sample_rate = audio_stream.codec_context.sample_rate

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
@@ -23,6 +24,9 @@ _BACKENDS = {
     "onnxruntime": ("onnxruntime", "ONNXRuntimeBackend", "onnxruntime"),
 }
 NAMES = tuple(_BACKENDS)
+# keyword arguments only the TensorRT backend takes (dropped when falling back)
+_TRT_ONLY = ("batch_range", "resolutions", "size_multiple", "cache_dir", "engine_path")
+log = logging.getLogger("streamgan")
 
 
 def _installed(package: str) -> bool:
@@ -67,16 +71,62 @@ def auto_choice() -> str:
     raise BackendError("no inference backend is installed: pip install openvino")
 
 
+def _after_tensorrt() -> str:
+    """What runs when TensorRT cannot: PyTorch CUDA (fp16 under precision auto), else a CPU backend."""
+    if _cuda_usable():
+        return "torch"
+    for name in ("openvino", "onnxruntime"):
+        if _installed(name):
+            return name
+    raise BackendError("no inference backend is installed: pip install openvino")
+
+
+def choose(name: str) -> tuple[str, str | None]:
+    """(backend to build, one-line notice or None) for a requested name ("auto" or one of NAMES)."""
+    if name == "auto":
+        choice = auto_choice()
+        if choice == "torch" and not _installed("tensorrt"):
+            return choice, ("TensorRT is not installed; using PyTorch CUDA instead "
+                            "(pip install 'streamgan[tensorrt]' for faster inference)")
+        if choice not in ("tensorrt", "torch") and nvidia_driver_present() and _installed("torch"):
+            return choice, (f"an NVIDIA driver is loaded but CUDA is unusable (driver too old for "
+                            f"this PyTorch?); using the {choice} backend on the CPU")
+        return choice, None
+    if name == "tensorrt" and not (_installed("tensorrt") and _cuda_usable()):
+        why = ("TensorRT is not installed" if not _installed("tensorrt")
+               else "no usable CUDA GPU (NVIDIA driver missing or too old)")
+        alt = _after_tensorrt()
+        return alt, f"{why}; using the {alt} backend instead"
+    return name, None
+
+
 def create(name: str, onnx_path: str | Path, precision: str = "auto", **kwargs) -> Backend:
-    """Build backend ``name`` ("auto" or one of NAMES) for an ONNX file."""
+    """Build backend ``name`` ("auto" or one of NAMES) for an ONNX file.
+
+    TensorRT falls back, with one notice on the 'streamgan' logger, to PyTorch CUDA (or the CPU
+    backends without a GPU) when it is missing or cannot build this model.
+    """
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
-    if name == "auto":
-        name = auto_choice()
-    if name not in _BACKENDS:
+    if name != "auto" and name not in _BACKENDS:
         raise UsageError(f"unknown backend '{name}'; choose auto or one of {', '.join(NAMES)}")
+    requested = name
+    name, notice = choose(name)
+    if notice:
+        log.warning("notice: %s", notice)
     module, cls, pkg = _BACKENDS[name]
     if not _installed(pkg):
         raise BackendError(f"backend '{name}' is not installed: pip install 'streamgan[{name}]'")
+    if name != "tensorrt":
+        kwargs = {k: v for k, v in kwargs.items() if k not in _TRT_ONLY}
     mod = importlib.import_module(f".{module}", __name__)
-    return getattr(mod, cls)(onnx_path, precision=precision, **kwargs)
+    try:
+        return getattr(mod, cls)(onnx_path, precision=precision, **kwargs)
+    except BackendError as e:
+        if name != "tensorrt" or requested not in ("auto", "tensorrt"):
+            raise
+        alt = _after_tensorrt()
+        log.warning("notice: %s; using the %s backend instead", e, alt)
+        kwargs = {k: v for k, v in kwargs.items() if k not in _TRT_ONLY}
+        mod = importlib.import_module(f".{_BACKENDS[alt][0]}", __name__)
+        return getattr(mod, _BACKENDS[alt][1])(onnx_path, precision=precision, **kwargs)

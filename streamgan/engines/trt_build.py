@@ -1,0 +1,491 @@
+"""TensorRT engines: optimisation profiles, the on-disk cache, building, and ``streamgan compile``.
+
+An engine is only valid for the ONNX file, TensorRT version and GPU it was built with, so every
+engine in the cache sits beside a JSON sidecar holding its key::
+
+    onnx_sha256, tensorrt_version, gpu_name, compute_capability, precision, profile
+
+and the sha256 of the engine bytes. The file name is derived from a hash of the key, and the
+sidecar is checked again before every load: an engine whose sidecar is missing, unreadable, or
+names another ONNX / TensorRT version / GPU / precision / profile, or whose bytes changed, is
+rebuilt, never deserialised. Engines are written to a temporary name and renamed, sidecar last,
+so an interrupted build leaves nothing that looks valid.
+
+Nothing here imports ``tensorrt`` or ``torch`` at module level: the cache logic, the profile
+computation and the operator check run (and are tested) on machines without a GPU.
+
+API used (TensorRT 10.x Python): ``Builder``, ``Builder.create_network(0)`` (networks are always
+explicit-batch in 10.x), ``OnnxParser.parse_from_file``/``num_errors``/``get_error``,
+``Builder.create_builder_config``, ``IBuilderConfig.set_memory_pool_limit(MemoryPoolType.WORKSPACE)``,
+``IBuilderConfig.set_flag(BuilderFlag.FP16)``, ``Builder.create_optimization_profile``,
+``IOptimizationProfile.set_shape(name, min, opt, max)``, ``IBuilderConfig.add_optimization_profile``
+and ``Builder.build_serialized_network``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import BackendError, ModelError, UsageError
+
+log = logging.getLogger("streamgan")
+
+SIDECAR_VERSION = 1
+TRT_PRECISIONS = ("fp16", "fp32")
+DEFAULT_BATCH = (1, 8)
+DEFAULT_RESOLUTIONS = "360p..1080p"
+DEFAULT_WORKSPACE_GIB = 4.0
+
+# Operators the TensorRT ONNX parser imports, from onnx/onnx-tensorrt docs/operators.md (the
+# support matrix shipped with TensorRT 8.5, opset 17, "Supported: Y" rows) plus the operators its
+# docs/Changelog.md lists as added since: GroupNormalization, LayerNormalization, IsInf (8.6),
+# Hardmax (9.2), DeformConv (10.1), BlackmanWindow/HammingWindow/HannWindow (10.4), STFT (10.5).
+# Restrictions noted there that matter for generators: Conv/ConvTranspose 2D or 3D with weights as
+# initializers; InstanceNormalization scale/bias as initializers; Resize modes nearest/linear only.
+TRT_SUPPORTED_OPS = frozenset("""
+Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast Ceil
+Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace
+DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather
+GatherElements GatherND Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual
+GridSample GRU HardSwish HardSigmoid Identity If ImageScaler InstanceNormalization IsNaN LeakyRelu
+Less LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean
+MeanVarianceNormalization Min Mod Mul Neg NonMaxSuppression NonZero Not OneHot Or Pad
+ParametricSoftplus Pow PRelu QuantizeLinear RandomNormal RandomNormalLike RandomUniform
+RandomUniformLike Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax
+ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RNN
+RoiAlign Round ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Shrink Sigmoid Sign Sin
+Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh
+ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
+GroupNormalization LayerNormalization IsInf Hardmax DeformConv
+BlackmanWindow HammingWindow HannWindow STFT
+""".split())
+
+# Named resolutions (16:9 width x height) for --resolutions.
+NAMED_RESOLUTIONS = {
+    "240p": (426, 240), "360p": (640, 360), "480p": (854, 480), "540p": (960, 540),
+    "720p": (1280, 720), "1080p": (1920, 1080), "1440p": (2560, 1440), "2160p": (3840, 2160),
+    "4k": (3840, 2160),
+}
+_DEFAULT_OPT = (1280, 720)
+
+
+# -- operator check ---------------------------------------------------------------------------
+
+def onnx_operators(onnx_path: str | Path) -> set[str]:
+    """The set of operator types in an ONNX graph (including nested subgraphs), 'domain::Op' for
+    operators outside the default ONNX domain. Needs the ``onnx`` package."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as e:
+        raise ModelError(f"cannot read ONNX {onnx_path}: {e}") from None
+    ops: set[str] = set()
+
+    def walk(graph):
+        for node in graph.node:
+            ops.add(node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}")
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g)
+                for g in attr.graphs:
+                    walk(g)
+
+    walk(model.graph)
+    return ops
+
+
+def unsupported_operators(onnx_path: str | Path) -> list[str] | None:
+    """Operators of ``onnx_path`` outside ``TRT_SUPPORTED_OPS``; None when ``onnx`` is missing
+    (the TensorRT parser then reports them itself)."""
+    try:
+        ops = onnx_operators(onnx_path)
+    except ImportError:
+        return None
+    return sorted(ops - TRT_SUPPORTED_OPS)
+
+
+# -- profiles ---------------------------------------------------------------------------------
+
+def _round_up(v: int, m: int) -> int:
+    return -(-int(v) // m) * m
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One optimisation profile for an NCHW input: (min, opt, max) per dynamic dimension."""
+
+    batch: tuple[int, int, int]
+    height: tuple[int, int, int]
+    width: tuple[int, int, int]
+
+    def shapes(self, channels: int = 3) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        return tuple((self.batch[i], channels, self.height[i], self.width[i]) for i in range(3))
+
+    def covers(self, n: int, h: int, w: int) -> bool:
+        return (self.batch[0] <= n <= self.batch[2] and self.height[0] <= h <= self.height[2]
+                and self.width[0] <= w <= self.width[2])
+
+    def union(self, n: int, h: int, w: int) -> "Profile":
+        """This profile widened to include an (n, h, w) input; opt unchanged where still inside."""
+        def grow(r, v):
+            lo, hi = min(r[0], v), max(r[2], v)
+            return (lo, min(max(r[1], lo), hi), hi)
+        return Profile(grow(self.batch, n), grow(self.height, h), grow(self.width, w))
+
+    def describe(self) -> str:
+        b, h, w = self.batch, self.height, self.width
+        return (f"batch {b[0]}..{b[2]} (opt {b[1]}), {w[0]}x{h[0]}..{w[2]}x{h[2]} "
+                f"(opt {w[1]}x{h[1]})")
+
+    def to_json(self) -> dict:
+        return {k: list(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Profile":
+        return cls(*(tuple(int(x) for x in d[k]) for k in ("batch", "height", "width")))
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """'720p' | '1280x720' -> (width, height)."""
+    t = text.strip().lower()
+    if t in NAMED_RESOLUTIONS:
+        return NAMED_RESOLUTIONS[t]
+    m = re.fullmatch(r"(\d+)\s*[x×]\s*(\d+)", t)
+    if m and int(m.group(1)) > 0 and int(m.group(2)) > 0:
+        return int(m.group(1)), int(m.group(2))
+    raise UsageError(f"resolution '{text}' is not understood: use WIDTHxHEIGHT (1280x720) or one of "
+                     + ", ".join(NAMED_RESOLUTIONS))
+
+
+def parse_resolutions(text: str) -> list[tuple[int, int]]:
+    """'360p..1080p' (a range) or '720p,1280x720' (a list) -> [(w, h), ...]."""
+    if ".." in text:
+        lo, _, hi = text.partition("..")
+        return [parse_resolution(lo), parse_resolution(hi)]
+    out = [parse_resolution(p) for p in text.split(",") if p.strip()]
+    if not out:
+        raise UsageError("no resolution given")
+    return out
+
+
+def parse_batch_range(text: str | int | tuple) -> tuple[int, int]:
+    """'1..8' -> (1, 8); '8' -> (1, 8)."""
+    if isinstance(text, (tuple, list)):
+        lo, hi = int(text[0]), int(text[-1])
+    elif isinstance(text, int) or ".." not in str(text):
+        try:
+            lo, hi = 1, int(text)
+        except ValueError:
+            raise UsageError(f"batch '{text}' is not understood: use N or MIN..MAX (1..8)") from None
+    else:
+        a, _, b = str(text).partition("..")
+        try:
+            lo, hi = int(a), int(b)
+        except ValueError:
+            raise UsageError(f"batch '{text}' is not understood: use N or MIN..MAX (1..8)") from None
+    if not 1 <= lo <= hi:
+        raise UsageError(f"batch range {lo}..{hi} is invalid: need 1 <= MIN <= MAX")
+    return lo, hi
+
+
+def compute_profile(batch_range=DEFAULT_BATCH, resolutions=DEFAULT_RESOLUTIONS, *,
+                    height_range: tuple[int, int] | None = None,
+                    width_range: tuple[int, int] | None = None, size_multiple: int = 4,
+                    opt_batch: int | None = None, opt_resolution=None) -> Profile:
+    """The profile covering a batch range and a resolution range.
+
+    Resolutions are a string ('360p..1080p', '720p,1080p', '1280x720') or a list of (w, h); the
+    smallest and largest width and height bound the profile, or give ``height_range`` and
+    ``width_range`` directly. Every bound is rounded *up* to ``size_multiple``, since frames are
+    padded up to the model's multiple before they reach the engine (``frames.pad_to_multiple``).
+    Opt: the largest batch (the pipeline runs full batches) and 1280x720 clamped into the range,
+    unless ``opt_batch`` / ``opt_resolution`` say otherwise.
+    """
+    if size_multiple < 1:
+        raise UsageError(f"size multiple must be >= 1, got {size_multiple}")
+    b_lo, b_hi = parse_batch_range(batch_range)
+    if height_range is None or width_range is None:
+        res = parse_resolutions(resolutions) if isinstance(resolutions, str) else list(resolutions)
+        if not res:
+            raise UsageError("no resolution given")
+        ws, hs = [int(r[0]) for r in res], [int(r[1]) for r in res]
+        width_range = width_range or (min(ws), max(ws))
+        height_range = height_range or (min(hs), max(hs))
+    for name, (lo, hi) in (("height", height_range), ("width", width_range)):
+        if not 1 <= lo <= hi:
+            raise UsageError(f"{name} range {lo}..{hi} is invalid: need 1 <= MIN <= MAX")
+    if opt_resolution is None:
+        opt_w, opt_h = _DEFAULT_OPT
+    else:
+        opt_w, opt_h = parse_resolution(opt_resolution) if isinstance(opt_resolution, str) else opt_resolution
+    ob = b_hi if opt_batch is None else int(opt_batch)
+
+    def rng(lo, hi, opt):
+        lo, hi = _round_up(lo, size_multiple), _round_up(hi, size_multiple)
+        return lo, min(max(_round_up(opt, size_multiple), lo), hi), hi
+
+    return Profile((b_lo, min(max(ob, b_lo), b_hi), b_hi), rng(*height_range, opt_h), rng(*width_range, opt_w))
+
+
+# -- cache keys and sidecars ------------------------------------------------------------------
+
+def engine_key(onnx_sha256: str, tensorrt_version: str, gpu_name: str, compute_capability: str,
+               precision: str, profile: Profile) -> dict:
+    """Everything an engine depends on. Two engines are interchangeable iff their keys are equal."""
+    return {
+        "onnx_sha256": onnx_sha256,
+        "tensorrt_version": str(tensorrt_version),
+        "gpu_name": str(gpu_name),
+        "compute_capability": str(compute_capability),
+        "precision": precision,
+        "profile": profile.to_json(),
+    }
+
+
+def key_digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def engine_path_for(cache_dir: str | Path, onnx_path: str | Path, key: dict) -> Path:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(onnx_path).stem) or "model"
+    return Path(cache_dir) / f"{stem}-{key['precision']}-{key_digest(key)}.engine"
+
+
+def sidecar_path(engine_path: str | Path) -> Path:
+    p = Path(engine_path)
+    return p.with_name(p.name + ".json")
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+_FIELD_NAMES = {
+    "onnx_sha256": "another ONNX file",
+    "tensorrt_version": "TensorRT",
+    "gpu_name": "GPU",
+    "compute_capability": "compute capability",
+    "precision": "precision",
+    "profile": "profile",
+}
+
+
+def check_engine(engine_path: str | Path, key: dict) -> str | None:
+    """None when ``engine_path`` may be loaded for ``key``; else why it must be rebuilt."""
+    engine_path = Path(engine_path)
+    if not engine_path.is_file():
+        return "no cached engine"
+    side = sidecar_path(engine_path)
+    try:
+        meta = json.loads(side.read_text())
+    except FileNotFoundError:
+        return f"{engine_path.name} has no sidecar {side.name} (origin unknown)"
+    except (OSError, ValueError) as e:
+        return f"sidecar {side.name} is unreadable ({e})"
+    if not isinstance(meta, dict) or not isinstance(meta.get("key"), dict):
+        return f"sidecar {side.name} is malformed"
+    built = meta["key"]
+    for field, label in _FIELD_NAMES.items():
+        if built.get(field) != key[field]:
+            if field == "onnx_sha256":
+                return "engine was built from another ONNX file (sha256 differs)"
+            if field == "profile":
+                return "engine was built for another profile"
+            return f"engine was built for {label} {built.get(field)!r}, this is {key[field]!r}"
+    if meta.get("engine_sha256") != _sha256_file(engine_path):
+        return f"{engine_path.name} does not match its sidecar (changed or truncated)"
+    return None
+
+
+def write_engine(engine_path: str | Path, data: bytes, key: dict, extra: dict | None = None) -> None:
+    """Write engine bytes, then the sidecar, each atomically (temp file + rename)."""
+    engine_path = Path(engine_path)
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    side = sidecar_path(engine_path)
+    side.unlink(missing_ok=True)  # an engine without a valid sidecar is never loaded
+    tmp = engine_path.with_name(f".{engine_path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(engine_path)
+    meta = {"sidecar_version": SIDECAR_VERSION, "key": key, "engine_sha256": _sha256_bytes(data),
+            "engine_bytes": len(data), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
+    tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    tmp.replace(side)
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("STREAMGAN_CACHE_DIR"):
+        return Path(os.environ["STREAMGAN_CACHE_DIR"]) / "engines"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "streamgan" / "engines"
+
+
+# -- the machine (GPU only) -------------------------------------------------------------------
+
+def _trt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise BackendError("TensorRT is not installed: pip install 'streamgan[tensorrt]'") from None
+    major = int(str(trt.__version__).split(".")[0])
+    if major < 10:
+        raise BackendError(f"TensorRT {trt.__version__} is too old: streamgan needs TensorRT 10.x")
+    return trt
+
+
+def current_environment(device: int = 0) -> tuple[str, str, str]:
+    """(TensorRT version, GPU name, compute capability 'major.minor') of this machine."""
+    trt = _trt()
+    try:
+        import torch
+    except ImportError:
+        raise BackendError("the TensorRT backend needs PyTorch with CUDA: pip install 'streamgan[tensorrt]'") from None
+    if not torch.cuda.is_available():
+        raise BackendError("no usable CUDA GPU (NVIDIA driver missing or too old for this PyTorch)")
+    major, minor = torch.cuda.get_device_capability(device)
+    return str(trt.__version__), torch.cuda.get_device_name(device), f"{major}.{minor}"
+
+
+def _build_engine_bytes(onnx_path: Path, precision: str, profile: Profile,
+                        workspace_gib: float = DEFAULT_WORKSPACE_GIB) -> bytes:
+    """Parse ``onnx_path`` with TensorRT's ONNX parser and build a serialised engine."""
+    trt = _trt()
+    logger = trt.Logger(trt.Logger.ERROR)
+    try:
+        builder = trt.Builder(logger)
+    except Exception as e:  # CUDA init failure: the factory returns null and pybind raises
+        raise BackendError(f"TensorRT cannot start on this GPU ({e}); is the NVIDIA driver recent enough?") from None
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)).strip() for i in range(parser.num_errors))
+        raise BackendError(f"TensorRT cannot import {onnx_path.name}: {errors or 'parse failed'}")
+    if network.num_inputs != 1 or network.num_outputs != 1:
+        raise BackendError(f"{onnx_path.name}: expected one input and one output, got "
+                           f"{network.num_inputs} and {network.num_outputs}")
+    inp = network.get_input(0)
+    lo, opt, hi = profile.shapes(channels=3)
+    dims = tuple(inp.shape)
+    if len(dims) != 4:
+        raise BackendError(f"{onnx_path.name}: input '{inp.name}' has shape {dims}, expected NCHW")
+    for i, d in enumerate(dims):
+        if d >= 0 and not (lo[i] == hi[i] == d):
+            raise BackendError(
+                f"{onnx_path.name}: input '{inp.name}' has a fixed dimension {i} = {d} but the profile "
+                f"asks for {lo[i]}..{hi[i]}; export the ONNX with dynamic batch/height/width")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    opt_profile = builder.create_optimization_profile()
+    opt_profile.set_shape(inp.name, lo, opt, hi)
+    config.add_optimization_profile(opt_profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BackendError(f"TensorRT could not build an engine for {onnx_path.name} "
+                           f"({precision}, {profile.describe()})")
+    return bytes(serialized)
+
+
+def compile_engine(onnx_path: str | Path, *, precision: str = "fp16", batch_range=DEFAULT_BATCH,
+                   resolutions=DEFAULT_RESOLUTIONS, height_range=None, width_range=None,
+                   cache_dir: str | Path | None = None, size_multiple: int = 4,
+                   force: bool = False, profile: Profile | None = None,
+                   workspace_gib: float = DEFAULT_WORKSPACE_GIB, device: int = 0,
+                   environment: tuple[str, str, str] | None = None) -> Path:
+    """Path of a valid engine for ``onnx_path`` on this machine, building it when none is cached.
+
+    The build prints one visible line (logger 'streamgan', WARNING) since it takes minutes.
+    """
+    onnx_path = Path(onnx_path)
+    if precision == "auto":
+        precision = "fp16"
+    if precision not in TRT_PRECISIONS:
+        raise UsageError(f"TensorRT precision '{precision}' is not supported; choose fp16 or fp32")
+    if not onnx_path.is_file():
+        raise ModelError(f"model file {onnx_path} not found")
+    if profile is None:
+        profile = compute_profile(batch_range, resolutions, height_range=height_range,
+                                  width_range=width_range, size_multiple=size_multiple)
+    trt_version, gpu_name, cc = environment or current_environment(device)
+    from ..card import sha256_file
+
+    key = engine_key(sha256_file(onnx_path), trt_version, gpu_name, cc, precision, profile)
+    path = engine_path_for(cache_dir or default_cache_dir(), onnx_path, key)
+    reason = "rebuild requested (--force)" if force else check_engine(path, key)
+    if reason is None:
+        log.info("using cached TensorRT engine %s", path)
+        return path
+    bad = unsupported_operators(onnx_path)
+    if bad:
+        raise BackendError(f"{onnx_path.name} uses operators TensorRT's ONNX parser does not support: "
+                           + ", ".join(bad))
+    log.warning("building TensorRT engine for %s (%s, %s) on %s: %s; this takes a few minutes, "
+                "once", onnx_path.name, precision, profile.describe(), gpu_name, reason)
+    t0 = time.perf_counter()
+    data = _build_engine_bytes(onnx_path, precision, profile, workspace_gib)
+    write_engine(path, data, key, {"onnx_file": onnx_path.name,
+                                   "build_seconds": round(time.perf_counter() - t0, 1)})
+    log.warning("TensorRT engine ready in %.0f s: %s", time.perf_counter() - t0, path)
+    return path
+
+
+# -- streamgan compile ------------------------------------------------------------------------
+
+def add_compile_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``streamgan compile`` (the CLI adds the subparser and calls ``run_compile``)."""
+    parser.add_argument("model", help="plugin task name (derain), plugin folder, or .onnx file")
+    parser.add_argument("--precision", choices=TRT_PRECISIONS, default="fp16",
+                        help="engine precision (default fp16)")
+    parser.add_argument("--batch", default=f"{DEFAULT_BATCH[0]}..{DEFAULT_BATCH[1]}",
+                        help="batch sizes the engine accepts: MIN..MAX or N for 1..N (default 1..8)")
+    parser.add_argument("--resolutions", default=DEFAULT_RESOLUTIONS,
+                        help="frame sizes the engine accepts: a range 360p..1080p, or a list "
+                             "720p,1920x1080 (default 360p..1080p)")
+    parser.add_argument("--opt", default=None, metavar="WxH",
+                        help="resolution TensorRT tunes for (default 1280x720 within the range)")
+    parser.add_argument("--size-multiple", type=int, default=None,
+                        help="round sizes up to this multiple (default: the model card's, else 4)")
+    parser.add_argument("--cache-dir", default=None,
+                        help=f"engine cache folder (default $STREAMGAN_CACHE_DIR/engines or {default_cache_dir()})")
+    parser.add_argument("--workspace-gib", type=float, default=DEFAULT_WORKSPACE_GIB,
+                        help="TensorRT builder workspace limit in GiB (default 4)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when a valid engine is cached")
+    return parser
+
+
+def _resolve_model(model: str) -> tuple[Path, int | None]:
+    """(onnx path, card size multiple or None) for a task name, plugin folder or .onnx file."""
+    from .. import plugins
+
+    m = plugins.load(model)
+    return m.onnx, (m.card.processing.size_multiple if m.card else None)
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    onnx_path, card_multiple = _resolve_model(args.model)
+    multiple = args.size_multiple or card_multiple or 4
+    profile = compute_profile(args.batch, args.resolutions, size_multiple=multiple,
+                              opt_resolution=args.opt)
+    path = compile_engine(onnx_path, precision=args.precision, profile=profile,
+                          cache_dir=args.cache_dir, size_multiple=multiple, force=args.force,
+                          workspace_gib=args.workspace_gib)
+    print(f"{path}  ({args.precision}, {profile.describe()})")
+    return 0
