@@ -142,7 +142,7 @@ def cmd_translate(args) -> int:
                              compare=args.compare, progress=not args.quiet)
     if not args.quiet:
         print(f"streamgan: wrote {res.output} ({res.frames} frames, {res.fps:.1f} fps"
-              + (f", {res.bad_frames} damaged packets skipped" if res.bad_frames else "") + ")",
+              + (f", {res.bad_frames} damaged or missing" if res.bad_frames else "") + ")",
               file=sys.stderr)
     return errors.EXIT_OK
 

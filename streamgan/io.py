@@ -130,8 +130,10 @@ def _open_input(path, options: dict | None = None, timeout: float | None = None)
         raise InputError(f"{redact(path)}: no such file") from None
     except av.error.PermissionError:
         raise InputError(f"{redact(path)}: permission denied") from None
-    except (av.error.InvalidDataError, av.error.ValueError):
+    except (av.error.InvalidDataError, av.error.PatchWelcomeError, av.error.DecoderNotFoundError):
         raise InputError(f"{redact(path)}: not a video or image file FFmpeg can read") from None
+    except av.error.EOFError:
+        raise InputError(f"{redact(path)}: the video has no frames (it ends after its header)") from None
     except av.FFmpegError as e:
         raise InputError(f"{redact(path)}: cannot open ({e.strerror or e})") from None
 
@@ -205,7 +207,10 @@ class Source:
         self.size = size
         self.start, self.duration, self.max_frames = start, duration, max_frames
         self.keep_source = keep_source
-        self.bad_frames = 0
+        self.bad_packets = 0  # packets the decoder rejected
+        self.corrupt_frames = 0  # frames decoded with errors (concealed by FFmpeg, kept)
+        self.decoded = 0
+        self._ended = False  # the whole input was read (not trimmed, not stopped early)
         self.rotation = 0
         self.audio_packets: list = []  # filled while decoding; drained by the sink
         self.expected_frames = self._expected_frames()
@@ -243,12 +248,12 @@ class Source:
                 try:
                     frames = packet.decode()
                 except av.error.InvalidDataError:
-                    self.bad_frames += 1
+                    self.bad_packets += 1
                     continue
                 except av.FFmpegError as e:
                     if _is_eof(e):
                         break
-                    self.bad_frames += 1
+                    self.bad_packets += 1
                     continue
                 for f in frames:
                     t = f.time
@@ -258,15 +263,40 @@ class Source:
                         return
                     if index == 0:
                         self.rotation = int(f.rotation or 0)
+                    self.corrupt_frames += bool(f.is_corrupt)
                     yield self._frame(f, index)
                     index += 1
+                    self.decoded = index
                     if self.max_frames is not None and index >= self.max_frames:
                         return
+            self._ended = not (self.start or self.duration is not None or self.max_frames)
         except av.FFmpegError as e:
             # a truncated file ends the demux early: keep what was decoded
             if not _is_eof(e):
-                self.bad_frames += 1
+                self.bad_packets += 1
                 log.warning("%s: stopped reading at a damaged part (%s)", redact(self.path), e)
+
+    @property
+    def missing_frames(self) -> int:
+        """Frames the header promised that never decoded (a truncated or damaged file)."""
+        if not self._ended or not self.stream.frames:
+            return 0
+        return max(0, self.stream.frames - self.decoded)
+
+    @property
+    def bad_frames(self) -> int:
+        return self.bad_packets + self.corrupt_frames + self.missing_frames
+
+    def damage_report(self) -> str:
+        """'' when clean, else e.g. '3 damaged packets skipped, 2 frames decoded with errors'."""
+        parts = []
+        if self.bad_packets:
+            parts.append(f"{self.bad_packets} damaged packets skipped")
+        if self.corrupt_frames:
+            parts.append(f"{self.corrupt_frames} frames decoded with errors")
+        if self.missing_frames:
+            parts.append(f"{self.missing_frames} of {self.stream.frames} frames missing")
+        return ", ".join(parts)
 
     def _in_range(self, packet, end) -> bool:
         t = float(packet.pts * packet.time_base) if packet.pts is not None else None

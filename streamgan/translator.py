@@ -137,7 +137,7 @@ class Translator:
             pipe.close()
             source.close()
             if source.bad_frames:
-                log.warning("%s: %d damaged packets skipped", redact(src), source.bad_frames)
+                log.warning("%s: %s", redact(src), source.damage_report())
 
     def translate_video(self, src, dst, *, overwrite: bool = False,
                         encode: EncodeOptions | None = None, start: float = 0.0,
@@ -185,15 +185,15 @@ class Translator:
             sink.abort()
             source.close()
             raise InputError(f"{redact(src)}: no frame could be decoded "
-                             f"({source.bad_frames} damaged packets)" if source.bad_frames
+                             f"({source.damage_report()})" if source.bad_frames
                              else f"{redact(src)}: the video has no frames")
         path = sink.close(keep=True)
         source.close()
         result = Result(path, sink.frames_written, source.bad_frames,
                         time.perf_counter() - t0, pipe.engine_seconds, interrupted)
         if source.bad_frames:
-            log.warning("%s: %d damaged packets skipped; %d frames written",
-                        redact(src), source.bad_frames, sink.frames_written)
+            log.warning("%s: %s; %d frames written", redact(src), source.damage_report(),
+                        sink.frames_written)
         if interrupted:
             err = Interrupted(f"interrupted: {result.frames} frames written to {path}"
                               if path else "interrupted before any frame was written")

@@ -42,7 +42,7 @@ def make_clip(path: Path, *, frames: int = 12, size=(96, 64), codec: str = "libx
     """Write a small real video: moving gradients (+ a sine tone) with the given timestamps."""
     phase = float(np.random.default_rng(seed).uniform(0, 6.28))
     w, h = size
-    pts = pts if pts is not None else [int(i * (1 / rate) / time_base) for i in range(frames)]
+    pts = pts if pts is not None else [int(Fraction(i, rate) / time_base) for i in range(frames)]
     with av.open(str(path), "w") as c:
         v = c.add_stream(codec, rate=rate)
         v.width, v.height, v.pix_fmt = w, h, pix_fmt

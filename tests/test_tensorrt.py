@@ -1,0 +1,391 @@
+"""TensorRT engines: profiles, cache keys, stale-engine detection, fallback choice, operator check.
+
+Everything except the ``gpu``-marked tests runs without a GPU or TensorRT. The cache tests use a
+stand-in for the one function that calls TensorRT's builder, so they exercise only streamgan's own
+caching decisions; nothing here pretends to be TensorRT's output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamgan import engines
+from streamgan.engines import trt_build as tb
+from streamgan.errors import BackendError, UsageError
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = ("10.3.0", "NVIDIA H100 80GB HBM3", "9.0")
+
+
+# -- a tiny generator, exported like the trainer's ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory) -> Path:
+    torch = pytest.importorskip("torch", reason="torch is needed to export the test generator")
+    pytest.importorskip("onnx", reason="onnx is needed to export the test generator")
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, ch):
+            super().__init__()
+            self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.InstanceNorm2d(ch),
+                                      nn.ReLU(True), nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3),
+                                      nn.InstanceNorm2d(ch))
+
+        def forward(self, x):
+            return x + self.body(x)
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.ReflectionPad2d(3), nn.Conv2d(3, 8, 7), nn.InstanceNorm2d(8), nn.ReLU(True),
+        nn.Conv2d(8, 16, 3, 2, 1), nn.InstanceNorm2d(16), nn.LeakyReLU(0.2, True),
+        Block(16),
+        nn.ConvTranspose2d(16, 8, 3, 2, 1, output_padding=1), nn.InstanceNorm2d(8), nn.ReLU(True),
+        nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(8, 8, 3, 2, 1),
+        nn.ReflectionPad2d(3), nn.Conv2d(8, 3, 7), nn.Tanh(),
+    ).eval()
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    dyn = {0: "n", 2: "h", 3: "w"}
+    with torch.no_grad():
+        torch.onnx.export(net, torch.randn(1, 3, 32, 48), str(path), opset_version=17,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": dyn, "output": dyn}, dynamo=False)
+    return path
+
+
+# -- operator support -------------------------------------------------------------------------
+
+def test_tiny_generator_uses_only_tensorrt_supported_operators(tiny_onnx):
+    ops = tb.onnx_operators(tiny_onnx)
+    assert {"Conv", "ConvTranspose", "InstanceNormalization", "Pad", "Tanh", "Resize"} <= ops
+    assert ops <= tb.TRT_SUPPORTED_OPS, sorted(ops - tb.TRT_SUPPORTED_OPS)
+    assert tb.unsupported_operators(tiny_onnx) == []
+
+
+def test_unsupported_operator_is_reported_before_any_build(tmp_path, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Unique", ["r"], ["y"]),
+         helper.make_node("Inverse", ["r"], ["z"], domain="com.microsoft")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert tb.unsupported_operators(path) == ["Unique", "com.microsoft::Inverse"]
+    monkeypatch.setattr(tb, "_build_engine_bytes", lambda *a, **k: pytest.fail("must not build"))
+    with pytest.raises(BackendError, match="does not support: Unique"):
+        tb.compile_engine(path, cache_dir=tmp_path / "c", environment=ENV)
+
+
+def _plugin_onnx():
+    found = sorted((REPO / "plugins").glob("*/*.onnx"))  # model.onnx, or what a card names
+    return found or [pytest.param(None, marks=pytest.mark.skip(
+        reason="no shipped plugins/*/model.onnx in this checkout (trained weights not present)"))]
+
+
+@pytest.mark.parametrize("onnx_path", _plugin_onnx(), ids=lambda p: p.parent.name if p else "none")
+def test_shipped_plugins_use_only_tensorrt_supported_operators(onnx_path):
+    pytest.importorskip("onnx")
+    assert tb.unsupported_operators(onnx_path) == []
+
+
+# -- profiles ---------------------------------------------------------------------------------
+
+def test_profile_360p_to_1080p_rounds_up_to_the_size_multiple():
+    p = tb.compute_profile("1..8", "360p..1080p", size_multiple=16)
+    assert p.batch == (1, 8, 8)
+    assert p.height == (368, 720, 1088)  # 360 and 1080 are padded up to multiples of 16
+    assert p.width == (640, 1280, 1920)
+    assert p.shapes() == ((1, 3, 368, 640), (8, 3, 720, 1280), (8, 3, 1088, 1920))
+    assert tb.compute_profile("1..8", "360p..1080p", size_multiple=4).height == (360, 720, 1080)
+
+
+def test_profile_from_lists_explicit_ranges_and_opt():
+    p = tb.compute_profile((2, 6), "720p,1920x1080", opt_resolution="1920x1080", opt_batch=4)
+    assert (p.batch, p.height, p.width) == ((2, 4, 6), (720, 1080, 1080), (1280, 1920, 1920))
+    p = tb.compute_profile(4, height_range=(100, 200), width_range=(300, 301), size_multiple=8)
+    assert (p.batch, p.height, p.width) == ((1, 4, 4), (104, 200, 200), (304, 304, 304))
+    p = tb.compute_profile("1..2", "360p..480p")  # opt 1280x720 clamped into the range
+    assert p.height == (360, 480, 480) and p.width == (640, 856, 856)  # 854 -> 856
+
+
+@pytest.mark.parametrize("batch,res,mult", [("0..4", "720p", 4), ("8..2", "720p", 4), ("x", "720p", 4),
+                                            ("1..4", "720q", 4), ("1..4", "0x10", 4), ("1..4", "720p", 0),
+                                            ("1..4", "", 4)])
+def test_profile_rejects_bad_input_with_a_usage_error(batch, res, mult):
+    with pytest.raises(UsageError):
+        tb.compute_profile(batch, res, size_multiple=mult)
+
+
+def test_profile_covers_union_and_json_roundtrip():
+    p = tb.compute_profile("1..8", "360p..1080p")
+    assert p.covers(8, 1080, 1920) and p.covers(1, 360, 640)
+    assert not p.covers(9, 720, 1280) and not p.covers(1, 1920, 1080)  # portrait 1080p
+    q = p.union(1, 1920, 1080)
+    assert q.covers(1, 1920, 1080) and q.covers(8, 360, 640) and q.height[1] == 720
+    assert tb.Profile.from_json(json.loads(json.dumps(q.to_json()))) == q
+
+
+# -- cache keys and stale engines -------------------------------------------------------------
+
+PROFILE = tb.compute_profile("1..8", "360p..1080p")
+BASE = dict(onnx_sha256="a" * 64, tensorrt_version=ENV[0], gpu_name=ENV[1], compute_capability=ENV[2],
+            precision="fp16", profile=PROFILE)
+CHANGES = {
+    "onnx_sha256": "b" * 64,
+    "tensorrt_version": "10.0.1",
+    "gpu_name": "NVIDIA A100-SXM4-80GB",
+    "compute_capability": "8.0",
+    "precision": "fp32",
+    "profile": tb.compute_profile("1..4", "360p..1080p"),
+}
+
+
+def test_cache_key_is_stable_and_changes_with_each_component(tmp_path):
+    key = tb.engine_key(**BASE)
+    assert tb.key_digest(key) == tb.key_digest(tb.engine_key(**BASE))
+    assert set(key) == set(CHANGES)
+    paths = {tb.engine_path_for(tmp_path, "m.onnx", key)}
+    for field, value in CHANGES.items():
+        other = tb.engine_key(**{**BASE, field: value})
+        assert tb.key_digest(other) != tb.key_digest(key), field
+        paths.add(tb.engine_path_for(tmp_path, "m.onnx", other))
+    assert len(paths) == len(CHANGES) + 1
+
+
+def test_fresh_engine_with_matching_sidecar_is_loadable(tmp_path):
+    key = tb.engine_key(**BASE)
+    path = tb.engine_path_for(tmp_path, "m.onnx", key)
+    tb.write_engine(path, b"serialised engine", key)
+    assert tb.check_engine(path, key) is None
+    side = json.loads(tb.sidecar_path(path).read_text())
+    assert side["key"] == key and side["engine_bytes"] == len(b"serialised engine")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+@pytest.mark.parametrize("field", list(CHANGES))
+def test_engine_built_elsewhere_must_be_rebuilt(tmp_path, field):
+    built = tb.engine_key(**{**BASE, field: CHANGES[field]})
+    wanted = tb.engine_key(**BASE)
+    path = tmp_path / "copied.engine"  # e.g. a cache folder copied from another machine
+    tb.write_engine(path, b"engine", built)
+    reason = tb.check_engine(path, wanted)
+    assert reason, field
+    if field in ("tensorrt_version", "gpu_name", "compute_capability"):
+        assert str(CHANGES[field]) in reason and str(BASE[field]) in reason
+
+
+def test_missing_corrupt_or_changed_engines_must_be_rebuilt(tmp_path):
+    key = tb.engine_key(**BASE)
+    path = tmp_path / "m.engine"
+    assert tb.check_engine(path, key) == "no cached engine"
+    path.write_bytes(b"engine")
+    assert "no sidecar" in tb.check_engine(path, key)
+    tb.sidecar_path(path).write_text("{not json")
+    assert "unreadable" in tb.check_engine(path, key)
+    tb.sidecar_path(path).write_text("[]")
+    assert "malformed" in tb.check_engine(path, key)
+    tb.write_engine(path, b"engine", key)
+    path.write_bytes(b"engine, truncated or swapped")
+    assert "does not match its sidecar" in tb.check_engine(path, key)
+
+
+def test_compile_engine_builds_once_then_reuses_and_rebuilds_when_stale(tiny_onnx, tmp_path, monkeypatch, caplog):
+    calls = []
+
+    def stand_in_builder(onnx_path, precision, profile, workspace_gib):  # replaces TensorRT's builder
+        calls.append((precision, profile))
+        return f"engine {len(calls)}".encode()
+
+    monkeypatch.setattr(tb, "_build_engine_bytes", stand_in_builder)
+    cache = tmp_path / "cache"
+    with caplog.at_level(logging.WARNING, logger="streamgan"):
+        p1 = tb.compile_engine(tiny_onnx, precision="fp16", batch_range=(1, 4), resolutions="360p..720p",
+                               cache_dir=cache, environment=ENV)
+    assert len(calls) == 1 and "building TensorRT engine" in caplog.text and "no cached engine" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamgan"):
+        assert tb.compile_engine(tiny_onnx, precision="fp16", batch_range=(1, 4), resolutions="360p..720p",
+                                 cache_dir=cache, environment=ENV) == p1
+    assert len(calls) == 1 and caplog.text == ""
+    # another TensorRT version on the same machine: another engine, the old one is left alone
+    p2 = tb.compile_engine(tiny_onnx, precision="fp16", batch_range=(1, 4), resolutions="360p..720p",
+                           cache_dir=cache, environment=("10.4.0", *ENV[1:]))
+    assert p2 != p1 and len(calls) == 2
+    # a foreign engine copied over the expected name is rebuilt, never returned
+    key1 = json.loads(tb.sidecar_path(p1).read_text())["key"]
+    tb.write_engine(p1, b"foreign", {**key1, "gpu_name": "NVIDIA GeForce RTX 4090"})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamgan"):
+        assert tb.compile_engine(tiny_onnx, precision="fp16", batch_range=(1, 4), resolutions="360p..720p",
+                                 cache_dir=cache, environment=ENV) == p1
+    assert len(calls) == 3 and "RTX 4090" in caplog.text and p1.read_bytes() == b"engine 3"
+    tb.compile_engine(tiny_onnx, precision="fp16", batch_range=(1, 4), resolutions="360p..720p",
+                      cache_dir=cache, environment=ENV, force=True)
+    assert len(calls) == 4
+    with pytest.raises(UsageError, match="fp16 or fp32"):
+        tb.compile_engine(tiny_onnx, precision="bf16", cache_dir=cache, environment=ENV)
+
+
+def test_compile_without_tensorrt_fails_with_one_clear_line(tiny_onnx, tmp_path):
+    if engines._installed("tensorrt"):
+        pytest.skip("TensorRT is installed here")
+    with pytest.raises(BackendError, match=r"TensorRT is not installed: pip install"):
+        tb.compile_engine(tiny_onnx, cache_dir=tmp_path)
+
+
+def test_compile_arguments_parse(tmp_path):
+    import argparse
+
+    parser = tb.add_compile_arguments(argparse.ArgumentParser(prog="streamgan compile"))
+    args = parser.parse_args(["derain", "--precision", "fp32", "--batch", "1..16", "--resolutions",
+                              "720p,1080p", "--cache-dir", str(tmp_path), "--force"])
+    assert (args.model, args.precision, args.batch, args.resolutions, args.force) == (
+        "derain", "fp32", "1..16", "720p,1080p", True)
+    defaults = parser.parse_args(["m.onnx"])
+    assert (defaults.precision, defaults.batch, defaults.resolutions) == ("fp16", "1..8", "360p..1080p")
+
+
+# -- fallback choice --------------------------------------------------------------------------
+
+def _machine(monkeypatch, *, packages, driver, cuda):
+    monkeypatch.setattr(engines, "_installed", lambda pkg: pkg in packages)
+    monkeypatch.setattr(engines, "nvidia_driver_present", lambda: driver)
+    monkeypatch.setattr(engines, "_cuda_usable", lambda: cuda)
+
+
+ALL = {"tensorrt", "torch", "openvino", "onnxruntime"}
+
+
+def test_choice_with_tensorrt_and_a_gpu(monkeypatch):
+    _machine(monkeypatch, packages=ALL, driver=True, cuda=True)
+    assert engines.choose("auto") == ("tensorrt", None)
+    assert engines.choose("tensorrt") == ("tensorrt", None)
+
+
+def test_tensorrt_missing_falls_back_to_torch_cuda_with_a_notice(monkeypatch):
+    _machine(monkeypatch, packages=ALL - {"tensorrt"}, driver=True, cuda=True)
+    name, notice = engines.choose("auto")
+    assert name == "torch" and "TensorRT is not installed" in notice and "\n" not in notice
+    name, notice = engines.choose("tensorrt")
+    assert name == "torch" and "TensorRT is not installed" in notice
+
+
+def test_no_driver_chooses_a_cpu_backend(monkeypatch):
+    _machine(monkeypatch, packages=ALL, driver=False, cuda=False)
+    assert engines.choose("auto") == ("openvino", None)
+    name, notice = engines.choose("tensorrt")
+    assert name == "openvino" and "no usable CUDA GPU" in notice
+    _machine(monkeypatch, packages={"onnxruntime"}, driver=False, cuda=False)
+    assert engines.choose("tensorrt")[0] == "onnxruntime"
+
+
+def test_driver_too_old_is_noticed(monkeypatch):
+    _machine(monkeypatch, packages=ALL, driver=True, cuda=False)
+    name, notice = engines.choose("auto")
+    assert name == "openvino" and "too old" in notice
+
+
+def test_create_falls_back_when_tensorrt_cannot_build_the_model(tiny_onnx, monkeypatch, caplog):
+    """The TensorRT backend raising BackendError (e.g. an unsupported operator) ends in a working
+    backend and one notice; TensorRT-only arguments are dropped on the way."""
+    fake = types.ModuleType("streamgan.engines._refusing")
+
+    class Refusing:
+        def __init__(self, *a, **k):
+            raise BackendError("tiny.onnx uses operators TensorRT's ONNX parser does not support: X")
+
+    fake.Refusing = Refusing
+    monkeypatch.setitem(sys.modules, "streamgan.engines._refusing", fake)
+    monkeypatch.setitem(engines._BACKENDS, "tensorrt", ("_refusing", "Refusing", "tensorrt"))
+    _machine(monkeypatch, packages=ALL, driver=True, cuda=True)
+    with caplog.at_level(logging.WARNING, logger="streamgan"):
+        backend = engines.create("auto", tiny_onnx, batch_range=(1, 4), resolutions="720p")
+    assert backend.name == "torch"  # the real PyTorch backend (on the CPU here: no CUDA)
+    assert "does not support: X; using the torch backend instead" in caplog.text
+    out = backend.run(np.zeros((1, 32, 48, 3), np.uint8))
+    assert out.shape == (1, 32, 48, 3)
+
+
+def test_registry_import_and_auto_choice_do_not_import_torch():
+    if engines.nvidia_driver_present():
+        pytest.skip("an NVIDIA driver is loaded here: checking for CUDA legitimately imports torch")
+    code = textwrap.dedent("""
+        import sys
+        import streamgan.engines as e
+        from streamgan.engines import trt_build
+        from streamgan import gpu_io
+        print(e.auto_choice(), e.choose("auto"), e.choose("tensorrt")[0], e.available()["tensorrt"])
+        trt_build.compute_profile("1..8", "360p..1080p")
+        gpu_io.describe_video_io()
+        heavy = [m for m in ("torch", "tensorrt") if m in sys.modules]
+        assert not heavy, heavy
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+# -- GPU (skipped here) -----------------------------------------------------------------------
+
+def _need_gpu():
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'streamgan[tensorrt]')")
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("no usable CUDA GPU")
+    return torch
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_matches_pytorch_and_is_cached(tiny_onnx, tmp_path, caplog):
+    _need_gpu()
+    from streamgan.engines.tensorrt import TensorRTBackend
+    from streamgan.engines.torch import TorchBackend
+
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, 256, (3, 96, 128, 3), dtype=np.uint8)
+    ref = TorchBackend(tiny_onnx, precision="fp32", device="cuda")
+    for precision, tol_f, tol_u8 in (("fp32", 1e-3, 1), ("fp16", 3e-2, 4)):
+        with caplog.at_level(logging.WARNING, logger="streamgan"):
+            trt_b = TensorRTBackend(tiny_onnx, precision=precision, batch_range=(1, 4),
+                                    resolutions="96x64..256x192", cache_dir=tmp_path)
+        assert "building TensorRT engine" in caplog.text
+        x = rng.uniform(-1, 1, (2, 3, 64, 96)).astype(np.float32)
+        assert np.abs(trt_b.infer(x) - ref.infer(x)).max() < tol_f
+        diff = np.abs(trt_b.run(batch).astype(int) - ref.run(batch).astype(int)).max()
+        assert diff <= tol_u8, (precision, diff)
+        handles = [trt_b.submit(batch[:1]), trt_b.submit(batch[1:])]  # two in flight
+        assert np.array_equal(np.concatenate([trt_b.collect(h) for h in handles]), trt_b.run(batch))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="streamgan"):
+            again = TensorRTBackend(tiny_onnx, precision=precision, batch_range=(1, 4),
+                                    resolutions="96x64..256x192", cache_dir=tmp_path)
+        assert "building" not in caplog.text and again.engine_path == trt_b.engine_path
+        big = rng.integers(0, 256, (1, 320, 256, 3), dtype=np.uint8)  # outside the profile
+        assert again.run(big).shape == big.shape and again.profile.covers(1, 320, 256)
+        again.close()
+        trt_b.close()
+
+
+@pytest.mark.gpu
+def test_stale_engine_is_rebuilt_on_a_real_gpu(tiny_onnx, tmp_path, caplog):
+    _need_gpu()
+    path = tb.compile_engine(tiny_onnx, precision="fp32", batch_range=(1, 2), resolutions="64x64",
+                             cache_dir=tmp_path)
+    key = json.loads(tb.sidecar_path(path).read_text())["key"]
+    tb.write_engine(path, path.read_bytes(), {**key, "tensorrt_version": "9.9.9"})
+    with caplog.at_level(logging.WARNING, logger="streamgan"):
+        assert tb.compile_engine(tiny_onnx, precision="fp32", batch_range=(1, 2), resolutions="64x64",
+                                 cache_dir=tmp_path) == path
+    assert "'9.9.9'" in caplog.text and tb.check_engine(path, key) is None
