@@ -54,7 +54,9 @@ def line_kernel(length: float, angle_deg: float, device=None) -> torch.Tensor:
 
 def streak_layer(h: int, w: int, gen: torch.Generator, density: float, angle: float, length: float,
                  width: float, blur: float, brightness: float, device=None) -> torch.Tensor:
-    """One depth of rain: sparse seeds smeared along the fall direction. Returns 1x1xHxW in [0, ~1]."""
+    """One depth of rain: sparse seeds smeared along the fall direction. Returns 1x1xHxW in [0, ~1].
+
+    ``gen`` draws the seed positions (for video: a new generator per frame, same rain parameters)."""
     seeds = (torch.rand(1, 1, h, w, generator=gen) < density).float()
     seeds = seeds * (0.4 + 0.6 * torch.rand(1, 1, h, w, generator=gen))
     seeds = seeds.to(device)
@@ -67,8 +69,11 @@ def streak_layer(h: int, w: int, gen: torch.Generator, density: float, angle: fl
     return (layer * brightness).clamp(0, 1)
 
 
-def rain_streaks(h: int, w: int, gen: torch.Generator, device=None, heavy: bool = False) -> torch.Tensor:
-    """Several streak layers (far: dense, short, thin, dim; near: sparse, long, wide, bright)."""
+def rain_streaks(h: int, w: int, gen: torch.Generator, device=None, heavy: bool = False,
+                 noise_gen: torch.Generator | None = None) -> torch.Tensor:
+    """Several streak layers (far: dense, short, thin, dim; near: sparse, long, wide, bright).
+
+    ``gen`` draws the rain's parameters; ``noise_gen`` (default: ``gen``) where the streaks fall."""
     angle = _u(gen, -25, 25)
     n_layers = int(torch.randint(1, 4, (), generator=gen))
     scale = min(h, w) / 320.0
@@ -80,7 +85,7 @@ def rain_streaks(h: int, w: int, gen: torch.Generator, device=None, heavy: bool 
         width = _u(gen, 1.0, 1.6) + 1.2 * depth * _u(gen, 0, 1)
         blur = _u(gen, 0.0, 0.6) + 0.6 * depth * _u(gen, 0, 1)
         bright = _u(gen, 0.1, 0.35) * (0.6 + 0.6 * depth)
-        rain = rain + streak_layer(h, w, gen, density, angle + _u(gen, -4, 4), length, width, blur, bright, device)
+        rain = rain + streak_layer(h, w, noise_gen or gen, density, angle + _u(gen, -4, 4), length, width, blur, bright, device)
     return rain.clamp(0, 1)
 
 
@@ -103,13 +108,16 @@ def windshield_drops(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def add_rain(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float = 0.6,
-             p_veil: float = 0.5, p_drops: float = 0.25) -> torch.Tensor:
-    """Rainy version of ``clean`` (NCHW in [0, 1]). Each image gets its own random rain."""
+             p_veil: float = 0.5, p_drops: float = 0.25, noise_gen: torch.Generator | None = None) -> torch.Tensor:
+    """Rainy version of ``clean`` (NCHW in [0, 1]). Each image gets its own random rain.
+
+    For video, pass a generator seeded the same for every frame as ``gen`` (same rain, same drops on the
+    glass) and a per-frame generator as ``noise_gen`` (the streaks move)."""
     out = []
     for img in clean.split(1):
         _, _, h, w = img.shape
         simple = _u(gen, 0, 1) < p_streaks_only
-        rain = rain_streaks(h, w, gen, img.device, heavy=not simple and _u(gen, 0, 1) < 0.5)
+        rain = rain_streaks(h, w, gen, img.device, heavy=not simple and _u(gen, 0, 1) < 0.5, noise_gen=noise_gen)
         if simple:  # Rain12 / Rain100L style: additive achromatic streaks
             y = img + rain
         else:

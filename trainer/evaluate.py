@@ -1,0 +1,267 @@
+"""``streamgan-train eval``: a JSON report and a contact-sheet PNG for one generator.
+
+The generator is run through ONNX Runtime (the exported file, or a temporary export of a checkpoint), so
+what is measured is what ships. Deraining: Rain12 and held-out synthetic pairs (Y-channel PSNR/SSIM,
+beside the do-nothing row), flicker on a real clip. Day-to-night: night-distribution distance and
+structure score beside two baselines (the untouched input and a hand-made darkening filter), flicker.
+Both: model-only OpenVINO frames per second at 640x360.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import metrics as M
+from .data import list_sources, load_frames, read_image, read_video
+from .options import Config, DataError
+from .synth import add_rain, darken_filter, make_night
+
+
+class OnnxRunner:
+    def __init__(self, path: str | Path):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.path = str(path)
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        """uint8 HxWx3 -> uint8 HxWx3 (padded to a multiple of 4 with reflection, cropped back)."""
+        h, w = img.shape[:2]
+        ph, pw = (-h) % 4, (-w) % 4
+        x = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else img
+        x = (x.astype(np.float32) / 255.0 - 0.5) / 0.5
+        y = self.sess.run(["output"], {"input": x.transpose(2, 0, 1)[None]})[0][0]
+        y = ((y.transpose(1, 2, 0) * 0.5 + 0.5) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+        return y[:h, :w]
+
+
+def _type_name(t) -> str:
+    return t.get_type_name() if hasattr(t, "get_type_name") else str(t)
+
+
+def openvino_fps(path: str | Path, w: int = 640, h: int = 360, iters: int = 20) -> dict:
+    """Model-only frames per second with OpenVINO on CPU (default precision), static 1x3xHxW, median."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return {"error": "openvino not installed"}
+    core = ov.Core()
+    m = core.read_model(str(path))
+    m.reshape([1, 3, h, w])
+    c = core.compile_model(m, "CPU")
+    req = c.create_infer_request()
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, h, w)).astype(np.float32)
+    for _ in range(3):
+        req.infer({0: x})
+    ts = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        req.infer({0: x})
+        ts.append(time.perf_counter() - t)
+    return {"fps": round(1.0 / float(np.median(ts)), 1), "precision": _type_name(c.get_property("INFERENCE_PRECISION_HINT")),
+            "shape": [1, 3, h, w]}
+
+
+def _resize(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize(wh, Image.BICUBIC))
+
+
+def _t(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(img.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+
+
+def _u8(t: torch.Tensor) -> np.ndarray:
+    return (t[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def contact_sheet(rows: list[list[np.ndarray]], labels: list[str], path: Path, width: int = 320) -> str:
+    """One row per example; columns as labelled (e.g. input / output / target)."""
+    from PIL import Image, ImageDraw
+
+    cells = []
+    for row in rows:
+        cells.append([_resize(im, (width, round(im.shape[0] * width / im.shape[1]))) for im in row])
+    hs = [max(c.shape[0] for c in r) for r in cells]
+    sheet = Image.new("RGB", (width * len(labels), 18 + sum(hs)), (255, 255, 255))
+    d = ImageDraw.Draw(sheet)
+    for j, lab in enumerate(labels):
+        d.text((j * width + 4, 3), lab, fill=(0, 0, 0))
+    y = 18
+    for r, h in zip(cells, hs):
+        for j, c in enumerate(r):
+            sheet.paste(Image.fromarray(c), (j * width, y))
+        y += h
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    sheet.save(tmp)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def _holdout_frames(files: list[str], size: tuple[int, int], limit: int, stride: int = 4) -> list[np.ndarray]:
+    paths = list_sources(files, field="data.holdout_a")
+    frames = []
+    for p in paths:
+        arr = read_video(p, stride) if p.suffix.lower() in {".mp4", ".mov", ".mkv", ".avi", ".gif"} else [read_image(p)]
+        frames += [_resize(a, size) for a in arr]
+    if not frames:
+        raise DataError("evaluation needs data.holdout_a frames")
+    idx = np.linspace(0, len(frames) - 1, min(limit, len(frames))).round().astype(int)
+    return [frames[i] for i in idx]
+
+
+def rain12_scores(run, folder: str | Path) -> dict:
+    folder = Path(folder)
+    rainy = sorted((folder / "rainy").glob("*.png"))
+    if not rainy:
+        raise DataError(f"eval.rain12: no rainy/*.png in {folder}")
+    base_p, base_s, p, s, examples = [], [], [], [], []
+    for f in rainy:
+        a = read_image(f)
+        b = read_image(folder / "clean" / f.name)
+        o = run(a) if run else a
+        base_p.append(M.psnr_y(a, b)), base_s.append(M.ssim_y(a, b))
+        p.append(M.psnr_y(o, b)), s.append(M.ssim_y(o, b))
+        examples.append([a, o, b])
+    return {"n": len(rainy), "input_psnr": float(np.mean(base_p)), "input_ssim": float(np.mean(base_s)),
+            "psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "_examples": examples}
+
+
+def evaluate(cfg: Config, checkpoint: str | None = None, onnx: str | None = None, out: str | None = None,
+             fps: bool = True) -> dict:
+    out_dir = Path(out or Path(cfg.train.out) / "eval")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmpdir = None
+    if onnx is None:
+        from .export import export_onnx
+        from .train import CKPT, generator_from_checkpoint
+
+        net, _ = generator_from_checkpoint(checkpoint or Path(cfg.train.out) / CKPT, cfg.model.generator)
+        tmpdir = tempfile.mkdtemp(prefix="streamgan-eval-")
+        onnx = str(export_onnx(net, Path(tmpdir) / "model.onnx"))
+    run = OnnxRunner(onnx)
+    ev = cfg.eval
+    report: dict = {"task": cfg.task, "model": onnx, "kind": ev.kind}
+    t0 = time.time()
+    if ev.kind == "derain":
+        report.update(_eval_derain(cfg, run, out_dir))
+    else:
+        report.update(_eval_day2night(cfg, run, out_dir))
+    if fps:
+        report["openvino_640x360"] = openvino_fps(onnx)
+    report["eval_s"] = round(time.time() - t0, 1)
+    report["card_metrics"] = _card_metrics(report)
+    path = out_dir / "report.json"
+    tmp = path.with_name("report.json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, path)
+    report["report"] = str(path)
+    if tmpdir:
+        import shutil
+
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return report
+
+
+def _flicker(cfg: Config, run, transform=None) -> dict | None:
+    ev = cfg.eval
+    if not ev.clip or not Path(ev.clip).exists():
+        return None
+    frames = read_video(Path(ev.clip), 1, ev.clip_frames)
+    w, h = ev.size
+    frames = [_resize(f, (w, h)) for f in frames]
+    if transform:
+        frames = [transform(f) for f in frames]
+    outs = [run(f) for f in frames]
+    fi, fo = M.flicker(frames), M.flicker(outs)
+    return {"clip": ev.clip, "frames": len(frames), "input": round(fi, 3), "output": round(fo, 3),
+            "ratio": round(fo / max(fi, 1e-9), 3)}
+
+
+def _eval_derain(cfg: Config, run, out_dir: Path) -> dict:
+    ev = cfg.eval
+    rep: dict = {}
+    sheet_rows = []
+    if ev.rain12:
+        r = rain12_scores(run, ev.rain12)
+        sheet_rows += r.pop("_examples")[:4]
+        rep["rain12"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+    clean = _holdout_frames(cfg.data.holdout_a, tuple(ev.size), ev.synthetic_pairs)
+    bp, bs, p, s = [], [], [], []
+    for i, c in enumerate(clean):
+        rainy = _u8(add_rain(_t(c), torch.Generator().manual_seed(10_000 + i)))
+        o = run(rainy)
+        bp.append(M.psnr_y(rainy, c)), bs.append(M.ssim_y(rainy, c))
+        p.append(M.psnr_y(o, c)), s.append(M.ssim_y(o, c))
+        if i % max(1, len(clean) // 3) == 0 and len(sheet_rows) < 7:
+            sheet_rows.append([rainy, o, c])
+    rep["synthetic_holdout"] = {"n": len(clean), "size": list(ev.size), "input_psnr": round(float(np.mean(bp)), 4),
+                                "input_ssim": round(float(np.mean(bs)), 4), "psnr": round(float(np.mean(p)), 4),
+                                "ssim": round(float(np.mean(s)), 4)}
+    rep["flicker"] = _flicker(cfg, run)
+    rep["contact_sheet"] = contact_sheet(sheet_rows, ["input (rainy)", "output", "target (clean)"],
+                                         out_dir / "contact_sheet.png")
+    return rep
+
+
+def _eval_day2night(cfg: Config, run, out_dir: Path) -> dict:
+    ev = cfg.eval
+    day = _holdout_frames(cfg.data.holdout_a, tuple(ev.size), ev.synthetic_pairs)
+    night_files = list_sources(cfg.data.holdout_b, field="data.holdout_b")
+    night = [f for p in night_files for f in load_frames([p], 1280)]
+    night = [f.permute(1, 2, 0).numpy() for f in night]
+    outs = [run(d) for d in day]
+    dark = [_u8(darken_filter(_t(d))) for d in day]
+    synth = [_u8(make_night(_t(d), torch.Generator().manual_seed(20_000 + i))) for i, d in enumerate(day)]
+    dist = {"model": M.night_distance(outs, night), "input": M.night_distance(day, night),
+            "darken_filter": M.night_distance(dark, night), "synthesiser": M.night_distance(synth, night)}
+    struct = {"model": float(np.mean([M.structure_score(d, o) for d, o in zip(day, outs)])),
+              "darken_filter": float(np.mean([M.structure_score(d, o) for d, o in zip(day, dark)])),
+              "input": 1.0}
+    rep = {"night_holdout": [str(p) for p in night_files], "n_day": len(day),
+           "night_distance": {k: round(v, 4) for k, v in dist.items()},
+           "structure": {k: round(v, 4) for k, v in struct.items()},
+           "mean_luma": {"input": round(float(np.mean([M.rgb_to_y(d).mean() for d in day])), 4),
+                         "model": round(float(np.mean([M.rgb_to_y(o).mean() for o in outs])), 4),
+                         "night": round(float(np.mean([M.rgb_to_y(n).mean() for n in night])), 4)}}
+    rep["flicker"] = _flicker(cfg, run)
+    idx = np.linspace(0, len(day) - 1, min(5, len(day))).round().astype(int)
+    rows = [[day[i], dark[i], outs[i], _resize(night[k % len(night)], (day[i].shape[1], day[i].shape[0]))]
+            for k, i in enumerate(idx)]
+    rep["contact_sheet"] = contact_sheet(rows, ["input (day)", "darkening filter", "output", "real night (ref)"],
+                                         out_dir / "contact_sheet.png")
+    return rep
+
+
+def _card_metrics(rep: dict) -> dict:
+    m: dict = {}
+    if "rain12" in rep:
+        r = rep["rain12"]
+        m["rain12_psnr_y"], m["rain12_ssim_y"] = round(r["psnr"], 2), round(r["ssim"], 4)
+        m["rain12_input_psnr_y"], m["rain12_input_ssim_y"] = round(r["input_psnr"], 2), round(r["input_ssim"], 4)
+    if "synthetic_holdout" in rep:
+        r = rep["synthetic_holdout"]
+        m["synthetic_holdout_psnr_y"], m["synthetic_holdout_ssim_y"] = round(r["psnr"], 2), round(r["ssim"], 4)
+        m["synthetic_holdout_input_psnr_y"] = round(r["input_psnr"], 2)
+        m["synthetic_holdout_input_ssim_y"] = round(r["input_ssim"], 4)
+    if "night_distance" in rep:
+        m["night_distance"] = rep["night_distance"]
+        m["structure_score"] = rep["structure"]
+    if rep.get("flicker"):
+        m["flicker_ratio"] = rep["flicker"]["ratio"]
+    fps = rep.get("openvino_640x360", {})
+    if "fps" in fps:
+        m["openvino_fps_640x360"] = fps["fps"]
+        m["openvino_precision"] = fps["precision"]
+    return m

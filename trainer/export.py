@@ -1,0 +1,108 @@
+"""ONNX export (opset 17, dynamic batch/height/width), checked against PyTorch, and the plugin's card.
+
+The ONNX file and the card are first written to temporary names in the plugin folder and renamed over
+the old ones only after the check passed, so a failed export never leaves a half-written plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .options import CheckpointError, Config
+from .train import CKPT, generator_from_checkpoint
+
+OPSET = 17
+
+
+def export_onnx(net: torch.nn.Module, path: str | Path, sample_hw: tuple[int, int] = (64, 96)) -> Path:
+    """Export to ``path`` (via a temp file) and return it."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".streamgan-tmp.onnx")
+    net = net.eval().float().cpu()
+    x = torch.zeros(1, 3, *sample_hw)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, x, str(tmp), input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": axes, "output": axes}, opset_version=OPSET, dynamo=False)
+    os.replace(tmp, path)
+    return path
+
+
+def check_onnx(net: torch.nn.Module, path: str | Path, shapes=((1, 3, 64, 96), (2, 3, 120, 200)),
+               tol: float = 1e-4, seed: int = 0) -> float:
+    """Max abs difference between ONNX Runtime and PyTorch over a few input shapes; raises above ``tol``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for shp in shapes:
+        x = torch.rand(*shp, generator=gen) * 2 - 1
+        with torch.no_grad():
+            ref = net.eval()(x).numpy()
+        got = sess.run(["output"], {"input": x.numpy()})[0]
+        worst = max(worst, float(np.abs(ref - got).max()))
+    if worst > tol:
+        raise RuntimeError(f"ONNX export of {path} differs from PyTorch by {worst:.2e} (> {tol:.0e})")
+    return worst
+
+
+def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, plugin_dir: str | None = None,
+                  evaluate: bool = True) -> dict:
+    from streamgan.card import ModelCard, sha256_file
+
+    ckpt = Path(checkpoint or Path(cfg.train.out) / CKPT)
+    net, ck = generator_from_checkpoint(ckpt, cfg.model.generator)
+    pdir = Path(plugin_dir or cfg.export.plugin_dir)
+    pdir.mkdir(parents=True, exist_ok=True)
+    staged = pdir / "model.onnx.streamgan-tmp"
+    t0 = time.time()
+    export_onnx(net, staged)
+    try:
+        err = check_onnx(net, staged)
+    except Exception:
+        staged.unlink(missing_ok=True)
+        raise
+    metrics: dict = {"onnx_max_abs_err_vs_torch": float(f"{err:.3g}")}
+    report = None
+    if evaluate:
+        from .evaluate import evaluate as run_eval
+
+        report = run_eval(cfg, onnx=str(staged), out=str(Path(cfg.train.out) / "eval"))
+        metrics.update(report["card_metrics"])
+    os.replace(staged, pdir / "model.onnx")
+    g = cfg.model.generator
+    data = [dict(d) for d in cfg.export.data_notes]
+    notes = (f"{cfg.mode} training, synthesiser '{cfg.data.synth}', crop {cfg.data.crop}, batch "
+             f"{cfg.data.batch_size} x {ck.get('world_size', 1)} process(es); frames: {ck.get('counts')}")
+    card = ModelCard(
+        task=cfg.task, title=cfg.export.title, direction=cfg.export.direction,
+        architecture=(f"{g.kind} generator ngf={g.ngf} n_blocks={g.n_blocks} norm={g.norm}"
+                      + (f" skips={g.skips} residual={g.residual}" if g.kind == "mobile" else "")),
+        version=time.strftime("%Y.%m.%d"), licence=cfg.export.licence,
+        processing={"policy": cfg.export.policy, "short_side": cfg.export.short_side, "size_multiple": 4},
+        weights={"file": "model.onnx", "sha256": sha256_file(pdir / "model.onnx"), "opset": OPSET},
+        training={"config": config_path, "data": data, "steps": int(ck["step"]),
+                  "wall_time_s": round(float(ck["wall_time_s"]), 1), "device": "cpu", "notes": notes},
+        metrics=metrics, limitations=cfg.export.limitations,
+    )
+    card.dump(pdir / "card.yaml")
+    if report and report.get("contact_sheet"):
+        import shutil
+
+        shutil.copyfile(report["contact_sheet"], pdir / "before_after.png.tmp")
+        os.replace(pdir / "before_after.png.tmp", pdir / "before_after.png")
+    return {"plugin_dir": str(pdir), "sha256": card.weights.sha256, "steps": card.training.steps,
+            "export_s": round(time.time() - t0, 1), "metrics": metrics}
+
+
+__all__ = ["export_onnx", "check_onnx", "export_plugin", "CheckpointError", "json"]

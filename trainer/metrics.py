@@ -1,0 +1,137 @@
+"""Image quality measures used by the evaluation.
+
+* :func:`psnr_y` / :func:`ssim_y` - the deraining benchmark protocol (see ``shared/data/README.md``):
+  luma Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255 (MATLAB rgb2ycbcr on doubles, not rounded);
+  PSNR = 10 log10(1 / MSE); SSIM with an 11x11 Gaussian (sigma 1.5), K1 = 0.01, K2 = 0.03, L = 255 on
+  Y * 255, 'valid' filtering, mean of the map; images with min(H, W) >= 384 are first box-filtered and
+  subsampled by round(min(H, W) / 256).
+* :func:`structure_score` - SSIM between input and output luminance after local normalisation (so a
+  global change of brightness or contrast keeps the score, a change of structure loses it).
+* :func:`night_distance` - sliced Wasserstein distance between patch statistics (5x5 luminance patches,
+  mean chroma, mean gradient magnitude) of two sets of images.
+* :func:`flicker` - mean absolute change between consecutive frames.
+
+Inputs are uint8 HxWx3 RGB numpy arrays unless noted.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def rgb_to_y(img: np.ndarray) -> np.ndarray:
+    x = img.astype(np.float64) / 255.0
+    return (16.0 + 65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]) / 255.0
+
+
+def psnr_y(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((rgb_to_y(a) - rgb_to_y(b)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def _gauss(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(t ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).view(1, 1, size, size)
+
+
+def _ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
+    """x, y: 1x1xHxW float64; valid filtering."""
+    w = _gauss()
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = F.conv2d(x, w), F.conv2d(y, w)
+    sxx = F.conv2d(x * x, w) - mx * mx
+    syy = F.conv2d(y * y, w) - my * my
+    sxy = F.conv2d(x * y, w) - mx * my
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+
+
+def _box_subsample(y: np.ndarray, f: int) -> np.ndarray:
+    """MATLAB: imfilter(img, ones(f)/f^2, 'symmetric', 'same') then img(1:f:end, 1:f:end)."""
+    lo = (f - 1) // 2
+    hi = f - 1 - lo
+    p = np.pad(y, ((lo, hi), (lo, hi)), mode="symmetric")
+    t = torch.from_numpy(p)[None, None]
+    out = F.conv2d(t, torch.full((1, 1, f, f), 1.0 / (f * f), dtype=torch.float64))[0, 0].numpy()
+    return out[::f, ::f]
+
+
+def ssim_y(a: np.ndarray, b: np.ndarray) -> float:
+    ya, yb = rgb_to_y(a) * 255.0, rgb_to_y(b) * 255.0
+    f = max(1, round(min(ya.shape) / 256))
+    if min(ya.shape) >= 384 and f > 1:
+        ya, yb = _box_subsample(ya, f), _box_subsample(yb, f)
+    ta, tb = torch.from_numpy(ya)[None, None], torch.from_numpy(yb)[None, None]
+    return float(_ssim_map(ta, tb, 255.0).mean())
+
+
+def _luma01(img: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(img.astype(np.float64) / 255.0)
+    return (0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2])[None, None]
+
+
+def _local_normalise(y: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
+    size = int(2 * math.ceil(3 * sigma) + 1)
+    w = _gauss(size, sigma)
+    p = size // 2
+    pad = lambda t: F.pad(t, (p, p, p, p), mode="reflect")  # noqa: E731
+    mu = F.conv2d(pad(y), w)
+    sd = (F.conv2d(pad(y * y), w) - mu * mu).clamp_min(0).sqrt()
+    eps = 0.1 * float(y.std()) + 1e-4  # relative to the image's own contrast: brightness-invariant
+    return (y - mu) / (sd + eps)
+
+
+def structure_score(inp: np.ndarray, out: np.ndarray) -> float:
+    a, b = _local_normalise(_luma01(inp)), _local_normalise(_luma01(out))
+    return float(_ssim_map(a, b, 4.0).mean())
+
+
+def _resize_short(img: np.ndarray, short: int) -> np.ndarray:
+    t = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+    h, w = img.shape[:2]
+    s = short / min(h, w)
+    t = F.interpolate(t, size=(round(h * s), round(w * s)), mode="bilinear", antialias=s < 1, align_corners=False)
+    return t[0].permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
+
+
+def patch_features(img: np.ndarray, short: int = 256) -> torch.Tensor:
+    """Per 5x5 patch: 25 luma values, mean Cb, mean Cr, mean gradient magnitude (all in [0, 1] units)."""
+    x = torch.from_numpy(_resize_short(img, short).astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb, cr = (b - y) * 0.564, (r - y) * 0.713
+    gx = F.pad(y[..., :, 1:] - y[..., :, :-1], (0, 1, 0, 0))
+    gy = F.pad(y[..., 1:, :] - y[..., :-1, :], (0, 0, 0, 1))
+    grad = (gx * gx + gy * gy).sqrt()
+    patches = F.unfold(y, 5, stride=2)  # 1 x 25 x L
+    extra = [F.avg_pool2d(t, 5, stride=2).flatten(2) for t in (cb, cr, grad)]
+    return torch.cat([patches] + extra, 1)[0].T  # L x 28
+
+
+def night_distance(outputs: list[np.ndarray], night: list[np.ndarray], n: int = 20000,
+                   projections: int = 256, seed: int = 0) -> float:
+    """Sliced Wasserstein-1 distance (x100) between patch features of two image sets; lower is closer."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def sample(imgs):
+        feats = torch.cat([patch_features(i) for i in imgs])
+        idx = torch.randint(len(feats), (n,), generator=gen)
+        return feats[idx].double()
+
+    a, b = sample(outputs), sample(night)
+    dirs = torch.randn(a.shape[1], projections, generator=gen, dtype=torch.float64)
+    dirs = dirs / dirs.norm(dim=0, keepdim=True)
+    pa, _ = torch.sort(a @ dirs, dim=0)
+    pb, _ = torch.sort(b @ dirs, dim=0)
+    return float((pa - pb).abs().mean() * 100)
+
+
+def flicker(frames: list[np.ndarray]) -> float:
+    """Mean absolute change (0-255 scale) between consecutive frames."""
+    d = [np.abs(frames[i].astype(np.float32) - frames[i - 1].astype(np.float32)).mean() for i in range(1, len(frames))]
+    return float(np.mean(d))
