@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ModelError
 
@@ -37,12 +37,11 @@ class Processing(_Strict):
     short_side: int | None = Field(default=None, ge=16)
     size_multiple: int = Field(default=4, ge=1)
 
-    @field_validator("short_side")
-    @classmethod
-    def _needs_side(cls, v, info):
-        if info.data.get("policy") == "short_side" and v is None:
+    @model_validator(mode="after")
+    def _needs_side(self):
+        if self.policy == "short_side" and self.short_side is None:
             raise ValueError("policy 'short_side' needs short_side")
-        return v
+        return self
 
 
 class DataSource(_Strict):

@@ -1,0 +1,112 @@
+"""Every CPU backend agrees with the PyTorch model the ONNX file was exported from."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from streamgan import engines
+from streamgan.engines.base import from_model_output, to_model_input
+from streamgan.errors import BackendError, UsageError
+
+FP32_TOL = 1e-3
+BF16_TOL = 0.1  # stated tolerance for OpenVINO's bf16 on [-1, 1] outputs (observed ~0.04)
+
+CPU_FP32 = [("openvino", "fp32"), ("onnxruntime", "fp32"), ("torch", "fp32")]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_generator):
+    torch = pytest.importorskip("torch")
+    model, onnx = tiny_generator
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 68, 100)).astype(np.float32)
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)).numpy()
+    return onnx, x, y
+
+
+@pytest.mark.parametrize("name,precision", CPU_FP32)
+def test_fp32_backends_match_pytorch(reference, name, precision):
+    onnx, x, y = reference
+    b = engines.create(name, onnx, precision)
+    err = np.abs(b.infer(x) - y).max()
+    assert err <= FP32_TOL, f"{b.describe()}: max abs error {err}"
+
+
+def test_openvino_bf16_within_stated_tolerance(reference):
+    onnx, x, y = reference
+    b = engines.create("openvino", onnx, "auto")
+    err = np.abs(b.infer(x) - y).max()
+    assert err <= BF16_TOL, f"{b.describe()}: max abs error {err}"
+
+
+@pytest.mark.parametrize("name", ["openvino", "onnxruntime", "torch"])
+def test_uint8_path_matches_float_path(reference, name):
+    """run() (uint8 NHWC, conversions fused where the backend can) equals infer() + host maths."""
+    onnx, _, _ = reference
+    b = engines.create(name, onnx, "fp32")
+    frames = np.random.default_rng(1).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    expect = from_model_output(b.infer(to_model_input(frames, b.mean, b.std)), b.mean, b.std)
+    got = b.run(frames)
+    assert got.dtype == np.uint8 and got.shape == frames.shape
+    assert np.abs(got.astype(int) - expect).max() <= 1  # rounding of exact halves only
+
+
+def test_openvino_compiles_once_per_shape(reference):
+    onnx, _, _ = reference
+    b = engines.create("openvino", onnx, "fp32")
+    frames = np.zeros((1, 64, 96, 3), np.uint8)
+    b.run(frames)
+    b.run(frames)
+    b.run(np.zeros((1, 32, 48, 3), np.uint8))
+    assert len(b._uint8) == 2
+
+
+def test_unknown_backend_and_precision(identity_onnx):
+    with pytest.raises(UsageError, match="unknown backend"):
+        engines.create("cuda-magic", identity_onnx)
+    with pytest.raises(UsageError, match="unknown precision"):
+        engines.create("openvino", identity_onnx, "int3")
+    with pytest.raises(BackendError, match="fp16 needs a CUDA"):
+        pytest.importorskip("torch")
+        engines.create("torch", identity_onnx, "fp16", device="cpu")
+
+
+def test_broken_onnx_is_a_backend_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00not an onnx file")
+    for name in ("openvino", "onnxruntime"):
+        with pytest.raises(BackendError):
+            engines.create(name, bad)
+
+
+def test_auto_choice_on_a_cpu_machine_is_openvino():
+    if engines.nvidia_driver_present():
+        pytest.skip("this machine has an NVIDIA driver")
+    assert engines.auto_choice() == "openvino"
+
+
+def test_import_does_not_load_torch(identity_onnx):
+    code = ("import sys, streamgan, streamgan.cli, streamgan.engines as e;"
+            f"t = streamgan.Translator({str(identity_onnx)!r}, backend='openvino');"
+            "t.translate(__import__('numpy').zeros((8, 8, 3), 'uint8'));"
+            "e.available(); print('torch' in sys.modules, 'trainer' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_torch_backend_refuses_unknown_operators(tmp_path):
+    pytest.importorskip("torch")
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 4, 4])
+    g = helper.make_graph([helper.make_node("Erf", ["input"], ["output"])], "g", [x], [y])
+    path = tmp_path / "erf.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(BackendError, match="Erf"):
+        engines.create("torch", path, "fp32")

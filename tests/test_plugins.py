@@ -1,0 +1,103 @@
+"""Plugins: cards validated on load, weights checked, third-party tasks found by entry point."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from conftest import make_clip, read_video, run_cli
+from streamgan import plugins
+from streamgan.card import ModelCard, sha256_file
+from streamgan.errors import ModelError
+
+
+def _card(onnx, **over) -> dict:
+    card = {
+        "task": "fog", "title": "Test fog model", "direction": "foggy -> clear",
+        "architecture": "identity", "licence": "MIT",
+        "processing": {"policy": "native", "size_multiple": 4},
+        "weights": {"file": onnx.name, "sha256": sha256_file(onnx)},
+    }
+    card.update(over)
+    return card
+
+
+def _plugin(tmp_path, identity_onnx, **over):
+    folder = tmp_path / "fog_plugin"
+    folder.mkdir()
+    shutil.copy(identity_onnx, folder / identity_onnx.name)
+    (folder / "card.yaml").write_text(yaml.safe_dump(_card(folder / identity_onnx.name, **over)))
+    return folder
+
+
+def test_valid_plugin_folder_loads(tmp_path, identity_onnx):
+    m = plugins.load(_plugin(tmp_path, identity_onnx))
+    assert m.task == "fog" and m.card.processing.size_multiple == 4
+
+
+def test_corrupt_weights_are_refused(tmp_path, identity_onnx):
+    folder = _plugin(tmp_path, identity_onnx)
+    with open(folder / identity_onnx.name, "ab") as f:
+        f.write(b"\x00")
+    with pytest.raises(ModelError, match="corrupt or was replaced"):
+        plugins.load(folder)
+
+
+def test_missing_weights_are_refused(tmp_path, identity_onnx):
+    folder = _plugin(tmp_path, identity_onnx)
+    (folder / identity_onnx.name).unlink()
+    with pytest.raises(ModelError, match="missing"):
+        plugins.load(folder)
+
+
+@pytest.mark.parametrize("over,field", [
+    ({"task": "Bad Name"}, "task"),
+    ({"processing": {"policy": "short_side"}}, "processing"),
+    ({"weights": {"file": "model.onnx", "sha256": "abc"}}, "weights.sha256"),
+    ({"colour": "blue"}, "colour"),
+])
+def test_invalid_card_names_the_field(tmp_path, identity_onnx, over, field):
+    folder = _plugin(tmp_path, identity_onnx, **over)
+    with pytest.raises(ModelError, match=field.replace(".", r"\.")):
+        plugins.load(folder)
+
+
+def test_card_roundtrip(tmp_path, identity_onnx):
+    card = ModelCard.model_validate(_card(identity_onnx))
+    card.dump(tmp_path / "card.yaml")
+    assert ModelCard.load(tmp_path / "card.yaml") == card
+
+
+def test_third_party_plugin_by_entry_point(tmp_path, identity_onnx):
+    """A package outside streamgan adds a task through the streamgan.plugins entry point."""
+    site = tmp_path / "site"
+    pkg = site / "fogpkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    shutil.copy(identity_onnx, pkg / "model.onnx")
+    (pkg / "card.yaml").write_text(yaml.safe_dump(_card(pkg / "model.onnx")))
+    dist = site / "fogpkg-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fogpkg\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[streamgan.plugins]\nfog = fogpkg\n")
+    src = make_clip(tmp_path / "clip.mp4", frames=5)
+    env = {"PYTHONPATH": str(site)}
+    r = run_cli("models", env=env)
+    assert r.returncode == 0 and "fog" in r.stdout and "Test fog model" in r.stdout
+    r = run_cli("fog", src, "-o", tmp_path / "out.mp4", "-q", env=env)
+    assert r.returncode == 0, r.stderr
+    assert len(read_video(tmp_path / "out.mp4")["frames"]) == 5
+
+
+def test_broken_plugin_listed_not_fatal(tmp_path, identity_onnx, monkeypatch):
+    folder = _plugin(tmp_path, identity_onnx)
+    (folder / identity_onnx.name).write_bytes(b"swapped")
+    monkeypatch.setattr(plugins, "discover", lambda: {"fog": folder})
+    from streamgan.cli import main
+
+    assert main(["models"]) == 0
