@@ -26,8 +26,9 @@ import av
 
 from .errors import UsageError
 
-HW_ENCODERS = {"h264": "h264_nvenc", "h265": "hevc_nvenc", "hevc": "hevc_nvenc"}
-SW_ENCODERS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265"}
+HW_ENCODERS = {"h264": "h264_nvenc", "h265": "hevc_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
+SW_ENCODERS = {"h264": ("libx264",), "h265": ("libx265",), "hevc": ("libx265",),
+               "av1": ("libsvtav1", "libaom-av1")}
 PREFER = ("auto", "hardware", "software")
 
 
@@ -129,20 +130,23 @@ class EncoderChoice:
 
 
 def pick_encoder(codec: str = "h264", prefer: str = "auto") -> EncoderChoice:
-    """NVENC for ``codec`` (h264 | h265 | hevc) when it works here, else the x264/x265 encoder.
+    """NVENC for ``codec`` (h264 | h265 | hevc | av1) when it works here, else the software encoder
+    (libx264, libx265, libsvtav1 or libaom-av1). Any other name is an FFmpeg encoder, used as is.
 
     ``prefer="hardware"`` raises ``UsageError`` when NVENC cannot be used; ``"software"`` skips it.
-    Other codec names are passed through as a software choice.
     """
     _check_prefer(prefer)
     codecs = _codecs()
-    sw = SW_ENCODERS.get(codec, codec)
     hw = HW_ENCODERS.get(codec)
+    if hw is None:
+        if prefer == "hardware":
+            raise UsageError(f"hardware encoding is not available: no NVENC encoder for '{codec}'")
+        return EncoderChoice(codec, codec.endswith("_nvenc"), "encoder named explicitly")
+    candidates = SW_ENCODERS[codec]
+    sw = next((c for c in candidates if c in codecs), candidates[0])
     if prefer == "software":
         return EncoderChoice(sw, False, "software encoding requested")
-    if hw is None:
-        why = f"no NVENC encoder for '{codec}'"
-    elif hw not in codecs:
+    if hw not in codecs:
         why = f"{hw} is not compiled into this FFmpeg"
     elif not _driver_present():
         why = "no NVIDIA driver"

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,8 @@ def tiny_onnx(tmp_path_factory) -> Path:
     ).eval()
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     dyn = {0: "n", 2: "h", 3: "w"}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's tracer/deprecation chatter
         torch.onnx.export(net, torch.randn(1, 3, 32, 48), str(path), opset_version=17,
                           input_names=["input"], output_names=["output"],
                           dynamic_axes={"input": dyn, "output": dyn}, dynamo=False)
@@ -258,6 +260,26 @@ def test_compile_arguments_parse(tmp_path):
     assert (defaults.precision, defaults.batch, defaults.resolutions) == ("fp16", "1..8", "360p..1080p")
 
 
+def test_gpu_side_normalisation_matches_the_host_reference():
+    """The uint8 <-> model-space conversions the TensorRT backend runs on the GPU, here on CPU
+    tensors, against ``base.to_model_input`` / ``from_model_output``."""
+    torch = pytest.importorskip("torch")
+    from streamgan.engines.base import from_model_output, to_model_input
+    from streamgan.engines.tensorrt import denormalise, normalise_into
+
+    rng = np.random.default_rng(1)
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    frames = rng.integers(0, 256, (2, 6, 10, 3), dtype=np.uint8)
+    x = normalise_into(torch.empty(2, 3, 6, 10), torch.from_numpy(frames),
+                       torch.tensor(1.0 / (255.0 * std)).view(1, 3, 1, 1), torch.tensor(mean / std).view(1, 3, 1, 1))
+    assert np.abs(x.numpy() - to_model_input(frames, mean, std)).max() < 1e-5
+    y = rng.uniform(-3, 3, (2, 3, 6, 10)).astype(np.float32)
+    yt = torch.from_numpy(y.copy())
+    got = denormalise(yt, torch.tensor(255.0 * std).view(1, 3, 1, 1), torch.tensor(255.0 * mean).view(1, 3, 1, 1))
+    assert got.dtype == torch.uint8 and got.is_contiguous() and torch.equal(yt, torch.from_numpy(y))
+    assert np.array_equal(got.numpy(), from_model_output(y.copy(), mean, std))
+
+
 # -- fallback choice --------------------------------------------------------------------------
 
 def _machine(monkeypatch, *, packages, driver, cuda):
@@ -325,7 +347,7 @@ def test_registry_import_and_auto_choice_do_not_import_torch():
     code = textwrap.dedent("""
         import sys
         import streamgan.engines as e
-        from streamgan.engines import trt_build
+        from streamgan.engines import trt_build, tensorrt
         from streamgan import gpu_io
         print(e.auto_choice(), e.choose("auto"), e.choose("tensorrt")[0], e.available()["tensorrt"])
         trt_build.compute_profile("1..8", "360p..1080p")

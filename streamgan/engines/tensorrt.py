@@ -36,6 +36,22 @@ def _card_size_multiple(onnx_path: Path) -> int:
     return 4
 
 
+def normalise_into(x, frames, scale, shift):
+    """uint8 NHWC ``frames`` -> model-space NCHW written into ``x`` (any device, one layout pass):
+    x = frames * scale - shift, with scale = 1 / (255 std) and shift = mean / std per channel."""
+    x.copy_(frames.permute(0, 3, 1, 2))
+    return x.mul_(scale).sub_(shift)
+
+
+def denormalise(y, out_scale, out_shift):
+    """Model-space NCHW ``y`` -> uint8 NHWC (contiguous), rounded half to even and clipped, as
+    ``base.from_model_output`` does on the host; ``y`` itself is left unchanged."""
+    import torch
+
+    z = torch.addcmul(out_shift, y.float(), out_scale).clamp_(0.0, 255.0).round_()
+    return z.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 class _Slot:
     """Buffers for one batch in flight; grown on demand, never shrunk."""
 
@@ -62,6 +78,8 @@ class TensorRTBackend(Backend):
         if self.precision not in trt_build.TRT_PRECISIONS:
             raise BackendError(f"TensorRT backend: precision '{precision}' is not supported (fp16, fp32)")
         self.device = torch.device("cuda", device)
+        if device:
+            torch.cuda.set_device(self.device)  # TensorRT runs on the current CUDA device
         self.cache_dir = cache_dir
         self.size_multiple = size_multiple or _card_size_multiple(self.onnx_path)
         self.env = trt_build.current_environment(device)
@@ -204,13 +222,10 @@ class TensorRTBackend(Backend):
             uploaded.record(self._copy_stream)
         compute.wait_event(uploaded)
         with torch.cuda.stream(compute):
-            x = slot.x[:need].view(n, 3, h, w)
-            x.copy_(d_in.permute(0, 3, 1, 2))
-            x.mul_(self._scale).sub_(self._shift)
+            x = normalise_into(slot.x[:need].view(n, 3, h, w), d_in, self._scale, self._shift)
             y = slot.y[: int(np.prod(oshape))].view(oshape)
             self._enqueue(x, y, compute)
-            z = y.float().mul_(self._out_scale).add_(self._out_shift).clamp_(0.0, 255.0).round_()
-            z = z.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+            z = denormalise(y, self._out_scale, self._out_shift)
             on, oh, ow = z.shape[0], z.shape[1], z.shape[2]
             h_out = slot.h_out[: z.numel()].view(on, oh, ow, 3)
             h_out.copy_(z, non_blocking=True)

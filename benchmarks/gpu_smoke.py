@@ -1,0 +1,175 @@
+"""GPU smoke test: TensorRT vs PyTorch CUDA on one generator, one table.
+
+    python benchmarks/gpu_smoke.py [--model derain] [--batches 1,4,8]
+                                   [--resolutions 640x360,1280x720,1920x1080] [--seconds 2]
+
+For each resolution and batch size it prints model-only throughput (frames/s of the network on
+data already on the GPU, CUDA-event timed) for TensorRT fp16 and PyTorch CUDA fp16, end-to-end
+throughput of ``run`` (uint8 host frames in and out, two batches in flight for TensorRT), and the
+largest difference between TensorRT fp16 and a PyTorch fp32 reference: in model space (float,
+on [-1, 1]) and on the uint8 output. Without a GPU, TensorRT or PyTorch it prints one line
+"skipped: <reason>" and exits 0.
+
+The model is the named plugin when its weights are present, otherwise a small ResNet-style
+generator exported here (the table says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _skip_reason() -> str | None:
+    from streamgan.engines import _installed, nvidia_driver_present
+
+    if not nvidia_driver_present():
+        return "no NVIDIA driver on this machine"
+    if not _installed("torch"):
+        return "PyTorch is not installed"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "PyTorch cannot use CUDA here (driver too old or CPU-only build)"
+    if not _installed("tensorrt"):
+        return "TensorRT is not installed (pip install 'streamgan[tensorrt]')"
+    return None
+
+
+def _fallback_model(folder: Path) -> Path:
+    import torch
+    from torch import nn
+
+    def res(ch):
+        return nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.InstanceNorm2d(ch), nn.ReLU(True),
+                             nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.InstanceNorm2d(ch))
+
+    class Res(nn.Module):
+        def __init__(self, ch):
+            super().__init__()
+            self.body = res(ch)
+
+        def forward(self, x):
+            return x + self.body(x)
+
+    net = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, 16, 7), nn.InstanceNorm2d(16), nn.ReLU(True),
+                        nn.Conv2d(16, 32, 3, 2, 1), nn.InstanceNorm2d(32), nn.ReLU(True),
+                        *[Res(32) for _ in range(4)],
+                        nn.ConvTranspose2d(32, 16, 3, 2, 1, output_padding=1), nn.InstanceNorm2d(16), nn.ReLU(True),
+                        nn.ReflectionPad2d(3), nn.Conv2d(16, 3, 7), nn.Tanh()).eval()
+    path = folder / "smoke_generator.onnx"
+    dyn = {0: "n", 2: "h", 3: "w"}
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.randn(1, 3, 64, 64), str(path), opset_version=17, input_names=["input"],
+                          output_names=["output"], dynamic_axes={"input": dyn, "output": dyn}, dynamo=False)
+    return path
+
+
+def _model(name: str, folder: Path):
+    """(onnx path, label, mean, std, size multiple)."""
+    try:
+        from streamgan import plugins
+
+        m = plugins.load(name)
+        n = m.normalisation
+        return m.onnx, f"plugin {m.task}", n.mean, n.std, m.processing.size_multiple
+    except Exception as e:
+        return _fallback_model(folder), f"small test generator ({name}: {e})", (0.5,) * 3, (0.5,) * 3, 4
+
+
+def _rate(fn, frames: int, seconds: float, sync) -> float:
+    fn(), sync()  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        n += 1
+    sync()
+    return n * frames / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="derain")
+    ap.add_argument("--batches", default="1,4,8")
+    ap.add_argument("--resolutions", default="640x360,1280x720,1920x1080")
+    ap.add_argument("--seconds", type=float, default=2.0, help="timing per cell")
+    ap.add_argument("--cache-dir", default=None)
+    args = ap.parse_args(argv)
+
+    reason = _skip_reason()
+    if reason:
+        print(f"skipped: {reason}")
+        return 0
+
+    import torch
+
+    from streamgan.engines import trt_build
+    from streamgan.engines.tensorrt import TensorRTBackend
+    from streamgan.engines.torch import TorchBackend
+
+    batches = [int(b) for b in args.batches.split(",")]
+    sizes = [trt_build.parse_resolution(r) for r in args.resolutions.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="streamgan-smoke-"))
+    onnx_path, label, mean, std, mult = _model(args.model, tmp)
+    sizes = [(w + (-w % mult), h + (-h % mult)) for w, h in sizes]  # as frames.pad_to_multiple does
+
+    trt_b = TensorRTBackend(onnx_path, "fp16", mean, std, batch_range=(min(batches), max(batches)),
+                            resolutions=sizes, size_multiple=mult, cache_dir=args.cache_dir or tmp / "engines")
+    ref32 = TorchBackend(onnx_path, "fp32", mean, std, device="cuda")
+    ref16 = TorchBackend(onnx_path, "fp16", mean, std, device="cuda")
+    sync = torch.cuda.synchronize
+    rng = np.random.default_rng(0)
+
+    print(f"model: {label}; {trt_b.describe()}; torch {torch.__version__}")
+    head = ("resolution", "batch", "trt16 model", "torch16 model", "trt16 e2e", "torch16 e2e",
+            "max|d| float", "max|d| uint8")
+    print("  ".join(f"{h:>13}" for h in head))
+    for w, h in sizes:
+        for n in batches:
+            frames = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+            x = ((frames.transpose(0, 3, 1, 2) / 255.0 - 0.5) / 0.5).astype(np.float32)
+            err_f = float(np.abs(trt_b.infer(x) - ref32.infer(x)).max())
+            err_u8 = int(np.abs(trt_b.run(frames).astype(int) - ref32.run(frames).astype(int)).max())
+
+            xd = torch.from_numpy(x).cuda()
+            yd = torch.empty(trt_b._out_shape(n, h, w), dtype=trt_b._out_dtype, device="cuda")
+            stream = torch.cuda.current_stream()
+            trt_model = _rate(lambda: trt_b._enqueue(xd, yd, stream), n, args.seconds, sync)
+            x16 = xd.half()
+            with torch.inference_mode():
+                torch_model = _rate(lambda: ref16.module(x16), n, args.seconds, sync)
+
+            inflight = []
+
+            def trt_e2e():
+                inflight.append(trt_b.submit(frames))
+                if len(inflight) > 1:
+                    trt_b.collect(inflight.pop(0))
+
+            def drain():
+                while inflight:
+                    trt_b.collect(inflight.pop(0))
+
+            trt_end = _rate(trt_e2e, n, args.seconds, drain)
+            torch_end = _rate(lambda: ref16.run(frames), n, args.seconds, sync)
+            row = (f"{w}x{h}", n, f"{trt_model:.0f}", f"{torch_model:.0f}", f"{trt_end:.0f}", f"{torch_end:.0f}",
+                   f"{err_f:.4f}", err_u8)
+            print("  ".join(f"{str(c):>13}" for c in row), flush=True)
+    print("fps = frames per second; model = network only on GPU-resident data; e2e = uint8 host frames "
+          "in and out (TensorRT with two batches in flight); errors vs PyTorch fp32")
+    trt_b.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
