@@ -17,6 +17,7 @@ from .errors import StreamganError, UsageError
 
 log = logging.getLogger("streamgan")
 
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "rainy_dashcam.mp4"
 EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad usage, 3 bad input, 4 output not writable,
 5 model/plugin problem, 6 backend unavailable, 130 interrupted (output so far kept)"""
 
@@ -109,6 +110,31 @@ def build_parser(tasks: list[str]) -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("bench", help="measure decode, encode, model and end-to-end fps")
+    p.add_argument("input", nargs="?", default=str(SAMPLE), help="clip to measure on")
+    p.add_argument("--task", default="derain", help="task, plugin folder or .onnx (default derain)")
+    p.add_argument("--backend", default="openvino", help="comma-separated backends to compare")
+    p.add_argument("--precision", default="auto", help="comma-separated precisions")
+    p.add_argument("--batch", default="1", help="comma-separated batch sizes for model-only")
+    p.add_argument("--resolution", default="640x360", help="comma-separated WxH list")
+    p.add_argument("--size", type=_positive_int, default=None, help="model short side override")
+    p.add_argument("--frames", type=_positive_int, default=200, help="frames per run")
+    p.add_argument("--iters", type=_positive_int, default=40, help="model-only calls per run")
+    p.add_argument("--reps", type=_positive_int, default=3, help="repetitions (median reported)")
+    p.add_argument("--json", help="write the results as JSON here")
+    p.add_argument("--plot", help="write a PNG of fps against resolution per backend")
+    p.add_argument("--baseline", action="store_true",
+                   help="also run the naive cv2 + eager PyTorch baseline, alternating")
+    _add_common(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("compile", help="build (or refresh) a cached TensorRT engine for a model")
+    from .engines import trt_build
+
+    trt_build.add_compile_arguments(p)
+    _add_common(p)
+    p.set_defaults(func=trt_build.run_compile)
+
     p = sub.add_parser("backends", help="which inference backends can run here")
     _add_common(p)
     p.set_defaults(func=cmd_backends)
@@ -178,6 +204,13 @@ def cmd_info(args) -> int:
 
     for line in probe(args.input).lines():
         print(line)
+    return errors.EXIT_OK
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    bench.run(args)
     return errors.EXIT_OK
 
 

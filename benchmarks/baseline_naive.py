@@ -1,0 +1,50 @@
+"""The naive baseline: what the usual CycleGAN tutorials have users write.
+
+cv2.VideoCapture -> per-frame eager PyTorch fp32 (BGR->RGB, to tensor, normalise, model, back)
+-> cv2.VideoWriter, all in one thread. The model is the same ONNX generator, evaluated eagerly
+with PyTorch operators (streamgan.engines.torch.OnnxModule: the same convolutions an
+``nn.Module`` would call). Run alone: ``python benchmarks/baseline_naive.py MODEL.onnx IN OUT``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def run_naive(onnx_path, src, dst, max_frames: int | None = None) -> tuple[int, float]:
+    """Translate ``src`` into ``dst`` the naive way; returns (frames, seconds)."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from streamgan.engines.torch import OnnxModule
+
+    model = OnnxModule(onnx_path).eval()
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    n, t0 = 0, time.perf_counter()
+    while max_frames is None or n < max_frames:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        x = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).sub(0.5).div(0.5)[None]
+        pad_h, pad_w = -h % 4, -w % 4
+        if pad_h or pad_w:
+            x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        with torch.no_grad():
+            y = model(x)[0, :, :h, :w]
+        img = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        out.write(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR))
+        n += 1
+    cap.release()
+    out.release()
+    return n, time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    frames, seconds = run_naive(*sys.argv[1:4])
+    print(f"{frames} frames in {seconds:.1f} s: {frames / seconds:.2f} fps")
