@@ -103,6 +103,7 @@ class TrainOptions(_Opts):
     sample_every: int = Field(500, ge=1)
     checkpoint_every_s: float = Field(300, gt=0)
     init_generator: str | None = None  # warm start G (A->B) from this checkpoint
+    warmup_steps: int = Field(0, ge=0)  # cyclegan: first train G alone on synthesiser pairs (paired L1)
     progress: bool = True
 
 
@@ -145,6 +146,8 @@ class Config(_Opts):
             raise ValueError("mode 'paired' needs data.synth ('rain' or 'night') to make pairs")
         if self.mode == "cyclegan" and not self.data.train_b:
             raise ValueError("mode 'cyclegan' needs data.train_b (the target domain)")
+        if self.train.warmup_steps and (self.mode != "cyclegan" or self.data.synth == "none"):
+            raise ValueError("train.warmup_steps needs mode 'cyclegan' and a data.synth to make pairs")
         if self.loss.lambda_distill > 0 and not (self.loss.teacher and self.loss.teacher_generator):
             raise ValueError("loss.lambda_distill > 0 needs loss.teacher and loss.teacher_generator")
         if self.export.policy == "short_side" and not self.export.short_side:

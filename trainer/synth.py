@@ -174,6 +174,11 @@ def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         sky = _gauss_blur(((lum - 0.25) * 4).clamp(0, 1) * top, min(h, w) / 60)
         lin = lin * (1 - sky * _u(gen, 0.6, 0.95))
         lin = lin * _u(gen, 0.02, 0.08)  # exposure
+        # own headlights: a brighter pool of light on the road ahead (lower middle of the frame)
+        yy = torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1)
+        xx = torch.linspace(-1, 1, w, device=img.device).view(1, 1, 1, w)
+        cone = torch.exp(-((yy - 1.0) / 0.35) ** 2 - (xx / 0.45) ** 2)
+        lin = lin * (1 + _u(gen, 0.0, 4.0) * cone)
         temp = [(1.05, 0.95, 0.75), (0.8, 0.9, 1.15), (1.0, 0.9, 0.8), (0.9, 0.95, 1.0)][int(torch.randint(0, 4, (), generator=gen))]
         lin = lin * torch.tensor(temp, device=img.device).view(1, 3, 1, 1)
         lin = lin + _glows(h, w, gen, img.device) * _u(gen, 0.1, 0.5)

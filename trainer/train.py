@@ -26,6 +26,7 @@ from .options import CheckpointError, Config, DataError
 from .synth import SYNTHS
 
 CKPT = "latest.pt"
+LOSS_KEYS = ["warmup_l1", "l1", "ssim", "G_gan", "cyc_A", "cyc_B", "idt", "distill", "G", "D"]
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
@@ -132,6 +133,23 @@ class Progress:
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
 
+def _prepare_csv(path: Path, fields: list[str], fresh: bool) -> None:
+    """Start a new log, or keep the old rows (re-written under ``fields`` if the header differs)."""
+    rows = []
+    if path.exists() and not fresh:
+        with open(path, newline="") as f:
+            rd = csv.DictReader(f)
+            if rd.fieldnames == fields:
+                return
+            rows = list(rd)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
 def plot_losses(csv_path: Path, png_path: Path) -> None:
     import matplotlib
 
@@ -146,7 +164,9 @@ def plot_losses(csv_path: Path, png_path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     steps = [int(r["step"]) for r in rows]
     for k in keys:
-        ax.plot(steps, [float(r[k]) for r in rows], label=k[5:])
+        pts = [(st, float(r[k])) for st, r in zip(steps, rows) if r.get(k) not in (None, "")]
+        if pts:
+            ax.plot(*zip(*pts), label=k[5:])
     ax.set_xlabel("step")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
@@ -257,9 +277,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.gens = DDP(self.gens, device_ids=ids, broadcast_buffers=False)
+            self.gens = DDP(self.gens, device_ids=ids)
             if self.discs is not None:
-                self.discs = DDP(self.discs, device_ids=ids, broadcast_buffers=False)
+                self.discs = DDP(self.discs, device_ids=ids)
         # a fixed batch for the sample grids
         vis_gen = torch.Generator().manual_seed(12345)
         self.vis_a = self.pool_a.sample(4, vis_gen).to(self.device)
@@ -323,6 +343,8 @@ class Trainer:
         inp, tgt, real_b = self._batch()
         ac = torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp)
         logs = {}
+        if cfg.mode == "cyclegan" and self.step < cfg.train.warmup_steps:
+            return self._warmup_step(inp, tgt)
         with ac:
             if cfg.mode == "paired":
                 fake = self.gens(inp)
@@ -390,6 +412,26 @@ class Trainer:
         self.step += 1
         return {k: float(v.detach()) for k, v in logs.items()}
 
+    def _warmup_step(self, inp, tgt) -> dict[str, float]:
+        """Supervised warm start of G on synthesiser pairs (before the CycleGAN objective takes over)."""
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            fake = self.G(inp)
+            l1 = L.paired_l1(fake, tgt)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(l1).backward()
+        if self.world > 1:  # G is called outside its DDP wrapper here: average the gradients by hand
+            for p in self.G.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
+        self.sched[0].step()
+        if len(self.sched) > 1:  # keep D's schedule in step without a D update
+            self.sched[1].last_epoch += 1
+        self.step += 1
+        return {"warmup_l1": float(l1.detach())}
+
     # -- outputs
     @torch.no_grad()
     def write_samples(self) -> Path:
@@ -446,11 +488,8 @@ class Trainer:
                        **{f"loss_{k}": sum(v) / len(v) for k, v in acc.items()}}
                 acc = {}
                 if fields is None:
-                    fields = list(row)
-                    new = not csv_path.exists() or self.step <= cfg.train.log_every
-                    if new:
-                        with open(csv_path, "w", newline="") as f:
-                            csv.DictWriter(f, fields).writeheader()
+                    fields = ["step", "wall_time_s", "lr"] + [f"loss_{k}" for k in LOSS_KEYS]
+                    _prepare_csv(csv_path, fields, fresh=self.step <= cfg.train.log_every)
                 with open(csv_path, "a", newline="") as f:
                     csv.DictWriter(f, fields, extrasaction="ignore").writerow(row)
                 prog.update(self.step, " ".join(f"{k[5:]}={v:.4f}" for k, v in row.items() if k.startswith("loss_")))

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from streamgan.card import ModelCard, sha256_file  # noqa: E402
+from trainer.export import check_onnx, export_onnx, export_plugin  # noqa: E402
+from trainer.networks import MobileGenerator, ResnetGenerator  # noqa: E402
+from trainer.options import CheckpointError, Config  # noqa: E402
+from trainer.train import Trainer  # noqa: E402
+
+from trainer_helpers import tiny_config  # noqa: E402
+
+
+@pytest.mark.parametrize("net", [MobileGenerator(8, 2), MobileGenerator(8, 2, residual=True, norm="none"),
+                                 ResnetGenerator(8, 1)])
+def test_export_matches_torch_with_dynamic_shapes(tmp_path, net):
+    torch.manual_seed(0)
+    for p in net.parameters():  # non-trivial weights (the residual net starts as the identity)
+        p.data.normal_(0, 0.2)
+    path = export_onnx(net, tmp_path / "m.onnx")
+    err = check_onnx(net, path, shapes=((1, 3, 32, 48), (3, 3, 60, 100), (1, 3, 124, 36)))
+    assert err <= 1e-4
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input"]
+    assert [o.name for o in sess.get_outputs()] == ["output"]
+    dims = sess.get_inputs()[0].shape
+    assert all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))  # dynamic batch, height, width
+    import onnx
+
+    assert onnx.load(str(path)).opset_import[0].version == 17
+
+
+def test_check_onnx_catches_a_mismatch(tmp_path):
+    net = MobileGenerator(4, 1)
+    path = export_onnx(net, tmp_path / "m.onnx")
+    other = MobileGenerator(4, 1)
+    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+        check_onnx(other, path)
+
+
+def test_export_plugin_writes_valid_card_and_never_half_overwrites(tmp_path):
+    cfg = Config.model_validate(tiny_config(tmp_path, optim__steps=3))
+    Trainer(cfg).run()
+    res = export_plugin(cfg, "cfg.yaml", evaluate=False)
+    pdir = tmp_path / "plugin"
+    card = ModelCard.load(pdir / "card.yaml")
+    assert card.weights.sha256 == sha256_file(pdir / "model.onnx") == res["sha256"]
+    assert card.training.steps == 3 and card.task == "derain"
+    assert card.weights.opset == 17
+    before = {p.name: p.read_bytes() for p in pdir.iterdir()}
+    (tmp_path / "run" / "latest.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError):
+        export_plugin(cfg, "cfg.yaml", evaluate=False)
+    assert {p.name: p.read_bytes() for p in pdir.iterdir()} == before
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 40, 56)).astype(np.float32)
+    out = ort.InferenceSession(str(pdir / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert out.shape == x.shape

@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from trainer import metrics as M  # noqa: E402
+
+RAIN12 = Path("/work/shared/data/bench/Rain12")
+
+
+@pytest.mark.skipif(not (RAIN12 / "rainy").is_dir(), reason="Rain12 not available here")
+def test_rain12_do_nothing_row():
+    from trainer.evaluate import rain12_scores
+
+    r = rain12_scores(None, RAIN12)
+    assert r["n"] == 12
+    assert round(r["input_psnr"], 2) == 30.14
+    assert round(r["input_ssim"], 4) == 0.8554
+    assert r["psnr"] == r["input_psnr"]
+
+
+def _rand(seed, h=96, w=128):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_psnr_ssim_identity_and_order():
+    a = _rand(0)
+    assert M.psnr_y(a, a) == float("inf")
+    assert M.ssim_y(a, a) == pytest.approx(1.0)
+    noisy = np.clip(a.astype(int) + np.random.default_rng(1).integers(-8, 9, a.shape), 0, 255).astype(np.uint8)
+    noisier = np.clip(a.astype(int) + np.random.default_rng(1).integers(-30, 31, a.shape), 0, 255).astype(np.uint8)
+    assert M.psnr_y(noisy, a) > M.psnr_y(noisier, a)
+    assert M.ssim_y(noisy, a) > M.ssim_y(noisier, a)
+
+
+def test_psnr_y_uses_matlab_luma():
+    a = np.zeros((8, 8, 3), np.uint8)
+    b = a.copy()
+    b[..., 1] = 255  # Y differs by 128.553 / 255 on every pixel
+    assert M.psnr_y(a, b) == pytest.approx(10 * np.log10(1 / (128.553 / 255) ** 2))
+
+
+def test_ssim_subsamples_large_images():
+    a = _rand(2, 400, 600)
+    b = np.clip(a.astype(int) + 20, 0, 255).astype(np.uint8)
+    assert 0 < M.ssim_y(a, b) < 1
+
+
+def _scene(h=120, w=160):
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(np.sin(xx / 5) + 1) * 100, (np.cos(yy / 7) + 1) * 100, (xx + yy) % 255], -1)
+    return img.astype(np.uint8)
+
+
+def test_structure_score_ignores_brightness_but_not_structure():
+    a = _scene()
+    dark = (a * 0.25).astype(np.uint8)
+    assert M.structure_score(a, dark) > 0.9
+    assert M.structure_score(a, _rand(3, *a.shape[:2])) < 0.2
+
+
+def test_night_distance_orders_sets():
+    a = [_scene()]
+    dark = [(_scene() * 0.2).astype(np.uint8)]
+    darker = [(_scene() * 0.1).astype(np.uint8)]
+    assert M.night_distance(dark, dark) < 0.05 * M.night_distance(a, dark)
+    assert M.night_distance(darker, dark) < M.night_distance(a, dark)
+
+
+def test_flicker():
+    f = [np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 10, np.uint8), np.zeros((4, 4, 3), np.uint8)]
+    assert M.flicker(f) == pytest.approx(10.0)

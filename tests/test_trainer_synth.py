@@ -1,0 +1,64 @@
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from trainer.synth import add_rain, darken_filter, line_kernel, make_night, rain_streaks  # noqa: E402
+
+
+def _img(seed=0, h=48, w=64):
+    return torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(seed)) * 0.6 + 0.2
+
+
+@pytest.mark.parametrize("fn", [add_rain, make_night])
+def test_synth_is_deterministic_given_seed(fn):
+    x = _img()
+    a = fn(x, torch.Generator().manual_seed(7))
+    b = fn(x, torch.Generator().manual_seed(7))
+    c = fn(x, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert float(a.min()) >= 0 and float(a.max()) <= 1
+
+
+def test_streak_rain_is_additive_and_achromatic():
+    x = _img()
+    y = add_rain(x, torch.Generator().manual_seed(1), p_streaks_only=1.0)
+    d = y - x
+    assert float(d.min()) >= -1e-6  # streaks only brighten (Rain12-style additive rain)
+    assert float(d.mean()) > 0.002  # and there is rain
+    unclipped = (y < 0.999).all(1, keepdim=True).expand_as(d)
+    spread = (d.max(1).values - d.min(1).values)[unclipped[:, 0]]
+    assert float(spread.max()) < 1e-5  # same amount on R, G and B
+
+
+def test_rain_streak_density_matches_rain12_range():
+    means = [float(rain_streaks(320, 480, torch.Generator().manual_seed(s)).mean()) for s in range(12)]
+    med = sorted(means)[len(means) // 2]
+    assert 0.005 < med < 0.06  # Rain12's rain layers average 0.007-0.035
+
+
+def test_line_kernel_orientation():
+    k = line_kernel(9, 0.0)
+    assert k.shape == (9, 9)
+    assert float(k[:, 4].sum()) > 0.9 * float(k.sum())  # vertical
+    k = line_kernel(9, 45.0)
+    assert float(k.diagonal().sum()) > 0.5 * float(k.sum())  # top-left to bottom-right
+    assert float(k.flip(1).diagonal().sum()) < 0.2 * float(k.sum())
+
+
+def test_video_rain_keeps_parameters_moves_streaks():
+    x = _img()[:1]
+    a = add_rain(x, torch.Generator().manual_seed(3), noise_gen=torch.Generator().manual_seed(1))
+    b = add_rain(x, torch.Generator().manual_seed(3), noise_gen=torch.Generator().manual_seed(2))
+    assert not torch.equal(a, b)
+    assert abs(float((a - x).mean()) - float((b - x).mean())) < 0.5 * float((a - x).mean())
+
+
+def test_night_is_darker_than_day_and_filter_baseline():
+    x = _img()
+    n = make_night(x, torch.Generator().manual_seed(0))
+    assert float(n.mean()) < 0.6 * float(x.mean())
+    d = darken_filter(x)
+    assert float(d.mean()) < 0.6 * float(x.mean())
+    assert float(d[:, 2].mean()) > float(d[:, 0].mean())  # cool tint

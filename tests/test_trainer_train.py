@@ -1,0 +1,118 @@
+import csv
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from trainer.cli import main  # noqa: E402
+from trainer.options import CheckpointError, Config, ConfigError, DataError  # noqa: E402
+from trainer.train import Trainer, load_checkpoint  # noqa: E402
+
+from trainer_helpers import make_images, tiny_config, write_config  # noqa: E402
+
+
+def _cfg(tmp_path, **over):
+    return Config.model_validate(tiny_config(tmp_path, **over))
+
+
+def test_loss_decreases_on_tiny_overfit(tmp_path):
+    cfg = _cfg(tmp_path, optim__steps=60, data__batch_size=4)
+    tr = Trainer(cfg)
+    first = [tr.train_step()["l1"] for _ in range(8)]
+    for _ in range(44):
+        tr.train_step()
+    last = [tr.train_step()["l1"] for _ in range(8)]
+    assert sum(last) / 8 < 0.8 * sum(first) / 8
+
+
+def test_run_writes_log_plot_samples_checkpoint_and_resume_continues(tmp_path):
+    cfg_path = write_config(tmp_path, tiny_config(tmp_path, optim__steps=20))
+    assert main(["train", str(cfg_path), "--steps", "10"]) == 0
+    run = tmp_path / "run"
+    ck = load_checkpoint(run / "latest.pt")  # weights_only=True inside
+    assert ck["step"] == 10
+    for f in ("log.csv", "losses.png", "summary.json", "samples/step_0000010.png"):
+        assert (run / f).exists(), f
+    assert main(["train", str(cfg_path), "--resume"]) == 0
+    ck2 = load_checkpoint(run / "latest.pt")
+    assert ck2["step"] == 20
+    assert ck2["wall_time_s"] > ck["wall_time_s"]
+    with open(run / "log.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == [5, 10, 15, 20]
+    assert json.loads((run / "summary.json").read_text())["step"] == 20
+
+
+def test_resume_is_bitwise_the_same_as_one_run(tmp_path):
+    a = Trainer(_cfg(tmp_path / "a", optim__steps=6))
+    a.run()
+    b_cfg = _cfg(tmp_path / "b", optim__steps=6)
+    Trainer(b_cfg, max_steps=3).run()
+    b = Trainer(b_cfg, resume=True)
+    b.run()
+    for pa, pb in zip(a.G.parameters(), b.G.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_cyclegan_with_warmup_and_gan(tmp_path):
+    night = make_images(tmp_path / "night", 2, seed=5)
+    cfg = _cfg(tmp_path, mode="cyclegan", task="day2night", data__synth="night", data__train_b=[str(night)],
+               loss__lambda_gan=1.0, loss__lambda_l1=1.0, loss__lambda_identity=0.5, train__warmup_steps=2,
+               optim__steps=4)
+    tr = Trainer(cfg)
+    logs = [tr.train_step() for _ in range(4)]
+    assert set(logs[0]) == {"warmup_l1"}
+    assert {"cyc_A", "cyc_B", "idt", "G_gan", "D", "l1"} <= set(logs[-1])
+    assert set(tr.nets) == {"G", "F", "D_A", "D_B"}
+
+
+def test_checkpoint_from_another_architecture(tmp_path):
+    cfg = _cfg(tmp_path, optim__steps=2)
+    Trainer(cfg).run()
+    other = _cfg(tmp_path, optim__steps=4, model__generator__ngf=8)
+    with pytest.raises(CheckpointError, match="another architecture"):
+        Trainer(other, resume=True)
+    before = (tmp_path / "run" / "latest.pt").read_bytes()
+    cfg_path = write_config(tmp_path, tiny_config(tmp_path, optim__steps=4, model__generator__ngf=8))
+    assert main(["train", str(cfg_path), "--resume"]) == 2
+    assert (tmp_path / "run" / "latest.pt").read_bytes() == before  # untouched
+
+
+def test_pickled_checkpoint_is_refused(tmp_path):
+    p = tmp_path / "evil.pt"
+    torch.save({"nets": {}, "arch": "x", "obj": object()}, p)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_checkpoint(p)
+
+
+def test_bad_config_names_file_and_field(tmp_path, capsys):
+    raw = tiny_config(tmp_path)
+    raw["optim"]["lr"] = -1
+    p = write_config(tmp_path, raw, "bad.yaml")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: field 'optim\.lr'"):
+        Config.load(p)
+    assert main(["train", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "optim.lr" in err and "Traceback" not in err
+    raw = tiny_config(tmp_path)
+    raw["data"]["unknown_field"] = 1
+    with pytest.raises(ConfigError, match="data.unknown_field"):
+        Config.load(write_config(tmp_path, raw, "extra.yaml"))
+    with pytest.raises(ConfigError, match="not found"):
+        Config.load(tmp_path / "missing.yaml")
+
+
+def test_missing_and_empty_data_folders(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        Trainer(_cfg(tmp_path, data__train_a=[str(tmp_path / "nope")]))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no images"):
+        Trainer(_cfg(tmp_path, data__train_a=[str(tmp_path / "empty")]))
+
+
+def test_undecodable_image_names_the_file(tmp_path):
+    folder = make_images(tmp_path / "imgs", 2)
+    (folder / "broken.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(DataError, match="broken.jpg"):
+        Trainer(_cfg(tmp_path, data__train_a=[str(folder)]))
