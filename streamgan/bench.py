@@ -128,7 +128,7 @@ def transcode(src, size=None, frames=None, reps=3, encode=None, process=None,
             source.close()
             return sink.frames_written
 
-    return Measure(label, _timed(once, reps), f"{encode.encoder()} {encode.preset or 'veryfast'}")
+    return Measure(label, _timed(once, reps), encode.choice().describe())
 
 
 def model_only(backend, width, height, batch=1, iters=30, reps=3) -> Measure:

@@ -73,6 +73,8 @@ def _add_translate(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", default=None, help="encoder preset (x264/x265 default: veryfast)")
     g.add_argument("--audio", choices=("copy", "aac", "none"), default="copy",
                    help="copy audio when the container allows (default), re-encode, or drop")
+    g.add_argument("--hwaccel", choices=("auto", "hardware", "software"), default="auto",
+                   help="NVDEC decoding / NVENC encoding when an NVIDIA GPU can (default auto)")
     g.add_argument("--compare", action="store_true",
                    help="write a side-by-side video: input left, output right")
     g = p.add_argument_group("trimming")
@@ -159,10 +161,11 @@ def cmd_translate(args) -> int:
 
     check_output(out, args.overwrite)  # before loading the model: fail fast
     tr = Translator(args.task, args.backend, args.precision, size=args.size, tile=args.tile,
-                    batch_size=args.batch)
+                    batch_size=args.batch, hwaccel=args.hwaccel)
+    enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio=args.audio,
+                        hardware=args.hwaccel)
     if not args.quiet:
-        print(f"streamgan: {tr.describe()}", file=sys.stderr)
-    enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio=args.audio)
+        print(f"streamgan: {tr.describe()}; {enc.choice().describe()}", file=sys.stderr)
     res = tr.translate_video(args.input, out, overwrite=args.overwrite, encode=enc,
                              start=args.start, duration=args.duration, frames=args.frames,
                              compare=args.compare, progress=not args.quiet)

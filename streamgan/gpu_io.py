@@ -123,7 +123,11 @@ class EncoderChoice:
             if crf is not None:
                 opts["cq"] = str(crf)
             return opts
-        opts = {"preset": preset or "veryfast"}
+        opts = {}
+        if preset is not None:
+            opts["preset"] = preset
+        elif self.name in ("libx264", "libx265"):
+            opts["preset"] = "veryfast"
         if crf is not None:
             opts["crf"] = str(crf)
         return opts

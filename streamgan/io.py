@@ -34,7 +34,6 @@ from .errors import InputError, OutputError, UsageError
 log = logging.getLogger("streamgan")
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-VIDEO_CODECS = {"h264": "libx264", "h265": "libx265", "hevc": "libx265", "av1": "libsvtav1"}
 # audio codecs each output container can carry as-is; anything else is re-encoded
 AUDIO_COPY = {
     ".mp4": {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"},
@@ -98,8 +97,11 @@ def _is_url(path) -> bool:
     return bool(_URL.match(str(path)))
 
 
-def _open_input(path, options: dict | None = None, timeout: float | None = None):
-    """av.open with every failure turned into one clear InputError."""
+def _open_input(path, options: dict | None = None, timeout: float | None = None,
+                hwaccel: str = "software"):
+    """av.open with every failure turned into one clear InputError.
+
+    ``hwaccel``: "auto" decodes on an NVIDIA GPU when FFmpeg can open one (see gpu_io)."""
     path = str(path)
     fmt = None
     opts = dict(options or {})
@@ -125,7 +127,12 @@ def _open_input(path, options: dict | None = None, timeout: float | None = None)
         if fmt == "image2":
             opts.setdefault("framerate", "25")
     try:
-        return av.open(path, format=fmt, options=opts, timeout=timeout)
+        extra = {}
+        if hwaccel != "software":
+            from .gpu_io import pick_decoder
+
+            extra = pick_decoder(hwaccel).open_kwargs()
+        return av.open(path, format=fmt, options=opts, timeout=timeout, **extra)
     except av.error.FileNotFoundError:
         raise InputError(f"{redact(path)}: no such file") from None
     except av.error.PermissionError:
@@ -191,9 +198,9 @@ class Source:
     def __init__(self, path, *, size: tuple[int, int] | None = None, start: float = 0.0,
                  duration: float | None = None, max_frames: int | None = None,
                  keep_source: bool = False, options: dict | None = None,
-                 timeout: float | None = None):
+                 timeout: float | None = None, hwaccel: str = "software"):
         self.path = str(path)
-        self.container = _open_input(path, options, timeout)
+        self.container = _open_input(path, options, timeout, hwaccel)
         self.stream = _video_stream(self.container, path)
         self.stream.thread_type = "AUTO"
         cc = self.stream.codec_context
@@ -328,25 +335,13 @@ class EncodeOptions:
     preset: str | None = None
     pix_fmt: str | None = None  # default yuv420p; yuv444p for odd sizes (4:2:0 cannot be odd)
     audio: str = "copy"  # copy (re-encode only when the container cannot carry it) | aac | none
+    hardware: str = "auto"  # NVENC when it works here (auto), required (hardware), or never
 
-    def encoder(self) -> str:
-        name = VIDEO_CODECS.get(self.codec, self.codec)
-        if name not in av.codecs_available:
-            alt = {"libsvtav1": "libaom-av1"}.get(name)
-            if alt and alt in av.codecs_available:
-                return alt
-            raise UsageError(f"encoder '{self.codec}' is not in this FFmpeg build")
-        return name
+    def choice(self):
+        """The encoder to use here and why (NVENC or software; see gpu_io)."""
+        from .gpu_io import pick_encoder
 
-    def codec_options(self, encoder: str) -> dict:
-        opts = {}
-        if self.crf is not None:
-            opts["crf"] = str(self.crf)
-        if self.preset is not None:
-            opts["preset"] = str(self.preset)
-        elif encoder in ("libx264", "libx265"):
-            opts["preset"] = "veryfast"
-        return opts
+        return pick_encoder(self.codec, self.hardware)
 
 
 def check_output(path, overwrite: bool) -> Path:
@@ -394,11 +389,12 @@ class Sink:
             self.path.suffix.lower(), "mp4")
 
     def _add_video(self, time_base, frame_rate, rotation):
-        enc = self.options.encoder()
-        if enc == "libsvtav1":
+        choice = self.encoder = self.options.choice()
+        if choice.name == "libsvtav1":
             os.environ.setdefault("SVT_LOG", "1")  # errors only; its banner is noise
         rate = frame_rate if frame_rate and frame_rate > 0 else Fraction(25)
-        s = self.container.add_stream(enc, rate=rate, options=self.options.codec_options(enc))
+        s = self.container.add_stream(choice.name, rate=rate,
+                                      options=choice.options(self.options.crf, self.options.preset))
         s.width, s.height = self.width, self.height
         odd = self.width % 2 or self.height % 2
         s.pix_fmt = self.options.pix_fmt or ("yuv444p" if odd else "yuv420p")

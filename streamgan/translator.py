@@ -50,11 +50,12 @@ class Translator:
     bf16 | fp16. ``size``: run the model at this short side (overrides the card's policy).
     ``tile``: frames larger than this many pixels on a side are processed in overlapping tiles.
     ``channels``: "rgb" or "bgr" for arrays given to and returned by ``translate``.
+    ``hwaccel``: "auto" (NVDEC when usable), "hardware" (required) or "software" decoding.
     """
 
     def __init__(self, task_or_model_path: str | Path, backend: str = "auto",
                  precision: str = "auto", *, size: int | None = None, tile: int | None = None,
-                 channels: str = "rgb", batch_size: int | None = None):
+                 channels: str = "rgb", batch_size: int | None = None, hwaccel: str = "auto"):
         if channels not in ("rgb", "bgr"):
             raise UsageError(f"channels must be 'rgb' or 'bgr', not '{channels}'")
         if tile is not None and tile < 64:
@@ -64,6 +65,7 @@ class Translator:
         self.backend = engines.create(backend, self.model.onnx, precision,
                                       mean=norm.mean, std=norm.std)
         self.size, self.tile, self.channels = size, tile, channels
+        self.hwaccel = hwaccel  # video decoding on an NVIDIA GPU when FFmpeg can (gpu_io)
         self.multiple = self.model.processing.size_multiple
         self.batch_size = batch_size or getattr(self.backend, "preferred_batch", 1)
 
@@ -109,7 +111,8 @@ class Translator:
     def _open(self, src, *, start=0.0, duration=None, frames=None, keep_source=False,
               options=None, timeout=None) -> Source:
         source = Source(src, start=start, duration=duration, max_frames=frames,
-                        keep_source=keep_source, options=options, timeout=timeout)
+                        keep_source=keep_source, options=options, timeout=timeout,
+                        hwaccel=self.hwaccel)
         size = self.processing_size(source.width, source.height)
         if size != (source.width, source.height):
             source.size = size
