@@ -226,6 +226,9 @@ def run(args) -> dict:
     batches = [int(b) for b in str(args.batch).split(",")]
     if any(b < 1 for b in batches):
         raise UsageError("--batch sizes must be positive")
+    for b in backends:
+        if b != "auto" and b not in engines.NAMES:
+            raise UsageError(f"unknown backend '{b}'; choose auto or {', '.join(engines.NAMES)}")
     for p in precisions:
         if p not in engines.PRECISIONS:
             raise UsageError(f"unknown precision '{p}'; choose from {', '.join(engines.PRECISIONS)}")
