@@ -7,6 +7,10 @@
 uses the same memory as a short one. An exception in any stage is carried to the consumer and
 stops every stage; ``close()`` (also on Ctrl-C or when the consumer stops early) stops and joins
 all threads, bounded in time, so nothing hangs.
+
+For live inputs ``drop="oldest"`` makes the decode stage discard the oldest waiting frame (counted
+in ``dropped``) instead of waiting when translation falls behind, so what is translated stays
+current; the default ``"block"`` never loses a frame.
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ class _Failure:
 
 class Pipeline:
     def __init__(self, source: Iterable, process: Callable[[list], list], *, batch_size: int = 1,
-                 max_wait: float | None = None, queue_size: int = 8):
+                 max_wait: float | None = None, queue_size: int = 8, drop: str = "block"):
+        if drop not in ("block", "oldest"):
+            raise ValueError(f"drop policy must be 'block' or 'oldest', not {drop!r}")
         self.source, self.process = source, process
+        self.drop = drop
+        self.dropped = 0  # frames discarded by drop="oldest"
         self.batch_size = max(1, int(batch_size))
         self.max_wait = max_wait
         self._decoded: queue.Queue = queue.Queue(maxsize=max(queue_size, self.batch_size))
@@ -83,9 +91,25 @@ class Pipeline:
     # -- stages ---------------------------------------------------------------------------
     def _read(self):
         for frame in self.source:
-            if not self._put(self._decoded, frame):
+            if self.drop == "oldest":
+                self._put_dropping(frame)
+            elif not self._put(self._decoded, frame):
                 raise _Stopped
             self.frames_in += 1
+
+    def _put_dropping(self, frame) -> None:
+        """Queue ``frame`` at once, discarding the oldest waiting frame when the queue is full."""
+        while not self._stop.is_set():
+            try:
+                self._decoded.put_nowait(frame)
+                return
+            except queue.Full:
+                try:
+                    self._decoded.get_nowait()  # only this thread puts here: it is a frame
+                    self.dropped += 1
+                except queue.Empty:
+                    pass
+        raise _Stopped
 
     def _next_batch(self, pending):
         """Collect up to batch_size same-sized frames; returns (batch, finished)."""

@@ -1,0 +1,386 @@
+"""Live outputs: publish to a stream server, record to a file, record in fixed-length segments.
+
+``make_outputs(["rtsp://host/out", "rec/cam.mp4"], segment=60)`` builds a ``FanOut`` that feeds
+every translated frame to each output, so any number of them run at once from one decode and one
+translation (each output encodes for its own needs: low-latency for publishing, segments that
+each start on a key frame).
+
+* ``rtsp://`` / ``rtsps://`` publish with RTSP ANNOUNCE/RECORD (TCP by default); ``rtmp://`` as
+  FLV; ``srt://`` and ``udp://`` as MPEG-TS.
+* a file records continuously; MP4/MOV are written fragmented (a fragment per key frame, one a
+  second), so the recording made so far plays even if the process dies.
+* with ``segment`` seconds, a file name becomes a series ``cam_00000.mp4, cam_00001.mp4, ...``
+  (or the name's own ``%05d``); each segment starts at time 0 on a key frame and plays on its
+  own; a segment appears under its name only once complete.
+
+One output failing (a publish target going away, a full disk) is reported once and dropped; the
+others keep going. Only when every output has failed does the run stop with ``OutputError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .errors import OutputError, StreamganError, UsageError
+from .io import EncodeOptions, check_output, redact
+
+log = logging.getLogger("streamgan")
+
+STREAM_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv",
+                  "srt": "mpegts", "udp": "mpegts"}
+_FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+
+
+def _scheme(target: str) -> str:
+    return target.split("://", 1)[0].lower() if "://" in target else ""
+
+
+def is_stream_target(target) -> bool:
+    return _scheme(str(target)) in STREAM_FORMATS
+
+
+class _Encoder:
+    """One output container with one H.264 (or chosen codec) video stream."""
+
+    def __init__(self, target: str, fmt: str, container_options: dict, *, width: int,
+                 height: int, time_base: Fraction, rate: Fraction | None,
+                 encode: EncodeOptions, gop: int, timeout: float | None = None,
+                 name: str | None = None):
+        self.name = name or redact(target)
+        self.container = av.open(target, "w", format=fmt, options=container_options,
+                                 timeout=timeout)
+        try:
+            choice = encode.choice()  # NVENC where it works, else the software encoder
+            enc = choice.name
+            opts = dict(choice.options(encode.crf, encode.preset))
+            if enc in ("libx264", "libx265"):
+                opts.setdefault("tune", "zerolatency")  # no look-ahead: a frame leaves at once
+            opts.update({"g": str(gop), "bf": "0"})
+            s = self.container.add_stream(enc, rate=rate or Fraction(25), options=opts)
+            s.width, s.height = width, height
+            odd = width % 2 or height % 2
+            s.pix_fmt = encode.pix_fmt or ("yuv444p" if odd else "yuv420p")
+            s.codec_context.time_base = time_base
+            s.time_base = time_base
+        except Exception:
+            self.container.close()
+            raise
+        self.stream, self.tb = s, time_base
+        self.last_pts: int | None = None
+        self.frames = 0
+
+    def write(self, image: np.ndarray, pts: int) -> None:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        s = self.stream
+        if (frame.width, frame.height) != (s.width, s.height):
+            frame = frame.reformat(s.width, s.height, s.pix_fmt, interpolation="BICUBIC")
+        if self.last_pts is not None and pts <= self.last_pts:
+            pts = self.last_pts + 1
+        frame.pts, frame.time_base = pts, self.tb
+        self.last_pts = pts
+        self.container.mux(s.encode(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        try:
+            self.container.mux(self.stream.encode(None))
+        finally:
+            self.container.close()
+
+
+class Output:
+    """Base: an output that can fail without taking the others with it."""
+
+    kind = "output"
+
+    def __init__(self, name: str):
+        self.name = name
+        self.error = ""
+        self.frames = 0
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error)
+
+    def open(self, width, height, time_base, rate) -> None:
+        raise NotImplementedError
+
+    def write(self, image: np.ndarray, pts: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.close()
+
+
+class StreamOutput(Output):
+    """Publish to an RTSP (RECORD), RTMP, SRT or UDP server."""
+
+    kind = "publish"
+
+    def __init__(self, url: str, *, encode: EncodeOptions, rtsp_transport: str = "tcp",
+                 timeout: float = 10.0):
+        super().__init__(redact(url))
+        self.url, self.encode = url, encode
+        self.fmt = STREAM_FORMATS[_scheme(url)]
+        self.options = {"rtsp_transport": rtsp_transport} if self.fmt == "rtsp" else {}
+        if self.fmt == "flv":
+            self.options = {"flvflags": "no_duration_filesize"}
+        self.timeout = timeout
+        self.enc: _Encoder | None = None
+
+    def open(self, width, height, time_base, rate) -> None:
+        t0 = time.monotonic()
+        try:
+            self.enc = _Encoder(self.url, self.fmt, self.options, width=width, height=height,
+                                time_base=time_base, rate=rate, encode=self.encode,
+                                gop=max(1, round(float(rate or 25))),
+                                timeout=(self.timeout, self.timeout), name=self.name)
+        except av.FFmpegError as e:
+            raise _publish_error(self.name, e, time.monotonic() - t0, self.timeout) from None
+
+    def write(self, image, pts) -> None:
+        try:
+            self.enc.write(image, pts)
+        except av.FFmpegError as e:
+            raise OutputError(f"{self.name}: publishing stopped "
+                              f"({getattr(e, 'strerror', None) or type(e).__name__})") from None
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.enc is not None:
+            enc, self.enc = self.enc, None
+            try:
+                enc.close()
+            except av.FFmpegError:
+                pass  # the server is gone: nothing left to flush to
+
+
+def _publish_error(name: str, e: Exception, elapsed: float, timeout: float) -> OutputError:
+    msg = getattr(e, "strerror", None) or type(e).__name__
+    if isinstance(e, av.error.ConnectionRefusedError):
+        return OutputError(f"{name}: cannot publish: connection refused")
+    if "401" in msg:
+        return OutputError(f"{name}: cannot publish: the server refused the credentials")
+    if isinstance(e, av.error.ExitError) or elapsed >= 0.9 * timeout:
+        return OutputError(f"{name}: cannot publish: no answer within {timeout:g} s")
+    return OutputError(f"{name}: cannot publish ({msg})")
+
+
+def _container_format(path: Path) -> tuple[str, dict]:
+    ext = path.suffix.lower()
+    if ext in (".mp4", ".mov"):
+        return ("mov" if ext == ".mov" else "mp4"), dict(_FRAGMENTED)
+    return {".mkv": "matroska", ".webm": "webm", ".avi": "avi", ".ts": "mpegts"}.get(
+        ext, "mp4"), {}
+
+
+class FileOutput(Output):
+    """Record continuously into one file (written in place, playable while growing)."""
+
+    kind = "record"
+
+    def __init__(self, path, *, encode: EncodeOptions, overwrite: bool = False):
+        self.path = _check_file(path, overwrite)
+        super().__init__(str(self.path))
+        self.encode = encode
+        self.enc: _Encoder | None = None
+
+    def open(self, width, height, time_base, rate) -> None:
+        fmt, opts = _container_format(self.path)
+        try:
+            self.enc = _Encoder(str(self.path), fmt, opts, width=width, height=height,
+                                time_base=time_base, rate=rate, encode=self.encode,
+                                gop=max(1, round(float(rate or 25))), name=self.name)
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot write ({e.strerror or e})") from None
+        self.first_pts = None
+
+    def write(self, image, pts) -> None:
+        if self.first_pts is None:
+            self.first_pts = pts
+        try:
+            self.enc.write(image, pts - self.first_pts)
+        except OSError as e:
+            raise OutputError(f"{self.path}: write failed ({e.strerror or e})") from None
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.enc is not None:
+            enc, self.enc = self.enc, None
+            try:
+                enc.close()
+            except OSError as e:
+                raise OutputError(f"{self.path}: write failed ({e.strerror or e})") from None
+
+
+def _check_file(path, overwrite: bool) -> Path:
+    path = Path(path)
+    if path.suffix.lower() == ".ts":
+        folder = path.parent if str(path.parent) else Path(".")
+        if path.exists() and not overwrite:
+            raise OutputError(f"{path} exists; pass -y to overwrite")
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise OutputError(f"{folder}: output folder does not exist or is not writable")
+        return path
+    return check_output(path, overwrite)
+
+
+class SegmentOutput(Output):
+    """Record into consecutive files of ``seconds`` each; every one plays on its own."""
+
+    kind = "segments"
+
+    def __init__(self, path, seconds: float, *, encode: EncodeOptions, overwrite: bool = False):
+        if seconds <= 0:
+            raise UsageError("--segment must be a positive number of seconds")
+        path = Path(path)
+        if not re.search(r"%0?\d*d", path.name):
+            path = path.with_name(f"{path.stem}_%05d{path.suffix or '.mp4'}")
+        self.pattern = path
+        first = Path(str(path) % 0)
+        _check_file(first, overwrite)
+        super().__init__(str(path))
+        self.seconds, self.encode, self.overwrite = float(seconds), encode, overwrite
+        self.enc: _Encoder | None = None
+        self.index = 0
+        self.files: list[Path] = []
+        self._tmp: Path | None = None
+
+    def open(self, width, height, time_base, rate) -> None:
+        self.geometry = (width, height, time_base, rate)
+
+    def _start(self, pts: int) -> None:
+        width, height, time_base, rate = self.geometry
+        target = Path(str(self.pattern) % self.index)
+        if target.exists() and not self.overwrite:
+            raise OutputError(f"{target} exists; pass -y to overwrite")
+        self._target = target
+        self._tmp = target.with_name(f".{target.name}.part")
+        fmt, opts = _container_format(target)
+        try:
+            self.enc = _Encoder(str(self._tmp), fmt, opts, width=width, height=height,
+                                time_base=time_base, rate=rate, encode=self.encode,
+                                gop=max(1, round(float(rate or 25))), name=str(target))
+        except OSError as e:
+            raise OutputError(f"{target}: cannot write ({e.strerror or e})") from None
+        self.seg_start = pts
+        self.index += 1
+
+    def _finish(self) -> None:
+        if self.enc is None:
+            return
+        enc, self.enc = self.enc, None
+        try:
+            enc.close()
+        except OSError as e:
+            raise OutputError(f"{self._target}: write failed ({e.strerror or e})") from None
+        os.replace(self._tmp, self._target)
+        self.files.append(self._target)
+        log.info("segment %s done (%d frames)", self._target, enc.frames)
+
+    def write(self, image, pts) -> None:
+        _, _, tb, _ = self.geometry
+        if self.enc is not None and (pts - self.seg_start) * tb >= self.seconds - 1e-6:
+            self._finish()
+        if self.enc is None:
+            self._start(pts)
+        try:
+            self.enc.write(image, pts - self.seg_start)
+        except OSError as e:
+            raise OutputError(f"{self._target}: write failed ({e.strerror or e})") from None
+        self.frames += 1
+
+    def close(self) -> None:
+        self._finish()
+
+
+class FanOut:
+    """Feeds each frame to every output; one failing output does not stop the others."""
+
+    def __init__(self, outputs: list[Output], *, strict_open: bool = True):
+        if not outputs:
+            raise UsageError("no output given")
+        self.outputs = outputs
+        self.strict_open = strict_open
+        self.opened = False
+
+    def open(self, width: int, height: int, time_base: Fraction, rate) -> None:
+        self.opened = True
+        for o in self.outputs:
+            try:
+                o.open(width, height, time_base, rate)
+            except (StreamganError, av.FFmpegError, OSError) as e:
+                if self.strict_open:
+                    self.close()
+                    raise
+                self._fail(o, e)
+        self._check_alive()
+
+    def _fail(self, o: Output, e: Exception) -> None:
+        o.error = str(e) if isinstance(e, StreamganError) else f"{o.name}: {e}"
+        others = [x for x in self.outputs if not x.failed]
+        log.error("%s%s", o.error, "; the other outputs continue" if others else "")
+        try:
+            o.abort()
+        except Exception:
+            pass
+
+    def _check_alive(self) -> None:
+        if all(o.failed for o in self.outputs):
+            raise OutputError("every output failed: " + "; ".join(o.error for o in self.outputs))
+
+    def write(self, image: np.ndarray, pts: int) -> None:
+        for o in self.outputs:
+            if o.failed:
+                continue
+            try:
+                o.write(image, pts)
+            except (StreamganError, av.FFmpegError, OSError) as e:
+                self._fail(o, e)
+        self._check_alive()
+
+    def close(self) -> None:
+        for o in self.outputs:
+            if o.failed:
+                continue
+            try:
+                o.close()
+            except (StreamganError, av.FFmpegError, OSError) as e:
+                o.error = str(e)
+                log.error("%s", o.error)
+
+    def report(self) -> list[tuple[str, int, str]]:
+        return [(o.name, o.frames, o.error) for o in self.outputs]
+
+
+def make_outputs(targets: list[str], *, encode: EncodeOptions | None = None,
+                 segment: float | None = None, overwrite: bool = False,
+                 rtsp_transport: str = "tcp", timeout: float = 10.0,
+                 strict_open: bool = True) -> FanOut:
+    """Outputs for these targets (URLs publish; files record, in segments when asked)."""
+    encode = encode or EncodeOptions()
+    outs: list[Output] = []
+    for t in targets:
+        t = str(t)
+        if is_stream_target(t):
+            outs.append(StreamOutput(t, encode=encode, rtsp_transport=rtsp_transport,
+                                     timeout=timeout))
+        elif "://" in t:
+            raise UsageError(f"{redact(t)}: cannot publish to '{_scheme(t)}://' (use rtsp, "
+                             "rtmp, srt or udp)")
+        elif segment:
+            outs.append(SegmentOutput(t, segment, encode=encode, overwrite=overwrite))
+        else:
+            outs.append(FileOutput(t, encode=encode, overwrite=overwrite))
+    return FanOut(outs, strict_open=strict_open)
