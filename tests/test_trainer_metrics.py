@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,8 @@ pytest.importorskip("torch")
 
 from trainer import metrics as M  # noqa: E402
 
-RAIN12 = Path("/work/shared/data/bench/Rain12")
+DATA = Path(os.environ.get("STREAMGAN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+RAIN12 = DATA / "bench" / "Rain12"
 
 
 @pytest.mark.skipif(not (RAIN12 / "rainy").is_dir(), reason="Rain12 not available here")

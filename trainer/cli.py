@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .options import CheckpointError, Config, ConfigError, DataError
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--out", default=None)
     v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     s = sub.add_parser("sample", help="make samples/rainy_dashcam.mp4 from the MIT Udacity clip")
-    s.add_argument("--src", default="/work/shared/data/clips/udacity_lanelines_solidWhiteRight.mp4")
+    s.add_argument("--src", default=os.path.join(os.environ.get("STREAMGAN_DATA", "../shared/data"), "clips/udacity_lanelines_solidWhiteRight.mp4"))
     s.add_argument("--out", default="samples/rainy_dashcam.mp4")
     s.add_argument("--seconds", type=float, default=4.0)
     s.add_argument("--seed", type=int, default=3)

@@ -75,18 +75,28 @@ def _luma01(img: np.ndarray) -> torch.Tensor:
     return (0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2])[None, None]
 
 
-def _local_normalise(y: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
+def _blur_sep(t: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with reflected borders (same size)."""
     size = int(2 * math.ceil(3 * sigma) + 1)
-    w = _gauss(size, sigma)
+    x = torch.arange(size, dtype=t.dtype) - (size - 1) / 2
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
     p = size // 2
-    pad = lambda t: F.pad(t, (p, p, p, p), mode="reflect")  # noqa: E731
-    mu = F.conv2d(pad(y), w)
-    sd = (F.conv2d(pad(y * y), w) - mu * mu).clamp_min(0).sqrt()
+    t = F.conv2d(F.pad(t, (p, p, 0, 0), mode="reflect"), g.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(t, (0, 0, p, p), mode="reflect"), g.view(1, 1, -1, 1))
+
+
+def _local_normalise(y: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
+    mu = _blur_sep(y, sigma)
+    sd = (_blur_sep(y * y, sigma) - mu * mu).clamp_min(0).sqrt()
     eps = 0.1 * float(y.std()) + 1e-4  # relative to the image's own contrast: brightness-invariant
     return (y - mu) / (sd + eps)
 
 
-def structure_score(inp: np.ndarray, out: np.ndarray) -> float:
+def structure_score(inp: np.ndarray, out: np.ndarray, short: int = 256) -> float:
+    """Computed at ``short`` pixels on the short side (structure, not sensor noise)."""
+    if min(inp.shape[:2]) > short:
+        inp, out = _resize_short(inp, short), _resize_short(out, short)
     a, b = _local_normalise(_luma01(inp)), _local_normalise(_luma01(out))
     return float(_ssim_map(a, b, 4.0).mean())
 

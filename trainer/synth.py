@@ -173,7 +173,7 @@ def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         top = torch.linspace(1, 0, h, device=img.device).clamp(0, 1).view(1, 1, h, 1) ** 0.7
         sky = _gauss_blur(((lum - 0.25) * 4).clamp(0, 1) * top, min(h, w) / 60)
         lin = lin * (1 - sky * _u(gen, 0.6, 0.95))
-        lin = lin * _u(gen, 0.02, 0.08)  # exposure
+        lin = lin * _u(gen, 0.03, 0.1)  # exposure
         # own headlights: a brighter pool of light on the road ahead (lower middle of the frame)
         yy = torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1)
         xx = torch.linspace(-1, 1, w, device=img.device).view(1, 1, 1, w)
@@ -184,7 +184,7 @@ def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         lin = lin + _glows(h, w, gen, img.device) * _u(gen, 0.1, 0.5)
         y = linear_to_srgb(lin)
         y = y.clamp(0, 1) ** _u(gen, 0.9, 1.15)
-        sigma = _u(gen, 0.005, 0.025)
+        sigma = _u(gen, 0.002, 0.015)
         noise = torch.randn(img.shape, generator=gen).to(img.device)
         y = y + noise * sigma * (0.3 + y.sqrt())
         out.append(y.clamp(0, 1))

@@ -1,0 +1,46 @@
+"""The two shipped generators: card valid, weights match the card, ONNX contract (names, dynamic dims, range)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+
+from streamgan.card import ModelCard, sha256_file  # noqa: E402
+
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+
+
+@pytest.mark.parametrize("task", ["derain", "day2night"])
+def test_shipped_plugin(task):
+    pdir = PLUGINS / task
+    card = ModelCard.load(pdir / "card.yaml")
+    assert card.task == task
+    onnx_path = pdir / card.weights.file
+    assert card.weights.sha256 == sha256_file(onnx_path)
+    assert onnx_path.stat().st_size < 5_000_000
+    assert card.training.steps and card.training.wall_time_s and card.training.data
+    assert card.metrics["openvino_fps_640x360"] >= 40
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].name == "input" and sess.get_outputs()[0].name == "output"
+    m = card.processing.size_multiple
+    for h, w in ((8 * m, 12 * m), (90, 160)):
+        x = np.random.default_rng(0).uniform(-1, 1, (2, 3, h, w)).astype(np.float32)
+        y = sess.run(["output"], {"input": x})[0]
+        assert y.shape == x.shape and y.dtype == np.float32
+        assert np.abs(y).max() <= 1.0 + 1e-6
+
+
+def test_derain_card_meets_the_rain12_target():
+    card = ModelCard.load(PLUGINS / "derain" / "card.yaml")
+    assert card.metrics["rain12_input_psnr_y"] == 30.14
+    assert card.metrics["rain12_psnr_y"] >= 32.14
+    assert card.metrics["synthetic_holdout_psnr_y"] > card.metrics["synthetic_holdout_input_psnr_y"] + 3
+
+
+def test_day2night_card_beats_both_baselines():
+    m = ModelCard.load(PLUGINS / "day2night" / "card.yaml").metrics
+    d = m["night_distance"]
+    assert d["model"] < d["input"] and d["model"] < d["darken_filter"]
+    assert m["structure_score"]["model"] >= 0.7
