@@ -619,3 +619,71 @@ def run(translator, src, outputs, options: LiveOptions | None = None, *,
     return LiveResult(n, pipe.dropped if pipe else 0, time.perf_counter() - t0, latency,
                       source.stats.reconnects if source else 0,
                       source.stats.stalls if source else 0, outputs.report())
+
+
+# -- command line ---------------------------------------------------------------------------
+def _targets(output: str | None) -> list[str]:
+    return [t.strip() for t in (output or "").split(",") if t.strip()]
+
+
+def cli_wants_live(args) -> bool:
+    """Whether a translate command goes through the live path (this module)."""
+    from .outputs import is_stream_target
+
+    targets = _targets(getattr(args, "output", None))
+    return bool(is_live(args.input) or getattr(args, "realtime", False)
+                or getattr(args, "segment", None) or len(targets) > 1
+                or any(is_stream_target(t) for t in targets))
+
+
+def cli_run(args) -> int:
+    """``streamgan <task> INPUT -o OUT[,OUT...] [--realtime ...]`` for live inputs/outputs."""
+    import signal
+    import sys
+
+    from . import errors
+    from .io import EncodeOptions
+    from .outputs import make_outputs
+    from .pipeline import Progress
+    from .translator import Translator
+
+    targets = _targets(args.output)
+    if not targets:
+        raise UsageError("give -o OUTPUT (a file, rtsp://... to publish, or several, "
+                         "comma-separated) for a live input")
+    if getattr(args, "compare", False):
+        raise UsageError("--compare is for files, not live runs")
+    if args.start and is_live(args.input):
+        raise UsageError("--start cannot seek in a live input")
+    options = LiveOptions(realtime=args.realtime or None, drop=args.drop,
+                          max_wait=args.max_wait, rtsp_transport=args.rtsp_transport,
+                          stall_timeout=args.stall_timeout).check()
+    enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio="none",
+                        hardware=getattr(args, "hwaccel", "auto"))
+    outs = make_outputs(targets, encode=enc, segment=args.segment, overwrite=args.overwrite,
+                        rtsp_transport=args.rtsp_transport)  # file checks before the model
+    kw = {"hwaccel": args.hwaccel} if hasattr(args, "hwaccel") else {}
+    tr = Translator(args.task, args.backend, args.precision, size=args.size, tile=args.tile,
+                    batch_size=args.batch, **kw)
+    realtime, drop = resolve(options, args.input)
+    if not args.quiet:
+        print(f"streamgan: {tr.describe()}; {redact(args.input)} -> "
+              f"{', '.join(o.name for o in outs.outputs)}"
+              f"{' (real time, drop ' + drop + ')' if realtime else ''}", file=sys.stderr)
+    bar = Progress(None, enabled=not args.quiet, label=tr.task)
+    old = signal.getsignal(signal.SIGTERM)
+
+    def _term(signum, frame):  # SIGTERM ends a live run like Ctrl-C: outputs are finalised
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    try:
+        res = run(tr, args.input, outs, options, frames=args.frames, duration=args.duration,
+                  start=args.start, progress=bar)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    bar.finish()
+    if not args.quiet:
+        for line in res.lines():
+            print(f"streamgan: {line}", file=sys.stderr)
+    return errors.EXIT_OK

@@ -146,7 +146,14 @@ class StreamOutput(Output):
                                 time_base=time_base, rate=rate, encode=self.encode,
                                 gop=max(1, round(float(rate or 25))),
                                 timeout=(self.timeout, self.timeout), name=self.name)
+            self.enc.container.start_encoding()  # connect now (ANNOUNCE/RECORD), not at frame 1
         except av.FFmpegError as e:
+            if self.enc is not None:
+                try:
+                    self.enc.container.close()
+                except Exception:
+                    pass
+                self.enc = None
             raise _publish_error(self.name, e, time.monotonic() - t0, self.timeout) from None
 
     def write(self, image, pts) -> None:

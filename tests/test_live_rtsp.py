@@ -1,0 +1,304 @@
+"""Live RTSP tests against a real RTSP server (GStreamer's, run with Debian's python3).
+
+The server (tests/rtsp_server.py) binds 127.0.0.1 only and serves a real clip from
+../shared/data/clips, transcoded here to 320x180 so the tests stay light. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from conftest import read_video, run_cli
+from rtsp_server import Server, free_port, unavailable
+
+from streamgan import live, outputs
+from streamgan.errors import InputError, OutputError
+from streamgan.translator import Translator
+
+_why: list[str] = []
+
+
+def _need_server():
+    if not _why:
+        _why.append(unavailable())
+    if _why[0]:
+        pytest.skip(_why[0])
+
+
+def small_clip(src: Path, dst: Path, frames: int) -> Path:
+    """The first ``frames`` frames of a real clip at 320x180, 25 fps, H.264 without B-frames."""
+    with av.open(str(src)) as c_in, av.open(str(dst), "w") as c_out:
+        s = c_out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "bf": "0",
+                                                          "g": "25"})
+        s.width, s.height, s.pix_fmt = 320, 180, "yuv420p"
+        n = 0
+        for f in c_in.decode(video=0):
+            g = f.reformat(320, 180, "yuv420p")
+            g.pts, g.time_base = n, Fraction(1, 25)
+            c_out.mux(s.encode(g))
+            n += 1
+            if n >= frames:
+                break
+        c_out.mux(s.encode(None))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def clip50(udacity_clip, tmp_path_factory):
+    return small_clip(udacity_clip, tmp_path_factory.mktemp("live") / "clip50.mp4", 50)
+
+
+@pytest.fixture(scope="module")
+def clip_long(udacity_clip, tmp_path_factory):
+    return small_clip(udacity_clip, tmp_path_factory.mktemp("live") / "clip221.mp4", 221)
+
+
+@pytest.fixture
+def server_factory():
+    started: list[Server] = []
+
+    def make(**kw) -> Server:
+        _need_server()
+        s = Server(**kw)
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def identity_tr(identity_onnx):
+    return Translator(identity_onnx, backend="openvino", precision="fp32")
+
+
+def gray_frames(path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="gray").astype(np.int16) for f in c.decode(video=0)]
+
+
+def best_match(images, reference) -> list[int]:
+    """For each image, the index of the reference frame it is closest to."""
+    ref = np.stack(reference)
+    return [int(np.argmin(np.abs(ref - im[None]).mean(axis=(1, 2)))) for im in images]
+
+
+def wait_until(cond, timeout: float, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+def file_settled(path: Path, quiet: float = 0.6, timeout: float = 10.0) -> bool:
+    """The server's recording exists and has stopped growing."""
+    last = [-1, time.monotonic()]
+
+    def settled():
+        size = path.stat().st_size if path.exists() else -1
+        if size != last[0]:
+            last[:] = [size, time.monotonic()]
+            return False
+        return size > 0 and time.monotonic() - last[1] >= quiet
+
+    return wait_until(settled, timeout)
+
+
+# -- pull, translate, publish, read back ------------------------------------------------------
+@pytest.mark.rtsp
+@pytest.mark.timeout(120)
+def test_pull_translate_publish_read_back(server_factory, clip50, identity_onnx, tmp_path):
+    received = tmp_path / "received.ts"
+    srv = server_factory(play={"/cam": clip50}, record={"/pub": received})
+    rec = tmp_path / "rec.mp4"
+    cam = srv.url("/cam", auth="viewer:s3cret")  # this server ignores credentials
+    r = run_cli("run", "--task", identity_onnx, "--backend", "openvino", "--precision", "fp32",
+                cam, "-o", f"{srv.url('/pub')},{rec}", "--frames", "50", "--drop", "block",
+                "--stall-timeout", "5", timeout=90)
+    assert r.returncode == 0, r.stderr
+    assert "s3cret" not in r.stderr + r.stdout and "viewer" not in r.stderr + r.stdout
+    assert "rtsp://***@127.0.0.1" in r.stderr
+    assert "50 frames" in r.stderr and "latency capture->publish p50" in r.stderr
+
+    reference = gray_frames(clip50)
+    # what the second endpoint received, read back from the server's side
+    assert file_settled(received)
+    got = gray_frames(received)
+    assert len(got) == 50
+    assert best_match(got, reference) == list(range(50))
+    with av.open(str(received)) as c:
+        times = [float(f.pts * f.time_base) for f in c.decode(video=0) if f.pts is not None]
+    steps = np.diff(times)
+    assert len(times) >= 48 and (steps > 0).all()
+    assert abs(float(np.median(steps)) - 0.04) < 0.005
+    assert abs((times[-1] - times[0]) - 0.04 * (len(times) - 1)) < 0.5
+    # the local recording of the same run: every frame, in order, on the source's timeline
+    info = read_video(rec)
+    assert (info["width"], info["height"]) == (320, 180)
+    assert best_match(gray_frames(rec), reference) == list(range(50))
+    assert np.allclose(info["times"], np.arange(50) * 0.04, atol=1e-3)
+
+
+# -- the camera dies and comes back -----------------------------------------------------------
+@pytest.mark.rtsp
+@pytest.mark.timeout(120)
+def test_reconnects_after_server_killed(server_factory, clip_long, identity_tr, tmp_path):
+    srv = server_factory(play={"/cam": clip_long})
+    rec = tmp_path / "rec.mp4"
+    outs = outputs.make_outputs([rec])
+    killed_at = []
+
+    class KillAfter:
+        """Progress hook: kill the server after 15 frames, start it again a moment later."""
+        n = 0
+
+        def update(self, k=1):
+            self.n += k
+            if self.n == 15:
+                killed_at.append(time.monotonic())
+                srv.kill()
+                threading.Timer(0.5, srv.start).start()
+
+    opts = live.LiveOptions(stall_timeout=3, open_timeout=3, reconnect=8, drop="block")
+    res = live.run(identity_tr, srv.url("/cam"), outs, opts, frames=45, progress=KillAfter())
+    assert killed_at, "the server was never killed"
+    assert res.reconnects >= 1
+    assert res.frames == 45
+    info = read_video(rec)
+    assert len(info["frames"]) == 45
+    t = np.array(info["times"])
+    assert (np.diff(t) > 0).all()  # timestamps keep increasing across the reconnection
+    assert np.diff(t).max() > 0.2  # and show the gap while the camera was away
+    # after the gap the camera starts its clip again from its first frame
+    reference = gray_frames(clip_long)[:45]
+    match = best_match(gray_frames(rec), reference)
+    k = int(np.argmax(np.diff(t))) + 1  # first frame after the gap
+    assert k >= 15 and match[:k] == list(range(k))
+    assert match[k] <= 5 and match[k:] == sorted(match[k:]), match
+
+
+# -- the camera stops sending ------------------------------------------------------------------
+@pytest.mark.rtsp
+@pytest.mark.timeout(60)
+def test_stall_is_detected_and_reported(server_factory, clip_long):
+    srv = server_factory(play={"/cam": clip_long})
+    src = live.LiveSource(srv.url("/cam", auth="ops:hunter2"), stall_timeout=1.0,
+                          open_timeout=1.0, reconnect=1, backoff=(0.1, 0.1))
+    n = 0
+    t_pause = None
+    with pytest.raises(InputError) as err:
+        for _ in src:
+            n += 1
+            if n == 10:
+                srv.pause()  # SIGSTOP: the connection stays open, nothing more is sent
+                t_pause = time.monotonic()
+    waited = time.monotonic() - t_pause
+    msg = str(err.value)
+    assert "stalled" in msg and "no " in msg and "1 s" in msg, msg
+    assert "gave up after 1 reconnect" in msg
+    assert "hunter2" not in msg and "rtsp://***@" in msg
+    assert 1.0 <= waited < 10, waited
+    assert src.stats.stalls == 1 and 10 <= n <= 20  # a few were on their way already
+
+
+# -- bad inputs ---------------------------------------------------------------------------------
+def test_refused_url_clear_message_no_credentials(identity_onnx, tmp_path):
+    port = free_port()  # nothing listens there
+    r = run_cli("run", "--task", identity_onnx, "--backend", "openvino",
+                f"rtsp://admin:topsecret@127.0.0.1:{port}/stream", "-o", tmp_path / "o.mp4",
+                timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert "connection refused" in r.stderr
+    assert f"rtsp://***@127.0.0.1:{port}/stream" in r.stderr
+    assert "topsecret" not in r.stderr + r.stdout and "admin" not in r.stderr + r.stdout
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_silent_server_times_out(tmp_path):
+    """Something accepts the connection but never answers: a bounded, clear failure."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(4)
+        url = f"rtsp://u:pw@127.0.0.1:{s.getsockname()[1]}/x"
+        t0 = time.monotonic()
+        with pytest.raises(InputError, match=r"no answer within 1 s") as err:
+            live.LiveSource(url, open_timeout=1.0, stall_timeout=1.0)
+        assert time.monotonic() - t0 < 8
+        assert "pw" not in str(err.value)
+
+
+@pytest.mark.rtsp
+@pytest.mark.timeout(60)
+def test_wrong_path_and_wrong_credentials(server_factory, clip50):
+    srv = server_factory(play={"/cam": clip50}, auth="bob:right-pass")
+    with pytest.raises(InputError, match="404 Not Found"):
+        live.LiveSource(srv.url("/nope", auth="bob:right-pass"), open_timeout=5)
+    with pytest.raises(InputError, match="refused the credentials") as err:
+        live.LiveSource(srv.url("/cam", auth="bob:wrong-pass"), open_timeout=5)
+    assert "wrong-pass" not in str(err.value)
+    ok = live.LiveSource(srv.url("/cam", auth="bob:right-pass"), open_timeout=5, reconnect=0)
+    assert (ok.width, ok.height) == (320, 180)
+    assert sum(1 for _ in ok) == 50
+
+
+# -- a publish target that goes away ------------------------------------------------------------
+@pytest.mark.rtsp
+@pytest.mark.timeout(120)
+def test_publish_target_going_away_keeps_recording(server_factory, clip_long, identity_tr,
+                                                   tmp_path):
+    cams = server_factory(play={"/cam": clip_long})
+    target = server_factory(record={"/pub": tmp_path / "received.ts"})
+    rec = tmp_path / "rec.mp4"
+    segs = tmp_path / "seg.mp4"
+    enc = outputs.EncodeOptions()
+    outs = outputs.FanOut([outputs.StreamOutput(target.url("/pub"), encode=enc),
+                           outputs.FileOutput(rec, encode=enc),
+                           outputs.SegmentOutput(segs, 1.0, encode=enc)])
+
+    class KillTarget:
+        n = 0
+
+        def update(self, k=1):
+            self.n += k
+            if self.n == 12:
+                target.kill()
+
+    opts = live.LiveOptions(stall_timeout=3, reconnect=0, drop="block")
+    res = live.run(identity_tr, cams.url("/cam"), outs, opts, frames=60, progress=KillTarget())
+    assert res.frames == 60
+    report = {name: (n, err) for name, n, err in res.outputs}
+    n_pub, err_pub = report[target.url("/pub")]
+    assert err_pub and "publishing stopped" in err_pub and n_pub < 60
+    assert report[str(rec)] == (60, "")
+    info = read_video(rec)  # the recording is whole and playable
+    assert len(info["frames"]) == 60
+    assert np.allclose(info["times"], np.arange(60) * 0.04, atol=1e-3)
+    files = sorted(tmp_path.glob("seg_*.mp4"))
+    assert [f.name for f in files] == [f"seg_{i:05d}.mp4" for i in range(3)]
+    for f, n in zip(files, [25, 25, 10]):  # each plays on its own, from time 0, 1 s long
+        seg = read_video(f)
+        assert len(seg["frames"]) == n
+        assert seg["times"][0] == 0.0 and np.allclose(np.diff(seg["times"]), 0.04, atol=1e-3)
+    assert not list(tmp_path.glob(".*part"))
+
+
+def test_every_output_failing_stops_the_run(identity_tr, tmp_path):
+    """Publishing to a port nobody listens on, with no other output: a clear OutputError."""
+    outs = outputs.make_outputs([f"rtsp://127.0.0.1:{free_port()}/pub"])
+    clip = tmp_path / "c.mp4"
+    from conftest import make_clip
+
+    make_clip(clip, frames=5, size=(64, 48))
+    with pytest.raises(OutputError, match="cannot publish: connection refused"):
+        live.run(identity_tr, clip, outs, live.LiveOptions())
