@@ -81,7 +81,27 @@ def _add_translate(p: argparse.ArgumentParser) -> None:
     g.add_argument("--start", type=_seconds, default=0.0, help="start time (s or m:s)")
     g.add_argument("--duration", type=_seconds, default=None, help="duration (s or m:s)")
     g.add_argument("--frames", type=_positive_int, default=None, help="at most this many frames")
+    _add_live_options(p)
     _add_common(p)
+
+
+def _add_live_options(p: argparse.ArgumentParser) -> None:
+    """Live inputs/outputs and real-time mode (streamgan/live.py, docs/LIVE.md)."""
+    g = p.add_argument_group("live (rtsp://, rtmp://, srt://, HLS .m3u8, /dev/videoN; "
+                             "-o takes a comma-separated list: rtsp://host/out,rec.mp4)")
+    g.add_argument("--realtime", action="store_true",
+                   help="pace a file by its timestamps like a camera (always on for live inputs)")
+    g.add_argument("--drop", choices=("oldest", "block"), default=None,
+                   help="when translation falls behind: drop the oldest waiting frame (default "
+                        "for live inputs) or block the reader (default for files)")
+    g.add_argument("--max-wait", type=float, default=None, metavar="SECONDS",
+                   help="longest a batch waits to fill in real-time mode (default: 1 frame)")
+    g.add_argument("--segment", type=_seconds, default=None, metavar="SECONDS",
+                   help="record files in segments of this length, each playable on its own")
+    g.add_argument("--rtsp-transport", choices=("tcp", "udp"), default="tcp",
+                   help="RTSP transport for input and publishing (default tcp)")
+    g.add_argument("--stall-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="a live input with no frame for this long is reconnected (default 10)")
 
 
 def build_parser(tasks: list[str]) -> argparse.ArgumentParser:
@@ -137,6 +157,13 @@ def build_parser(tasks: list[str]) -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=trt_build.run_compile)
 
+    p = sub.add_parser("serve", help="translate several live streams in one process")
+    p.add_argument("config", help="YAML config (see configs/serve_example.yaml)")
+    p.add_argument("--duration", type=_seconds, default=None, help="stop after this long")
+    p.add_argument("--check", action="store_true", help="validate the config and exit")
+    _add_common(p)
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("backends", help="which inference backends can run here")
     _add_common(p)
     p.set_defaults(func=cmd_backends)
@@ -153,6 +180,10 @@ def default_output(src: str, task: str) -> Path:
 
 
 def cmd_translate(args) -> int:
+    from . import live
+
+    if live.cli_wants_live(args):  # live input/outputs or real-time mode: streamgan/live.py
+        return live.cli_run(args)
     from .io import EncodeOptions
     from .translator import Translator
 
@@ -174,6 +205,12 @@ def cmd_translate(args) -> int:
               + (f", {res.bad_frames} damaged or missing" if res.bad_frames else "") + ")",
               file=sys.stderr)
     return errors.EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    from . import serve
+
+    return serve.cli_run(args)
 
 
 def cmd_models(args) -> int:

@@ -1,0 +1,561 @@
+"""``streamgan serve config.yaml``: several live streams through one model in one process.
+
+Each stream has its own reader thread (``live.LiveSource``: reconnect, stall detection) feeding
+a small per-stream queue, and its own output thread (``outputs.FanOut``: publish, record,
+segments). One engine thread takes frames from all the queues in turn and batches them across
+streams into one engine call (as DeepStream's stream muxer does): a batch closes when it holds
+``batch`` frames or when its first frame has waited ``max_wait`` seconds. Frames of different
+processing sizes go in separate calls. Results go back to each stream's own output queue, so the
+outputs stay separate.
+
+A stream's failure (its camera gone for good, every output failed, its frames breaking the
+model) stops that stream only; the others keep running. A slow stream never holds the engine:
+when its output queue is full its result is dropped and counted.
+
+A Prometheus text endpoint on 127.0.0.1 (``/metrics``) gives per-stream fps, latency
+(capture to publish, p50/p95/max), drops, reconnects and state, and the engine's batching.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, \
+    model_validator
+
+from . import live
+from .errors import InputError, StreamganError, UsageError
+from .io import EncodeOptions, redact
+from .outputs import FanOut, make_outputs
+from .pipeline import stack
+
+log = logging.getLogger("streamgan")
+
+
+# -- configuration ------------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MetricsConfig(_Strict):
+    host: Literal["127.0.0.1", "localhost", "::1"] = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)  # 0: any free port (logged)
+
+
+class StreamConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)
+    input: str
+    outputs: list[str] = Field(min_length=1)
+    segment: float | None = Field(default=None, gt=0)  # seconds per recorded file
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    stall_timeout: float = Field(default=10.0, gt=0)
+    reconnect: int = Field(default=5, ge=0)  # failed attempts in a row before giving up
+    realtime: bool | None = None  # files: pace by timestamps (default on in serve)
+    drop: Literal["oldest", "block"] | None = None
+    frames: int | None = Field(default=None, ge=1)  # stop this stream after this many
+
+    def __repr_args__(self):  # never show credentials in a printed config
+        for k, v in super().__repr_args__():
+            yield k, redact(v) if k == "input" else v
+
+
+class ServeConfig(_Strict):
+    model: str  # task name, plugin folder or .onnx file
+    backend: str = "auto"
+    precision: str = "auto"
+    size: int | None = Field(default=None, ge=16)
+    tile: int | None = Field(default=None, ge=64)
+    batch: int = Field(default=4, ge=1, le=64)  # frames per engine call, across streams
+    max_wait: float = Field(default=0.02, ge=0, le=5)  # seconds a batch may wait to fill
+    queue: int = Field(default=4, ge=1, le=256)  # frames waiting per stream
+    codec: str = "h264"
+    preset: str | None = None
+    crf: int | None = None
+    overwrite: bool = False
+    metrics: MetricsConfig | None = Field(default_factory=MetricsConfig)
+    streams: list[StreamConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [s.name for s in self.streams]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"stream names must be unique (repeated: {', '.join(dup)})")
+        return self
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a task, a plugin folder or an .onnx file")
+        return v
+
+
+def load_config(path) -> ServeConfig:
+    """Read and validate a serve config; any problem is one ``UsageError`` naming the field."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UsageError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping with 'model' and 'streams'")
+    try:
+        cfg = ServeConfig.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}"
+            for err in e.errors())
+        raise UsageError(f"{path}: {redact(problems)}") from None
+    # relative model and output paths are relative to the config file
+    base = path.resolve().parent
+    m = Path(cfg.model)
+    if not m.is_absolute() and (m.suffix == ".onnx" or "/" in cfg.model) and (base / m).exists():
+        cfg.model = str(base / m)
+    for s in cfg.streams:
+        s.outputs = [o if "://" in o or Path(o).is_absolute() else str(base / o)
+                     for o in s.outputs]
+        if not ("://" in s.input or Path(s.input).is_absolute() or
+                live.is_live(s.input)) and (base / s.input).exists():
+            s.input = str(base / s.input)
+    return cfg
+
+
+# -- one stream ---------------------------------------------------------------------------------
+class Stream:
+    """A stream's reader, its frame queue, its output thread and its counters."""
+
+    def __init__(self, cfg: StreamConfig, server: "Server"):
+        self.cfg, self.server = cfg, server
+        self.name = cfg.name
+        self.state = "starting"
+        self.error = ""
+        self.frames_in = 0
+        self.published = 0
+        self.dropped = 0
+        self.engine_errors = 0
+        self.latency = live.Latency()
+        self._times: deque = deque(maxlen=256)  # publish times, for fps
+        self.pending: deque = deque()  # frames waiting for the engine (guarded by server.cond)
+        self.maxlen = server.cfg.queue
+        self.done: queue.Queue = queue.Queue(maxsize=max(2, 2 * server.cfg.batch))
+        self.stop = threading.Event()
+        self.source = None
+        self.outputs: FanOut | None = None
+        self.size = None
+        realtime = cfg.realtime if cfg.realtime is not None else True
+        self.options = live.LiveOptions(realtime=realtime, drop=cfg.drop,
+                                        rtsp_transport=cfg.rtsp_transport,
+                                        stall_timeout=cfg.stall_timeout,
+                                        reconnect=cfg.reconnect).check()
+        _, self.drop = live.resolve(self.options, cfg.input)
+        if not live.is_live(cfg.input) and cfg.drop is None and realtime:
+            self.drop = "oldest"  # a paced file stands in for a camera
+        self.reader = threading.Thread(target=self._read, name=f"streamgan-read-{self.name}",
+                                       daemon=True)
+        self.writer = threading.Thread(target=self._write, name=f"streamgan-out-{self.name}",
+                                       daemon=True)
+        self._input_done = False
+
+    @property
+    def alive(self) -> bool:
+        return self.state in ("starting", "running")
+
+    def fail(self, msg: str) -> None:
+        if self.alive:
+            self.state, self.error = "failed", msg
+            log.error("stream %s: %s (the other streams keep running)", self.name, msg)
+        self.stop.set()
+
+    @property
+    def fps(self) -> float:
+        t = list(self._times)
+        now = time.monotonic()
+        t = [x for x in t if now - x <= 5.0]
+        if len(t) < 2:
+            return 0.0
+        return (len(t) - 1) / max(t[-1] - t[0], 1e-6)
+
+    # reader thread
+    def _read(self) -> None:
+        srv = self.server
+        try:
+            enc = EncodeOptions(codec=srv.cfg.codec, preset=srv.cfg.preset, crf=srv.cfg.crf,
+                                audio="none")
+            self.outputs = make_outputs(self.cfg.outputs, encode=enc, segment=self.cfg.segment,
+                                        overwrite=srv.cfg.overwrite,
+                                        rtsp_transport=self.cfg.rtsp_transport,
+                                        strict_open=False)
+            self.source = live.open_source(self.cfg.input, srv.translator, self.options,
+                                           frames=self.cfg.frames, stop=self.stop)
+            s = self.source
+            self.size = s.size or (s.width, s.height)
+            srv.warm(self.size)
+            self.outputs.open(s.width, s.height, s.time_base, s.frame_rate)
+            if isinstance(s, live.LiveSource):
+                s.fresh()  # frames sent during setup are stale: start from a new connection
+            self.state = "running"
+            self.writer.start()
+            for frame in s:
+                if self.stop.is_set():
+                    break
+                self._enqueue(frame)
+        except StreamganError as e:
+            self.fail(str(e))
+        except Exception as e:  # a bug, or something unforeseen: this stream only
+            self.fail(f"{type(e).__name__}: {redact(str(e))}")
+        finally:
+            self._input_done = True
+            with srv.cond:
+                srv.cond.notify_all()
+            if self.source is not None:
+                try:
+                    self.source.close()
+                except Exception:
+                    pass
+
+    def _enqueue(self, frame) -> None:
+        cond = self.server.cond
+        with cond:
+            if self.drop == "oldest":
+                if len(self.pending) >= self.maxlen:
+                    self.pending.popleft()
+                    self.dropped += 1
+            else:
+                while len(self.pending) >= self.maxlen and not self.stop.is_set():
+                    cond.wait(0.1)
+            self.pending.append(frame)
+            self.frames_in += 1
+            cond.notify_all()
+
+    # output thread
+    def _write(self) -> None:
+        try:
+            while True:
+                try:
+                    item = self.done.get(timeout=0.1)
+                except queue.Empty:
+                    if self.stop.is_set() or (self._input_done and not self.pending and
+                                              self.server.idle_for(self)):
+                        break
+                    continue
+                frame, out = item
+                self.outputs.write(out, frame.pts)
+                self.latency.add(time.perf_counter() - frame.captured)
+                self.published += 1
+                self._times.append(time.monotonic())
+        except StreamganError as e:
+            self.fail(str(e))
+        except Exception as e:
+            self.fail(f"{type(e).__name__}: {redact(str(e))}")
+        finally:
+            try:
+                self.outputs.close()
+            except Exception as e:
+                log.error("stream %s: %s", self.name, e)
+            if self.alive:
+                self.state = "ended"
+            self.stop.set()
+
+    def deliver(self, frame, out) -> None:
+        """From the engine thread: never blocks (a slow stream loses frames, not the others)."""
+        try:
+            self.done.put_nowait((frame, out))
+        except queue.Full:
+            self.dropped += 1
+
+
+# -- the server ---------------------------------------------------------------------------------
+class Server:
+    def __init__(self, cfg: ServeConfig):
+        from .translator import Translator
+
+        self.cfg = cfg
+        self.translator = Translator(cfg.model, cfg.backend, cfg.precision, size=cfg.size,
+                                     tile=cfg.tile, batch_size=cfg.batch)
+        self.cond = threading.Condition()
+        self.streams = [Stream(s, self) for s in cfg.streams]
+        self.stop = threading.Event()
+        self.engine = threading.Thread(target=self._engine, name="streamgan-engine", daemon=True)
+        self.calls = 0
+        self.frames = 0
+        self.engine_seconds = 0.0
+        self._warmed: set = set()
+        self._warm_lock = threading.Lock()
+        self._inflight: set = set()
+        self.http: ThreadingHTTPServer | None = None
+        self.started = time.monotonic()
+
+    def warm(self, size) -> None:
+        """Compile/run the engine once per processing size before its frames arrive."""
+        with self._warm_lock:
+            if size in self._warmed:
+                return
+            live.warm_up(self.translator, size)
+            self._warmed.add(size)
+
+    def idle_for(self, stream: Stream) -> bool:
+        with self.cond:
+            return stream not in self._inflight
+
+    # engine thread
+    def _gather(self) -> list:
+        """Frames from the streams in turn, until ``batch`` or ``max_wait`` after the first."""
+        batch: list = []
+        deadline = None
+        order = list(self.streams)
+        start = self.calls % max(1, len(order))
+        order = order[start:] + order[:start]  # rotate so no stream always goes first
+        with self.cond:
+            while not self.stop.is_set():
+                took = True
+                while len(batch) < self.cfg.batch and took:
+                    took = False
+                    for s in order:
+                        if s.pending and len(batch) < self.cfg.batch:
+                            batch.append((s, s.pending.popleft()))
+                            self._inflight.add(s)
+                            took = True
+                if batch:
+                    self.cond.notify_all()  # room for readers that block
+                if len(batch) >= self.cfg.batch:
+                    break
+                now = time.monotonic()
+                if batch:
+                    deadline = deadline or now + self.cfg.max_wait
+                    if now >= deadline:
+                        break
+                    self.cond.wait(deadline - now)
+                else:
+                    if not any(s.alive for s in self.streams):
+                        break
+                    self.cond.wait(0.1)
+        return batch
+
+    def _engine(self) -> None:
+        while not self.stop.is_set():
+            batch = self._gather()
+            if not batch:
+                if not any(s.alive for s in self.streams):
+                    return
+                continue
+            groups: dict = {}
+            for s, f in batch:
+                groups.setdefault(f.image.shape, []).append((s, f))
+            for items in groups.values():
+                t0 = time.perf_counter()
+                try:
+                    outs = self.translator.run_batch(stack([f for _, f in items]))
+                except Exception as e:
+                    for s, _ in items:
+                        s.engine_errors += 1
+                        if s.engine_errors >= 3:
+                            s.fail(f"the model failed on its frames: {e}")
+                    log.error("engine call failed for %s: %s",
+                              ", ".join(sorted({s.name for s, _ in items})), e)
+                    continue
+                self.engine_seconds += time.perf_counter() - t0
+                self.calls += 1
+                self.frames += len(items)
+                for (s, f), out in zip(items, outs):
+                    if s.alive:
+                        s.deliver(f, out)
+            with self.cond:
+                self._inflight.clear()
+
+    # metrics
+    def metrics_text(self) -> str:
+        lines = []
+
+        def metric(name, kind, help_, values):
+            lines.append(f"# HELP streamgan_{name} {help_}")
+            lines.append(f"# TYPE streamgan_{name} {kind}")
+            for labels, v in values:
+                lab = ",".join(f'{k}="{_esc(val)}"' for k, val in labels.items())
+                lines.append(f"streamgan_{name}{{{lab}}} {_num(v)}" if lab
+                             else f"streamgan_{name} {_num(v)}")
+
+        S = self.streams
+        metric("stream_up", "gauge", "1 while the stream runs, 0 once ended or failed",
+               [({"stream": s.name, "state": s.state}, int(s.alive)) for s in S])
+        metric("frames_in_total", "counter", "frames read from the input",
+               [({"stream": s.name}, s.frames_in) for s in S])
+        metric("frames_total", "counter", "frames translated and written to the outputs",
+               [({"stream": s.name}, s.published) for s in S])
+        metric("dropped_frames_total", "counter", "frames dropped because translation fell behind",
+               [({"stream": s.name}, s.dropped) for s in S])
+        metric("fps", "gauge", "published frames per second over the last 5 s",
+               [({"stream": s.name}, s.fps) for s in S])
+        metric("latency_seconds", "summary", "capture to publish latency per frame",
+               [({"stream": s.name, "quantile": q}, s.latency.percentile(float(q) * 100))
+                for s in S for q in ("0.5", "0.95")] +
+               [({"stream": s.name, "quantile": "1"}, s.latency.max) for s in S])
+        metric("latency_seconds_count", "counter", "frames with a latency measured",
+               [({"stream": s.name}, s.latency.count) for s in S])
+        metric("reconnects_total", "counter", "input reconnections",
+               [({"stream": s.name}, s.source.stats.reconnects if s.source is not None and
+                 hasattr(s.source, "stats") else 0) for s in S])
+        metric("stalls_total", "counter", "times the input stalled",
+               [({"stream": s.name}, s.source.stats.stalls if s.source is not None and
+                 hasattr(s.source, "stats") else 0) for s in S])
+        metric("output_failed", "gauge", "1 for an output that failed and was dropped",
+               [({"stream": s.name, "output": o.name}, int(o.failed))
+                for s in S if s.outputs for o in s.outputs.outputs])
+        metric("engine_calls_total", "counter", "engine calls (one batch each)",
+               [({}, self.calls)])
+        metric("engine_frames_total", "counter", "frames through the engine, all streams",
+               [({}, self.frames)])
+        metric("engine_seconds_total", "counter", "time spent in the engine",
+               [({}, self.engine_seconds)])
+        return "\n".join(lines) + "\n"
+
+    def start_metrics(self) -> None:
+        m = self.cfg.metrics
+        if m is None or self.http is not None:
+            return
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path.split("?")[0] not in ("/metrics", "/"):
+                    self.send_error(404)
+                    return
+                body = server.metrics_text().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):  # no access log on stderr
+                pass
+
+        host = "127.0.0.1" if m.host == "localhost" else m.host
+        class HTTP(ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            daemon_threads = True
+
+        try:
+            self.http = HTTP((host, m.port), Handler)
+        except OSError as e:
+            raise UsageError(f"metrics: cannot listen on {host}:{m.port} ({e.strerror})") \
+                from None
+        self.metrics_port = self.http.server_address[1]
+        threading.Thread(target=self.http.serve_forever, name="streamgan-metrics",
+                         daemon=True).start()
+
+    # lifecycle
+    def run(self, duration: float | None = None) -> None:
+        self.start_metrics()
+        for s in self.streams:
+            s.reader.start()
+        self.engine.start()
+        deadline = None if duration is None else time.monotonic() + duration
+        try:
+            while any(s.alive for s in self.streams) or any(
+                    s.writer.is_alive() for s in self.streams):
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.shutdown()
+
+    def shutdown(self, timeout: float = 15.0) -> None:
+        for s in self.streams:
+            s.stop.set()
+            if s.source is not None and hasattr(s.source, "stop"):
+                s.source.stop.set()
+        with self.cond:
+            self.cond.notify_all()
+        end = time.monotonic() + timeout
+        for s in self.streams:
+            for t in (s.reader, s.writer):
+                if t.is_alive():
+                    t.join(max(0.0, end - time.monotonic()))
+        self.stop.set()
+        with self.cond:
+            self.cond.notify_all()
+        if self.engine.is_alive():
+            self.engine.join(max(0.0, end - time.monotonic()))
+        for s in self.streams:
+            if s.state in ("starting", "running"):
+                s.state = "ended"
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
+
+    def summary(self) -> list[str]:
+        out = []
+        for s in self.streams:
+            head = (f"{s.name}: {s.state}; {s.published} frames, {s.dropped} dropped, "
+                    f"{s.latency.summary()}")
+            out.append(head + (f"; error: {s.error}" if s.error else ""))
+            if s.outputs:
+                for name, n, err in s.outputs.report():
+                    out.append(f"  {name}: {n} frames" + (f" (FAILED: {err})" if err else ""))
+        if self.calls:
+            out.append(f"engine: {self.calls} calls, {self.frames / self.calls:.2f} frames per "
+                       f"call, {1000 * self.engine_seconds / self.calls:.1f} ms per call")
+        return out
+
+
+def _esc(v) -> str:
+    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+def _num(v) -> str:
+    if isinstance(v, float) and not np.isfinite(v):
+        return "NaN"
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def cli_run(args) -> int:
+    from . import errors
+
+    cfg = load_config(args.config)
+    if getattr(args, "check", False):
+        print(f"{args.config}: ok ({len(cfg.streams)} streams)")
+        return errors.EXIT_OK
+    server = Server(cfg)
+    if not args.quiet:
+        print(f"streamgan serve: {server.translator.describe()}; {len(cfg.streams)} streams, "
+              f"batch {cfg.batch} across streams, max wait {1000 * cfg.max_wait:g} ms",
+              file=sys.stderr)
+    server.start_metrics()
+    if server.http is not None and not args.quiet:
+        print(f"streamgan serve: metrics on http://{server.http.server_address[0]}:"
+              f"{server.metrics_port}/metrics", file=sys.stderr, flush=True)
+    old = signal.getsignal(signal.SIGTERM)
+
+    def _term(signum, frame):  # SIGTERM stops like Ctrl-C: every output is finalised
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    try:
+        server.run(duration=args.duration)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    for line in server.summary():
+        print(f"streamgan serve: {line}", file=sys.stderr)
+    if all(s.state == "failed" for s in server.streams):
+        raise InputError("every stream failed: " + "; ".join(
+            f"{s.name}: {s.error}" for s in server.streams))
+    return errors.EXIT_OK

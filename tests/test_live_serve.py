@@ -1,0 +1,142 @@
+"""`streamgan serve`: several cameras from a real RTSP server in one process, with metrics."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+from conftest import read_video
+from rtsp_server import free_port
+from test_live_rtsp import (clip_long, file_settled, gray_frames, server_factory,  # noqa: F401
+                            small_clip)
+
+from streamgan.errors import UsageError
+from streamgan.serve import load_config
+
+
+def scrape(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            return r.read().decode()
+    except OSError:
+        return None
+
+
+def value(text: str, name: str, **labels) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            got = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+            if all(got.get(k) == v for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@pytest.mark.rtsp
+@pytest.mark.timeout(150)
+def test_two_streams_one_engine_metrics_and_isolation(server_factory, clip_long,  # noqa: F811
+                                                      identity_onnx, tmp_path):
+    received = tmp_path / "received.ts"
+    srv = server_factory(play={"/cam1": clip_long, "/cam2": clip_long},
+                         record={"/pub": received})
+    port = free_port()
+    cfg = {
+        "model": str(identity_onnx), "backend": "openvino", "precision": "fp32",
+        "batch": 2, "max_wait": 0.045, "metrics": {"port": port},
+        "streams": [
+            {"name": "front", "input": srv.url("/cam1", auth="cam:pass-one"),
+             "outputs": [srv.url("/pub"), "front.mp4"], "frames": 125, "drop": "block"},
+            {"name": "rear", "input": srv.url("/cam2"), "outputs": ["rear"],
+             "segment": 2, "frames": 125, "drop": "block"},
+            {"name": "gone", "input": f"rtsp://x:pass-two@127.0.0.1:{free_port()}/cam",
+             "outputs": ["gone.mp4"]},
+        ],
+    }
+    (tmp_path / "rear").mkdir()
+    cfg["streams"][1]["outputs"] = ["rear/rear.mp4"]
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "streamgan", "serve", str(path),
+                             "--duration", "60"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen = None
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = scrape(port)
+            if text and (value(text, "streamgan_frames_total", stream="front") or 0) >= 40 and \
+                    (value(text, "streamgan_frames_total", stream="rear") or 0) >= 40:
+                seen = text
+                break
+            time.sleep(0.2)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert seen is not None, f"metrics never showed both streams running: {err}"
+    # metrics while running: both streams up and publishing, the broken one failed alone
+    for name in ("front", "rear"):
+        assert value(seen, "streamgan_stream_up", stream=name, state="running") == 1
+        assert value(seen, "streamgan_fps", stream=name) > 10
+        assert 0 < value(seen, "streamgan_latency_seconds", stream=name, quantile="0.95") < 1
+        assert value(seen, "streamgan_dropped_frames_total", stream=name) == 0
+    assert value(seen, "streamgan_stream_up", stream="gone", state="failed") == 0
+    calls = value(seen, "streamgan_engine_calls_total")
+    frames = value(seen, "streamgan_engine_frames_total")
+    assert frames / calls > 1.3, (frames, calls)  # frames of both streams share engine calls
+    assert "# TYPE streamgan_latency_seconds summary" in seen
+    # the end: each stream's outputs are its own and complete
+    assert "gone: failed" in err and "connection refused" in err
+    assert "pass-one" not in err + out and "pass-two" not in err + out
+    front = read_video(tmp_path / "front.mp4")
+    assert len(front["frames"]) == 125
+    segs = sorted((tmp_path / "rear").glob("rear_*.mp4"))
+    assert [len(read_video(s)["frames"]) for s in segs] == [50, 50, 25]
+    assert file_settled(received)
+    assert len(gray_frames(received)) == 125
+    # outputs are not mixed up: the streams are the same clip, so compare with it
+    ref = gray_frames(clip_long)[:125]
+    import numpy as np
+
+    got = gray_frames(tmp_path / "front.mp4")
+    assert max(np.abs(g - r).mean() for g, r in zip(got, ref)) < 6
+
+
+def test_config_errors_are_clear(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": "x.onnx", "batch": 0, "streams": [
+        {"name": "a b", "input": "rtsp://u:secretpw@h/x", "outputs": []},
+        {"name": "c", "input": "rtsp://h/y", "outputs": ["c.mp4"], "colour": "red"}]}))
+    with pytest.raises(UsageError) as e:
+        load_config(bad)
+    msg = str(e.value)
+    assert "batch" in msg and "streams.0.name" in msg and "streams.0.outputs" in msg
+    assert "streams.1.colour" in msg and "secretpw" not in msg
+    dup = tmp_path / "dup.yaml"
+    dup.write_text(yaml.safe_dump({"model": "x.onnx", "streams": [
+        {"name": "a", "input": "rtsp://h/x", "outputs": ["a.mp4"]},
+        {"name": "a", "input": "rtsp://h/y", "outputs": ["b.mp4"]}]}))
+    with pytest.raises(UsageError, match="unique"):
+        load_config(dup)
+    with pytest.raises(UsageError, match="no such config"):
+        load_config(tmp_path / "missing.yaml")
+    public = tmp_path / "public.yaml"
+    public.write_text(yaml.safe_dump({"model": "x.onnx", "metrics": {"host": "0.0.0.0"},
+                                      "streams": [{"name": "a", "input": "rtsp://h/x",
+                                                   "outputs": ["a.mp4"]}]}))
+    with pytest.raises(UsageError, match="metrics.host"):
+        load_config(public)  # the endpoint stays on localhost
+
+
+def test_example_config_validates():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "serve_example.yaml")
+    assert len(cfg.streams) >= 2 and cfg.metrics.host == "127.0.0.1"
