@@ -281,8 +281,13 @@ class LiveSource:
                                     base = raw - pending_none * self.step
                                 out = raw - base + seg_start
                             if last_out is not None and out <= last_out:
-                                self.stats.skipped += 1  # a repeated or backwards timestamp
-                                continue
+                                if raw is not None and (last_out - out) * self.time_base > 1:
+                                    # the camera's clock jumped back: continue from here
+                                    base = raw - (last_out + self.step - seg_start)
+                                    out = last_out + self.step
+                                else:
+                                    self.stats.skipped += 1  # a repeated timestamp
+                                    continue
                             if self.duration is not None and \
                                     float(out * self.time_base) >= self.duration - 1e-9:
                                 return
@@ -569,7 +574,8 @@ def translate_frames(translator, src, options: LiveOptions | None = None, *, fra
 
 def stream(translator, src, *, on_frame: Callable[[Frame], None] | None = None,
            frames: int | None = None, duration: float | None = None, start: float = 0.0,
-           options: LiveOptions | None = None) -> Iterator[Frame]:
+           options: LiveOptions | None = None, realtime: bool = False,
+           open_options: dict | None = None, timeout: float | None = None) -> Iterator[Frame]:
     """``Translator.stream`` for live inputs: translated frames at the source size, in real time.
 
     Each yielded ``Frame`` has ``captured`` (perf_counter at decode) and ``latency`` (seconds
@@ -577,6 +583,14 @@ def stream(translator, src, *, on_frame: Callable[[Frame], None] | None = None,
     """
     from .translator import _resize
 
+    options = options or LiveOptions()
+    if realtime and not options.realtime:
+        options = LiveOptions(**{**options.__dict__, "realtime": True})
+    if open_options and open_options.get("rtsp_transport") in ("tcp", "udp"):
+        options = LiveOptions(**{**options.__dict__,
+                                 "rtsp_transport": open_options["rtsp_transport"]})
+    if timeout is not None and options.open_timeout is None:
+        options = LiveOptions(**{**options.__dict__, "open_timeout": float(timeout)})
     info: dict = {}
     for frame, out in translate_frames(translator, src, options, frames=frames,
                                           duration=duration, start=start, stats=info):

@@ -123,8 +123,22 @@ class Translator:
 
     def stream(self, src, *, start: float = 0.0, duration: float | None = None,
                frames: int | None = None, on_frame: Callable[[Frame], None] | None = None,
-               options: dict | None = None, timeout: float | None = None) -> Iterator[Frame]:
-        """Yield translated ``Frame``s (source resolution, timestamps kept) as they are ready."""
+               options: dict | None = None, timeout: float | None = None,
+               realtime: bool = False, live=None) -> Iterator[Frame]:
+        """Yield translated ``Frame``s (source resolution, timestamps kept) as they are ready.
+
+        Live inputs (rtsp://, rtmp://, srt://, HLS, /dev/videoN) and ``realtime=True`` go
+        through ``streamgan.live``: reconnection, stall detection, frames dropped (oldest first)
+        when translation falls behind, ``frame.latency`` set; ``live`` takes a
+        ``streamgan.live.LiveOptions`` (see docs/LIVE.md).
+        """
+        from . import live as live_mod
+
+        if realtime or live is not None or live_mod.is_live(src):
+            yield from live_mod.stream(self, src, on_frame=on_frame, frames=frames,
+                                       duration=duration, start=start, realtime=realtime,
+                                       options=live, open_options=options, timeout=timeout)
+            return
         source = self._open(src, start=start, duration=duration, frames=frames,
                             options=options, timeout=timeout)
         pipe = Pipeline(source, self._process, batch_size=self.batch_size)

@@ -302,3 +302,25 @@ def test_every_output_failing_stops_the_run(identity_tr, tmp_path):
     make_clip(clip, frames=5, size=(64, 48))
     with pytest.raises(OutputError, match="cannot publish: connection refused"):
         live.run(identity_tr, clip, outs, live.LiveOptions())
+
+
+# -- library use ----------------------------------------------------------------------------------
+@pytest.mark.rtsp
+@pytest.mark.timeout(60)
+def test_stream_api_yields_frames_with_timestamps_and_callback(server_factory, clip50,
+                                                               identity_onnx):
+    import streamgan
+
+    srv = server_factory(play={"/cam": clip50})
+    called = []
+    frames = list(streamgan.stream(srv.url("/cam"), str(identity_onnx), backend="openvino",
+                                   precision="fp32", frames=20, on_frame=called.append))
+    assert len(frames) == 20 and called == frames
+    assert [f.index for f in frames] == list(range(20))
+    assert [f.time for f in frames] == pytest.approx([i * 0.04 for i in range(20)], abs=1e-3)
+    assert all(f.image.shape == (180, 320, 3) and f.image.dtype == np.uint8 for f in frames)
+    assert all(0 <= f.latency < 2 for f in frames)
+    reference = gray_frames(clip50)[:20]
+    got = [f.image.astype(np.int16).mean(-1) for f in frames]
+    match = best_match([g.astype(np.int16) for g in got], reference)
+    assert match == list(range(20))

@@ -1,0 +1,140 @@
+"""Real-time pieces that need no RTSP server: drop policy, latency, pacing, segments, files."""
+
+from __future__ import annotations
+
+import logging
+import time
+from fractions import Fraction
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+
+from conftest import make_clip, read_video, run_cli
+
+from streamgan import live
+from streamgan.errors import UsageError
+from streamgan.pipeline import Pipeline
+from streamgan.translator import Translator
+
+
+def _frames(n):
+    for i in range(n):
+        yield SimpleNamespace(image=np.full((4, 4, 3), i % 256, np.uint8), index=i)
+
+
+def _slow(batch):
+    time.sleep(0.02)
+    return [f.index for f in batch]
+
+
+def test_drop_oldest_keeps_the_newest_and_counts():
+    pipe = Pipeline(_frames(60), _slow, batch_size=1, queue_size=2, drop="oldest")
+    got = [out for _, out in pipe]
+    assert pipe.dropped > 0
+    assert len(got) + pipe.dropped == 60
+    assert got == sorted(got) and got[-1] == 59  # order kept; the newest frame is never lost
+
+
+def test_block_never_drops():
+    pipe = Pipeline(_frames(30), _slow, batch_size=2, queue_size=2, drop="block")
+    assert [out for _, out in pipe] == list(range(30)) and pipe.dropped == 0
+    with pytest.raises(ValueError):
+        Pipeline(_frames(1), _slow, drop="newest")
+
+
+def test_latency_percentiles():
+    lat = live.Latency()
+    for ms in range(1, 101):
+        lat.add(ms / 1000)
+    assert lat.count == 100 and lat.max == pytest.approx(0.1)
+    assert lat.p50 == pytest.approx(0.0505, abs=1e-4)
+    assert lat.p95 == pytest.approx(0.09505, abs=1e-4)
+    assert "p95 95.0 ms" in lat.summary()
+    assert np.isnan(live.Latency().p50)
+
+
+def test_is_live_and_options():
+    assert live.is_live("rtsp://cam/1") and live.is_live("RTSP://cam/1")
+    assert live.is_live("srt://h:9000") and live.is_live("/dev/video0")
+    assert live.is_live("https://h/live/index.m3u8")
+    assert not live.is_live("https://h/clip.mp4") and not live.is_live("clip.mp4")
+    fmt, opts = live.open_options("rtsp://h/x", "udp")
+    assert fmt is None and opts["rtsp_transport"] == "udp"
+    assert live.open_options("/dev/video2")[0] == "v4l2"
+    with pytest.raises(UsageError):
+        live.open_options("rtsp://h/x", "sctp")
+    with pytest.raises(UsageError):
+        live.LiveOptions(drop="sometimes").check()
+
+
+@pytest.fixture(scope="module")
+def tr(identity_onnx):
+    return Translator(identity_onnx, backend="openvino", precision="fp32")
+
+
+def test_realtime_file_is_paced_with_latency(tr, tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", frames=25, size=(64, 48))  # one second
+    seen = []
+    t0 = time.perf_counter()
+    out = list(tr.stream(clip, realtime=True, on_frame=seen.append))
+    elapsed = time.perf_counter() - t0
+    assert elapsed >= 0.9  # played at its own pace, not as fast as possible
+    assert len(out) == 25 and seen == out
+    assert [f.time for f in out] == pytest.approx([i / 25 for i in range(25)], abs=1e-3)
+    assert all(0 <= f.latency < 1 for f in out)
+    assert out[3].image.shape == (48, 64, 3)
+
+
+def test_segments_from_a_file_each_playable(identity_onnx, tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", frames=75, size=(64, 48))  # 3 s at 25 fps
+    t0 = time.perf_counter()
+    r = run_cli("run", "--task", identity_onnx, "--backend", "openvino", clip,
+                "-o", tmp_path / "seg.mp4", "--segment", "1", "--realtime", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert time.perf_counter() - t0 >= 2.9  # --realtime paced the file
+    assert "0 dropped" in r.stderr and "latency capture->publish p50" in r.stderr
+    files = sorted(tmp_path.glob("seg_*.mp4"))
+    assert [f.name for f in files] == ["seg_00000.mp4", "seg_00001.mp4", "seg_00002.mp4"]
+    for f in files:
+        info = read_video(f)
+        assert len(info["frames"]) == 25
+        assert info["times"] == pytest.approx([i / 25 for i in range(25)], abs=1e-3)
+    assert not list(tmp_path.glob(".*"))  # no partial segment left behind
+
+
+def test_segment_refuses_to_clobber(identity_onnx, tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", frames=5, size=(64, 48))
+    (tmp_path / "seg_00000.mp4").write_bytes(b"keep")
+    r = run_cli("run", "--task", identity_onnx, clip, "-o", tmp_path / "seg.mp4",
+                "--segment", "1", timeout=60)
+    assert r.returncode == 4 and "exists" in r.stderr
+    assert (tmp_path / "seg_00000.mp4").read_bytes() == b"keep"
+
+
+def _ts_part(path, size, frames, seed):
+    make_clip(path.with_suffix(".mp4"), frames=frames, size=size, seed=seed)
+    with av.open(str(path.with_suffix(".mp4"))) as i, av.open(str(path), "w", "mpegts") as o:
+        s = o.add_stream_from_template(i.streams.video[0])
+        for p in i.demux(i.streams.video[0]):
+            if p.dts is not None:
+                p.stream = s
+                o.mux(p)
+    return path.read_bytes()
+
+
+def test_resolution_and_clock_change_midway(tmp_path, caplog):
+    """A stream that switches resolution (and restarts its clock) keeps the first geometry."""
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(_ts_part(tmp_path / "a.ts", (96, 64), 30, 0) +
+                       _ts_part(tmp_path / "b.ts", (128, 96), 30, 1))
+    src = live.LiveSource(joined, reconnect=0)
+    with caplog.at_level(logging.WARNING, logger="streamgan"):
+        frames = list(src)
+    assert (src.width, src.height) == (96, 64)
+    assert len(frames) >= 55  # both parts (a frame or two may be lost at the splice)
+    assert all(f.image.shape == (64, 96, 3) for f in frames)
+    t = [f.time for f in frames]
+    assert all(b > a for a, b in zip(t, t[1:]))
+    assert "resolution changed from 96x64 to 128x96" in caplog.text
