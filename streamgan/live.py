@@ -507,9 +507,13 @@ class LiveResult:
     reconnects: int = 0
     stalls: int = 0
     outputs: list = field(default_factory=list)  # (name, frames written, error or "")
+    span: float = 0.0  # seconds from the first frame published to the last
 
     @property
     def fps(self) -> float:
+        """Published frames per second while frames flowed (set-up time left out)."""
+        if self.span > 0 and self.frames > 1:
+            return (self.frames - 1) / self.span
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def lines(self) -> list[str]:
@@ -558,7 +562,7 @@ def translate_frames(translator, src, options: LiveOptions | None = None, *, fra
     rate = float(source.frame_rate or 25)
     max_wait = options.max_wait if options.max_wait is not None else 1.0 / rate
     batch = translator.batch_size
-    qsize = options.queue_size or max(2, 2 * batch)
+    qsize = options.queue_size or max(4, 2 * batch)  # absorbs the burst probing leaves
     pipe = Pipeline(source, translator._process, batch_size=batch, max_wait=max_wait,
                     queue_size=qsize, drop=drop)
     if stats is not None:
@@ -613,6 +617,7 @@ def run(translator, src, outputs, options: LiveOptions | None = None, *,
     info: dict = {}
     t0 = time.perf_counter()
     n = 0
+    first = last = 0.0
     def ready(s):
         outputs.open(s.width, s.height, s.time_base, s.frame_rate)
 
@@ -621,7 +626,10 @@ def run(translator, src, outputs, options: LiveOptions | None = None, *,
                                            duration=duration, start=start, stop=stop,
                                            stats=info, on_ready=ready):
             outputs.write(out, frame.pts)
-            latency.add(time.perf_counter() - frame.captured)
+            now = time.perf_counter()
+            latency.add(now - frame.captured)
+            first = first if n else now
+            last = now
             n += 1
             if progress is not None:
                 progress.update()
@@ -632,7 +640,7 @@ def run(translator, src, outputs, options: LiveOptions | None = None, *,
     pipe, source = info.get("pipeline"), info.get("source")
     return LiveResult(n, pipe.dropped if pipe else 0, time.perf_counter() - t0, latency,
                       source.stats.reconnects if source else 0,
-                      source.stats.stalls if source else 0, outputs.report())
+                      source.stats.stalls if source else 0, outputs.report(), last - first)
 
 
 # -- command line ---------------------------------------------------------------------------

@@ -152,6 +152,7 @@ class Stream:
         self.engine_errors = 0
         self.latency = live.Latency()
         self._times: deque = deque(maxlen=256)  # publish times, for fps
+        self.first_at = self.last_at = None  # monotonic times of the first and last publish
         self.pending: deque = deque()  # frames waiting for the engine (guarded by server.cond)
         self.maxlen = server.cfg.queue
         self.done: queue.Queue = queue.Queue(maxsize=max(2, 2 * server.cfg.batch))
@@ -259,7 +260,11 @@ class Stream:
                 self.outputs.write(out, frame.pts)
                 self.latency.add(time.perf_counter() - frame.captured)
                 self.published += 1
-                self._times.append(time.monotonic())
+                now = time.monotonic()
+                self._times.append(now)
+                self.last_at = now
+                if self.first_at is None:
+                    self.first_at = now
         except StreamganError as e:
             self.fail(str(e))
         except Exception as e:

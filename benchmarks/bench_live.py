@@ -1,0 +1,211 @@
+"""Live benchmark: a 30 fps 640x360 RTSP camera, translated and published back, in real time.
+
+    python benchmarks/bench_live.py [--model derain] [--seconds 10] [--json out.json]
+
+Needs Debian's GStreamer RTSP server (see docs/LIVE.md); everything stays on 127.0.0.1.
+
+1. model alone: median engine time for one frame (batch 1) and for two (batch 2);
+2. one stream: ``streamgan.live.run`` pulls rtsp://127.0.0.1/cam1, translates, publishes to
+   rtsp://127.0.0.1/pub1; frames, drops, latency capture->publish p50/p95/max, and the latency
+   added beyond the model's own time (target: p95 within two frame intervals);
+3. two streams in one ``serve`` (frames batched across streams into one engine call): each
+   stream's drops and latency, and the combined throughput against the single stream's.
+
+The model is the shipped ``derain`` plugin when installed, else a small random generator with
+the layers real ones use (said in the output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+CLIP = REPO.parent / "shared" / "data" / "clips" / "udacity_lanelines_solidWhiteRight.mp4"
+
+
+def make_camera_clip(dst: Path, seconds: float, fps: int, size: tuple[int, int]) -> int:
+    """A real clip re-timed to ``fps`` and scaled to ``size`` (looped to ``seconds``)."""
+    n_total = int(seconds * fps)
+    w, h = size
+    with av.open(str(dst), "w") as out:
+        s = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "bf": "0",
+                                                        "g": str(fps)})
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        n = 0
+        while n < n_total:
+            with av.open(str(CLIP)) as src:
+                for f in src.decode(video=0):
+                    g = f.reformat(w, h, "yuv420p")
+                    g.pts, g.time_base = n, Fraction(1, fps)
+                    out.mux(s.encode(g))
+                    n += 1
+                    if n >= n_total:
+                        break
+        out.mux(s.encode(None))
+    return n_total
+
+
+def tiny_model(path: Path) -> Path:
+    import warnings
+
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.ReflectionPad2d(3), nn.Conv2d(3, 8, 7), nn.InstanceNorm2d(8, affine=True),
+        nn.ReLU(True), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(True),
+        nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.Conv2d(16, 16, 1), nn.LeakyReLU(0.2),
+        nn.ConvTranspose2d(16, 8, 3, 2, 1, output_padding=1), nn.ReLU(True),
+        nn.Conv2d(8, 3, 3, 1, 1), nn.Tanh()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.randn(1, 3, 32, 32), str(path), dynamo=False,
+                          opset_version=17, input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "n", 2: "h", 3: "w"},
+                                        "output": {0: "n", 2: "h", 3: "w"}})
+    return path
+
+
+def model_time(tr, size, batch: int, reps: int = 30) -> float:
+    w, h = size
+    x = np.random.default_rng(0).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
+    for _ in range(3):
+        tr.run_batch(x)
+    t = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        tr.run_batch(x)
+        t.append(time.perf_counter() - t0)
+    return float(np.median(t))
+
+
+def lat(latency) -> dict:
+    return {"p50_ms": 1000 * latency.p50, "p95_ms": 1000 * latency.p95,
+            "max_ms": 1000 * latency.max}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="derain", help="task, plugin folder or .onnx")
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of the camera clip")
+    ap.add_argument("--fps", type=int, default=30)
+    ap.add_argument("--resolution", default="640x360")
+    ap.add_argument("--batch", type=int, default=2, help="serve: frames per engine call")
+    ap.add_argument("--max-wait", type=float, default=None,
+                    help="serve: batch wait (default: one frame interval)")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args()
+
+    from rtsp_server import Server, unavailable
+
+    from streamgan import live, outputs, plugins
+    from streamgan.errors import ModelError
+    from streamgan.serve import Server as Serve
+    from streamgan.serve import ServeConfig
+    from streamgan.translator import Translator
+
+    why = unavailable()
+    if why:
+        print(f"bench_live: {why}", file=sys.stderr)
+        return 2
+    size = tuple(int(v) for v in args.resolution.lower().split("x"))
+    tmp = Path(tempfile.mkdtemp(prefix="streamgan-bench-live-"))
+    model, model_name = args.model, args.model
+    try:
+        plugins.load(model)
+    except ModelError as e:
+        model = str(tiny_model(tmp / "tiny.onnx"))
+        model_name = f"tiny random generator (shipped '{args.model}' unavailable: {e})"
+    print(f"model: {model_name}", flush=True)
+    clip = tmp / "camera.mp4"
+    n = make_camera_clip(clip, args.seconds, args.fps, size)
+    srv = Server(play={"/cam1": clip, "/cam2": clip},
+                 record={"/pub1": tmp / "pub1.ts", "/pub2": tmp / "pub2.ts",
+                         "/pub3": tmp / "pub3.ts"})
+    report: dict = {"model": model_name, "fps": args.fps, "resolution": args.resolution,
+                    "frames_per_stream": n}
+    interval = 1.0 / args.fps
+    try:
+        tr = Translator(model, args.backend, args.precision, batch_size=1)
+        psize = tr.processing_size(*size)
+        t1 = model_time(tr, psize, 1)
+        t2 = model_time(tr, psize, 2)
+        report["engine"] = tr.describe()
+        report["model_ms"] = {"batch1": 1000 * t1, "batch2": 1000 * t2,
+                              "processing_size": f"{psize[0]}x{psize[1]}"}
+        print(f"engine: {tr.describe()}; model alone at {psize[0]}x{psize[1]}: "
+              f"{1000 * t1:.1f} ms (batch 1), {1000 * t2:.1f} ms (batch 2)", flush=True)
+
+        # one stream
+        outs = outputs.FanOut([outputs.StreamOutput(srv.url("/pub1"),
+                                                    encode=outputs.EncodeOptions())])
+        t0 = time.perf_counter()
+        res = live.run(tr, srv.url("/cam1"), outs, live.LiveOptions(reconnect=0))
+        wall = time.perf_counter() - t0
+        one_fps = res.fps  # while frames flowed
+        one = {"published": res.frames, "dropped": res.dropped, "fps": one_fps,
+               "latency": lat(res.latency),
+               "added_p95_ms": 1000 * (res.latency.p95 - t1),
+               "target_added_p95_ms": 2000 * interval, "wall_s": wall}
+        report["one_stream"] = one
+        print(f"one stream: {res.frames}/{n} frames published, {res.dropped} dropped, "
+              f"{one_fps:.1f} fps; latency p50 {one['latency']['p50_ms']:.1f} ms, p95 "
+              f"{one['latency']['p95_ms']:.1f} ms, max {one['latency']['max_ms']:.1f} ms; "
+              f"p95 beyond the model's own time {one['added_p95_ms']:.1f} ms (target <= "
+              f"{2000 * interval:.1f} ms)", flush=True)
+
+        # two streams in one serve
+        cfg = ServeConfig(model=model, backend=args.backend, precision=args.precision,
+                          batch=args.batch, max_wait=args.max_wait if args.max_wait is not None
+                          else interval, metrics=None, streams=[
+                              {"name": "cam1", "input": srv.url("/cam1"),
+                               "outputs": [srv.url("/pub2")], "reconnect": 0},
+                              {"name": "cam2", "input": srv.url("/cam2"),
+                               "outputs": [srv.url("/pub3")], "reconnect": 0}])
+        serve = Serve(cfg)
+        t0 = time.perf_counter()
+        serve.run(duration=args.seconds + 30)
+        wall = time.perf_counter() - t0
+        streams = {}
+        for s in serve.streams:
+            streams[s.name] = {"published": s.published, "dropped": s.dropped,
+                               "state": s.state, "error": s.error, "latency": lat(s.latency)}
+        total = sum(s.published for s in serve.streams)
+        # throughput while the streams ran: first to last frame published, over all streams
+        firsts = [s.first_at for s in serve.streams if s.first_at is not None]
+        lasts = [s.last_at for s in serve.streams if s.last_at is not None]
+        combined = total / (max(lasts) - min(firsts)) if firsts and total > 1 else 0.0
+        report["two_streams"] = {"streams": streams, "combined_fps": combined,
+                                 "engine_calls": serve.calls,
+                                 "frames_per_call": serve.frames / max(1, serve.calls),
+                                 "wall_s": wall}
+        for name, s in streams.items():
+            print(f"serve {name}: {s['published']}/{n} published, {s['dropped']} dropped, "
+                  f"latency p50 {s['latency']['p50_ms']:.1f} ms, p95 "
+                  f"{s['latency']['p95_ms']:.1f} ms, max {s['latency']['max_ms']:.1f} ms"
+                  + (f" ({s['state']}: {s['error']})" if s["error"] else ""), flush=True)
+        print(f"two streams in one serve: combined {combined:.1f} fps vs one stream alone "
+              f"{one_fps:.1f} fps; {serve.frames / max(1, serve.calls):.2f} frames per engine "
+              "call", flush=True)
+    finally:
+        srv.stop()
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
