@@ -256,9 +256,13 @@ class LiveSource:
                 reason = None
                 last_frame_at = time.monotonic()
                 try:
-                    for packet in self.container.demux(self.stream):
-                        if self.stop.is_set():
+                    for packet in self.container.demux():  # all streams: audio alone
+                        if self.stop.is_set():          # flowing is still a video stall
                             raise StreamStopped
+                        if packet.stream is not self.stream:
+                            if time.monotonic() - last_frame_at > self.stall_timeout:
+                                raise _Stall
+                            continue
                         try:
                             frames = packet.decode()
                         except av.error.InvalidDataError:

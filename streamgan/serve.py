@@ -203,8 +203,9 @@ class Stream:
                                         overwrite=srv.cfg.overwrite,
                                         rtsp_transport=self.cfg.rtsp_transport,
                                         strict_open=False)
-            self.source = live.open_source(self.cfg.input, srv.translator, self.options,
-                                           frames=self.cfg.frames, stop=self.stop)
+            self.source = self._connect()
+            if self.source is None:
+                return
             s = self.source
             self.size = s.size or (s.width, s.height)
             srv.warm(self.size)
@@ -230,6 +231,21 @@ class Stream:
                     self.source.close()
                 except Exception:
                     pass
+
+    def _connect(self):
+        """Open the input; a camera that is down at start is retried like a dropped one."""
+        delay = 0.5
+        for attempt in range(self.cfg.reconnect + 1):
+            try:
+                return live.open_source(self.cfg.input, self.server.translator, self.options,
+                                        frames=self.cfg.frames, stop=self.stop)
+            except StreamganError as e:
+                if attempt >= self.cfg.reconnect:
+                    raise
+                log.warning("stream %s: %s (retrying in %g s)", self.name, e, delay)
+                if self.stop.wait(delay):
+                    return None
+                delay = min(8.0, delay * 2)
 
     def _enqueue(self, frame) -> None:
         cond = self.server.cond
@@ -397,8 +413,8 @@ class Server:
                              else f"streamgan_{name} {_num(v)}")
 
         S = self.streams
-        metric("stream_up", "gauge", "1 while the stream runs, 0 once ended or failed",
-               [({"stream": s.name, "state": s.state}, int(s.alive)) for s in S])
+        metric("stream_up", "gauge", "1 while frames flow, 0 while starting, ended or failed",
+               [({"stream": s.name, "state": s.state}, int(s.state == "running")) for s in S])
         metric("frames_in_total", "counter", "frames read from the input",
                [({"stream": s.name}, s.frames_in) for s in S])
         metric("frames_total", "counter", "frames translated and written to the outputs",

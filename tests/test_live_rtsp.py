@@ -324,3 +324,54 @@ def test_stream_api_yields_frames_with_timestamps_and_callback(server_factory, c
     got = [f.image.astype(np.int16).mean(-1) for f in frames]
     match = best_match([g.astype(np.int16) for g in got], reference)
     assert match == list(range(20))
+
+
+# -- other transports and inputs ------------------------------------------------------------------
+@pytest.mark.rtsp
+@pytest.mark.timeout(60)
+def test_rtsp_over_udp(server_factory, clip50):
+    srv = server_factory(play={"/cam": clip50})
+    src = live.LiveSource(srv.url("/cam"), rtsp_transport="udp", reconnect=0, max_frames=30,
+                          stall_timeout=5)
+    frames = list(src)
+    assert len(frames) == 30
+    assert best_match([f.image.astype(np.int16).mean(-1).astype(np.int16) for f in frames],
+                      gray_frames(clip50)[:30]) == list(range(30))
+
+
+@pytest.mark.timeout(60)
+def test_hls_over_http(clip50, tmp_path):
+    """An HLS playlist served over HTTP on 127.0.0.1 (no RTSP server needed)."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    with av.open(str(clip50)) as i, av.open(str(hls / "index.m3u8"), "w", format="hls",
+                                            options={"hls_time": "1", "hls_list_size": "0"}) as o:
+        s = o.add_stream_from_template(i.streams.video[0])
+        for p in i.demux(i.streams.video[0]):
+            if p.dts is not None:
+                p.stream = s
+                o.mux(p)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(hls)))
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/index.m3u8"
+        assert live.is_live(url)
+        src = live.LiveSource(url, reconnect=0, stall_timeout=5)
+        frames = list(src)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert len(frames) == 50
+    t = [f.time for f in frames]
+    assert all(b > a for a, b in zip(t, t[1:]))
+    assert best_match([f.image.astype(np.int16).mean(-1).astype(np.int16) for f in frames],
+                      gray_frames(clip50)) == list(range(50))

@@ -54,7 +54,7 @@ def test_two_streams_one_engine_metrics_and_isolation(server_factory, clip_long,
             {"name": "rear", "input": srv.url("/cam2"), "outputs": ["rear"],
              "segment": 2, "frames": 125, "drop": "block"},
             {"name": "gone", "input": f"rtsp://x:pass-two@127.0.0.1:{free_port()}/cam",
-             "outputs": ["gone.mp4"]},
+             "outputs": ["gone.mp4"], "reconnect": 0},
         ],
     }
     (tmp_path / "rear").mkdir()
