@@ -243,10 +243,13 @@ class LiveSource:
         last_wall = None
         try:
             if self.container is None:  # closed after setup (see fresh()): connect again
-                self.container = open_live(self.url, rtsp_transport=self.rtsp_transport,
-                                           open_timeout=self.open_timeout,
-                                           read_timeout=self.stall_timeout)
-                self._init_stream(first=False)
+                try:
+                    self.container = open_live(self.url, rtsp_transport=self.rtsp_transport,
+                                               open_timeout=self.open_timeout,
+                                               read_timeout=self.stall_timeout)
+                    self._init_stream(first=False)
+                except InputError as e:
+                    self._reconnect(str(e).removeprefix(self.name + ": "))
             while not self.stop.is_set():
                 # one connection: map its timestamps onto our continuous timeline
                 base = None  # raw pts that maps to seg_start
@@ -639,6 +642,12 @@ def run(translator, src, outputs, options: LiveOptions | None = None, *,
                 progress.update()
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a live run ends: outputs are finalised below
+    except InputError as e:
+        if n:
+            outputs.close()
+            written = ", ".join(f"{name}: {k}" for name, k, err in outputs.report() if not err)
+            raise InputError(f"{e}; frames written before that were kept ({written})") from None
+        raise
     finally:
         outputs.close()
     pipe, source = info.get("pipeline"), info.get("source")

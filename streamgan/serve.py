@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
     model_validator
 
 from . import live
-from .errors import InputError, StreamganError, UsageError
+from .errors import InputError, ModelError, StreamganError, UsageError
 from .io import EncodeOptions, redact
 from .outputs import FanOut, make_outputs
 from .pipeline import stack
@@ -221,7 +221,7 @@ class Stream:
         except StreamganError as e:
             self.fail(str(e))
         except Exception as e:  # a bug, or something unforeseen: this stream only
-            self.fail(f"{type(e).__name__}: {redact(str(e))}")
+            self.fail(f"{type(e).__name__}: {_first_line(e)}")
         finally:
             self._input_done = True
             with srv.cond:
@@ -284,7 +284,7 @@ class Stream:
         except StreamganError as e:
             self.fail(str(e))
         except Exception as e:
-            self.fail(f"{type(e).__name__}: {redact(str(e))}")
+            self.fail(f"{type(e).__name__}: {_first_line(e)}")
         finally:
             try:
                 self.outputs.close()
@@ -328,7 +328,13 @@ class Server:
         with self._warm_lock:
             if size in self._warmed:
                 return
-            live.warm_up(self.translator, size)
+            try:
+                live.warm_up(self.translator, size)
+            except StreamganError:
+                raise
+            except Exception as e:
+                raise ModelError(f"the model cannot run on {size[0]}x{size[1]} frames "
+                                 f"({_first_line(e)})") from None
             self._warmed.add(size)
 
     def idle_for(self, stream: Stream) -> bool:
@@ -387,9 +393,9 @@ class Server:
                     for s, _ in items:
                         s.engine_errors += 1
                         if s.engine_errors >= 3:
-                            s.fail(f"the model failed on its frames: {e}")
+                            s.fail(f"the model failed on its frames ({_first_line(e)})")
                     log.error("engine call failed for %s: %s",
-                              ", ".join(sorted({s.name for s, _ in items})), e)
+                              ", ".join(sorted({s.name for s, _ in items})), _first_line(e))
                     continue
                 self.engine_seconds += time.perf_counter() - t0
                 self.calls += 1
@@ -536,6 +542,11 @@ class Server:
             out.append(f"engine: {self.calls} calls, {self.frames / self.calls:.2f} frames per "
                        f"call, {1000 * self.engine_seconds / self.calls:.1f} ms per call")
         return out
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return redact(text[0] if text else type(e).__name__)[:300]
 
 
 def _esc(v) -> str:

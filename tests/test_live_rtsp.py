@@ -33,15 +33,15 @@ def _need_server():
         pytest.skip(_why[0])
 
 
-def small_clip(src: Path, dst: Path, frames: int) -> Path:
-    """The first ``frames`` frames of a real clip at 320x180, 25 fps, H.264 without B-frames."""
+def small_clip(src: Path, dst: Path, frames: int, size=(320, 180)) -> Path:
+    """The first ``frames`` frames of a real clip at ``size``, 25 fps, H.264 without B-frames."""
     with av.open(str(src)) as c_in, av.open(str(dst), "w") as c_out:
         s = c_out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "bf": "0",
                                                           "g": "25"})
-        s.width, s.height, s.pix_fmt = 320, 180, "yuv420p"
+        s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
         n = 0
         for f in c_in.decode(video=0):
-            g = f.reformat(320, 180, "yuv420p")
+            g = f.reformat(size[0], size[1], "yuv420p")
             g.pts, g.time_base = n, Fraction(1, 25)
             c_out.mux(s.encode(g))
             n += 1

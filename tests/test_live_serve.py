@@ -140,3 +140,49 @@ def test_example_config_validates():
 
     cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "serve_example.yaml")
     assert len(cfg.streams) >= 2 and cfg.metrics.host == "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def fixed_shape_onnx(tmp_path_factory):
+    """An identity model that only takes 320x180 frames (others make the engine fail)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    import numpy as np
+    from onnx import numpy_helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    zeros = numpy_helper.from_array(np.zeros((1, 3, 180, 320), np.float32), "zeros")
+    graph = helper.make_graph([helper.make_node("Add", ["input", "zeros"], ["output"])],
+                              "fixed", [x], [y], initializer=[zeros])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path_factory.mktemp("onnx") / "fixed.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.rtsp
+@pytest.mark.timeout(90)
+def test_a_stream_the_model_cannot_take_fails_alone(server_factory, udacity_clip,  # noqa: F811
+                                                     fixed_shape_onnx, tmp_path):
+    ok = small_clip(udacity_clip, tmp_path / "ok.mp4", 40)
+    odd = small_clip(udacity_clip, tmp_path / "odd.mp4", 40, size=(160, 96))
+    srv = server_factory(play={"/ok": ok, "/odd": odd})
+    cfg = {"model": str(fixed_shape_onnx), "backend": "openvino", "precision": "fp32",
+           "metrics": None, "streams": [
+               {"name": "good", "input": srv.url("/ok"), "outputs": ["good.mp4"],
+                "frames": 40, "drop": "block"},
+               {"name": "bad", "input": srv.url("/odd"), "outputs": ["bad.mp4"],
+                "frames": 40}]}
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "streamgan", "serve", str(path), "--duration",
+                        "40"], capture_output=True, text=True, timeout=80)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"bad: failed; 0 frames.*the model cannot run on 160x96 frames",
+                     r.stderr), r.stderr
+    assert "good: ended; 40 frames" in r.stderr
+    assert len(read_video(tmp_path / "good.mp4")["frames"]) == 40
+    assert not (tmp_path / "bad.mp4").exists() or \
+        (tmp_path / "bad.mp4").stat().st_size < 1000
