@@ -237,7 +237,18 @@ class LiveSource:
                          f"attempts ({self.stats.last_error.removeprefix(self.name + ': ')})")
 
     # -- frames ---------------------------------------------------------------------------
+    _reading = False
+
     def __iter__(self) -> Iterator[Frame]:
+        self._reading = True
+        try:
+            yield from self._frames()
+        finally:
+            self._reading = False
+            if self.container is not None:
+                self._close_container()
+
+    def _frames(self) -> Iterator[Frame]:
         index = 0
         last_out: int | None = None  # last output pts (time_base units)
         last_wall = None
@@ -319,9 +330,6 @@ class LiveSource:
                 self._reconnect(reason)
         except StreamStopped:
             return
-        finally:
-            if self.container is not None:
-                self._close_container()
 
     def fresh(self) -> None:
         """Drop the connection made to learn the geometry, so that frames the server sent
@@ -344,8 +352,10 @@ class LiveSource:
         return frame
 
     def close(self) -> None:
+        """Stop; the container is closed here only when no thread is reading it (a reading
+        thread closes it itself when it sees the stop, so FFmpeg is never closed under it)."""
         self.stop.set()
-        if self.container is not None:
+        if self.container is not None and not self._reading:
             self._close_container()
 
 
@@ -668,6 +678,7 @@ def cli_wants_live(args) -> bool:
     targets = _targets(getattr(args, "output", None))
     return bool(is_live(args.input) or getattr(args, "realtime", False)
                 or getattr(args, "segment", None) or len(targets) > 1
+                or getattr(args, "drop", None) or getattr(args, "max_wait", None) is not None
                 or any(is_stream_target(t) for t in targets))
 
 

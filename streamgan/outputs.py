@@ -13,8 +13,10 @@ each start on a key frame).
   (or the name's own ``%05d``); each segment starts at time 0 on a key frame and plays on its
   own; a segment appears under its name only once complete.
 
-One output failing (a publish target going away, a full disk) is reported once and dropped; the
-others keep going. Only when every output has failed does the run stop with ``OutputError``.
+One output failing (a full disk, a publish target gone for good) is reported once and dropped;
+the others keep going. A publish target that goes away is reconnected in the background (frames
+meanwhile are not sent to it). Only when every output has failed does the run stop with
+``OutputError``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -124,12 +127,17 @@ class Output:
 
 
 class StreamOutput(Output):
-    """Publish to an RTSP (RECORD), RTMP, SRT or UDP server."""
+    """Publish to an RTSP (RECORD), RTMP, SRT or UDP server.
+
+    When the server goes away mid-run, the output reconnects in the background (after 1, 2, 4,
+    8, 8 ... s, ``reconnect`` attempts) while the other outputs carry on; frames produced while
+    it is away are not sent (counted in ``skipped``). A reconnected stream starts on a key frame.
+    """
 
     kind = "publish"
 
     def __init__(self, url: str, *, encode: EncodeOptions, rtsp_transport: str = "tcp",
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, reconnect: int = 5):
         super().__init__(redact(url))
         self.url, self.encode = url, encode
         self.fmt = STREAM_FORMATS[_scheme(url)]
@@ -137,40 +145,101 @@ class StreamOutput(Output):
         if self.fmt == "flv":
             self.options = {"flvflags": "no_duration_filesize"}
         self.timeout = timeout
+        self.reconnect = reconnect
         self.enc: _Encoder | None = None
+        self.reconnects = 0
+        self.skipped = 0
+        self.down = ""  # why it is away while reconnecting
+        self._closed = threading.Event()
+        self._retry: threading.Thread | None = None
 
-    def open(self, width, height, time_base, rate) -> None:
+    def _connect(self) -> "_Encoder":
+        width, height, time_base, rate = self.geometry
         t0 = time.monotonic()
+        enc = None
         try:
-            self.enc = _Encoder(self.url, self.fmt, self.options, width=width, height=height,
-                                time_base=time_base, rate=rate, encode=self.encode,
-                                gop=max(1, round(float(rate or 25))),
-                                timeout=(self.timeout, self.timeout), name=self.name)
-            self.enc.container.start_encoding()  # connect now (ANNOUNCE/RECORD), not at frame 1
+            enc = _Encoder(self.url, self.fmt, dict(self.options), width=width, height=height,
+                           time_base=time_base, rate=rate, encode=self.encode,
+                           gop=max(1, round(float(rate or 25))),
+                           timeout=(self.timeout, self.timeout), name=self.name)
+            enc.container.start_encoding()  # connect now (ANNOUNCE/RECORD), not at frame 1
+            return enc
         except av.FFmpegError as e:
-            if self.enc is not None:
+            if enc is not None:
                 try:
-                    self.enc.container.close()
+                    enc.container.close()
                 except Exception:
                     pass
-                self.enc = None
             raise _publish_error(self.name, e, time.monotonic() - t0, self.timeout) from None
 
+    def open(self, width, height, time_base, rate) -> None:
+        self.geometry = (width, height, time_base, rate)
+        self.enc = self._connect()
+
     def write(self, image, pts) -> None:
+        enc = self.enc
+        if enc is None:
+            if self.down:
+                self.skipped += 1  # reconnecting in the background
+                return
+            raise OutputError(f"{self.name}: not connected")
         try:
-            self.enc.write(image, pts)
+            enc.write(image, pts)
         except av.FFmpegError as e:
-            raise OutputError(f"{self.name}: publishing stopped "
-                              f"({getattr(e, 'strerror', None) or type(e).__name__})") from None
+            why = f"publishing stopped ({getattr(e, 'strerror', None) or type(e).__name__})"
+            self.enc = None
+            _close_quietly(enc)
+            if self.reconnect <= 0:
+                raise OutputError(f"{self.name}: {why}") from None
+            self.down = why
+            self.skipped += 1
+            log.error("%s: %s; reconnecting in the background, the other outputs continue",
+                      self.name, why)
+            self._retry = threading.Thread(target=self._reconnect, daemon=True,
+                                           name="streamgan-publish-retry")
+            self._retry.start()
+            return
         self.frames += 1
 
+    def _reconnect(self) -> None:
+        delay = 1.0
+        for attempt in range(1, self.reconnect + 1):
+            if self._closed.wait(delay):
+                return
+            try:
+                enc = self._connect()
+            except OutputError as e:
+                log.warning("%s (publish reconnect attempt %d of %d)", e, attempt,
+                            self.reconnect)
+                delay = min(8.0, delay * 2)
+                continue
+            if self._closed.is_set():
+                _close_quietly(enc)
+                return
+            self.reconnects += 1
+            self.down = ""
+            self.enc = enc
+            log.warning("%s: publishing again (reconnected)", self.name)
+            return
+        self.error = f"{self.name}: {self.down}; gave up after {self.reconnect} reconnect attempts"
+        log.error("%s", self.error)
+
     def close(self) -> None:
+        self._closed.set()
+        if self._retry is not None:
+            self._retry.join(self.timeout + 1)
+        if self.down and not self.error:
+            self.error = f"{self.name}: {self.down}; not reconnected before the end"
         if self.enc is not None:
             enc, self.enc = self.enc, None
-            try:
-                enc.close()
-            except av.FFmpegError:
-                pass  # the server is gone: nothing left to flush to
+            _close_quietly(enc)
+
+
+def _close_quietly(enc: "_Encoder") -> None:
+    try:
+        enc.close()
+    except (av.FFmpegError, OSError):
+        pass  # the server is gone: nothing left to flush to
 
 
 def _publish_error(name: str, e: Exception, elapsed: float, timeout: float) -> OutputError:
@@ -374,7 +443,7 @@ class FanOut:
 def make_outputs(targets: list[str], *, encode: EncodeOptions | None = None,
                  segment: float | None = None, overwrite: bool = False,
                  rtsp_transport: str = "tcp", timeout: float = 10.0,
-                 strict_open: bool = True) -> FanOut:
+                 strict_open: bool = True, reconnect: int = 5) -> FanOut:
     """Outputs for these targets (URLs publish; files record, in segments when asked)."""
     encode = encode or EncodeOptions()
     outs: list[Output] = []
@@ -382,7 +451,7 @@ def make_outputs(targets: list[str], *, encode: EncodeOptions | None = None,
         t = str(t)
         if is_stream_target(t):
             outs.append(StreamOutput(t, encode=encode, rtsp_transport=rtsp_transport,
-                                     timeout=timeout))
+                                     timeout=timeout, reconnect=reconnect))
         elif "://" in t:
             raise UsageError(f"{redact(t)}: cannot publish to '{_scheme(t)}://' (use rtsp, "
                              "rtmp, srt or udp)")

@@ -61,7 +61,7 @@ class StreamConfig(_Strict):
     segment: float | None = Field(default=None, gt=0)  # seconds per recorded file
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     stall_timeout: float = Field(default=10.0, gt=0)
-    reconnect: int = Field(default=5, ge=0)  # failed attempts in a row before giving up
+    reconnect: int = Field(default=5, ge=0)  # input and publish: failed attempts in a row
     realtime: bool | None = None  # files: pace by timestamps (default on in serve)
     drop: Literal["oldest", "block"] | None = None
     frames: int | None = Field(default=None, ge=1)  # stop this stream after this many
@@ -202,7 +202,7 @@ class Stream:
             self.outputs = make_outputs(self.cfg.outputs, encode=enc, segment=self.cfg.segment,
                                         overwrite=srv.cfg.overwrite,
                                         rtsp_transport=self.cfg.rtsp_transport,
-                                        strict_open=False)
+                                        strict_open=False, reconnect=self.cfg.reconnect)
             self.source = self._connect()
             if self.source is None:
                 return

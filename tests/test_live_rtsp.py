@@ -375,3 +375,38 @@ def test_hls_over_http(clip50, tmp_path):
     assert all(b > a for a, b in zip(t, t[1:]))
     assert best_match([f.image.astype(np.int16).mean(-1).astype(np.int16) for f in frames],
                       gray_frames(clip50)) == list(range(50))
+
+
+@pytest.mark.rtsp
+@pytest.mark.timeout(120)
+def test_publish_target_coming_back_is_reconnected(server_factory, clip_long, identity_tr,
+                                                   tmp_path):
+    cams = server_factory(play={"/cam": clip_long})
+    received = tmp_path / "received.ts"
+    target = server_factory(record={"/pub": received})
+    rec = tmp_path / "rec.mp4"
+    enc = outputs.EncodeOptions()
+    pub = outputs.StreamOutput(target.url("/pub"), encode=enc, reconnect=5, timeout=3)
+    outs = outputs.FanOut([pub, outputs.FileOutput(rec, encode=enc)])
+
+    class Restart:
+        n = 0
+
+        def update(self, k=1):
+            self.n += k
+            if self.n == 12:
+                target.kill()
+                threading.Timer(0.3, target.start).start()  # the server comes back
+
+    opts = live.LiveOptions(stall_timeout=3, reconnect=0, drop="block")
+    res = live.run(identity_tr, cams.url("/cam"), outs, opts, frames=150, progress=Restart())
+    assert res.frames == 150
+    assert pub.reconnects == 1 and pub.error == "" and pub.skipped > 0
+    assert pub.frames + pub.skipped == 150
+    assert len(read_video(rec)["frames"]) == 150  # the recording never noticed
+    assert file_settled(received)
+    again = gray_frames(received)  # written by the restarted server: after the reconnection
+    assert len(again) >= 60
+    reference = gray_frames(clip_long)[:150]
+    match = best_match(again, reference)
+    assert match == sorted(match) and match[0] > 12  # later frames, in order, from a key frame
