@@ -173,6 +173,7 @@ def main() -> int:
                      f'video/x-h264,stream-format=byte-stream ! mpegtsmux ! '
                      f'filesink location="{path}" buffer-mode=unbuffered sync=false )')
         f.set_latency(0)
+        f.set_eos_shutdown(True)  # flush the muxer (its last frame) when the publisher leaves
         _allow(f, args.auth)
         mounts.add_factory(mount, f)
     if server.attach(None) == 0:
