@@ -550,10 +550,11 @@ def warm_up(translator, size: tuple[int, int]) -> None:
         translator.run_batch(np.zeros((n, h, w, 3), np.uint8))
 
 
-def translate_frames(translator, src, options: LiveOptions | None = None, *, frames: int | None = None,
-           duration: float | None = None, start: float = 0.0,
-           stop: threading.Event | None = None, on_ready: Callable | None = None,
-           stats: dict | None = None) -> Iterator[tuple[Frame, np.ndarray]]:
+def translate_frames(translator, src, options: LiveOptions | None = None, *,
+                     frames: int | None = None, duration: float | None = None,
+                     start: float = 0.0, stop: threading.Event | None = None,
+                     on_ready: Callable | None = None,
+                     stats: dict | None = None) -> Iterator[tuple[Frame, np.ndarray]]:
     """Yield (input frame, translated image at the processing size) in real time.
 
     The input frame carries ``captured`` (perf_counter when decoded). ``on_ready(source)`` is

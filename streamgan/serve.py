@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import signal
 import socket
 import sys

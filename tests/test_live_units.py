@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from fractions import Fraction
 from types import SimpleNamespace
 
 import av
