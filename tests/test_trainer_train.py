@@ -58,12 +58,13 @@ def test_resume_is_bitwise_the_same_as_one_run(tmp_path):
 def test_cyclegan_with_warmup_and_gan(tmp_path):
     night = make_images(tmp_path / "night", 2, seed=5)
     cfg = _cfg(tmp_path, mode="cyclegan", task="day2night", data__synth="night", data__train_b=[str(night)],
-               loss__lambda_gan=1.0, loss__lambda_l1=1.0, loss__lambda_identity=0.5, train__warmup_steps=2,
+               loss__lambda_gan=1.0, loss__lambda_l1=1.0, loss__lambda_identity=0.5, loss__lambda_struct=1.0,
+               train__warmup_steps=2,
                optim__steps=4)
     tr = Trainer(cfg)
     logs = [tr.train_step() for _ in range(4)]
     assert set(logs[0]) == {"warmup_l1"}
-    assert {"cyc_A", "cyc_B", "idt", "G_gan", "D", "l1"} <= set(logs[-1])
+    assert {"cyc_A", "cyc_B", "idt", "G_gan", "D", "l1", "struct"} <= set(logs[-1])
     assert set(tr.nets) == {"G", "F", "D_A", "D_B"}
 
 

@@ -210,8 +210,10 @@ def _eval_derain(cfg: Config, run, out_dir: Path) -> dict:
                                 "input_ssim": round(float(np.mean(bs)), 4), "psnr": round(float(np.mean(p)), 4),
                                 "ssim": round(float(np.mean(s)), 4)}
     rep["flicker"] = _flicker(cfg, run)
-    rep["contact_sheet"] = contact_sheet(sheet_rows, ["input (rainy)", "output", "target (clean)"],
-                                         out_dir / "contact_sheet.png")
+    labels = ["input (rainy)", "output", "target (clean)"]
+    rep["contact_sheet"] = contact_sheet(sheet_rows, labels, out_dir / "contact_sheet.png")
+    rep["before_after"] = contact_sheet([sheet_rows[i] for i in (2, len(sheet_rows) - 1)], labels,
+                                        out_dir / "before_after.png", width=300)
     return rep
 
 
@@ -239,8 +241,10 @@ def _eval_day2night(cfg: Config, run, out_dir: Path) -> dict:
     idx = np.linspace(0, len(day) - 1, min(5, len(day))).round().astype(int)
     rows = [[day[i], dark[i], outs[i], _resize(night[k % len(night)], (day[i].shape[1], day[i].shape[0]))]
             for k, i in enumerate(idx)]
-    rep["contact_sheet"] = contact_sheet(rows, ["input (day)", "darkening filter", "output", "real night (ref)"],
-                                         out_dir / "contact_sheet.png")
+    labels = ["input (day)", "darkening filter", "output", "real night (ref)"]
+    rep["contact_sheet"] = contact_sheet(rows, labels, out_dir / "contact_sheet.png")
+    rep["before_after"] = contact_sheet([r[:3] for r in rows[1:4:2]], labels[:3], out_dir / "before_after.png",
+                                        width=300)
     return rep
 
 

@@ -6,7 +6,6 @@ the old ones only after the check passed, so a failed export never leaves a half
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -96,13 +95,13 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
         metrics=metrics, limitations=cfg.export.limitations,
     )
     card.dump(pdir / "card.yaml")
-    if report and report.get("contact_sheet"):
+    if report and report.get("before_after"):
         import shutil
 
-        shutil.copyfile(report["contact_sheet"], pdir / "before_after.png.tmp")
+        shutil.copyfile(report["before_after"], pdir / "before_after.png.tmp")
         os.replace(pdir / "before_after.png.tmp", pdir / "before_after.png")
     return {"plugin_dir": str(pdir), "sha256": card.weights.sha256, "steps": card.training.steps,
             "export_s": round(time.time() - t0, 1), "metrics": metrics}
 
 
-__all__ = ["export_onnx", "check_onnx", "export_plugin", "CheckpointError", "json"]
+__all__ = ["export_onnx", "check_onnx", "export_plugin", "CheckpointError"]

@@ -48,6 +48,33 @@ def ssim_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 1 - s.mean()
 
 
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3] + 1) / 2
+
+
+def local_normalise(y: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
+    """(y - local mean) / (local std + 10% of the image's std): brightness- and contrast-invariant."""
+    r = int(3 * sigma)
+    t = torch.arange(-r, r + 1, dtype=y.dtype, device=y.device)
+    g = torch.exp(-(t ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+
+    def blur(z):
+        z = F.conv2d(F.pad(z, (r, r, 0, 0), mode="reflect"), g.view(1, 1, 1, -1))
+        return F.conv2d(F.pad(z, (0, 0, r, r), mode="reflect"), g.view(1, 1, -1, 1))
+
+    mu = blur(y)
+    sd = (blur(y * y) - mu * mu).clamp_min(1e-8).sqrt()
+    eps = 0.1 * y.flatten(1).std(1).view(-1, 1, 1, 1) + 1e-4
+    return (y - mu) / (sd + eps)
+
+
+def structure_loss(out: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
+    """L1 between locally normalised luma of output and input (images in [-1, 1]): keeps the scene's
+    edges and textures where they were while leaving brightness and colour free to change."""
+    return F.l1_loss(local_normalise(_luma(out)), local_normalise(_luma(inp)))
+
+
 def cycle_loss(rec: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(rec, real)
 

@@ -80,6 +80,7 @@ class LossOptions(_Opts):
     lambda_identity: float = Field(0.5, ge=0)  # times lambda_cycle, as in CycleGAN
     lambda_l1: float = Field(0.0, ge=0)  # paired L1 (needs a synthesiser or paired data)
     lambda_ssim: float = Field(0.0, ge=0)  # paired (1 - SSIM)
+    lambda_struct: float = Field(0.0, ge=0)  # structure kept: locally normalised luma, output vs input
     lambda_distill: float = Field(0.0, ge=0)  # L1 to a teacher generator's output
     teacher: str | None = None  # checkpoint of the teacher (its own config's architecture)
     teacher_generator: GeneratorOptions | None = None

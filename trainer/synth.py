@@ -107,8 +107,8 @@ def windshield_drops(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return img * (1 - a) + inside.clamp(0, 1) * a
 
 
-def add_rain(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float = 0.6,
-             p_veil: float = 0.5, p_drops: float = 0.25, noise_gen: torch.Generator | None = None) -> torch.Tensor:
+def add_rain(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float = 0.7,
+             p_veil: float = 0.25, p_drops: float = 0.3, noise_gen: torch.Generator | None = None) -> torch.Tensor:
     """Rainy version of ``clean`` (NCHW in [0, 1]). Each image gets its own random rain.
 
     For video, pass a generator seeded the same for every frame as ``gen`` (same rain, same drops on the
@@ -123,7 +123,7 @@ def add_rain(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float = 
         else:
             y = img
             if _u(gen, 0, 1) < p_veil:  # haze veil, denser towards the top of the frame
-                t = _u(gen, 0.05, 0.35)
+                t = _u(gen, 0.05, 0.25)
                 ramp = torch.linspace(1.0, _u(gen, 0.3, 1.0), h, device=img.device).view(1, 1, h, 1)
                 y = y * (1 - t * ramp) + _u(gen, 0.6, 0.95) * t * ramp
             y = 1 - (1 - y) * (1 - rain) if _u(gen, 0, 1) < 0.5 else y + rain

@@ -26,7 +26,7 @@ from .options import CheckpointError, Config, DataError
 from .synth import SYNTHS
 
 CKPT = "latest.pt"
-LOSS_KEYS = ["warmup_l1", "l1", "ssim", "G_gan", "cyc_A", "cyc_B", "idt", "distill", "G", "D"]
+LOSS_KEYS = ["warmup_l1", "l1", "ssim", "struct", "G_gan", "cyc_A", "cyc_B", "idt", "distill", "G", "D"]
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
@@ -380,6 +380,9 @@ class Trainer:
                     logs["l1"] = L.paired_l1(fake_b, tgt)
                     loss_g = loss_g + lo.lambda_l1 * logs["l1"]
                 real_target = real_b
+            if lo.lambda_struct:
+                logs["struct"] = L.structure_loss(fake_b.float(), real_a.float())
+                loss_g = loss_g + lo.lambda_struct * logs["struct"]
             if self.teacher is not None:
                 with torch.no_grad():
                     t_out = self.teacher(real_a)
