@@ -135,8 +135,13 @@ def main() -> int:
     srv = Server(play={"/cam1": clip, "/cam2": clip},
                  record={"/pub1": tmp / "pub1.ts", "/pub2": tmp / "pub2.ts",
                          "/pub3": tmp / "pub3.ts"})
+    import os
+
     report: dict = {"model": model_name, "fps": args.fps, "resolution": args.resolution,
-                    "frames_per_stream": n}
+                    "frames_per_stream": n, "cpus": os.cpu_count(),
+                    "load_average_before": os.getloadavg()}
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
+          "(other work on the machine slows every figure below)", flush=True)
     interval = 1.0 / args.fps
     try:
         tr = Translator(model, args.backend, args.precision, batch_size=1)

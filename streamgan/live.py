@@ -171,7 +171,9 @@ class LiveSource:
     # -- connection -----------------------------------------------------------------------
     def _init_stream(self, first: bool) -> None:
         stream = _video_stream(self.container, self.url)
-        stream.thread_type = "AUTO"
+        # slice threads only: frame threading would hold frames back (one per thread) and add
+        # that to every frame's latency
+        stream.thread_type = "SLICE"
         cc = stream.codec_context
         if first:
             self.width, self.height = cc.width, cc.height
@@ -277,6 +279,7 @@ class LiveSource:
                             if time.monotonic() - last_frame_at > self.stall_timeout:
                                 raise _Stall
                             continue
+                        arrived = time.perf_counter()  # capture: when its data came in
                         try:
                             frames = packet.decode()
                         except av.error.InvalidDataError:
@@ -285,7 +288,7 @@ class LiveSource:
                         if not frames and time.monotonic() - last_frame_at > self.stall_timeout:
                             raise _Stall
                         for f in frames:
-                            captured = time.perf_counter()
+                            captured = arrived
                             last_frame_at = time.monotonic()
                             raw = f.pts
                             if raw is None:
