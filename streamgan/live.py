@@ -528,6 +528,8 @@ class LiveResult:
     stalls: int = 0
     outputs: list = field(default_factory=list)  # (name, frames written, error or "")
     span: float = 0.0  # seconds from the first frame published to the last
+    engine_seconds: float = 0.0  # time in engine calls during the run
+    batches: int = 0  # engine calls
 
     @property
     def fps(self) -> float:
@@ -667,7 +669,8 @@ def run(translator, src, outputs, options: LiveOptions | None = None, *,
     pipe, source = info.get("pipeline"), info.get("source")
     return LiveResult(n, pipe.dropped if pipe else 0, time.perf_counter() - t0, latency,
                       source.stats.reconnects if source else 0,
-                      source.stats.stalls if source else 0, outputs.report(), last - first)
+                      source.stats.stalls if source else 0, outputs.report(), last - first,
+                      pipe.engine_seconds if pipe else 0.0, pipe.batches if pipe else 0)
 
 
 # -- command line ---------------------------------------------------------------------------
