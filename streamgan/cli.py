@@ -95,7 +95,8 @@ def _add_live_options(p: argparse.ArgumentParser) -> None:
                    help="when translation falls behind: drop the oldest waiting frame (default "
                         "for live inputs) or block the reader (default for files)")
     g.add_argument("--max-wait", type=float, default=None, metavar="SECONDS",
-                   help="longest a batch waits to fill in real-time mode (default: 1 frame)")
+                   help="longest a batch waits to fill in real-time mode (default 0: a batch "
+                        "takes the frames already waiting, never waits for more)")
     g.add_argument("--segment", type=_seconds, default=None, metavar="SECONDS",
                    help="record files in segments of this length, each playable on its own")
     g.add_argument("--rtsp-transport", choices=("tcp", "udp"), default="tcp",

@@ -467,7 +467,7 @@ class LiveOptions:
 
     realtime: bool | None = None  # None: on for live inputs, off for files
     drop: str | None = None  # oldest | block; None: oldest for live/realtime, block otherwise
-    max_wait: float | None = None  # seconds a batch may wait to fill; None: one frame interval
+    max_wait: float | None = None  # seconds a batch may wait to fill; None: 0 (take what waits)
     rtsp_transport: str = "tcp"
     stall_timeout: float = 10.0
     open_timeout: float | None = None
@@ -583,7 +583,9 @@ def translate_frames(translator, src, options: LiveOptions | None = None, *,
             source.frame_rate or 25):
         source.fresh()
     rate = float(source.frame_rate or 25)
-    max_wait = options.max_wait if options.max_wait is not None else 1.0 / rate
+    # default: never wait for a batch to fill; frames already waiting (when the engine has
+    # fallen behind) still go in together
+    max_wait = options.max_wait if options.max_wait is not None else 0.0
     batch = translator.batch_size
     qsize = options.queue_size or max(4, 2 * batch)  # absorbs the burst probing leaves
     pipe = Pipeline(source, translator._process, batch_size=batch, max_wait=max_wait,

@@ -120,10 +120,9 @@ class Pipeline:
             if batch and self.max_wait is not None:
                 deadline = deadline or time.monotonic() + self.max_wait
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    item = self._get(self._decoded, timeout=left)
+                try:  # past the wait, frames already queued still join the batch
+                    item = self._decoded.get_nowait() if left <= 0 else \
+                        self._get(self._decoded, timeout=left)
                 except queue.Empty:
                     break
             else:

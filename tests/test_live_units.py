@@ -137,3 +137,31 @@ def test_resolution_and_clock_change_midway(tmp_path, caplog):
     t = [f.time for f in frames]
     assert all(b > a for a, b in zip(t, t[1:]))
     assert "resolution changed from 96x64 to 128x96" in caplog.text
+
+
+def test_batches_close_on_size_or_max_wait():
+    sizes = []
+
+    def record(batch):
+        sizes.append(len(batch))
+        time.sleep(0.01)
+        return [f.index for f in batch]
+
+    # behind (all frames ready): max_wait 0 still batches what is already waiting
+    pipe = Pipeline(_frames(24), record, batch_size=4, max_wait=0.0, queue_size=8)
+    assert [o for _, o in pipe] == list(range(24)) and max(sizes) == 4
+
+    def trickle(n, gap):
+        for f in _frames(n):
+            time.sleep(gap)
+            yield f
+
+    # frames every 20 ms, max_wait 0: never waits, one frame per call
+    sizes.clear()
+    list(Pipeline(trickle(10, 0.02), record, batch_size=4, max_wait=0.0))
+    assert max(sizes) == 1
+    # frames every 20 ms, max_wait 50 ms: batches close on the wait, before they are full
+    sizes.clear()
+    t0 = time.perf_counter()
+    list(Pipeline(trickle(12, 0.02), record, batch_size=8, max_wait=0.05))
+    assert 2 <= max(sizes) < 8 and time.perf_counter() - t0 < 2
