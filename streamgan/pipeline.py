@@ -34,12 +34,16 @@ class _Failure:
 
 class Pipeline:
     def __init__(self, source: Iterable, process: Callable[[list], list], *, batch_size: int = 1,
-                 max_wait: float | None = None, queue_size: int = 8, drop: str = "block"):
+                 max_wait: float | None = None, queue_size: int = 8, drop: str = "block",
+                 max_age: float | None = None):
         if drop not in ("block", "oldest"):
             raise ValueError(f"drop policy must be 'block' or 'oldest', not {drop!r}")
         self.source, self.process = source, process
         self.drop = drop
         self.dropped = 0  # frames discarded by drop="oldest"
+        # with drop="oldest": a frame captured (``frame.captured``, perf_counter) longer ago than
+        # this when the engine reaches it is skipped if a newer one is waiting
+        self.max_age = max_age
         self.batch_size = max(1, int(batch_size))
         self.max_wait = max_wait
         self._decoded: queue.Queue = queue.Queue(maxsize=max(queue_size, self.batch_size))
@@ -132,11 +136,25 @@ class Pipeline:
                 break
             if isinstance(item, _Failure):
                 raise item.exc
+            if self.max_age is not None and self._stale(item):
+                self.dropped += 1
+                continue
             if batch and item.image.shape != batch[0].image.shape:
                 pending.append(item)  # a size change closes the batch
                 break
             batch.append(item)
         return batch, finished
+
+    def _stale(self, item) -> bool:
+        """Too old to be worth translating, and a newer frame is already waiting."""
+        captured = getattr(item, "captured", None)
+        if captured is None or time.perf_counter() - captured <= self.max_age:
+            return False
+        with self._decoded.mutex:
+            if not self._decoded.queue:
+                return False
+            nxt = self._decoded.queue[0]
+            return nxt is not _END and not isinstance(nxt, _Failure)
 
     def _work(self):
         pending: list = []

@@ -260,6 +260,17 @@ class Stream:
             self.frames_in += 1
             cond.notify_all()
 
+    def skip_stale(self) -> None:
+        """(Engine thread, lock held.) When behind, translate current frames: a frame that has
+        waited more than two frame intervals is dropped if a newer one of this stream waits."""
+        if self.drop != "oldest" or self.source is None:
+            return
+        max_age = 2.0 / float(self.source.frame_rate or 25)
+        now = time.perf_counter()
+        while len(self.pending) > 1 and now - self.pending[0].captured > max_age:
+            self.pending.popleft()
+            self.dropped += 1
+
     # output thread
     def _write(self) -> None:
         try:
@@ -355,6 +366,7 @@ class Server:
                     took = False
                     for s in order:
                         if s.pending and len(batch) < self.cfg.batch:
+                            s.skip_stale()
                             batch.append((s, s.pending.popleft()))
                             self._inflight.add(s)
                             took = True

@@ -165,3 +165,25 @@ def test_batches_close_on_size_or_max_wait():
     t0 = time.perf_counter()
     list(Pipeline(trickle(12, 0.02), record, batch_size=8, max_wait=0.05))
     assert 2 <= max(sizes) < 8 and time.perf_counter() - t0 < 2
+
+
+def test_stale_frames_are_skipped_when_a_newer_one_waits():
+    """With drop=oldest and max_age, a slow engine translates current frames, not old ones."""
+    def camera(n, gap):
+        for f in _frames(n):
+            time.sleep(gap)
+            f.captured = time.perf_counter()
+            yield f
+
+    def slow(batch):
+        time.sleep(0.05)  # slower than the 10 ms between frames
+        return [(f.index, time.perf_counter() - f.captured) for f in batch]
+
+    pipe = Pipeline(camera(40, 0.01), slow, batch_size=1, queue_size=8, drop="oldest",
+                    max_age=0.02)
+    out = [o for _, o in pipe]
+    ages = [age for _, age in out]
+    assert pipe.dropped > 0 and len(out) + pipe.dropped == 40
+    assert [i for i, _ in out] == sorted(i for i, _ in out) and out[-1][0] == 39
+    # queued frames would have waited up to 8 x 50 ms; skipping keeps them near one call
+    assert np.percentile(ages, 90) < 0.15, ages
