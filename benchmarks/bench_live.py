@@ -103,7 +103,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="length of the camera clip")
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--resolution", default="640x360")
-    ap.add_argument("--batch", type=int, default=2, help="serve: frames per engine call")
+    ap.add_argument("--batch", type=int, default=None,
+                    help="serve: frames per engine call (default: the backend's preference)")
     ap.add_argument("--max-wait", type=float, default=None,
                     help="serve: batch wait (default: one frame interval)")
     ap.add_argument("--json", help="write the figures here")

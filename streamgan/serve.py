@@ -76,7 +76,9 @@ class ServeConfig(_Strict):
     precision: str = "auto"
     size: int | None = Field(default=None, ge=16)
     tile: int | None = Field(default=None, ge=64)
-    batch: int = Field(default=4, ge=1, le=64)  # frames per engine call, across streams
+    # frames per engine call, across streams; None: what the backend prefers (a TensorRT
+    # engine's optimal batch; 1 on CPU, where a batch is no faster per frame)
+    batch: int | None = Field(default=None, ge=1, le=64)
     max_wait: float = Field(default=0.02, ge=0, le=5)  # seconds a batch may wait to fill
     queue: int = Field(default=4, ge=1, le=256)  # frames waiting per stream
     codec: str = "h264"
@@ -154,7 +156,7 @@ class Stream:
         self.first_at = self.last_at = None  # monotonic times of the first and last publish
         self.pending: deque = deque()  # frames waiting for the engine (guarded by server.cond)
         self.maxlen = server.cfg.queue
-        self.done: queue.Queue = queue.Queue(maxsize=max(2, 2 * server.cfg.batch))
+        self.done: queue.Queue = queue.Queue(maxsize=max(4, 2 * server.batch))
         self.stop = threading.Event()
         self.source = None
         self.outputs: FanOut | None = None
@@ -305,9 +307,13 @@ class Stream:
             self.stop.set()
 
     def deliver(self, frame, out) -> None:
-        """From the engine thread: never blocks (a slow stream loses frames, not the others)."""
+        """From the engine thread. A drop=oldest stream whose outputs lag loses the frame (the
+        others are not held up); a drop=block stream makes the engine wait for it, at most 2 s."""
         try:
-            self.done.put_nowait((frame, out))
+            if self.drop == "block":
+                self.done.put((frame, out), timeout=2.0)
+            else:
+                self.done.put_nowait((frame, out))
         except queue.Full:
             self.dropped += 1
 
@@ -320,6 +326,7 @@ class Server:
         self.cfg = cfg
         self.translator = Translator(cfg.model, cfg.backend, cfg.precision, size=cfg.size,
                                      tile=cfg.tile, batch_size=cfg.batch)
+        self.batch = self.translator.batch_size
         self.cond = threading.Condition()
         self.streams = [Stream(s, self) for s in cfg.streams]
         self.stop = threading.Event()
@@ -362,17 +369,17 @@ class Server:
         with self.cond:
             while not self.stop.is_set():
                 took = True
-                while len(batch) < self.cfg.batch and took:
+                while len(batch) < self.batch and took:
                     took = False
                     for s in order:
-                        if s.pending and len(batch) < self.cfg.batch:
+                        if s.pending and len(batch) < self.batch:
                             s.skip_stale()
                             batch.append((s, s.pending.popleft()))
                             self._inflight.add(s)
                             took = True
                 if batch:
                     self.cond.notify_all()  # room for readers that block
-                if len(batch) >= self.cfg.batch:
+                if len(batch) >= self.batch:
                     break
                 now = time.monotonic()
                 if batch:
@@ -580,7 +587,7 @@ def cli_run(args) -> int:
     server = Server(cfg)
     if not args.quiet:
         print(f"streamgan serve: {server.translator.describe()}; {len(cfg.streams)} streams, "
-              f"batch {cfg.batch} across streams, max wait {1000 * cfg.max_wait:g} ms",
+              f"batch {server.batch} across streams, max wait {1000 * cfg.max_wait:g} ms",
               file=sys.stderr)
     server.start_metrics()
     if server.http is not None and not args.quiet:
