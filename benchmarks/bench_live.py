@@ -107,6 +107,7 @@ def main() -> int:
                     help="serve: frames per engine call (default: the backend's preference)")
     ap.add_argument("--max-wait", type=float, default=None,
                     help="serve: batch wait (default: one frame interval)")
+    ap.add_argument("--reps", type=int, default=1, help="alternate one/two streams this often")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
 
@@ -155,62 +156,67 @@ def main() -> int:
         print(f"engine: {tr.describe()}; model alone at {psize[0]}x{psize[1]}: "
               f"{1000 * t1:.1f} ms (batch 1), {1000 * t2:.1f} ms (batch 2)", flush=True)
 
-        # one stream
-        outs = outputs.FanOut([outputs.StreamOutput(srv.url("/pub1"),
-                                                    encode=outputs.EncodeOptions())])
-        t0 = time.perf_counter()
-        res = live.run(tr, srv.url("/cam1"), outs, live.LiveOptions(reconnect=0))
-        wall = time.perf_counter() - t0
-        one_fps = res.fps  # while frames flowed
-        in_run = res.engine_seconds / max(1, res.batches)  # the model's own time, this run
-        one = {"published": res.frames, "dropped": res.dropped, "fps": one_fps,
-               "latency": lat(res.latency), "model_ms_in_run": 1000 * in_run,
-               "added_p95_ms": 1000 * (res.latency.p95 - in_run),
-               "target_added_p95_ms": 2000 * interval, "wall_s": wall}
-        report["one_stream"] = one
-        print(f"one stream: {res.frames}/{n} frames published, {res.dropped} dropped, "
-              f"{one_fps:.1f} fps; latency p50 {one['latency']['p50_ms']:.1f} ms, p95 "
-              f"{one['latency']['p95_ms']:.1f} ms, max {one['latency']['max_ms']:.1f} ms; "
-              f"model {1000 * in_run:.1f} ms per frame in this run, p95 beyond it "
-              f"{one['added_p95_ms']:.1f} ms (target <= "
-              f"{2000 * interval:.1f} ms)", flush=True)
+        def one_stream() -> dict:
+            outs = outputs.FanOut([outputs.StreamOutput(srv.url("/pub1"),
+                                                        encode=outputs.EncodeOptions())])
+            res = live.run(tr, srv.url("/cam1"), outs, live.LiveOptions(reconnect=0))
+            in_run = res.engine_seconds / max(1, res.batches)  # the model's own time
+            one = {"published": res.frames, "dropped": res.dropped, "fps": res.fps,
+                   "latency": lat(res.latency), "model_ms_in_run": 1000 * in_run,
+                   "added_p95_ms": 1000 * (res.latency.p95 - in_run),
+                   "load_average": os.getloadavg()[0]}
+            print(f"one stream: {res.frames}/{n} frames published, {res.dropped} dropped, "
+                  f"{res.fps:.1f} fps; latency p50 {one['latency']['p50_ms']:.1f} ms, p95 "
+                  f"{one['latency']['p95_ms']:.1f} ms, max {one['latency']['max_ms']:.1f} ms; "
+                  f"model {1000 * in_run:.1f} ms per frame in this run, p95 beyond it "
+                  f"{one['added_p95_ms']:.1f} ms (target <= {2000 * interval:.1f} ms)",
+                  flush=True)
+            return one
 
-        # two streams in one serve
-        cfg = ServeConfig(model=model, backend=args.backend, precision=args.precision,
-                          batch=args.batch, max_wait=args.max_wait if args.max_wait is not None
-                          else interval, metrics=None, streams=[
-                              {"name": "cam1", "input": srv.url("/cam1"),
-                               "outputs": [srv.url("/pub2")], "reconnect": 0},
-                              {"name": "cam2", "input": srv.url("/cam2"),
-                               "outputs": [srv.url("/pub3")], "reconnect": 0}])
-        serve = Serve(cfg)
-        t0 = time.perf_counter()
-        serve.run(duration=args.seconds + 30)
-        wall = time.perf_counter() - t0
-        streams = {}
-        for s in serve.streams:
-            streams[s.name] = {"published": s.published, "dropped": s.dropped,
-                               "state": s.state, "error": s.error, "latency": lat(s.latency)}
-        total = sum(s.published for s in serve.streams)
-        # throughput while the streams ran: first to last frame published, over all streams
-        firsts = [s.first_at for s in serve.streams if s.first_at is not None]
-        lasts = [s.last_at for s in serve.streams if s.last_at is not None]
-        combined = total / (max(lasts) - min(firsts)) if firsts and total > 1 else 0.0
-        report["two_streams"] = {"streams": streams, "combined_fps": combined,
-                                 "engine_calls": serve.calls,
-                                 "frames_per_call": serve.frames / max(1, serve.calls),
-                                 "engine_ms_per_call":
-                                     1000 * serve.engine_seconds / max(1, serve.calls),
-                                 "wall_s": wall}
-        for name, s in streams.items():
-            print(f"serve {name}: {s['published']}/{n} published, {s['dropped']} dropped, "
-                  f"latency p50 {s['latency']['p50_ms']:.1f} ms, p95 "
-                  f"{s['latency']['p95_ms']:.1f} ms, max {s['latency']['max_ms']:.1f} ms"
-                  + (f" ({s['state']}: {s['error']})" if s["error"] else ""), flush=True)
-        print(f"two streams in one serve: combined {combined:.1f} fps vs one stream alone "
-              f"{one_fps:.1f} fps; {serve.frames / max(1, serve.calls):.2f} frames per engine "
-              f"call, {1000 * serve.engine_seconds / max(1, serve.calls):.1f} ms per call",
-              flush=True)
+        def two_streams() -> dict:
+            cfg = ServeConfig(model=model, backend=args.backend, precision=args.precision,
+                              batch=args.batch, max_wait=args.max_wait
+                              if args.max_wait is not None else interval, metrics=None,
+                              streams=[{"name": "cam1", "input": srv.url("/cam1"),
+                                        "outputs": [srv.url("/pub2")], "reconnect": 0},
+                                       {"name": "cam2", "input": srv.url("/cam2"),
+                                        "outputs": [srv.url("/pub3")], "reconnect": 0}])
+            serve = Serve(cfg)
+            serve.run(duration=args.seconds + 30)
+            streams = {s.name: {"published": s.published, "dropped": s.dropped,
+                                "state": s.state, "error": s.error, "latency": lat(s.latency)}
+                       for s in serve.streams}
+            total = sum(s.published for s in serve.streams)
+            # throughput while the streams ran: first to last frame published, all streams
+            firsts = [s.first_at for s in serve.streams if s.first_at is not None]
+            lasts = [s.last_at for s in serve.streams if s.last_at is not None]
+            combined = total / (max(lasts) - min(firsts)) if firsts and total > 1 else 0.0
+            two = {"streams": streams, "combined_fps": combined, "batch": serve.batch,
+                   "engine_calls": serve.calls,
+                   "frames_per_call": serve.frames / max(1, serve.calls),
+                   "engine_ms_per_call": 1000 * serve.engine_seconds / max(1, serve.calls),
+                   "load_average": os.getloadavg()[0]}
+            for name, st in streams.items():
+                print(f"serve {name}: {st['published']}/{n} published, {st['dropped']} "
+                      f"dropped, latency p50 {st['latency']['p50_ms']:.1f} ms, p95 "
+                      f"{st['latency']['p95_ms']:.1f} ms, max {st['latency']['max_ms']:.1f} ms"
+                      + (f" ({st['state']}: {st['error']})" if st["error"] else ""),
+                      flush=True)
+            print(f"two streams in one serve: combined {combined:.1f} fps; "
+                  f"{two['frames_per_call']:.2f} frames per engine call (batch {serve.batch}), "
+                  f"{two['engine_ms_per_call']:.1f} ms per call", flush=True)
+            return two
+
+        ones, twos = [], []
+        for _ in range(args.reps):  # alternate, so both see the same machine
+            ones.append(one_stream())
+            twos.append(two_streams())
+        report["one_stream"], report["two_streams"] = ones, twos
+        med_one = float(np.median([o["fps"] for o in ones]))
+        med_two = float(np.median([t["combined_fps"] for t in twos]))
+        report["median"] = {"one_stream_fps": med_one, "two_streams_combined_fps": med_two}
+        print(f"median over {args.reps}: two streams combined {med_two:.1f} fps vs one stream "
+              f"alone {med_one:.1f} fps", flush=True)
     finally:
         srv.stop()
     if args.json:

@@ -174,6 +174,8 @@ class LiveSource:
         # slice threads only: frame threading would hold frames back (one per thread) and add
         # that to every frame's latency
         stream.thread_type = "SLICE"
+        if stream.codec_context.width * stream.codec_context.height <= 1280 * 720:
+            stream.codec_context.thread_count = 1  # small frames: no thread pool to contend
         cc = stream.codec_context
         if first:
             self.width, self.height = cc.width, cc.height

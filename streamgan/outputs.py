@@ -67,6 +67,8 @@ class _Encoder:
             if enc in ("libx264", "libx265"):
                 opts.setdefault("tune", "zerolatency")  # no look-ahead: a frame leaves at once
             opts.update({"g": str(gop), "bf": "0"})
+            if enc in ("libx264", "libx265") and width * height <= 1280 * 720:
+                opts.setdefault("threads", "1")  # small frames: no thread pool to contend
             s = self.container.add_stream(enc, rate=rate or Fraction(25), options=opts)
             s.width, s.height = width, height
             odd = width % 2 or height % 2
