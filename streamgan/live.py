@@ -475,7 +475,7 @@ class LiveOptions:
     open_timeout: float | None = None
     reconnect: int = 5
     queue_size: int | None = None
-    max_age: float | None = None  # drop=oldest: skip frames older than this (default 2 frames)
+    max_age: float | None = None  # drop=oldest: skip frames older than this (default 3 frames)
 
     def check(self) -> "LiveOptions":
         if self.drop not in (None, "oldest", "block"):
@@ -591,9 +591,9 @@ def translate_frames(translator, src, options: LiveOptions | None = None, *,
     max_wait = options.max_wait if options.max_wait is not None else 0.0
     batch = translator.batch_size
     qsize = options.queue_size or max(4, 2 * batch)  # absorbs the burst probing leaves
-    # when behind, translate current frames: one that has waited more than two frame
+    # when behind, translate current frames: one that has waited more than three frame
     # intervals is skipped (counted as dropped) if a newer one is waiting
-    max_age = options.max_age if options.max_age is not None else 2.0 / rate
+    max_age = options.max_age if options.max_age is not None else 3.0 / rate
     pipe = Pipeline(source, translator._process, batch_size=batch, max_wait=max_wait,
                     queue_size=qsize, drop=drop, max_age=max_age if drop == "oldest" else None)
     if stats is not None:

@@ -76,8 +76,8 @@ class ServeConfig(_Strict):
     precision: str = "auto"
     size: int | None = Field(default=None, ge=16)
     tile: int | None = Field(default=None, ge=64)
-    # frames per engine call, across streams; None: what the backend prefers (a TensorRT
-    # engine's optimal batch; 1 on CPU, where a batch is no faster per frame)
+    # frames per engine call, across streams; None: one per stream (at most 8), or the
+    # backend's preferred batch (a TensorRT engine's optimum) when that is larger
     batch: int | None = Field(default=None, ge=1, le=64)
     max_wait: float = Field(default=0.02, ge=0, le=5)  # seconds a batch may wait to fill
     queue: int = Field(default=4, ge=1, le=256)  # frames waiting per stream
@@ -264,10 +264,10 @@ class Stream:
 
     def skip_stale(self) -> None:
         """(Engine thread, lock held.) When behind, translate current frames: a frame that has
-        waited more than two frame intervals is dropped if a newer one of this stream waits."""
+        waited more than three frame intervals is dropped if a newer one of this stream waits."""
         if self.drop != "oldest" or self.source is None:
             return
-        max_age = 2.0 / float(self.source.frame_rate or 25)
+        max_age = 3.0 / float(self.source.frame_rate or 25)
         now = time.perf_counter()
         while len(self.pending) > 1 and now - self.pending[0].captured > max_age:
             self.pending.popleft()
@@ -326,7 +326,7 @@ class Server:
         self.cfg = cfg
         self.translator = Translator(cfg.model, cfg.backend, cfg.precision, size=cfg.size,
                                      tile=cfg.tile, batch_size=cfg.batch)
-        self.batch = self.translator.batch_size
+        self.batch = cfg.batch or max(self.translator.batch_size, min(8, len(cfg.streams)))
         self.cond = threading.Condition()
         self.streams = [Stream(s, self) for s in cfg.streams]
         self.stop = threading.Event()
