@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import yaml
@@ -136,8 +137,6 @@ def test_config_errors_are_clear(tmp_path):
 
 
 def test_example_config_validates():
-    from pathlib import Path
-
     cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "serve_example.yaml")
     assert len(cfg.streams) >= 2 and cfg.metrics.host == "127.0.0.1"
 
@@ -186,3 +185,15 @@ def test_a_stream_the_model_cannot_take_fails_alone(server_factory, udacity_clip
     assert len(read_video(tmp_path / "good.mp4")["frames"]) == 40
     assert not (tmp_path / "bad.mp4").exists() or \
         (tmp_path / "bad.mp4").stat().st_size < 1000
+
+
+def test_serve_check_validates_without_running(tmp_path):
+    from conftest import run_cli
+
+    r = run_cli("serve", "configs/serve_example.yaml", "--check", timeout=60,
+                cwd=str(Path(__file__).resolve().parent.parent))
+    assert r.returncode == 0 and "ok (3 streams)" in r.stdout, r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: x.onnx\nstreams: []\n")
+    r = run_cli("serve", bad, "--check", timeout=60)
+    assert r.returncode == 2 and "streams" in r.stderr
