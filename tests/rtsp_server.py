@@ -5,7 +5,7 @@ Run with Debian's Python, which has the GObject bindings (the venv does not)::
     /usr/bin/python3 tests/rtsp_server.py --port 8554 \
         --play /cam=clip.mp4 --record /pub=received.ts
 
-``--play MOUNT=FILE`` serves an H.264 MP4 file in real time (each client gets its own session
+``--play MOUNT=FILE`` serves an H.264 MP4 file (H.265 when named ``*.h265.mp4``) in real time (each client gets its own session
 from the first frame). ``--record MOUNT=FILE`` accepts a stream
 pushed to it (RTSP ANNOUNCE/RECORD, as ``streamgan ... -o rtsp://...`` does) and writes what it
 receives to an MPEG-TS file, which the tests read back. Prints ``READY <port>`` once listening.
@@ -159,8 +159,9 @@ def main() -> int:
         auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
         server.set_auth(auth)
     for mount, path in args.play:
-        launch = (f'( filesrc location="{path}" ! qtdemux name=src ! h264parse ! '
-                  f'rtph264pay name=pay0 pt=96 config-interval=0 )')
+        codec = "h265" if path.endswith((".h265.mp4", ".hevc.mp4")) else "h264"
+        launch = (f'( filesrc location="{path}" ! qtdemux name=src ! {codec}parse ! '
+                  f'rtp{codec}pay name=pay0 pt=96 config-interval=0 )')
         f = GstRtspServer.RTSPMediaFactory()
         f.set_launch(launch)
         f.set_shared(False)  # every client gets its own session from the first frame

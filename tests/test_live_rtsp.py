@@ -6,6 +6,7 @@ The server (tests/rtsp_server.py) binds 127.0.0.1 only and serves a real clip fr
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -33,11 +34,13 @@ def _need_server():
         pytest.skip(_why[0])
 
 
-def small_clip(src: Path, dst: Path, frames: int, size=(320, 180)) -> Path:
-    """The first ``frames`` frames of a real clip at ``size``, 25 fps, H.264 without B-frames."""
+def small_clip(src: Path, dst: Path, frames: int, size=(320, 180), codec="libx264") -> Path:
+    """The first ``frames`` frames of a real clip at ``size``, 25 fps, without B-frames."""
     with av.open(str(src)) as c_in, av.open(str(dst), "w") as c_out:
-        s = c_out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "bf": "0",
-                                                          "g": "25"})
+        opts = {"preset": "ultrafast", "bf": "0", "g": "25"}
+        if codec == "libx265":
+            opts = {"preset": "ultrafast", "x265-params": "bframes=0:keyint=25:log-level=error"}
+        s = c_out.add_stream(codec, rate=25, options=opts)
         s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
         n = 0
         for f in c_in.decode(video=0):
@@ -450,3 +453,29 @@ def test_stopping_a_live_run_leaves_a_playable_recording(server_factory, clip_lo
                 pass  # the fragment cut short by the kill
     t = np.array(times)
     assert len(t) >= 25 and t[0] == 0 and (np.diff(t) > 0).all()
+
+
+@pytest.mark.rtsp
+@pytest.mark.timeout(90)
+def test_camera_changing_codec_and_resolution_on_reconnect(server_factory, clip_long,
+                                                           udacity_clip, tmp_path, caplog):
+    """The camera comes back as H.265 at another size: frames keep the first geometry."""
+    hevc = small_clip(udacity_clip, tmp_path / "cam.h265.mp4", 60, size=(256, 144),
+                      codec="libx265")
+    srv = server_factory(play={"/cam": clip_long})
+    src = live.LiveSource(srv.url("/cam"), stall_timeout=3, open_timeout=3, reconnect=8,
+                          backoff=(0.3, 1.0), max_frames=40)
+    frames = []
+    with caplog.at_level(logging.WARNING, logger="streamgan"):
+        for f in src:
+            frames.append(f)
+            if len(frames) == 15:
+                srv.kill()
+                srv.play = {"/cam": hevc}
+                threading.Timer(0.3, srv.start).start()
+    assert len(frames) == 40 and src.stats.reconnects >= 1
+    assert all(f.image.shape == (180, 320, 3) for f in frames)
+    t = [f.time for f in frames]
+    assert all(b > a for a, b in zip(t, t[1:]))
+    assert "codec changed from h264 to hevc" in caplog.text
+    assert "resolution changed from 320x180 to 256x144" in caplog.text
