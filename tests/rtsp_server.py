@@ -5,10 +5,12 @@ Run with Debian's Python, which has the GObject bindings (the venv does not)::
     /usr/bin/python3 tests/rtsp_server.py --port 8554 \
         --play /cam=clip.mp4 --record /pub=received.ts
 
-``--play MOUNT=FILE`` serves an H.264 MP4 file (H.265 when named ``*.h265.mp4``) in real time (each client gets its own session
-from the first frame). ``--record MOUNT=FILE`` accepts a stream
-pushed to it (RTSP ANNOUNCE/RECORD, as ``streamgan ... -o rtsp://...`` does) and writes what it
-receives to an MPEG-TS file, which the tests read back. Prints ``READY <port>`` once listening.
+``--play MOUNT=FILE`` serves an H.264 MP4 file (H.265 when named ``*.h265.mp4``) in real time
+(each client gets its own session from the first frame). ``--record MOUNT=FILE`` accepts a
+stream pushed to it (RTSP ANNOUNCE/RECORD, as ``streamgan ... -o rtsp://...`` does) and writes
+what it receives to an MPEG-TS file, which the tests read back. ``--auth user:password`` asks
+for basic authentication. Prints ``READY <port>`` once listening. The ``Server`` class runs it
+as a subprocess for the tests.
 Packages: gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gst-1.0 gstreamer1.0-plugins-
 {base,good,bad,ugly} gstreamer1.0-libav.
 """
