@@ -66,6 +66,9 @@ class _Encoder:
             opts = dict(choice.options(encode.crf, encode.preset))
             if enc in ("libx264", "libx265"):
                 opts.setdefault("tune", "zerolatency")  # no look-ahead: a frame leaves at once
+            elif enc.endswith("_nvenc"):
+                opts.setdefault("zerolatency", "1")
+                opts.setdefault("delay", "0")
             opts.update({"g": str(gop), "bf": "0"})
             if enc in ("libx264", "libx265") and width * height <= 1280 * 720:
                 opts.setdefault("threads", "1")  # small frames: no thread pool to contend
