@@ -336,6 +336,7 @@ class Server:
         self.engine_seconds = 0.0
         self._warmed: set = set()
         self._warm_lock = threading.Lock()
+        self._engine_lock = threading.Lock()  # warm-ups (reader threads) vs the engine thread
         self._inflight: set = set()
         self.http: ThreadingHTTPServer | None = None
         self.started = time.monotonic()
@@ -346,7 +347,8 @@ class Server:
             if size in self._warmed:
                 return
             try:
-                live.warm_up(self.translator, size)
+                with self._engine_lock:  # a backend runs one call at a time
+                    live.warm_up(self.translator, size)
             except StreamganError:
                 raise
             except Exception as e:
@@ -406,7 +408,8 @@ class Server:
             for items in groups.values():
                 t0 = time.perf_counter()
                 try:
-                    outs = self.translator.run_batch(stack([f for _, f in items]))
+                    with self._engine_lock:
+                        outs = self.translator.run_batch(stack([f for _, f in items]))
                 except Exception as e:
                     for s, _ in items:
                         s.engine_errors += 1
