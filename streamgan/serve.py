@@ -462,9 +462,17 @@ class Server:
         metric("stalls_total", "counter", "times the input stalled",
                [({"stream": s.name}, s.source.stats.stalls if s.source is not None and
                  hasattr(s.source, "stats") else 0) for s in S])
+        metric("bad_packets_total", "counter", "input packets the decoder rejected",
+               [({"stream": s.name}, s.source.stats.bad_packets if s.source is not None and
+                 hasattr(s.source, "stats") else 0) for s in S])
+        outs = [(s, o) for s in S if s.outputs for o in s.outputs.outputs]
+        metric("output_frames_total", "counter", "frames written to each output",
+               [({"stream": s.name, "output": o.name}, o.frames) for s, o in outs])
         metric("output_failed", "gauge", "1 for an output that failed and was dropped",
-               [({"stream": s.name, "output": o.name}, int(o.failed))
-                for s in S if s.outputs for o in s.outputs.outputs])
+               [({"stream": s.name, "output": o.name}, int(o.failed)) for s, o in outs])
+        metric("output_reconnects_total", "counter", "publish reconnections",
+               [({"stream": s.name, "output": o.name}, getattr(o, "reconnects", 0))
+                for s, o in outs if o.kind == "publish"])
         metric("engine_calls_total", "counter", "engine calls (one batch each)",
                [({}, self.calls)])
         metric("engine_frames_total", "counter", "frames through the engine, all streams",

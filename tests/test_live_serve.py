@@ -93,6 +93,9 @@ def test_two_streams_one_engine_metrics_and_isolation(server_factory, clip_long,
     frames = value(seen, "streamgan_engine_frames_total")
     assert frames / calls > 1.3, (frames, calls)  # frames of both streams share engine calls
     assert "# TYPE streamgan_latency_seconds summary" in seen
+    assert value(seen, "streamgan_output_frames_total", stream="front",
+                 output=srv.url("/pub")) >= 40
+    assert value(seen, "streamgan_output_reconnects_total", stream="front") == 0
     # the end: each stream's outputs are its own and complete
     assert "gone: failed" in err and "connection refused" in err
     assert "pass-one" not in err + out and "pass-two" not in err + out
