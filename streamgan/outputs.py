@@ -24,8 +24,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
 import time
+import urllib.parse
 from fractions import Fraction
 from pathlib import Path
 
@@ -160,6 +162,7 @@ class StreamOutput(Output):
 
     def _connect(self) -> "_Encoder":
         width, height, time_base, rate = self.geometry
+        _check_reachable(self.url, self.name, self.timeout)
         t0 = time.monotonic()
         enc = None
         try:
@@ -238,6 +241,35 @@ class StreamOutput(Output):
         if self.enc is not None:
             enc, self.enc = self.enc, None
             _close_quietly(enc)
+
+
+_TCP_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443}
+
+
+def _check_reachable(url: str, name: str, timeout: float) -> None:
+    """Try the server's TCP port first, from Python.
+
+    PyAV connects an output while holding the GIL (and RTMP without any timeout), so a server
+    that does not answer would freeze every other thread of the process (the other streams of a
+    ``serve``) for as long as the connection attempt lasts. A plain socket waits without the GIL.
+    """
+    scheme = _scheme(url)
+    if scheme not in _TCP_PORTS:
+        return  # UDP, SRT: nothing to connect to
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or _TCP_PORTS[scheme]
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except ValueError:
+        raise OutputError(f"{name}: not a valid URL") from None
+    except ConnectionRefusedError:
+        raise OutputError(f"{name}: cannot publish: connection refused") from None
+    except (socket.timeout, TimeoutError):
+        raise OutputError(f"{name}: cannot publish: no answer within {timeout:g} s") from None
+    except socket.gaierror:
+        raise OutputError(f"{name}: cannot publish: host name not found") from None
+    except OSError as e:
+        raise OutputError(f"{name}: cannot publish ({e.strerror or e})") from None
 
 
 def _close_quietly(enc: "_Encoder") -> None:

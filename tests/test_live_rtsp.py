@@ -479,3 +479,140 @@ def test_camera_changing_codec_and_resolution_on_reconnect(server_factory, clip_
     assert all(b > a for a, b in zip(t, t[1:]))
     assert "codec changed from h264 to hevc" in caplog.text
     assert "resolution changed from 320x180 to 256x144" in caplog.text
+
+
+_LISTENER = """
+import socket, sys, threading, av, numpy as np
+url, opts, out = sys.argv[1], dict(a.split('=') for a in sys.argv[2].split(',')), sys.argv[3]
+if url.startswith('rtmp'):
+    # FFmpeg's RTMP listener takes one connection; a probe of the port (streamgan checks a
+    # publish target with a plain TCP connect first) would use it up. A small relay in front
+    # hands on only a connection that sends something.
+    port = int(url.split(':')[2].split('/')[0])
+    inner = socket.socket(); inner.bind(('127.0.0.1', 0)); q = inner.getsockname()[1]
+    inner.close()
+    front = socket.socket(); front.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    front.bind(('127.0.0.1', port)); front.listen(4)
+
+    def pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for x in (a, b):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def relay():
+        while True:
+            c, _ = front.accept()
+            first = c.recv(65536)
+            if not first:
+                c.close()
+                continue
+            u = socket.create_connection(('127.0.0.1', q))
+            u.sendall(first)
+            threading.Thread(target=pipe, args=(c, u), daemon=True).start()
+            threading.Thread(target=pipe, args=(u, c), daemon=True).start()
+            return
+
+    threading.Thread(target=relay, daemon=True).start()
+    url = url.replace(str(port), str(q))
+frames = []
+try:
+    with av.open(url, options=opts, timeout=(30, 3)) as c:
+        for f in c.decode(video=0):
+            frames.append(f.to_ndarray(format='gray'))
+except (av.error.ExitError, av.error.EOFError, av.error.OSError):
+    pass  # UDP has no end (the read timeout ends it); RTMP ends when the publisher leaves
+np.save(out, np.array(frames))
+"""
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("scheme", ["rtmp", "udp"])
+def test_publish_rtmp_and_udp(clip50, identity_tr, scheme, tmp_path):
+    """Publishing over RTMP (FLV) and UDP (MPEG-TS) to an FFmpeg listener on 127.0.0.1 (in its
+    own process: PyAV holds the GIL while an output connects)."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    url = (f"rtmp://127.0.0.1:{port}/live/cam" if scheme == "rtmp"
+           else f"udp://127.0.0.1:{port}?pkt_size=1316")
+    opts = "listen=1" if scheme == "rtmp" else "fifo_size=1000000,overrun_nonfatal=1"
+    got = tmp_path / "got.npy"
+    proc = subprocess.Popen([sys.executable, "-c", _LISTENER, url, opts, str(got)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)  # the listener is up
+        outs = outputs.make_outputs([url])
+        res = live.run(identity_tr, clip50, outs, live.LiveOptions(realtime=True, drop="block"))
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert res.frames == 50 and proc.returncode == 0, err
+    frames = list(np.load(got).astype(np.int16))
+    assert len(frames) >= 45  # UDP may lose a packet on a busy machine; RTMP loses none
+    if scheme == "rtmp":
+        assert len(frames) == 50
+    match = best_match(frames, gray_frames(clip50))
+    assert match == sorted(match) and match[-1] >= 45
+
+
+def test_publish_to_a_server_that_never_answers_does_not_freeze_the_process():
+    """A publish target whose TCP connect hangs fails within its timeout, and the wait does not
+    hold the other threads (PyAV would connect holding the GIL; a Python socket is tried first).
+    All on 127.0.0.1: a listening socket whose accept queue is full drops new connections."""
+    from fractions import Fraction
+
+    refused = outputs.StreamOutput(f"rtsp://127.0.0.1:{free_port()}/x",
+                                   encode=outputs.EncodeOptions(), timeout=2)
+    with pytest.raises(OutputError, match="connection refused"):
+        refused.open(64, 48, Fraction(1, 25), Fraction(25))
+
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    port = full.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):  # fill the accept queue until a connect hangs
+            c = socket.socket()
+            c.settimeout(0.3)
+            try:
+                c.connect(("127.0.0.1", port))
+                fillers.append(c)
+            except OSError:
+                c.close()
+                break
+        ticks: list[float] = []
+        stop = threading.Event()
+
+        def ticker():
+            while not stop.is_set():
+                ticks.append(time.monotonic())
+                time.sleep(0.05)
+
+        t = threading.Thread(target=ticker, daemon=True)
+        t.start()
+        out = outputs.StreamOutput(f"rtsp://127.0.0.1:{port}/x", encode=outputs.EncodeOptions(),
+                                   timeout=1.5)
+        t0 = time.monotonic()
+        with pytest.raises(OutputError, match="no answer within 1.5 s"):
+            out.open(64, 48, Fraction(1, 25), Fraction(25))
+        waited = time.monotonic() - t0
+        stop.set()
+        t.join(2)
+    finally:
+        for c in fillers:
+            c.close()
+        full.close()
+    assert 1.4 <= waited < 5
+    assert len(ticks) >= 10 and np.diff(ticks).max() < 0.5  # the other thread kept running
