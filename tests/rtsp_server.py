@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-SYSTEM_PYTHON = "/usr/bin/python3"
+SYSTEM_PYTHON = os.environ.get("STREAMGAN_GST_PYTHON", "/usr/bin/python3")  # has the bindings
 HERE = Path(__file__).resolve()
 
 
