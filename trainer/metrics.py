@@ -102,7 +102,7 @@ def structure_score(inp: np.ndarray, out: np.ndarray, short: int = 256) -> float
 
 
 def _resize_short(img: np.ndarray, short: int) -> np.ndarray:
-    t = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+    t = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float()
     h, w = img.shape[:2]
     s = short / min(h, w)
     t = F.interpolate(t, size=(round(h * s), round(w * s)), mode="bilinear", antialias=s < 1, align_corners=False)
