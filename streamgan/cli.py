@@ -148,6 +148,8 @@ def build_parser(tasks: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write a PNG of fps against resolution per backend")
     p.add_argument("--baseline", action="store_true",
                    help="also run the naive cv2 + eager PyTorch baseline, alternating")
+    p.add_argument("--baseline-frames", type=_positive_int, default=30,
+                   help="frames per naive-baseline run (it is slow; default 30)")
     _add_common(p)
     p.set_defaults(func=cmd_bench)
 
