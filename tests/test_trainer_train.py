@@ -117,3 +117,12 @@ def test_undecodable_image_names_the_file(tmp_path):
     (folder / "broken.jpg").write_bytes(b"not a jpeg at all")
     with pytest.raises(DataError, match="broken.jpg"):
         Trainer(_cfg(tmp_path, data__train_a=[str(folder)]))
+
+
+def test_clean_fraction_leaves_pairs_untouched(tmp_path):
+    tr = Trainer(_cfg(tmp_path, data__clean_fraction=1.0))
+    inp, tgt, _ = tr._batch()
+    assert torch.equal(inp, tgt)
+    tr = Trainer(_cfg(tmp_path, data__clean_fraction=0.0))
+    inp, tgt, _ = tr._batch()
+    assert not torch.equal(inp, tgt)

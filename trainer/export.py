@@ -66,34 +66,34 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
     staged = pdir / "model.onnx.streamgan-tmp"
     t0 = time.time()
     export_onnx(net, staged)
-    try:
+    try:  # nothing in the plugin folder is replaced until the check, evaluation and card pass
         err = check_onnx(net, staged)
-    except Exception:
+        metrics: dict = {"onnx_max_abs_err_vs_torch": float(f"{err:.3g}")}
+        report = None
+        if evaluate:
+            from .evaluate import evaluate as run_eval
+
+            report = run_eval(cfg, onnx=str(staged), out=str(Path(cfg.train.out) / "eval"))
+            metrics.update(report["card_metrics"])
+        g = cfg.model.generator
+        data = [d.model_dump() for d in cfg.export.data_notes]
+        notes = (f"{cfg.mode} training, synthesiser '{cfg.data.synth}', crop {cfg.data.crop}, batch "
+                 f"{cfg.data.batch_size} x {ck.get('world_size', 1)} process(es); frames: {ck.get('counts')}")
+        card = ModelCard(
+            task=cfg.task, title=cfg.export.title, direction=cfg.export.direction,
+            architecture=(f"{g.kind} generator ngf={g.ngf} n_blocks={g.n_blocks} norm={g.norm}"
+                          + (f" skips={g.skips} residual={g.residual}" if g.kind == "mobile" else "")),
+            version=time.strftime("%Y.%m.%d"), licence=cfg.export.licence,
+            processing={"policy": cfg.export.policy, "short_side": cfg.export.short_side, "size_multiple": 4},
+            weights={"file": "model.onnx", "sha256": sha256_file(staged), "opset": OPSET},
+            training={"config": config_path, "data": data, "steps": int(ck["step"]),
+                      "wall_time_s": round(float(ck["wall_time_s"]), 1), "device": "cpu", "notes": notes},
+            metrics=metrics, limitations=cfg.export.limitations,
+        )
+    except BaseException:
         staged.unlink(missing_ok=True)
         raise
-    metrics: dict = {"onnx_max_abs_err_vs_torch": float(f"{err:.3g}")}
-    report = None
-    if evaluate:
-        from .evaluate import evaluate as run_eval
-
-        report = run_eval(cfg, onnx=str(staged), out=str(Path(cfg.train.out) / "eval"))
-        metrics.update(report["card_metrics"])
     os.replace(staged, pdir / "model.onnx")
-    g = cfg.model.generator
-    data = [dict(d) for d in cfg.export.data_notes]
-    notes = (f"{cfg.mode} training, synthesiser '{cfg.data.synth}', crop {cfg.data.crop}, batch "
-             f"{cfg.data.batch_size} x {ck.get('world_size', 1)} process(es); frames: {ck.get('counts')}")
-    card = ModelCard(
-        task=cfg.task, title=cfg.export.title, direction=cfg.export.direction,
-        architecture=(f"{g.kind} generator ngf={g.ngf} n_blocks={g.n_blocks} norm={g.norm}"
-                      + (f" skips={g.skips} residual={g.residual}" if g.kind == "mobile" else "")),
-        version=time.strftime("%Y.%m.%d"), licence=cfg.export.licence,
-        processing={"policy": cfg.export.policy, "short_side": cfg.export.short_side, "size_multiple": 4},
-        weights={"file": "model.onnx", "sha256": sha256_file(pdir / "model.onnx"), "opset": OPSET},
-        training={"config": config_path, "data": data, "steps": int(ck["step"]),
-                  "wall_time_s": round(float(ck["wall_time_s"]), 1), "device": "cpu", "notes": notes},
-        metrics=metrics, limitations=cfg.export.limitations,
-    )
     card.dump(pdir / "card.yaml")
     if report and report.get("before_after"):
         import shutil

@@ -38,6 +38,7 @@ class DataOptions(_Opts):
     holdout_b: list[str] = []
     exclude: list[str] = []  # substrings of paths to leave out
     synth: Literal["none", "rain", "night"] = "none"
+    clean_fraction: float = Field(0.0, ge=0, le=1)  # share of synthetic pairs left untouched (input = target)
     crop: int = Field(256, ge=16)
     scale: tuple[float, float] = (0.5, 1.0)  # random resize factor before the crop
     max_side: int = Field(1280, ge=64)  # frames are stored at most this large (longer side)
@@ -108,6 +109,13 @@ class TrainOptions(_Opts):
     progress: bool = True
 
 
+class DataNote(_Opts):
+    name: str
+    path: str
+    licence: str
+    count: int | None = None
+
+
 class ExportOptions(_Opts):
     plugin_dir: str = "plugins/x"
     title: str = "generator"
@@ -116,7 +124,7 @@ class ExportOptions(_Opts):
     policy: Literal["native", "short_side"] = "native"
     short_side: int | None = None
     limitations: str | None = None
-    data_notes: list[dict] = []  # [{name, path, licence, count}] for the card
+    data_notes: list[DataNote] = []  # [{name, path, licence, count}] for the card
 
 
 class EvalOptions(_Opts):

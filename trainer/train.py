@@ -292,6 +292,9 @@ class Trainer:
         if self.synth is None:
             return clean, None
         degraded = self.synth(clean, gen)
+        if self.cfg.data.clean_fraction > 0:  # teach restraint: some inputs need no change at all
+            keep = torch.rand(clean.shape[0], generator=gen) < self.cfg.data.clean_fraction
+            degraded = torch.where(keep.view(-1, 1, 1, 1), clean, degraded)
         return (degraded, clean) if self.cfg.data.synth == "rain" else (clean, degraded)
 
     def _batch(self):
