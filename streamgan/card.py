@@ -83,14 +83,7 @@ class ModelCard(_Strict):
     @classmethod
     def load(cls, path: str | Path) -> "ModelCard":
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ModelError(f"model card not found: {path}") from None
-        except yaml.YAMLError as e:
-            raise ModelError(f"model card {path} is not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ModelError(f"model card {path} must be a mapping, got {type(raw).__name__}")
+        raw = read_yaml_mapping(path, ModelError, "model card")
         try:
             return cls.model_validate(raw)
         except ValidationError as e:
@@ -107,6 +100,19 @@ class ModelCard(_Strict):
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
         tmp.replace(path)
+
+
+def read_yaml_mapping(path: Path, error: type[Exception], what: str) -> dict:
+    """A YAML file that must hold a mapping; every failure is ``error`` naming ``what`` and path."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise error(f"{what} {path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise error(f"{what} {path} must be a mapping, got {type(raw).__name__}")
+    return raw
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

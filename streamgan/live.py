@@ -163,12 +163,16 @@ class LiveSource:
         self.stop = stop or threading.Event()
         self.stats = LiveStats()
         self.size = size
-        self.container = open_live(self.url, rtsp_transport=rtsp_transport,
-                                   open_timeout=self.open_timeout,
-                                   read_timeout=self.stall_timeout)
-        self._init_stream(first=True)
+        self._connect(first=True)
 
     # -- connection -----------------------------------------------------------------------
+    def _connect(self, first: bool = False) -> None:
+        """Open the URL (bounded by the open and stall timeouts) and set up its video stream."""
+        self.container = open_live(self.url, rtsp_transport=self.rtsp_transport,
+                                   open_timeout=self.open_timeout,
+                                   read_timeout=self.stall_timeout)
+        self._init_stream(first=first)
+
     def _init_stream(self, first: bool) -> None:
         stream = _video_stream(self.container, self.url)
         # slice threads only: frame threading would hold frames back (one per thread) and add
@@ -224,10 +228,7 @@ class LiveSource:
             if self.stop.wait(min(cap, delay * 2 ** (attempt - 1))):
                 raise StreamStopped
             try:
-                self.container = open_live(self.url, rtsp_transport=self.rtsp_transport,
-                                           open_timeout=self.open_timeout,
-                                           read_timeout=self.stall_timeout)
-                self._init_stream(first=False)
+                self._connect()
             except InputError as e:
                 self.stats.last_error = str(e)
                 log.warning("%s (reconnect attempt %d of %d)", e, attempt, self.reconnect)
@@ -259,10 +260,7 @@ class LiveSource:
         try:
             if self.container is None:  # closed after setup (see fresh()): connect again
                 try:
-                    self.container = open_live(self.url, rtsp_transport=self.rtsp_transport,
-                                               open_timeout=self.open_timeout,
-                                               read_timeout=self.stall_timeout)
-                    self._init_stream(first=False)
+                    self._connect()
                 except InputError as e:
                     self._reconnect(str(e).removeprefix(self.name + ": "))
             while not self.stop.is_set():

@@ -11,6 +11,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from streamgan.card import read_yaml_mapping
+
 
 class ConfigError(Exception):
     """A config file is missing, is not YAML, or fails validation."""
@@ -166,14 +168,7 @@ class Config(_Opts):
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> "Config":
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config {path} is not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config {path}: expected a mapping at the top level")
+        raw = read_yaml_mapping(path, ConfigError, "config")
         for ov in overrides or []:
             key, _, val = ov.partition("=")
             if not _:
