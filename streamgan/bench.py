@@ -22,7 +22,7 @@ import numpy as np
 from . import engines
 from .errors import InputError, UsageError
 from .io import EncodeOptions, Sink, Source
-from .pipeline import Pipeline, stack
+from .pipeline import Pipeline
 
 MIN_FRAMES = 10
 

@@ -18,9 +18,7 @@ import glob
 import logging
 import os
 import re
-import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -506,10 +504,3 @@ def _output_error(path, e: OSError) -> OutputError:
         return OutputError(f"{path}: disk full while writing; nothing was overwritten")
     return OutputError(f"{path}: write failed ({e.strerror or e})")
 
-
-def disk_free(path) -> int:
-    return shutil.disk_usage(Path(path).parent if Path(path).parent.exists() else ".").free
-
-
-def now() -> float:
-    return time.perf_counter()
