@@ -56,10 +56,10 @@ def make_camera_clip(dst: Path, seconds: float, fps: int, size: tuple[int, int])
 
 
 def tiny_model(path: Path) -> Path:
-    import warnings
-
     import torch
     from torch import nn
+
+    from trainer.export import export_onnx
 
     torch.manual_seed(0)
     net = nn.Sequential(
@@ -67,14 +67,8 @@ def tiny_model(path: Path) -> Path:
         nn.ReLU(True), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(True),
         nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.Conv2d(16, 16, 1), nn.LeakyReLU(0.2),
         nn.ConvTranspose2d(16, 8, 3, 2, 1, output_padding=1), nn.ReLU(True),
-        nn.Conv2d(8, 3, 3, 1, 1), nn.Tanh()).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, torch.randn(1, 3, 32, 32), str(path), dynamo=False,
-                          opset_version=17, input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "n", 2: "h", 3: "w"},
-                                        "output": {0: "n", 2: "h", 3: "w"}})
-    return path
+        nn.Conv2d(8, 3, 3, 1, 1), nn.Tanh())
+    return export_onnx(net, path, sample_hw=(32, 32))
 
 
 def model_time(tr, size, batch: int, reps: int = 30) -> float:

@@ -1,6 +1,6 @@
 """pytest-benchmark suites for the pipeline stages at 640x360.
 
-    pytest benchmarks --benchmark-only
+    pytest benchmarks
 
 The model is the shipped derain generator when present (else a compact generator of the same
 architecture with random weights, which costs the same). Efficiency goals are checked as ratios of
@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import models
 import pytest
 
 from streamgan import Translator, bench
@@ -33,17 +34,8 @@ def clip(tmp_path_factory):
 def model(tmp_path_factory):
     if "derain" in discover() and (discover()["derain"] / "model.onnx").exists():
         return "derain"
-    torch = pytest.importorskip("torch")
-    from trainer.networks import build_generator
-
-    net = build_generator(kind="mobile", ngf=16, n_blocks=9, norm="none", skips=True,
-                          residual=True).eval()
-    path = tmp_path_factory.mktemp("m") / "compact.onnx"
-    torch.onnx.export(net, torch.randn(1, 3, 64, 96), str(path), dynamo=False,
-                      opset_version=17, input_names=["input"], output_names=["output"],
-                      dynamic_axes={"input": {0: "n", 2: "h", 3: "w"},
-                                    "output": {0: "n", 2: "h", 3: "w"}})
-    return path
+    pytest.importorskip("torch")
+    return models.compact(tmp_path_factory.mktemp("m") / "compact.onnx")
 
 
 @pytest.fixture(scope="session")
@@ -53,15 +45,9 @@ def translator(model):
 
 @pytest.fixture(scope="session")
 def identity(tmp_path_factory):
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
-    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, "h", "w"])
-    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 3, "h", "w"])
-    g = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "id", [x], [y])
-    path = tmp_path_factory.mktemp("id") / "identity.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return Translator(path, backend="openvino")
+    pytest.importorskip("onnx")
+    return Translator(models.identity(tmp_path_factory.mktemp("id") / "identity.onnx"),
+                      backend="openvino")
 
 
 def _e2e(tr, clip):
@@ -97,16 +83,9 @@ def test_end_to_end_identity(benchmark, identity, clip):
 @pytest.fixture(scope="session")
 def heavy(tmp_path_factory):
     """A compute-heavy generator: the paper's ResNet-9, ngf 64 (random weights cost the same)."""
-    torch = pytest.importorskip("torch")
-    from trainer.networks import build_generator
-
-    net = build_generator(kind="resnet", ngf=64, n_blocks=9).eval()
-    path = tmp_path_factory.mktemp("heavy") / "resnet9.onnx"
-    torch.onnx.export(net, torch.randn(1, 3, 64, 96), str(path), dynamo=False,
-                      opset_version=17, input_names=["input"], output_names=["output"],
-                      dynamic_axes={"input": {0: "n", 2: "h", 3: "w"},
-                                    "output": {0: "n", 2: "h", 3: "w"}})
-    return Translator(path, backend="openvino")
+    pytest.importorskip("torch")
+    return Translator(models.resnet9(tmp_path_factory.mktemp("heavy") / "resnet9.onnx"),
+                      backend="openvino")
 
 
 def test_efficiency(heavy, identity, clip, tmp_path):
