@@ -280,6 +280,38 @@ def test_gpu_side_normalisation_matches_the_host_reference():
     assert np.array_equal(got.numpy(), from_model_output(y.copy(), mean, std))
 
 
+# -- the PyTorch CUDA fallback: no device mixing ---------------------------------------------------
+
+@pytest.mark.parametrize("onnx_path", _plugin_onnx(), ids=lambda p: p.parent.name if p else "none")
+def test_shipped_models_run_on_one_device_in_the_torch_backend(onnx_path):
+    """Both shipped graphs compute their reflection-pad amounts at run time (Constant ->
+    ConstantOfShape -> Concat -> ... -> Pad). On the ``meta`` device any tensor left on the CPU
+    next to one on the backend's device (the CUDA failure "Expected all tensors to be on the same
+    device") raises here, as does shape arithmetic that strayed onto the device."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from streamgan.engines.torch import TorchBackend
+
+    backend = TorchBackend(onnx_path, precision="fp32", device="meta")
+    assert {b.device.type for b in backend.module.buffers()} == {"meta"}
+    for shape in ((2, 360, 480, 3), (1, 640, 360, 3)):  # 4:3 and portrait at short side 360
+        out = backend.run_tensor(torch.empty(shape, dtype=torch.uint8, device="meta"))
+        assert out.device.type == "meta" and out.dtype == torch.uint8 and tuple(out.shape) == shape
+
+
+def test_constant_of_shape_keeps_the_device_and_dtype_of_its_inputs():
+    torch = pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from streamgan.engines.torch import OPS
+
+    pads = OPS["ConstantOfShape"](torch.tensor([4]), value=numpy_helper.from_array(np.array([0], np.int64)))
+    assert pads.dtype == torch.int64 and pads.device.type == "cpu" and pads.tolist() == [0, 0, 0, 0]
+    zeros = OPS["ConstantOfShape"](torch.tensor([2, 3]))  # ONNX default: float32 zeros
+    assert zeros.dtype == torch.float32 and tuple(zeros.shape) == (2, 3) and not zeros.any()
+
+
 # -- fallback choice --------------------------------------------------------------------------
 
 def _machine(monkeypatch, *, packages, driver, cuda):

@@ -5,6 +5,13 @@ interpreter covering the operators image-to-image generators use (convolutions, 
 activations, padding, resizing, arithmetic and the shape arithmetic exporters emit). An operator
 outside that set raises a clear ``BackendError`` naming it, never a wrong result.
 
+Devices: image data (the input and float weights/constants) lives on the backend's device; shape
+arithmetic (integer and boolean constants, ``Shape``, and what is computed from them, such as the
+run-time reflection-pad amounts the exporter writes as ``Constant -> ConstantOfShape -> Concat ->
+... -> Pad``) stays on the host, where operators like ``Pad`` and ``Reshape`` read it as Python
+ints. Every operator creates its outputs on the device of its inputs, so the two never mix; the
+tests run the shipped models on the ``meta`` device to catch a mix on a machine without CUDA.
+
 Importing this module imports torch; the registry only does so when this backend is chosen.
 """
 
@@ -114,12 +121,23 @@ def _batch_norm(x, scale, bias, mean, var, *, epsilon=1e-5, **_):
 
 
 def _shape(x, **_):
-    return torch.tensor(x.shape, dtype=torch.int64)
+    return torch.tensor(x.shape, dtype=torch.int64)  # shape arithmetic: on the host
+
+
+def _constant_of_shape(s, value=None, **_):
+    """A tensor of ``value`` (default float32 0) shaped ``s``, on the device of ``s`` (the host for
+    shape arithmetic) and in the dtype of ``value`` (int64 for pad amounts)."""
+    from onnx import numpy_helper
+
+    fill = torch.from_numpy(numpy_helper.to_array(value).copy()).reshape(()) if value is not None \
+        else torch.tensor(0.0)
+    return torch.full(_ints(s), fill.item(), dtype=fill.dtype, device=s.device)
 
 
 def _gather(x, idx, *, axis=0, **_):
     if idx.dim() == 0:
         return x.select(axis, int(idx))
+    idx = idx.to(x.device)  # constant indices (host) into data on the device
     return torch.index_select(x, axis, idx.flatten().long()).reshape(
         x.shape[:axis] + idx.shape + x.shape[axis + 1:])
 
@@ -149,7 +167,11 @@ def _cast(x, *, to, **_):
 def _clip(x, lo=None, hi=None, *, min=None, max=None, **_):
     lo = lo if lo is not None else min
     hi = hi if hi is not None else max
-    return torch.clamp(x, None if lo is None else float(lo), None if hi is None else float(hi))
+    if isinstance(lo, torch.Tensor) or isinstance(hi, torch.Tensor):
+        # bounds as tensors on the data's device: no host round trip (and no sync on CUDA)
+        lo, hi = (None if v is None else torch.as_tensor(v, dtype=x.dtype, device=x.device)
+                  for v in (lo, hi))
+    return torch.clamp(x, lo, hi)
 
 
 OPS = {
@@ -192,8 +214,7 @@ OPS = {
     "Ceil": lambda x, **_: torch.ceil(x),
     "Equal": lambda a, b, **_: a == b,
     "Where": lambda c, a, b, **_: torch.where(c, a, b),
-    "ConstantOfShape": lambda s, value=None, **_: torch.full(
-        _ints(s), float(value.float_data[0]) if value is not None and value.float_data else 0.0),
+    "ConstantOfShape": _constant_of_shape,
 }
 
 
@@ -212,21 +233,25 @@ class OnnxModule(torch.nn.Module):
             raise BackendError(
                 f"torch backend: {onnx_path} uses operators it does not implement: "
                 + ", ".join(unsupported) + " (use --backend openvino or onnxruntime)")
-        self.consts: dict[str, torch.Tensor] = {}
-        for i, init in enumerate(graph.initializer):
-            arr = numpy_helper.to_array(init).copy()
-            t = torch.from_numpy(arr)
+        # float constants are buffers (moved and cast with the module: image data on the device);
+        # integer and boolean ones stay host tensors (shape arithmetic)
+        self.consts: dict[str, torch.Tensor | str] = {}
+
+        def keep(name, t):
             if t.is_floating_point():
-                self.register_buffer(f"w{i}", t)
-                self.consts[init.name] = f"w{i}"
+                buf = f"w{len(self.consts)}"
+                self.register_buffer(buf, t)
+                self.consts[name] = buf
             else:
-                self.consts[init.name] = t
+                self.consts[name] = t
+
+        for init in graph.initializer:
+            keep(init.name, torch.from_numpy(numpy_helper.to_array(init).copy()))
         self.nodes = []
         for node in graph.node:
             attrs = _attrs(node)
             if node.op_type == "Constant":
-                val = torch.from_numpy(numpy_helper.to_array(attrs["value"]).copy())
-                self.consts[node.output[0]] = val
+                keep(node.output[0], torch.from_numpy(numpy_helper.to_array(attrs["value"]).copy()))
                 continue
             if node.op_type == "DepthToSpace" and attrs.get("mode", b"DCR") not in (b"CRD", "CRD"):
                 raise BackendError("torch backend: DepthToSpace mode DCR is not supported")
@@ -236,10 +261,9 @@ class OnnxModule(torch.nn.Module):
 
     def _const(self, name):
         v = self.consts[name]
-        return getattr(self, v) if isinstance(v, str) else v.to(self._device)
+        return getattr(self, v) if isinstance(v, str) else v
 
     def forward(self, x):
-        self._device = x.device
         env = {self.input_name: x}
         for op, ins, outs, attrs in self.nodes:
             args = [None if not n else (env[n] if n in env else self._const(n)) for n in ins]
@@ -279,8 +303,13 @@ class TorchBackend(Backend):
     @torch.inference_mode()
     def run(self, batch: np.ndarray) -> np.ndarray:
         """uint8 NHWC -> uint8 NHWC with the conversions on the backend's device."""
-        t = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
+        return self.run_tensor(torch.from_numpy(batch).to(self.device)).cpu().numpy()
+
+    @torch.inference_mode()
+    def run_tensor(self, frames: "torch.Tensor") -> "torch.Tensor":
+        """uint8 NHWC tensor on the backend's device -> uint8 NHWC tensor on the same device."""
+        t = frames.permute(0, 3, 1, 2).float()
         t = ((t / 255.0 - self._mean) / self._std).to(self.dtype)
         y = self.module(t).float() * self._std + self._mean
         y = (y * 255.0).clamp_(0, 255).round_().to(torch.uint8)
-        return y.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        return y.permute(0, 2, 3, 1).contiguous()
