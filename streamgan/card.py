@@ -31,16 +31,21 @@ class Normalisation(_Strict):
 
 
 class Processing(_Strict):
-    """At which resolution the model runs; frames come back at the source resolution."""
+    """At which resolution the model runs; frames come back at the source resolution.
 
-    policy: Literal["native", "short_side"] = "native"
+    ``native``: the model sees the frame as it is. ``short_side``: the runtime scales the frame to
+    ``short_side`` for the model and the output back. ``source``: the model takes the source frame and
+    runs its network at ``short_side`` inside its own graph, applying the correction at full resolution
+    (the runtime passes the frame as it is)."""
+
+    policy: Literal["native", "short_side", "source"] = "native"
     short_side: int | None = Field(default=None, ge=16)
     size_multiple: int = Field(default=4, ge=1)
 
     @model_validator(mode="after")
     def _needs_side(self):
-        if self.policy == "short_side" and self.short_side is None:
-            raise ValueError("policy 'short_side' needs short_side")
+        if self.policy in ("short_side", "source") and self.short_side is None:
+            raise ValueError(f"policy '{self.policy}' needs short_side")
         return self
 
 

@@ -210,6 +210,9 @@ OPS = {
     "Transpose": lambda x, perm, **_: x.permute(*perm),
     "DepthToSpace": lambda x, blocksize, mode=b"DCR", **_: F.pixel_shuffle(x, blocksize),
     "ReduceMean": lambda x, axes=None, keepdims=1, **_: x.mean(_ints(axes), keepdim=bool(keepdims)),
+    "ReduceMin": lambda x, axes=None, keepdims=1, **_: (x.amin(_ints(axes), keepdim=bool(keepdims))
+                                                        if axes is not None else x.amin()),
+    "Reciprocal": lambda x, **_: 1.0 / x,
     "Floor": lambda x, **_: torch.floor(x),
     "Ceil": lambda x, **_: torch.ceil(x),
     "Equal": lambda a, b, **_: a == b,
