@@ -1,13 +1,17 @@
 """The ``streamgan`` command line: thin wrappers over the public API.
 
 Every ``StreamganError`` becomes one line on stderr and its exit code (see ``errors.py`` and the
-README); a traceback is printed only with ``--debug``.
+README); a traceback is printed only with ``--debug``. Everything printed (errors, tracebacks,
+logs) goes through ``io.redact``, so no credential in a URL reaches the terminal. SIGTERM and
+SIGHUP stop a run the way Ctrl-C does (outputs finalised), exiting 128 + the signal.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -19,7 +23,8 @@ log = logging.getLogger("streamgan")
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "rainy_dashcam.mp4"
 EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad usage, 3 bad input, 4 output not writable,
-5 model/plugin problem, 6 backend unavailable, 130 interrupted (output so far kept)"""
+5 model/plugin problem, 6 backend unavailable, 130 interrupted by Ctrl-C, 143 stopped by SIGTERM
+(129 SIGHUP; the output so far is kept)"""
 
 
 def _positive_int(v: str) -> int:
@@ -66,11 +71,21 @@ def _add_translate(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="video file, image folder, image pattern (%%04d.png) or URL")
     p.add_argument("-o", "--output", help="output video (default: <input stem>.<task>.mp4)")
     p.add_argument("-y", "--overwrite", action="store_true", help="overwrite an existing output")
+    p.add_argument("--keep-partial", action="store_true",
+                   help="with -y, let an interrupted run replace the existing output with its "
+                        "partial result (default: the partial goes to <output>.partial.<ext>)")
     _add_model_options(p)
     g = p.add_argument_group("encoding")
-    g.add_argument("--codec", default="h264", help="h264 (default), h265, av1, or an FFmpeg encoder")
-    g.add_argument("--crf", type=int, default=None, help="quality (x264/x265: 0-51, lower is better)")
-    g.add_argument("--preset", default=None, help="encoder preset (x264/x265 default: veryfast)")
+    g.add_argument("--codec", default=None,
+                   help="h264 (default; VP9 for .webm), h265, av1, vp9, or an FFmpeg encoder")
+    g.add_argument("--crf", type=int, default=None,
+                   help="quality, lower is better (x264/x265: 0-51, VP9/AV1: 0-63)")
+    g.add_argument("--preset", default=None,
+                   help="encoder preset (x264/x265: ultrafast..placebo, default veryfast; "
+                        "SVT-AV1: -1..13)")
+    g.add_argument("--exact-size", action="store_true",
+                   help="keep an odd frame size exactly (yuv444p, which many players cannot "
+                        "play) instead of padding it by one pixel to 4:2:0")
     g.add_argument("--audio", choices=("copy", "aac", "none"), default="copy",
                    help="copy audio when the container allows (default), re-encode, or drop")
     g.add_argument("--hwaccel", choices=("auto", "hardware", "software"), default="auto",
@@ -190,19 +205,27 @@ def cmd_translate(args) -> int:
     from .io import EncodeOptions
     from .translator import Translator
 
-    out = Path(args.output) if args.output else default_output(args.input, args.task)
-    from .io import check_output
+    from .io import IMAGE_FORMATS, check_input, check_output
 
-    check_output(out, args.overwrite)  # before loading the model: fail fast
+    # everything that can be checked without the model first: a mistake fails at once
+    check_input(args.input)
+    out = Path(args.output) if args.output else default_output(args.input, args.task)
+    check_output(out, args.overwrite, src=args.input)
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError(f"--duration must be more than 0 s (got {args.duration:g})")
+    enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio=args.audio,
+                        hardware=args.hwaccel, exact_size=args.exact_size)
+    image_out = out.suffix.lower() in IMAGE_FORMATS
+    choice = None if image_out else enc.choice(out.suffix)
     tr = Translator(args.task, args.backend, args.precision, size=args.size, tile=args.tile,
                     batch_size=args.batch, hwaccel=args.hwaccel)
-    enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio=args.audio,
-                        hardware=args.hwaccel)
     if not args.quiet:
-        print(f"streamgan: {tr.describe()}; {enc.choice().describe()}", file=sys.stderr)
+        what = f"image {out.suffix[1:]}" if choice is None else choice.describe()
+        print(f"streamgan: {tr.describe()}; {what}", file=sys.stderr)
     res = tr.translate_video(args.input, out, overwrite=args.overwrite, encode=enc,
                              start=args.start, duration=args.duration, frames=args.frames,
-                             compare=args.compare, progress=not args.quiet)
+                             compare=args.compare, progress=not args.quiet,
+                             keep_partial=args.keep_partial)
     if not args.quiet:
         print(f"streamgan: wrote {res.output} ({res.frames} frames, {res.fps:.1f} fps"
               + (f", {res.bad_frames} damaged or missing" if res.bad_frames else "") + ")",
@@ -275,11 +298,48 @@ def _tasks() -> list[str]:
         return []
 
 
+@contextlib.contextmanager
+def stop_signals():
+    """SIGTERM and SIGHUP (docker stop, systemd, a closed terminal) raise ``errors.Terminated``
+    in the main thread, a ``KeyboardInterrupt``: every command finalises its outputs as on
+    Ctrl-C. Only the first signal interrupts; the ones after it wait for the clean-up."""
+    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    fired = []
+
+    def handler(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise errors.Terminated(signum)
+
+    old = {}
+    try:
+        for n in names:
+            old[n] = signal.signal(getattr(signal, n), handler)
+    except ValueError:  # not the main thread (main() called from a worker): leave them
+        pass
+    try:
+        yield
+    finally:
+        for n, h in old.items():
+            signal.signal(getattr(signal, n), h)
+
+
+def _print_traceback() -> None:
+    from .io import redact
+
+    print(redact(traceback.format_exc()), end="", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="streamgan: %(levelname)s: %(message)s")
+    from .io import RedactFilter, redact
+
+    for h in logging.getLogger().handlers:  # third-party log lines are redacted too
+        h.addFilter(RedactFilter())
+    errors.use_cli_wording()
     tasks = sorted(set(_tasks()) | {"derain", "day2night"})
     parser = build_parser(tasks)
     try:
@@ -290,20 +350,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return errors.EXIT_USAGE
     try:
-        return args.func(args)
+        with stop_signals():
+            return args.func(args)
     except StreamganError as e:
         if debug:
-            traceback.print_exc()
-        print(f"streamgan: error: {e}", file=sys.stderr)
+            _print_traceback()
+        print(f"streamgan: error: {redact(e)}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("streamgan: interrupted", file=sys.stderr)
-        return errors.EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        code = errors.stop_exit_code(e)
+        print("streamgan: interrupted" if code == errors.EXIT_INTERRUPTED
+              else f"streamgan: stopped by {e}", file=sys.stderr)
+        return code
     except Exception as e:  # a bug: say so plainly
         if debug:
-            traceback.print_exc()
-        print(f"streamgan: internal error: {type(e).__name__}: {e} (rerun with --debug for "
-              "the traceback)", file=sys.stderr)
+            _print_traceback()
+        print(f"streamgan: internal error: {type(e).__name__}: {redact(e)} (rerun with --debug "
+              "for the traceback)", file=sys.stderr)
         return errors.EXIT_INTERNAL
 
 

@@ -3,9 +3,15 @@
 Every failure a user can cause (a bad path, a bad model, a bad option) is raised as a
 ``StreamganError`` subclass carrying one clear line of text and the process exit code the CLI
 returns for it. Anything else reaching the CLI is a bug and exits with ``EXIT_INTERNAL``.
+
+Messages name options the way the caller knows them: ``flag("-y", "overwrite=True")`` gives the
+command-line spelling when the ``streamgan`` command runs (``use_cli_wording()``) and the Python
+API's otherwise.
 """
 
 from __future__ import annotations
+
+import signal
 
 # Documented exit codes (README "Exit codes").
 EXIT_OK = 0
@@ -15,7 +21,21 @@ EXIT_INPUT = 3
 EXIT_OUTPUT = 4
 EXIT_MODEL = 5
 EXIT_BACKEND = 6
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM gives 143, SIGHUP 129 (128 + the signal)
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+_cli_wording = False
+
+
+def use_cli_wording() -> None:
+    """Called by the command line: messages then name options as it spells them."""
+    global _cli_wording
+    _cli_wording = True
+
+
+def flag(cli: str, api: str) -> str:
+    """``cli`` under the ``streamgan`` command, ``api`` for library users."""
+    return cli if _cli_wording else api
 
 
 class StreamganError(Exception):
@@ -55,6 +75,22 @@ class BackendError(StreamganError):
 
 
 class Interrupted(StreamganError):
-    """The user pressed Ctrl-C; the output written so far was finalised."""
+    """The run was stopped (Ctrl-C, SIGTERM, SIGHUP); the output written so far was finalised.
+
+    ``exit_code`` is 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by the command line's SIGTERM/SIGHUP handler, so a stop request
+    takes the same path as Ctrl-C (outputs finalised); ``signum`` says which signal it was."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_exit_code(exc: BaseException) -> int:
+    """128 + the signal that stopped the run (130 for Ctrl-C)."""
+    return 128 + getattr(exc, "signum", signal.SIGINT)

@@ -3,8 +3,10 @@
 ``Source`` opens anything FFmpeg reads (files, image sequences, GIFs, network URLs), decodes the
 first video stream to RGB frames that keep their presentation timestamps, and hands the audio
 packets over untouched. ``Sink`` encodes RGB frames with their original timestamps, copies or
-re-encodes the audio, writes to a temporary file beside the target and renames it into place
-only when finalised, so an existing file is never left half-overwritten.
+re-encodes the audio, writes to a temporary file beside the target and moves it into place only
+when finalised, so an existing file is never left half-overwritten. Without ``overwrite`` the move
+never replaces a file (a no-replace link, checked at that moment, not only at the start); temp
+files carry the writer's pid, so those left by a killed run are recognised and removed.
 
 Scaling between the source and the model's processing resolution is done by FFmpeg's swscale in
 the same pass as the pixel-format conversion (``to_ndarray(width=, height=)`` on decode,
@@ -19,6 +21,7 @@ import logging
 import os
 import re
 import tempfile
+import urllib.parse
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,11 +30,19 @@ from typing import Iterator
 import av
 import numpy as np
 
+from . import errors
 from .errors import InputError, OutputError, UsageError
 
 log = logging.getLogger("streamgan")
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# output types: video containers (FFmpeg muxer) and single images (encoder, pixel format)
+VIDEO_FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm", ".avi": "avi"}
+IMAGE_FORMATS = {".png": ("png", "rgb24"), ".jpg": ("mjpeg", "yuvj444p"),
+                 ".jpeg": ("mjpeg", "yuvj444p"), ".bmp": ("bmp", "bgr24"),
+                 ".tif": ("tiff", "rgb24"), ".tiff": ("tiff", "rgb24")}
+OUTPUT_TYPES = ", ".join(e[1:] for e in (*VIDEO_FORMATS, *IMAGE_FORMATS))
+MIN_SIDE = 16  # smallest frame side the models take (frames.py pads to the model's multiple)
 # audio codecs each output container can carry as-is; anything else is re-encoded
 AUDIO_COPY = {
     ".mp4": {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"},
@@ -42,9 +53,41 @@ AUDIO_FALLBACK = {".webm": "libopus"}
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
 
 
-def redact(url: str) -> str:
-    """Hide credentials in a URL (``rtsp://user:pass@host`` -> ``rtsp://***@host``)."""
-    return re.sub(r"(://)[^/@\s]+@", r"\1***@", str(url))
+# query-string parameters that carry secrets: these words as a whole name or as a part of it
+# (access_token, api_key, X-Amz-Signature, client_secret, ...), any case
+_SECRET_WORDS = ("token", "password", "passwd", "pwd", "pass", "passphrase", "key", "apikey",
+                 "sig", "signature", "auth", "authorization", "secret", "credential",
+                 "credentials", "session", "sessionid", "jwt", "bearer", "private", "code")
+_SECRET_NAME = re.compile(r"(?:^|[_.\-])(?:%s)(?:$|[_.\-])|token|secret|passw|apikey|signature"
+                          % "|".join(_SECRET_WORDS), re.I)
+_PARAM = re.compile(r"([?&;])([^=&;#\s'\"]+)=([^&;#\s'\"]*)")
+
+
+def _mask_param(m: re.Match) -> str:
+    name = urllib.parse.unquote(m.group(2))
+    return f"{m.group(1)}{m.group(2)}=***" if _SECRET_NAME.search(name) else m.group(0)
+
+
+def redact(text) -> str:
+    """Hide the credentials in every URL of ``text``: ``user:pass@`` and secret query parameters
+    (``rtsp://u:p@cam/s?token=abc`` -> ``rtsp://***@cam/s?token=***``). Works on any text:
+    a URL, an error message, a traceback."""
+    text = re.sub(r"(://)[^/@\s'\"]+@", r"\1***@", str(text))
+    return _PARAM.sub(_mask_param, text) if "=" in text else text
+
+
+class RedactFilter(logging.Filter):
+    """Logging filter that passes every record through ``redact`` (message and arguments)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = redact(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
+
+
+log.addFilter(RedactFilter())
 
 
 @dataclass
@@ -95,35 +138,44 @@ def _is_url(path) -> bool:
     return bool(_URL.match(str(path)))
 
 
+def check_input(path) -> tuple[str, str | None, dict]:
+    """Fail at once for a local input that cannot work (missing, empty, a folder without
+    images, a pattern matching nothing); returns (path for FFmpeg, format, options). URLs and
+    devices pass through (they are checked when opened)."""
+    path = str(path)
+    fmt, opts = None, {}
+    if _is_url(path):
+        return path, fmt, opts
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise InputError(f"{path}: folder holds no images ({', '.join(IMAGE_EXTS)})")
+        exts = {f.suffix.lower() for f in files}
+        if len(exts) > 1:
+            raise InputError(f"{path}: mixed image types {sorted(exts)}; keep one type")
+        path, fmt = str(p / f"*{files[0].suffix}"), "image2"
+        opts["pattern_type"] = "glob"
+    elif "%" in p.name:
+        fmt = "image2"
+        if not glob.glob(re.sub(r"%0?\d*d", "*", str(p))):
+            raise InputError(f"{path}: no file matches this image-sequence pattern")
+    elif not p.exists():
+        raise InputError(f"{path}: no such file")
+    elif p.is_file() and p.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+    if fmt == "image2":
+        opts["framerate"] = "25"
+    return path, fmt, opts
+
+
 def _open_input(path, options: dict | None = None, timeout: float | None = None,
                 hwaccel: str = "software"):
     """av.open with every failure turned into one clear InputError.
 
     ``hwaccel``: "auto" decodes on an NVIDIA GPU when FFmpeg can open one (see gpu_io)."""
-    path = str(path)
-    fmt = None
-    opts = dict(options or {})
-    if not _is_url(path):
-        p = Path(path)
-        if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
-            if not files:
-                raise InputError(f"{path}: folder holds no images ({', '.join(IMAGE_EXTS)})")
-            exts = {f.suffix.lower() for f in files}
-            if len(exts) > 1:
-                raise InputError(f"{path}: mixed image types {sorted(exts)}; keep one type")
-            path, fmt = str(p / f"*{files[0].suffix}"), "image2"
-            opts.setdefault("pattern_type", "glob")
-        elif "%" in p.name:
-            fmt = "image2"
-            if not glob.glob(re.sub(r"%0?\d*d", "*", str(p))):
-                raise InputError(f"{path}: no file matches this image-sequence pattern")
-        elif not p.exists():
-            raise InputError(f"{path}: no such file")
-        elif p.stat().st_size == 0:
-            raise InputError(f"{path}: file is empty")
-        if fmt == "image2":
-            opts.setdefault("framerate", "25")
+    path, fmt, found = check_input(path)
+    opts = {**found, **(options or {})}
     try:
         extra = {}
         if hwaccel != "software":
@@ -140,7 +192,7 @@ def _open_input(path, options: dict | None = None, timeout: float | None = None,
     except av.error.EOFError:
         raise InputError(f"{redact(path)}: the video has no frames (it ends after its header)") from None
     except av.FFmpegError as e:
-        raise InputError(f"{redact(path)}: cannot open ({e.strerror or e})") from None
+        raise InputError(f"{redact(path)}: cannot open ({redact(e.strerror or e)})") from None
 
 
 def _video_stream(container, path):
@@ -198,6 +250,9 @@ class Source:
                  keep_source: bool = False, options: dict | None = None,
                  timeout: float | None = None, hwaccel: str = "software"):
         self.path = str(path)
+        if duration is not None and duration <= 0:
+            raise UsageError(f"{errors.flag('--duration', 'duration')} must be more than 0 s "
+                             f"(got {duration:g})")
         self.container = _open_input(path, options, timeout, hwaccel)
         self.stream = _video_stream(self.container, path)
         self.stream.thread_type = "AUTO"
@@ -206,6 +261,12 @@ class Source:
         if not self.width or not self.height:
             self.close()
             raise InputError(f"{redact(path)}: video stream has no frame size (corrupt header?)")
+        self.length = self._length()  # seconds, None when the header does not say
+        if start and self.length is not None and start >= self.length:
+            self.close()
+            raise UsageError(f"{errors.flag('--start', 'start')} {start:g} s is past the end of "
+                             f"{redact(path)} ({self.length:.2f} s long)")
+        self.pix_fmt = cc.pix_fmt or ""
         self.time_base = self.stream.time_base or Fraction(1, 25)
         self.frame_rate = self.stream.average_rate or self.stream.guessed_rate
         self.audio_stream = self.container.streams.audio[0] if self.container.streams.audio else None
@@ -219,6 +280,22 @@ class Source:
         self.rotation = 0
         self.audio_packets: list = []  # filled while decoding; drained by the sink
         self.expected_frames = self._expected_frames()
+
+    def _length(self) -> float | None:
+        s = self.stream
+        if s.duration is not None and s.time_base:
+            return float(s.duration * s.time_base)
+        if self.container.duration:
+            return self.container.duration / av.time_base
+        return None
+
+    @property
+    def bit_depth(self) -> int:
+        """Bits per sample of the decoded video (8 for most inputs, 10 for HDR/10-bit ones)."""
+        try:
+            return av.video.format.VideoFormat(self.pix_fmt).components[0].bits
+        except (ValueError, IndexError, TypeError):
+            return 8
 
     def _expected_frames(self) -> int | None:
         n = self.stream.frames or None
@@ -326,79 +403,347 @@ def _is_eof(e) -> bool:
     return getattr(e, "errno", None) == errno.EPIPE or isinstance(e, av.error.EOFError)
 
 
+# x264/x265 preset names; NVENC takes p1..p7 (x264 names are mapped to its default, see gpu_io)
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
+PRESETS = {"libx264": X264_PRESETS, "libx265": X264_PRESETS,
+           "libsvtav1": tuple(str(i) for i in range(-1, 14))}
+CRF_RANGE = {"libx264": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63), "libvpx": (4, 63),
+             "libsvtav1": (1, 63), "libaom-av1": (0, 63)}
+NVENC_CQ = (0, 51)
+CODECS = ("h264", "h265", "hevc", "av1", "vp9")  # names of our own; else an FFmpeg encoder
+WEBM_VIDEO = ("vp8", "vp9", "av1")  # what a .webm file can hold
+
+
 @dataclass
 class EncodeOptions:
-    codec: str = "h264"  # h264 | h265 | av1 | any FFmpeg encoder name
+    codec: str | None = None  # h264 | h265 | av1 | vp9 | any FFmpeg encoder; None: per container
     crf: int | None = None
     preset: str | None = None
-    pix_fmt: str | None = None  # default yuv420p; yuv444p for odd sizes (4:2:0 cannot be odd)
+    pix_fmt: str | None = None  # default yuv420p (odd sizes padded by one pixel, see exact_size)
     audio: str = "copy"  # copy (re-encode only when the container cannot carry it) | aac | none
     hardware: str = "auto"  # NVENC when it works here (auto), required (hardware), or never
+    exact_size: bool = False  # odd sizes: keep them exactly (yuv444p) instead of padding to even
 
-    def choice(self):
-        """The encoder to use here and why (NVENC or software; see gpu_io)."""
-        from .gpu_io import pick_encoder
+    def codec_for(self, ext: str = ".mp4") -> str:
+        """The codec asked for, or the container's default: H.264, VP9 (else AV1) for .webm."""
+        if self.codec:
+            return self.codec
+        if ext.lower() == ".webm":
+            return "vp9" if "libvpx-vp9" in av.codecs_available else "av1"
+        return "h264"
 
-        return pick_encoder(self.codec, self.hardware)
+    def choice(self, ext: str = ".mp4"):
+        """The encoder to use here for a file of type ``ext`` and why (NVENC or software; see
+        gpu_io). A codec, preset or crf that cannot work is a ``UsageError`` here, before any
+        work is done."""
+        from .engines import nvidia_driver_present
+        from .gpu_io import EncoderChoice, pick_encoder
+
+        codec = self.codec_for(ext)
+        if codec not in CODECS:
+            try:
+                known = av.Codec(codec, "w").type == "video"
+            except Exception:  # UnknownCodecError, ValueError
+                known = False
+            if not known:
+                raise UsageError(f"unknown codec '{codec}'; choose {', '.join(CODECS)} or an "
+                                 "FFmpeg video encoder (ffmpeg -encoders)")
+        if codec == "vp9":
+            if "libvpx-vp9" not in av.codecs_available:
+                raise UsageError("VP9 (libvpx-vp9) is not in this FFmpeg build; use av1")
+            choice = EncoderChoice("libvpx-vp9", False, "software")
+        else:
+            choice = pick_encoder(codec, self.hardware)
+            if not choice.hardware and not nvidia_driver_present():
+                choice = EncoderChoice(choice.name, False, "software")
+        if ext.lower() == ".webm" and not any(w in choice.name for w in WEBM_VIDEO):
+            use = errors.flag("--codec vp9 or av1", "codec='vp9' or 'av1'")
+            raise UsageError(f"a .webm file holds VP8, VP9 or AV1 video, not {codec}; use {use} "
+                             "(or leave the codec out: the container picks one)")
+        self._check(choice)
+        return choice
+
+    def _check(self, choice) -> None:
+        name = choice.name
+        crf = errors.flag("--crf", "crf")
+        preset = errors.flag("--preset", "preset")
+        if self.crf is not None:
+            lo, hi = NVENC_CQ if choice.hardware else CRF_RANGE.get(name, (None, None))
+            if lo is None:
+                raise UsageError(f"{crf} is not supported by the {name} encoder")
+            if not lo <= self.crf <= hi:
+                raise UsageError(f"{crf} {self.crf} is outside {name}'s range {lo}-{hi}")
+        if self.preset is not None:
+            valid = (tuple(f"p{i}" for i in range(1, 8)) + X264_PRESETS if choice.hardware
+                     else PRESETS.get(name))
+            if valid is None:
+                raise UsageError(f"{preset} is not used by the {name} encoder")
+            if self.preset not in valid:
+                raise UsageError(f"unknown {preset} '{self.preset}' for {name}; choose one of "
+                                 f"{', '.join(valid)}")
+
+    def stream_options(self, choice) -> dict[str, str]:
+        """Encoder options: quality and speed defaults, encoder chatter off unless debugging."""
+        opts = dict(choice.options(self.crf, self.preset))
+        if choice.name == "libvpx-vp9":  # constant quality, a speed like x264's veryfast
+            opts.update({"crf": str(self.crf if self.crf is not None else 32), "b": "0",
+                         "deadline": "good", "cpu-used": "5", "row-mt": "1"})
+        if choice.name == "libx265" and not log.isEnabledFor(logging.DEBUG):
+            opts.setdefault("x265-params", "log-level=error")  # no x265 [info] lines on stderr
+        if choice.name == "libsvtav1":
+            os.environ.setdefault("SVT_LOG", "1")  # errors only; its banner is noise
+        return opts
 
 
-def check_output(path, overwrite: bool) -> Path:
-    """Refuse to clobber, and fail before any work when the folder is not writable."""
+def output_size(width: int, height: int, options: EncodeOptions) -> tuple[int, int, str]:
+    """(width, height, pix_fmt) to encode frames of this size: odd sizes are padded by one
+    pixel to 4:2:0 (which every player takes) unless ``exact_size`` keeps them as yuv444p."""
+    odd = width % 2 or height % 2
+    if odd and options.exact_size:
+        pix = options.pix_fmt or "yuv444p"
+        if pix.startswith(("yuv420", "nv12", "yuvj420")):
+            raise UsageError(f"{pix} cannot hold an odd frame size {width}x{height}; "
+                             "use yuv444p")
+        return width, height, pix
+    pix = options.pix_fmt or "yuv420p"
+    if odd:
+        w2, h2 = width + width % 2, height + height % 2
+        log.warning("notice: odd frame size %dx%d padded to %dx%d (last %s repeated) so the "
+                    "video is 4:2:0 and plays everywhere; %s keeps %dx%d", width, height, w2, h2,
+                    "column and row" if width % 2 and height % 2 else
+                    ("column" if width % 2 else "row"),
+                    errors.flag("--exact-size", "exact_size=True"), width, height)
+        return w2, h2, pix
+    return width, height, pix
+
+
+def pad_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pad an H x W x 3 image at the right/bottom to (width, height) by repeating the edge."""
+    h, w = image.shape[:2]
+    return np.pad(image, ((0, height - h), (0, width - w), (0, 0)), mode="edge")
+
+
+# -- output files ------------------------------------------------------------------------------
+# temp files: .<name>.<pid>.<random>.streamgan-tmp<ext>, so one whose writer is gone is known
+_TMP_GLOB = ".*.streamgan-tmp*"
+_TMP_NAME = re.compile(r"^\..*\.(?P<pid>\d+)\.[a-z0-9_]+\.streamgan-tmp(\.[^.]*)?$")
+
+
+def _same_file(src, dst: Path) -> bool:
+    if src is None or _is_url(src) or not dst.exists():
+        return False
+    try:
+        return os.path.samefile(src, dst)
+    except OSError:
+        return False
+
+
+def check_output(path, overwrite: bool, src=None) -> Path:
+    """Refuse to clobber or to write over the input, and fail before any work when the folder
+    cannot take a file; removes temp files that killed runs left in that folder."""
     path = Path(path)
+    if _same_file(src, path):
+        via = "" if str(src) == str(path) else f" ({redact(src)})"
+        raise OutputError(f"{redact(path)} is the input file{via}; write the output to another "
+                          "path (the input is never overwritten)")
     if path.exists() and not overwrite:
-        raise OutputError(f"{path} exists; pass -y to overwrite")
+        raise OutputError(f"{redact(path)} exists; pass {errors.flag('-y', 'overwrite=True')} "
+                          "to overwrite")
     if path.is_dir():
-        raise OutputError(f"{path} is a folder; give a file name")
+        raise OutputError(f"{redact(path)} is a folder; give a file name")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise OutputError(f"{folder}: output folder does not exist")
+        raise OutputError(f"{redact(folder)}: output folder does not exist")
     if not os.access(folder, os.W_OK):
-        raise OutputError(f"{folder}: output folder is not writable")
-    if path.suffix.lower() not in (".mp4", ".mkv", ".mov", ".webm", ".avi"):
-        raise OutputError(f"{path}: unsupported output type '{path.suffix}' (mp4, mkv, mov, webm)")
+        raise OutputError(f"{redact(folder)}: output folder is not writable")
+    ext = path.suffix.lower()
+    if ext not in VIDEO_FORMATS and ext not in IMAGE_FORMATS:
+        raise OutputError(f"{redact(path)}: unsupported output type '{path.suffix}' "
+                          f"({OUTPUT_TYPES})")
+    clean_stale_temps(folder)
+    make_temp(path).unlink()  # the folder really takes a file (/proc, /sys, read-only mounts)
     return path
 
 
+def _file_mode() -> int:
+    """0o666 less the process umask: the mode any tool gives a new file."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def make_temp(path: Path) -> Path:
+    """A new, empty temp file beside ``path`` with the umask's permissions."""
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.",
+                                   suffix=f".streamgan-tmp{path.suffix}", dir=folder)
+    except OSError as e:
+        raise OutputError(f"{redact(folder)}: cannot create a file here ({e.strerror or e})") \
+            from None
+    try:
+        os.fchmod(fd, _file_mode())  # mkstemp makes 0600
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def clean_stale_temps(folder: Path) -> list[Path]:
+    """Remove the temp files of runs that were killed (their pid is gone); report the ones
+    whose writer cannot be told (other naming). Returns what was removed."""
+    removed = []
+    for f in sorted(Path(folder).glob(_TMP_GLOB)):
+        m = _TMP_NAME.match(f.name)
+        if m is None:
+            log.warning("%s: a temp file of an interrupted run (writer unknown); delete it if no "
+                        "streamgan run is writing in this folder", f)
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            f.unlink()
+        except OSError:
+            continue
+        removed.append(f)
+        log.warning("removed %s, left by a run that was killed (pid %d)", f, pid)
+    return removed
+
+
+def _rename_noreplace(src: Path, dst: Path) -> bool:
+    """renameat2(RENAME_NOREPLACE) for file systems without hard links; False if dst exists."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        rc = libc.renameat2(-100, os.fsencode(src), -100, os.fsencode(dst), 1)
+        err = ctypes.get_errno()
+    except (AttributeError, OSError):
+        rc, err = -1, errno.ENOSYS
+    if rc == 0:
+        return True
+    if err == errno.EEXIST:
+        return False
+    if err in (errno.ENOSYS, errno.EINVAL):  # neither links nor renameat2: check, then move
+        if dst.exists():
+            return False
+        os.rename(src, dst)
+        return True
+    raise OSError(err, os.strerror(err), str(dst))
+
+
+def move_noreplace(src: Path, dst: Path) -> bool:
+    """Move ``src`` to ``dst`` only if nothing is at ``dst`` at that moment (a hard link, which
+    fails when the name exists, then unlink). False, and ``src`` untouched, when dst exists."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        return False
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK,
+                           errno.ENOSYS):
+            raise
+        return _rename_noreplace(src, dst)
+    os.unlink(src)
+    return True
+
+
+def move_to_free_name(src: Path, dst: Path, tag: str) -> Path:
+    """Move ``src`` beside ``dst`` as <stem>.<tag><ext> (or .<tag>-2, -3, ... if taken)."""
+    for i in range(1, 10_000):
+        alt = dst.with_name(f"{dst.stem}.{tag}{'' if i == 1 else f'-{i}'}{dst.suffix}")
+        if move_noreplace(src, alt):
+            return alt
+    raise OutputError(f"{redact(dst)}: no free name beside it for this run's result")
+
+
+def publish(tmp: Path, dst: Path, overwrite: bool) -> Path:
+    """Put the finished ``tmp`` at ``dst``. Without ``overwrite`` nothing is ever replaced, even
+    a file that appeared during the run: the result then goes to a sibling name and
+    ``OutputError`` (with ``.path``) says where."""
+    if overwrite:
+        os.replace(tmp, dst)
+        return dst
+    if move_noreplace(tmp, dst):
+        return dst
+    alt = move_to_free_name(tmp, dst, "new")
+    err = OutputError(f"{redact(dst)} was created by something else during this run and was left "
+                      f"as it is; this run's result is in {redact(alt)}")
+    err.path = alt
+    raise err
+
+
 class Sink:
-    """Encodes RGB frames with their original timestamps into ``path`` (atomically)."""
+    """Encodes RGB frames with their original timestamps into ``path`` (atomically).
+
+    A video container (mp4, mkv, mov, webm, avi) or one image (png, jpg, bmp, tif)."""
 
     def __init__(self, path, *, width: int, height: int, time_base: Fraction,
                  frame_rate: Fraction | None, options: EncodeOptions | None = None,
-                 audio_stream=None, rotation: int = 0, overwrite: bool = False):
+                 audio_stream=None, rotation: int = 0, overwrite: bool = False,
+                 keep_partial: bool = False):
         self.path = check_output(path, overwrite)
+        self.overwrite, self.keep_partial = overwrite, keep_partial
         self.options = options or EncodeOptions()
+        self.image = self.path.suffix.lower() in IMAGE_FORMATS
+        self.src_size = (width, height)
         self.width, self.height = width, height
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".streamgan-tmp{self.path.suffix}",
-                                   dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = make_temp(self.path)
         self.frames_written = 0
         self._last_pts = None
         try:
-            self.container = av.open(str(self.tmp), "w", format=self._format())
-            self._add_video(time_base, frame_rate, rotation)
-            self._add_audio(audio_stream)
-        except Exception:
+            if self.image:
+                self.container = av.open(str(self.tmp), "w", format="image2",
+                                         options={"update": "1"})
+                self._add_image()
+            else:
+                self.container = av.open(str(self.tmp), "w", format=VIDEO_FORMATS[
+                    self.path.suffix.lower()])
+                self._add_video(time_base, frame_rate, rotation)
+                self._add_audio(audio_stream)
+        except OSError as e:
+            self.tmp.unlink(missing_ok=True)
+            raise _output_error(self.path, e) from None
+        except BaseException:
             self.tmp.unlink(missing_ok=True)
             raise
 
-    def _format(self):
-        return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".avi": "avi"}.get(
-            self.path.suffix.lower(), "mp4")
+    def _add_image(self):
+        codec, pix = IMAGE_FORMATS[self.path.suffix.lower()]
+        s = self.container.add_stream(codec, rate=1)
+        s.width, s.height, s.pix_fmt = self.width, self.height, pix
+        self.video, self._tb, self.audio = s, Fraction(1, 1), None
+        self.encoder = None
 
     def _add_video(self, time_base, frame_rate, rotation):
-        choice = self.encoder = self.options.choice()
-        if choice.name == "libsvtav1":
-            os.environ.setdefault("SVT_LOG", "1")  # errors only; its banner is noise
+        choice = self.encoder = self.options.choice(self.path.suffix)
         rate = frame_rate if frame_rate and frame_rate > 0 else Fraction(25)
-        s = self.container.add_stream(choice.name, rate=rate,
-                                      options=choice.options(self.options.crf, self.options.preset))
+        try:
+            s = self.container.add_stream(choice.name, rate=rate,
+                                          options=self.options.stream_options(choice))
+        except ValueError as e:  # the container cannot hold this codec
+            raise UsageError(f"{self.path.suffix} files cannot hold {choice.name} video ({e})") \
+                from None
+        self.width, self.height, s.pix_fmt = output_size(self.width, self.height, self.options)
         s.width, s.height = self.width, self.height
-        odd = self.width % 2 or self.height % 2
-        s.pix_fmt = self.options.pix_fmt or ("yuv444p" if odd else "yuv420p")
-        if odd and s.pix_fmt.startswith(("yuv420", "nv12")):
-            raise UsageError(f"{s.pix_fmt} cannot hold an odd frame size "
-                             f"{self.width}x{self.height}; use yuv444p")
         s.codec_context.time_base = time_base  # frames keep their source pts: VFR stays VFR
         s.time_base = time_base
         if rotation:
@@ -453,7 +798,15 @@ class Sink:
                         self._mux(self.audio.encode(rf))
 
     def write(self, image: np.ndarray, pts: int | None) -> None:
-        """Encode one RGB frame (any size; scaled to the output size by FFmpeg if needed)."""
+        """Encode one RGB frame: at the source size (odd sizes padded, see ``output_size``) or
+        any other size (scaled to the output size by FFmpeg)."""
+        if self.image and self.frames_written:
+            more = errors.flag("--frames 1", "frames=1")
+            raise UsageError(f"{redact(self.path)}: an image output holds one frame; the input "
+                             f"has more (use a video output, or {more})")
+        h, w = image.shape[:2]
+        if (w, h) == self.src_size and (w, h) != (self.width, self.height):
+            image = pad_to(image, self.width, self.height)
         frame = av.VideoFrame.from_numpy_buffer(image, format="rgb24") \
             if image.flags.c_contiguous else av.VideoFrame.from_ndarray(image, format="rgb24")
         if (frame.width, frame.height) != (self.video.width, self.video.height):
@@ -472,8 +825,12 @@ class Sink:
         except OSError as e:
             raise _output_error(self.path, e) from None
 
-    def close(self, keep: bool = True) -> Path | None:
-        """Flush encoders, close, and rename into place (or delete when ``keep`` is False)."""
+    def close(self, keep: bool = True, partial: bool = False) -> Path | None:
+        """Flush encoders, close, and move into place (or delete when ``keep`` is False).
+
+        ``partial``: the run was stopped early. A partial result never replaces an existing
+        file unless ``keep_partial`` was given: it goes beside it as <stem>.partial<ext>.
+        Without ``overwrite`` nothing is replaced at all (see ``publish``)."""
         try:
             if keep:
                 self._mux(self.video.encode(None))
@@ -488,8 +845,13 @@ class Sink:
         if not keep or self.frames_written == 0:
             self.tmp.unlink(missing_ok=True)
             return None
-        os.replace(self.tmp, self.path)
-        return self.path
+        try:
+            if partial and self.overwrite and not self.keep_partial and self.path.exists():
+                return move_to_free_name(self.tmp, self.path, "partial")
+            return publish(self.tmp, self.path, self.overwrite)
+        except OSError as e:
+            self.tmp.unlink(missing_ok=True)
+            raise _output_error(self.path, e) from None
 
     def abort(self) -> None:
         try:
@@ -501,6 +863,6 @@ class Sink:
 
 def _output_error(path, e: OSError) -> OutputError:
     if e.errno == errno.ENOSPC:
-        return OutputError(f"{path}: disk full while writing; nothing was overwritten")
-    return OutputError(f"{path}: write failed ({e.strerror or e})")
+        return OutputError(f"{redact(path)}: disk full while writing; nothing was overwritten")
+    return OutputError(f"{redact(path)}: write failed ({e.strerror or e})")
 

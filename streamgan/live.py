@@ -697,15 +697,16 @@ def cli_wants_live(args) -> bool:
 
 def cli_run(args) -> int:
     """``streamgan <task> INPUT -o OUT[,OUT...] [--realtime ...]`` for live inputs/outputs."""
-    import signal
     import sys
 
     from . import errors
-    from .io import EncodeOptions
+    from .io import EncodeOptions, check_input
     from .outputs import make_outputs
     from .pipeline import Progress
     from .translator import Translator
 
+    if not is_live(args.input):
+        check_input(args.input)  # a missing file fails before the model is loaded
     targets = _targets(args.output)
     if not targets:
         raise UsageError("give -o OUTPUT (a file, rtsp://... to publish, or several, "
@@ -718,7 +719,8 @@ def cli_run(args) -> int:
                           max_wait=args.max_wait, rtsp_transport=args.rtsp_transport,
                           stall_timeout=args.stall_timeout).check()
     enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio="none",
-                        hardware=getattr(args, "hwaccel", "auto"))
+                        hardware=getattr(args, "hwaccel", "auto"),
+                        exact_size=getattr(args, "exact_size", False))
     outs = make_outputs(targets, encode=enc, segment=args.segment, overwrite=args.overwrite,
                         rtsp_transport=args.rtsp_transport)  # file checks before the model
     kw = {"hwaccel": args.hwaccel} if hasattr(args, "hwaccel") else {}
@@ -730,17 +732,10 @@ def cli_run(args) -> int:
               f"{', '.join(o.name for o in outs.outputs)}"
               f"{' (real time, drop ' + drop + ')' if realtime else ''}", file=sys.stderr)
     bar = Progress(None, enabled=not args.quiet, label=tr.task)
-    old = signal.getsignal(signal.SIGTERM)
-
-    def _term(signum, frame):  # SIGTERM ends a live run like Ctrl-C: outputs are finalised
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _term)
-    try:
-        res = run(tr, args.input, outs, options, frames=args.frames, duration=args.duration,
-                  start=args.start, progress=bar)
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    # Ctrl-C, SIGTERM and SIGHUP (KeyboardInterrupt, see cli.stop_signals) end a live run the
+    # normal way: outputs finalised, segments closed, exit 0
+    res = run(tr, args.input, outs, options, frames=args.frames, duration=args.duration,
+              start=args.start, progress=bar)
     bar.finish()
     if not args.quiet:
         for line in res.lines():

@@ -11,7 +11,10 @@ each start on a key frame).
   second), so the recording made so far plays even if the process dies.
 * with ``segment`` seconds, a file name becomes a series ``cam_00000.mp4, cam_00001.mp4, ...``
   (or the name's own ``%05d``); each segment starts at time 0 on a key frame and plays on its
-  own; a segment appears under its name only once complete.
+  own; a segment appears under its name only once complete (its temp file carries the pid, so
+  one left by a killed run is removed by the next run writing there).
+* odd frame sizes are padded by one pixel to 4:2:0 unless ``EncodeOptions.exact_size``.
+* without ``overwrite`` no file is ever replaced, also one that appears while the run goes on.
 
 One output failing (a full disk, a publish target gone for good) is reported once and dropped;
 the others keep going. A publish target that goes away is reconnected in the background (frames
@@ -35,7 +38,8 @@ import av
 import numpy as np
 
 from .errors import OutputError, StreamganError, UsageError
-from .io import EncodeOptions, check_output, redact
+from .io import (IMAGE_FORMATS, EncodeOptions, check_output, make_temp, output_size, pad_to,
+                 publish, redact)
 
 log = logging.getLogger("streamgan")
 
@@ -58,14 +62,14 @@ class _Encoder:
     def __init__(self, target: str, fmt: str, container_options: dict, *, width: int,
                  height: int, time_base: Fraction, rate: Fraction | None,
                  encode: EncodeOptions, gop: int, timeout: float | None = None,
-                 name: str | None = None):
+                 name: str | None = None, ext: str = ""):
         self.name = name or redact(target)
+        choice = encode.choice(ext)  # NVENC where it works, else the software encoder
         self.container = av.open(target, "w", format=fmt, options=container_options,
                                  timeout=timeout)
         try:
-            choice = encode.choice()  # NVENC where it works, else the software encoder
             enc = choice.name
-            opts = dict(choice.options(encode.crf, encode.preset))
+            opts = encode.stream_options(choice)
             if enc in ("libx264", "libx265"):
                 opts.setdefault("tune", "zerolatency")  # no look-ahead: a frame leaves at once
             elif enc.endswith("_nvenc"):
@@ -75,21 +79,23 @@ class _Encoder:
             if enc in ("libx264", "libx265") and width * height <= 1280 * 720:
                 opts.setdefault("threads", "1")  # small frames: no thread pool to contend
             s = self.container.add_stream(enc, rate=rate or Fraction(25), options=opts)
-            s.width, s.height = width, height
-            odd = width % 2 or height % 2
-            s.pix_fmt = encode.pix_fmt or ("yuv444p" if odd else "yuv420p")
+            s.width, s.height, s.pix_fmt = output_size(width, height, encode)
             s.codec_context.time_base = time_base
             s.time_base = time_base
         except Exception:
             self.container.close()
             raise
         self.stream, self.tb = s, time_base
+        self.src_size = (width, height)
         self.last_pts: int | None = None
         self.frames = 0
 
     def write(self, image: np.ndarray, pts: int) -> None:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         s = self.stream
+        h, w = image.shape[:2]
+        if (w, h) == self.src_size and (w, h) != (s.width, s.height):
+            image = pad_to(image, s.width, s.height)  # odd size made even (output_size)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         if (frame.width, frame.height) != (s.width, s.height):
             frame = frame.reformat(s.width, s.height, s.pix_fmt, interpolation="BICUBIC")
         if self.last_pts is not None and pts <= self.last_pts:
@@ -306,15 +312,24 @@ class FileOutput(Output):
     def __init__(self, path, *, encode: EncodeOptions, overwrite: bool = False):
         self.path = _check_file(path, overwrite)
         super().__init__(str(self.path))
-        self.encode = encode
+        self.encode, self.overwrite = encode, overwrite
         self.enc: _Encoder | None = None
 
     def open(self, width, height, time_base, rate) -> None:
         fmt, opts = _container_format(self.path)
         try:
+            if not self.overwrite:  # created here, exclusively: a file made since the check stays
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            raise OutputError(f"{self.path} was created by something else before recording "
+                              "started; it was left as it is") from None
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot write ({e.strerror or e})") from None
+        try:
             self.enc = _Encoder(str(self.path), fmt, opts, width=width, height=height,
                                 time_base=time_base, rate=rate, encode=self.encode,
-                                gop=max(1, round(float(rate or 25))), name=self.name)
+                                gop=max(1, round(float(rate or 25))), name=self.name,
+                                ext=self.path.suffix)
         except OSError as e:
             raise OutputError(f"{self.path}: cannot write ({e.strerror or e})") from None
         self.first_pts = None
@@ -346,6 +361,8 @@ def _check_file(path, overwrite: bool) -> Path:
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise OutputError(f"{folder}: output folder does not exist or is not writable")
         return path
+    if path.suffix.lower() in IMAGE_FORMATS:
+        raise OutputError(f"{path}: a live run records video (mp4, mkv, mov, webm, avi, ts)")
     return check_output(path, overwrite)
 
 
@@ -379,13 +396,15 @@ class SegmentOutput(Output):
         if target.exists() and not self.overwrite:
             raise OutputError(f"{target} exists; pass -y to overwrite")
         self._target = target
-        self._tmp = target.with_name(f".{target.name}.part")
+        self._tmp = make_temp(target)
         fmt, opts = _container_format(target)
         try:
             self.enc = _Encoder(str(self._tmp), fmt, opts, width=width, height=height,
                                 time_base=time_base, rate=rate, encode=self.encode,
-                                gop=max(1, round(float(rate or 25))), name=str(target))
+                                gop=max(1, round(float(rate or 25))), name=str(target),
+                                ext=target.suffix)
         except OSError as e:
+            self._tmp.unlink(missing_ok=True)
             raise OutputError(f"{target}: cannot write ({e.strerror or e})") from None
         self.seg_start = pts
         self.index += 1
@@ -398,9 +417,15 @@ class SegmentOutput(Output):
             enc.close()
         except OSError as e:
             raise OutputError(f"{self._target}: write failed ({e.strerror or e})") from None
-        os.replace(self._tmp, self._target)
-        self.files.append(self._target)
-        log.info("segment %s done (%d frames)", self._target, enc.frames)
+        try:
+            done = publish(self._tmp, self._target, self.overwrite)
+        except OutputError as e:  # the name was taken meanwhile: kept under another
+            if getattr(e, "path", None) is None:
+                raise
+            log.error("%s", e)
+            done = e.path
+        self.files.append(done)
+        log.info("segment %s done (%d frames)", done, enc.frames)
 
     def write(self, image, pts) -> None:
         _, _, tb, _ = self.geometry

@@ -9,6 +9,10 @@ package whose folder is the plugin), so another package can add a task by declar
 
 When streamgan runs from a source checkout without being installed, the repository's own
 ``plugins/`` folder is searched too. A folder or an ``.onnx`` path can be used directly.
+
+Every model is checked on load (``check_model``): a file that is not an ONNX model, or a model
+that does not map one 3-channel image to an image of the same size and channels, is refused with
+one ``ModelError`` line before any backend sees it.
 """
 
 from __future__ import annotations
@@ -77,18 +81,63 @@ def load_folder(folder: Path) -> Model:
 
 
 def load(task_or_path: str | Path) -> Model:
-    """Load a plugin by task name, plugin folder, or bare ONNX file."""
+    """Load a plugin by task name, plugin folder, or bare ONNX file (checked: ``check_model``)."""
     p = Path(task_or_path)
     if p.suffix.lower() == ".onnx":
         if not p.is_file():
             raise ModelError(f"model file {p} not found")
-        return Model(onnx=p, card=None, folder=None)
-    if p.is_dir():
+        model = Model(onnx=p, card=None, folder=None)
+    elif p.is_dir():
         if not (p / CARD_FILE).is_file():
             raise ModelError(f"{p} is not a plugin folder (no {CARD_FILE})")
-        return load_folder(p)
-    plugins = discover()
-    if str(task_or_path) not in plugins:
-        known = ", ".join(sorted(plugins)) or "none installed"
-        raise ModelError(f"unknown task '{task_or_path}' (installed: {known})")
-    return load_folder(plugins[str(task_or_path)])
+        model = load_folder(p)
+    else:
+        plugins = discover()
+        if str(task_or_path) not in plugins:
+            known = ", ".join(sorted(plugins)) or "none installed"
+            raise ModelError(f"unknown task '{task_or_path}' (installed: {known})")
+        model = load_folder(plugins[str(task_or_path)])
+    check_model(model.onnx, model.processing.size_multiple)
+    return model
+
+
+def _last_line(e: Exception) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+def check_model(onnx: Path, multiple: int = 4) -> None:
+    """Refuse what is not an image-to-image generator: one input and one output, NCHW images
+    with 3 channels, the output the size of the input. Read with OpenVINO's ONNX reader (a
+    core dependency, quiet, ~0.1 s) and its shape inference on a 1x3xSxS input."""
+    try:
+        import openvino as ov
+    except ImportError:  # pragma: no cover - a core dependency; the backend checks at run time
+        return
+    try:
+        fe = ov.frontend.FrontEndManager().load_by_framework("onnx")
+        graph = fe.convert(fe.load(str(onnx)))
+    except Exception as e:
+        raise ModelError(f"{onnx}: not a valid ONNX model ({_last_line(e)})") from None
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise ModelError(f"{onnx}: has {len(graph.inputs)} inputs and {len(graph.outputs)} "
+                         "outputs; a generator takes one image and returns one")
+    shape = graph.inputs[0].get_partial_shape()
+    if shape.rank.is_static and shape.rank.get_length() != 4:
+        raise ModelError(f"{onnx}: its input {shape} is not an NCHW image batch")
+    if shape.rank.is_static and shape[1].is_static and shape[1].get_length() != 3:
+        raise ModelError(f"{onnx}: its input has {shape[1].get_length()} channels; frames are "
+                         "3-channel (RGB) images")
+    side = -(-64 // multiple) * multiple
+    test = [1, 3] + [d.get_length() if shape.rank.is_static and d.is_static else side
+                     for d in (list(shape)[2:] if shape.rank.is_static else [None, None])]
+    try:
+        graph.reshape({graph.inputs[0].any_name: test})
+    except Exception as e:
+        raise ModelError(f"{onnx}: does not take a {'x'.join(map(str, test))} image "
+                         f"({_last_line(e)})") from None
+    out = graph.outputs[0].get_partial_shape()
+    if out.is_static and list(out.get_shape()) != test:
+        got = "x".join(map(str, out.get_shape()))
+        raise ModelError(f"{onnx}: turns a {'x'.join(map(str, test))} image into {got}; a "
+                         "generator must return an image of its input's size and channels")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 import socket
 import sys
 import threading
@@ -81,7 +80,7 @@ class ServeConfig(_Strict):
     batch: int | None = Field(default=None, ge=1, le=64)
     max_wait: float = Field(default=0.02, ge=0, le=5)  # seconds a batch may wait to fill
     queue: int = Field(default=4, ge=1, le=256)  # frames waiting per stream
-    codec: str = "h264"
+    codec: str | None = None  # None: H.264, or VP9/AV1 for .webm recordings
     preset: str | None = None
     crf: int | None = None
     overwrite: bool = False
@@ -604,16 +603,9 @@ def cli_run(args) -> int:
     if server.http is not None and not args.quiet:
         print(f"streamgan serve: metrics on http://{server.http.server_address[0]}:"
               f"{server.metrics_port}/metrics", file=sys.stderr, flush=True)
-    old = signal.getsignal(signal.SIGTERM)
-
-    def _term(signum, frame):  # SIGTERM stops like Ctrl-C: every output is finalised
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _term)
-    try:
-        server.run(duration=args.duration)
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    # Ctrl-C, SIGTERM and SIGHUP (KeyboardInterrupt, see cli.stop_signals) stop every stream
+    # the normal way: recordings finalised, segments closed
+    server.run(duration=args.duration)
     for line in server.summary():
         print(f"streamgan serve: {line}", file=sys.stderr)
     if all(s.state == "failed" for s in server.streams):

@@ -11,10 +11,10 @@ from typing import Callable, Iterator
 import av
 import numpy as np
 
-from . import engines, plugins
-from .errors import InputError, Interrupted, UsageError
+from . import engines, errors, plugins
+from .errors import InputError, Interrupted, ModelError, UsageError
 from .frames import plan_size, translate_batch
-from .io import EncodeOptions, Frame, Sink, Source, check_output, redact
+from .io import IMAGE_FORMATS, MIN_SIDE, EncodeOptions, Frame, Sink, Source, check_output, redact
 from .pipeline import Pipeline, Progress, stack
 
 log = logging.getLogger("streamgan")
@@ -59,7 +59,7 @@ class Translator:
         if channels not in ("rgb", "bgr"):
             raise UsageError(f"channels must be 'rgb' or 'bgr', not '{channels}'")
         if tile is not None and tile < 64:
-            raise UsageError(f"--tile {tile} is too small (at least 64)")
+            raise UsageError(f"{errors.flag('--tile', 'tile')} {tile} is too small (at least 64)")
         self.model = plugins.load(task_or_model_path)
         norm = self.model.normalisation
         self.backend = engines.create(backend, self.model.onnx, precision,
@@ -83,7 +83,15 @@ class Translator:
     # -- arrays ---------------------------------------------------------------------------
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """uint8 NHWC RGB at the processing size -> same; pads/tiles as needed."""
-        return translate_batch(self.backend.run, batch, self.multiple, self.tile)
+        return translate_batch(self._run_checked, batch, self.multiple, self.tile)
+
+    def _run_checked(self, batch: np.ndarray) -> np.ndarray:
+        out = self.backend.run(batch)
+        if out.shape != batch.shape:  # shapes only known once run (dynamic models)
+            raise ModelError(f"{self.model.onnx.name}: the model turns {_shape(batch)} into "
+                             f"{_shape(out)}; a generator must return an image of its input's "
+                             "size and channels")
+        return out
 
     def translate(self, frames: np.ndarray) -> np.ndarray:
         """Translate uint8 frames (H x W x 3 or N x H x W x 3, RGB or BGR as constructed)."""
@@ -94,6 +102,11 @@ class Translator:
         if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
             raise UsageError(f"translate() takes uint8 HxWx3 or NxHxWx3 arrays, got "
                              f"{arr.dtype} {arr.shape}")
+        if arr.size == 0:
+            raise UsageError(f"translate() got an empty array {arr.shape}")
+        if min(arr.shape[1:3]) < MIN_SIDE:
+            raise UsageError(f"translate() needs frames of at least {MIN_SIDE}x{MIN_SIDE} "
+                             f"pixels, got {arr.shape[2]}x{arr.shape[1]}")
         if self.channels == "bgr":
             arr = arr[..., ::-1]
         n, h, w, _ = arr.shape
@@ -113,6 +126,10 @@ class Translator:
         source = Source(src, start=start, duration=duration, max_frames=frames,
                         keep_source=keep_source, options=options, timeout=timeout,
                         hwaccel=self.hwaccel)
+        if min(source.width, source.height) < MIN_SIDE:
+            source.close()
+            raise InputError(f"{redact(src)}: frames of {source.width}x{source.height} are too "
+                             f"small (at least {MIN_SIDE}x{MIN_SIDE})")
         size = self.processing_size(source.width, source.height)
         if size != (source.width, source.height):
             source.size = size
@@ -159,27 +176,46 @@ class Translator:
     def translate_video(self, src, dst, *, overwrite: bool = False,
                         encode: EncodeOptions | None = None, start: float = 0.0,
                         duration: float | None = None, frames: int | None = None,
-                        compare: bool = False, progress: bool | Progress = False) -> Result:
+                        compare: bool = False, progress: bool | Progress = False,
+                        keep_partial: bool = False) -> Result:
         """Translate a whole video into ``dst``; audio and timestamps kept.
 
-        Ctrl-C stops early, still writing a playable file of the frames done, and raises
-        ``Interrupted`` carrying the ``Result``.
+        Ctrl-C (or SIGTERM/SIGHUP, when the command line turns them into ``KeyboardInterrupt``)
+        stops early, still writing a playable file of the frames done, and raises
+        ``Interrupted`` carrying the ``Result``. A partial result replaces an existing ``dst``
+        (``overwrite=True``) only with ``keep_partial=True``; otherwise it is written beside it
+        as <stem>.partial<ext>. ``dst`` may be an image (.png, .jpg, ...) for a one-frame input.
         """
-        check_output(dst, overwrite)
+        check_output(dst, overwrite, src=src)
         t0 = time.perf_counter()
         source = self._open(src, start=start, duration=duration, frames=frames,
                             keep_source=compare)
+        image_out = Path(dst).suffix.lower() in IMAGE_FORMATS
+        if image_out and (source.expected_frames or 1) > 1:
+            source.close()
+            one = errors.flag("--frames 1", "frames=1")
+            raise UsageError(f"{Path(dst).name}: an image output holds one frame and "
+                             f"{redact(src)} has {source.expected_frames}; use a video output "
+                             f"(mp4, mkv, ...) or {one}")
+        if source.bit_depth > 8 and not image_out:
+            log.warning("notice: %s is %d-bit video (%s); the output is 8-bit", redact(src),
+                        source.bit_depth, source.pix_fmt)
         out_w = source.width * (2 if compare else 1)
-        sink = Sink(dst, width=out_w, height=source.height, time_base=source.time_base,
-                    frame_rate=source.frame_rate, options=encode,
-                    audio_stream=source.audio_stream, rotation=0, overwrite=overwrite)
+        try:
+            sink = Sink(dst, width=out_w, height=source.height, time_base=source.time_base,
+                        frame_rate=source.frame_rate, options=encode,
+                        audio_stream=source.audio_stream, rotation=0, overwrite=overwrite,
+                        keep_partial=keep_partial)
+        except BaseException:
+            source.close()
+            raise
         bar = progress if isinstance(progress, Progress) else Progress(
             source.expected_frames, enabled=bool(progress), label=self.task)
         pipe = Pipeline(source, self._process, batch_size=self.batch_size)
-        interrupted = False
+        stopped: KeyboardInterrupt | None = None
         try:
             for frame, out in pipe:
-                if frame.index == 0 and source.rotation:
+                if frame.index == 0 and source.rotation and not sink.image:
                     sink.video.set_display_rotation(source.rotation)
                 if compare:
                     if source.size:
@@ -188,8 +224,8 @@ class Translator:
                 sink.write(out, frame.pts)
                 sink.write_audio(source.audio_packets)
                 bar.update()
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as e:
+            stopped = e
         except BaseException:
             pipe.close()
             sink.abort()
@@ -198,22 +234,39 @@ class Translator:
         pipe.close()
         sink.write_audio(source.audio_packets)
         bar.finish()
-        if sink.frames_written == 0 and not interrupted:
+        if sink.frames_written == 0 and stopped is None:
             sink.abort()
             source.close()
+            if start:
+                raise UsageError(f"{errors.flag('--start', 'start')} {start:g} s is at or past "
+                                 f"the end of {redact(src)}: nothing to translate")
             raise InputError(f"{redact(src)}: no frame could be decoded "
                              f"({source.damage_report()})" if source.bad_frames
                              else f"{redact(src)}: the video has no frames")
-        path = sink.close(keep=True)
+        path = sink.close(keep=True, partial=stopped is not None)
         source.close()
         result = Result(path, sink.frames_written, source.bad_frames,
-                        time.perf_counter() - t0, pipe.engine_seconds, interrupted)
+                        time.perf_counter() - t0, pipe.engine_seconds, stopped is not None)
         if source.bad_frames:
             log.warning("%s: %s; %d frames written", redact(src), source.damage_report(),
                         sink.frames_written)
-        if interrupted:
-            err = Interrupted(f"interrupted: {result.frames} frames written to {path}"
-                              if path else "interrupted before any frame was written")
+        if stopped is not None:
+            how = "interrupted" if errors.stop_exit_code(stopped) == errors.EXIT_INTERRUPTED \
+                else f"stopped by {stopped}"
+            if path is None:
+                msg = f"{how} before any frame was written"
+            else:
+                msg = f"{how}: {result.frames} frames written to {redact(path)}"
+                if Path(path) != Path(dst):
+                    msg += (f"; {redact(dst)} was left as it was "
+                            f"({errors.flag('--keep-partial', 'keep_partial=True')} lets a "
+                            "partial result replace it)")
+            err = Interrupted(msg)
+            err.exit_code = errors.stop_exit_code(stopped)
             err.result = result
             raise err
         return result
+
+
+def _shape(a: np.ndarray) -> str:
+    return "x".join(str(d) for d in a.shape[1:3]) + f"x{a.shape[3] if a.ndim == 4 else 1}"

@@ -6,10 +6,13 @@ frames as they are and gets displayable frames back without numpy conversions. M
 for static shapes (measured ~10% faster than dynamic ones here) and cached per (N, H, W).
 
 Precision: "auto" lets OpenVINO choose (bf16 on CPUs with AVX512_BF16/AMX, max error ~0.04 on a
-[-1, 1] output), "fp32" forces exact float32, "bf16" asks for bf16 explicitly.
+[-1, 1] output), "fp32" forces exact float32, "bf16" asks for bf16 explicitly, "fp16" runs fp16
+where the device has it and otherwise says what it runs instead (bf16 if present, else fp32).
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
@@ -17,6 +20,7 @@ from ..errors import BackendError
 from .base import Backend
 
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+log = logging.getLogger("streamgan")
 
 
 class OpenVINOBackend(Backend):
@@ -32,6 +36,12 @@ class OpenVINOBackend(Backend):
         self.core = ov.Core()
         self.device = device
         self.config: dict = {}
+        self.runs = precision  # what really runs (fp16 falls back where the device lacks it)
+        if precision == "fp16" and "FP16" not in self._capabilities():
+            self.runs = "bf16" if "BF16" in self._capabilities() else "fp32"
+            log.warning("notice: this %s has no fp16 support; running %s instead", device,
+                        self.runs)
+            precision = self.runs
         if precision in _HINTS:
             if precision == "bf16" and "BF16" not in self._capabilities():
                 raise BackendError(f"precision bf16: this {device} has no bf16 support; use fp32")
@@ -52,9 +62,11 @@ class OpenVINOBackend(Backend):
             return []
 
     def describe(self) -> str:
-        p = self.precision
+        p = self.runs
         if p == "auto":
             p = "bf16 (auto)" if "BF16" in self._capabilities() else "fp32 (auto)"
+        elif p != self.precision:
+            p = f"{p} ({self.precision} not supported here)"
         return f"openvino {self.device} {p}"
 
     def _compile(self, model, shape):
