@@ -61,6 +61,16 @@ def _starts(total: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
+def backend_shapes(n: int, height: int, width: int, multiple: int = 4,
+                   tile: int | None = None) -> list[tuple[int, int, int]]:
+    """The (batch, height, width) shapes ``translate_batch`` hands ``run`` for n frames of
+    height x width: padded up to ``multiple``, or whole tiles (padded) when tiling."""
+    if tile is not None and not (height <= tile and width <= tile):
+        tile = max(multiple, tile - tile % multiple)
+        height, width = min(height, tile), min(width, tile)
+    return [(n, height + (-height % multiple), width + (-width % multiple))]
+
+
 def translate_batch(run, batch: np.ndarray, multiple: int = 4, tile: int | None = None,
                     overlap: int = 32) -> np.ndarray:
     """Apply ``run`` (uint8 NHWC -> uint8 NHWC, sizes a multiple of ``multiple``) to any batch."""

@@ -207,8 +207,9 @@ def test_missing_corrupt_or_changed_engines_must_be_rebuilt(tmp_path):
 def test_compile_engine_builds_once_then_reuses_and_rebuilds_when_stale(tiny_onnx, tmp_path, monkeypatch, caplog):
     calls = []
 
-    def stand_in_builder(onnx_path, precision, profile, workspace_gib):  # replaces TensorRT's builder
+    def stand_in_builder(onnx_path, precision, profile, workspace_gib, **kw):  # replaces TensorRT's builder
         calls.append((precision, profile))
+        assert kw["timing_cache"].parent == cache  # one timing cache per TensorRT version and GPU
         return f"engine {len(calls)}".encode()
 
     monkeypatch.setattr(tb, "_build_engine_bytes", stand_in_builder)
@@ -257,7 +258,7 @@ def test_compile_arguments_parse(tmp_path):
     assert (args.model, args.precision, args.batch, args.resolutions, args.force) == (
         "derain", "fp32", "1..16", "720p,1080p", True)
     defaults = parser.parse_args(["m.onnx"])
-    assert (defaults.precision, defaults.batch, defaults.resolutions) == ("fp16", "1..8", "360p..1080p")
+    assert (defaults.precision, defaults.batch, defaults.resolutions) == ("fp16", "1..8", None)
 
 
 def test_gpu_side_normalisation_matches_the_host_reference():
@@ -329,21 +330,22 @@ def test_choice_with_tensorrt_and_a_gpu(monkeypatch):
     assert engines.choose("tensorrt") == ("tensorrt", None)
 
 
-def test_tensorrt_missing_falls_back_to_torch_cuda_with_a_notice(monkeypatch):
+def test_tensorrt_missing_falls_back_to_torch_cuda_with_a_notice_only_under_auto(monkeypatch):
     _machine(monkeypatch, packages=ALL - {"tensorrt"}, driver=True, cuda=True)
     name, notice = engines.choose("auto")
     assert name == "torch" and "TensorRT is not installed" in notice and "\n" not in notice
-    name, notice = engines.choose("tensorrt")
-    assert name == "torch" and "TensorRT is not installed" in notice
+    with pytest.raises(BackendError, match="TensorRT is not installed") as e:
+        engines.choose("tensorrt")  # asked for by name: never quietly another backend
+    assert e.value.exit_code == 6
 
 
 def test_no_driver_chooses_a_cpu_backend(monkeypatch):
     _machine(monkeypatch, packages=ALL, driver=False, cuda=False)
     assert engines.choose("auto") == ("openvino", None)
-    name, notice = engines.choose("tensorrt")
-    assert name == "openvino" and "no usable CUDA GPU" in notice
+    with pytest.raises(BackendError, match="no usable CUDA GPU"):
+        engines.choose("tensorrt")
     _machine(monkeypatch, packages={"onnxruntime"}, driver=False, cuda=False)
-    assert engines.choose("tensorrt")[0] == "onnxruntime"
+    assert engines.choose("auto")[0] == "onnxruntime"
 
 
 def test_driver_too_old_is_noticed(monkeypatch):
@@ -365,12 +367,18 @@ def test_create_falls_back_when_tensorrt_cannot_build_the_model(tiny_onnx, monke
     monkeypatch.setitem(sys.modules, "streamgan.engines._refusing", fake)
     monkeypatch.setitem(engines._BACKENDS, "tensorrt", ("_refusing", "Refusing", "tensorrt"))
     _machine(monkeypatch, packages=ALL, driver=True, cuda=True)
+    monkeypatch.setattr(engines, "_noticed", set())
     with caplog.at_level(logging.WARNING, logger="streamgan"):
         backend = engines.create("auto", tiny_onnx, batch_range=(1, 4), resolutions="720p")
+        engines.create("auto", tiny_onnx)  # a second translator: the same notice is not repeated
     assert backend.name == "torch"  # the real PyTorch backend (on the CPU here: no CUDA)
-    assert "does not support: X; using the torch backend instead" in caplog.text
+    assert caplog.text.count("does not support: X; using the torch backend instead") == 1
     out = backend.run(np.zeros((1, 32, 48, 3), np.uint8))
     assert out.shape == (1, 32, 48, 3)
+    with pytest.raises(BackendError, match="does not support: X"):
+        engines.create("tensorrt", tiny_onnx)  # explicit: the error, not the fallback
+    with pytest.raises(BackendError, match="does not support: X"):
+        engines.create("auto", tiny_onnx, engine_path="given.engine")  # an explicit engine too
 
 
 def test_registry_import_and_auto_choice_do_not_import_torch():
@@ -381,8 +389,13 @@ def test_registry_import_and_auto_choice_do_not_import_torch():
         import streamgan.engines as e
         from streamgan.engines import trt_build, tensorrt
         from streamgan import gpu_io
-        print(e.auto_choice(), e.choose("auto"), e.choose("tensorrt")[0], e.available()["tensorrt"])
+        print(e.auto_choice(), e.choose("auto"), e.available()["tensorrt"])
+        try:
+            e.choose("tensorrt")
+        except e.BackendError:
+            pass
         trt_build.compute_profile("1..8", "360p..1080p")
+        trt_build.policy_profile()
         gpu_io.describe_video_io()
         heavy = [m for m in ("torch", "tensorrt") if m in sys.modules]
         assert not heavy, heavy

@@ -3,6 +3,10 @@
 ``create(name, onnx_path, ...)`` builds one; ``name="auto"`` picks the best present in the order
 TensorRT > PyTorch CUDA > OpenVINO > ONNX Runtime. Backend modules are imported only when chosen,
 so a CPU install never imports torch.
+
+Only ``auto`` falls back, and it says so once (one ``notice:`` line on the 'streamgan' logger per
+distinct reason and process). A backend named explicitly (``--backend tensorrt``), or an explicit
+TensorRT engine file, runs as asked or fails with a ``BackendError`` (exit 6).
 """
 
 from __future__ import annotations
@@ -27,6 +31,17 @@ NAMES = tuple(_BACKENDS)
 # keyword arguments only the TensorRT backend takes (dropped when falling back)
 _TRT_ONLY = ("batch_range", "resolutions", "size_multiple", "cache_dir", "engine_path")
 log = logging.getLogger("streamgan")
+_noticed: set[str] = set()
+# what the TensorRT bindings (pybind11) and CUDA raise when they break outside our checks: an
+# attribute missing in this TensorRT version, a pybind argument mismatch, a CUDA runtime error
+_FOREIGN_ERRORS = (AttributeError, TypeError, RuntimeError, OSError, ImportError)
+
+
+def _notice(text: str) -> None:
+    """Log a fallback notice once per process (several translators, one line)."""
+    if text not in _noticed:
+        _noticed.add(text)
+        log.warning("notice: %s", text)
 
 
 def _installed(package: str) -> bool:
@@ -93,18 +108,38 @@ def choose(name: str) -> tuple[str, str | None]:
                             f"this PyTorch?); using the {choice} backend on the CPU")
         return choice, None
     if name == "tensorrt" and not (_installed("tensorrt") and _cuda_usable()):
-        why = ("TensorRT is not installed" if not _installed("tensorrt")
+        why = ("TensorRT is not installed (pip install 'streamgan[tensorrt]')"
+               if not _installed("tensorrt")
                else "no usable CUDA GPU (NVIDIA driver missing or too old)")
-        alt = _after_tensorrt()
-        return alt, f"{why}; using the {alt} backend instead"
+        raise BackendError(f"backend 'tensorrt' cannot run here: {why}; use --backend auto to "
+                           "run on the best backend present")
     return name, None
+
+
+def _build(name: str, onnx_path, precision: str, kwargs: dict) -> Backend:
+    module, cls, _ = _BACKENDS[name]
+    if name != "tensorrt":
+        kwargs = {k: v for k, v in kwargs.items() if k not in _TRT_ONLY}
+    mod = importlib.import_module(f".{module}", __name__)
+    if name != "tensorrt":
+        return getattr(mod, cls)(onnx_path, precision=precision, **kwargs)
+    try:
+        return getattr(mod, cls)(onnx_path, precision=precision, **kwargs)
+    except BackendError:
+        raise
+    except _FOREIGN_ERRORS as e:  # from the bindings, not ours: a backend error, one line
+        log.debug("TensorRT backend failed to start", exc_info=True)
+        text = (str(e).strip() or type(e).__name__).splitlines()[0]
+        raise BackendError(f"TensorRT backend failed to start ({type(e).__name__}: {text}); "
+                           "--debug shows the traceback") from e
 
 
 def create(name: str, onnx_path: str | Path, precision: str = "auto", **kwargs) -> Backend:
     """Build backend ``name`` ("auto" or one of NAMES) for an ONNX file.
 
-    TensorRT falls back, with one notice on the 'streamgan' logger, to PyTorch CUDA (or the CPU
-    backends without a GPU) when it is missing or cannot build this model.
+    Under ``auto`` only, TensorRT falls back, with one notice on the 'streamgan' logger, to
+    PyTorch CUDA (or the CPU backends without a GPU) when it is missing or cannot start or build
+    this model. An explicit backend, or an explicit ``engine_path``, never falls back.
     """
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
@@ -113,20 +148,15 @@ def create(name: str, onnx_path: str | Path, precision: str = "auto", **kwargs) 
     requested = name
     name, notice = choose(name)
     if notice:
-        log.warning("notice: %s", notice)
-    module, cls, pkg = _BACKENDS[name]
+        _notice(notice)
+    _, _, pkg = _BACKENDS[name]
     if not _installed(pkg):
         raise BackendError(f"backend '{name}' is not installed: pip install 'streamgan[{name}]'")
-    if name != "tensorrt":
-        kwargs = {k: v for k, v in kwargs.items() if k not in _TRT_ONLY}
-    mod = importlib.import_module(f".{module}", __name__)
     try:
-        return getattr(mod, cls)(onnx_path, precision=precision, **kwargs)
+        return _build(name, onnx_path, precision, kwargs)
     except BackendError as e:
-        if name != "tensorrt" or requested not in ("auto", "tensorrt"):
+        if name != "tensorrt" or requested != "auto" or kwargs.get("engine_path") is not None:
             raise
         alt = _after_tensorrt()
-        log.warning("notice: %s; using the %s backend instead", e, alt)
-        kwargs = {k: v for k, v in kwargs.items() if k not in _TRT_ONLY}
-        mod = importlib.import_module(f".{_BACKENDS[alt][0]}", __name__)
-        return getattr(mod, _BACKENDS[alt][1])(onnx_path, precision=precision, **kwargs)
+        _notice(f"{e}; using the {alt} backend instead")
+        return _build(alt, onnx_path, precision, kwargs)

@@ -5,7 +5,7 @@ A backend is built from an ONNX file and runs it on NCHW float32 batches in [-1,
 shape. The default ``run`` converts on the host around ``infer``; a backend that can fuse the
 conversion into its own graph or onto the GPU (OpenVINO pre/post-processing, TensorRT) overrides
 ``run`` instead. Everything backend-specific (precision, device, compiled-shape caches) stays
-inside the backend's own module; adding a backend is one file plus one line in ``registry.py``.
+inside the backend's own module; adding a backend is one file plus one line in ``engines/__init__.py``.
 """
 
 from __future__ import annotations
@@ -58,6 +58,12 @@ class Backend(ABC):
         """uint8 NHWC RGB -> uint8 NHWC RGB of the same shape."""
         y = self.infer(to_model_input(batch, self.mean, self.std))
         return from_model_output(y, self.mean, self.std)
+
+    def prepare(self, shapes) -> None:
+        """Called before a stream starts with the (batch, height, width) shapes ``run`` will be
+        given (batch: the largest; smaller batches of the same size follow). A backend that
+        compiles per shape (TensorRT profiles) does it here, never in the middle of a stream.
+        The default does nothing."""
 
     def describe(self) -> str:
         """One line for logs and `streamgan bench`: backend, device, precision."""

@@ -3,18 +3,33 @@
 The engine comes from ``trt_build.compile_engine`` (built once per ONNX / TensorRT version / GPU /
 precision / profile, with a visible message, then loaded from the cache). I/O buffers are PyTorch
 CUDA tensors handed to TensorRT with ``IExecutionContext.set_tensor_address`` and run with
-``execute_async_v3`` on PyTorch's current stream. Frames go up from pinned host memory on a
-second (copy) stream, and the uint8 -> float normalisation and the rounding back to uint8 run on
-the GPU. ``submit``/``collect`` keep two batches in flight (two buffer slots), so the upload of
-batch k+1 and the host work around it overlap the compute of batch k; ``run`` is
-``collect(submit(batch))``.
+``execute_async_v3`` on the backend's own compute stream (a ``torch.cuda.Stream``, never the
+legacy default stream, which TensorRT documents as costing extra synchronisation). Frames go up
+from pinned host memory on a second (copy) stream, and the uint8 -> float normalisation and the
+rounding back to uint8 run on the GPU. ``submit``/``collect`` keep two batches in flight (two
+buffer slots); ``run`` is ``collect(submit(batch))``. Whether the upload of batch k+1 really
+overlaps the compute of batch k has not been measured yet (docs/GPU.md).
 
-A frame size or batch outside the engine's profile builds (once, cached) an engine whose profile
-is widened to include it, rather than failing inside TensorRT.
+Streams and memory: every buffer is allocated while the compute stream is current, so the caching
+allocator ties it to that stream. The copy stream writes a slot's input buffer only after the
+compute stream has finished with that slot (its ``done`` event) and, after buffers were
+(re)allocated, after ``wait_stream(compute)``: freshly allocated memory may still be in use by
+compute work queued for the other slot. Buffers the copy stream touches are ``record_stream``-ed
+for it, so their memory is not reused before the copy finished.
+
+Handles are not slots: ``submit`` returns a ``Handle`` carrying the slot and a generation; a third
+``submit`` before ``collect`` reuses the slot, and the old handle then raises instead of returning
+the newer batch.
+
+Profiles: the default profile follows the card's processing policy (``trt_build.policy_profile``:
+landscape, 4:3 and portrait at the size the model runs at). ``prepare(shapes)`` builds whatever a
+stream needs beyond it before the stream starts; a batch outside the profile in the middle of a
+stream is an error, never a minutes-long rebuild.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +39,15 @@ from . import trt_build
 from .base import Backend
 
 
-def _card_size_multiple(onnx_path: Path) -> int:
+def _card_processing(onnx_path: Path):
+    """The processing policy of the card beside ``onnx_path`` (a plugin folder), None without a
+    card. A card that is there but broken is a model problem (``ModelError``), not ignored."""
     card = onnx_path.parent / "card.yaml"
-    if card.is_file():
-        try:
-            from ..card import ModelCard
+    if not card.is_file():
+        return None
+    from ..card import ModelCard
 
-            return ModelCard.load(card).processing.size_multiple
-        except Exception:
-            pass
-    return 4
+    return ModelCard.load(card).processing
 
 
 def normalise_into(x, frames, scale, shift):
@@ -52,12 +66,61 @@ def denormalise(y, out_scale, out_shift):
     return z.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
+class CudaDevice:
+    """The CUDA calls the backend makes, in one place: streams, events, pinned and device memory.
+    (Tests replace it with a CPU stand-in to check the slot, stream and profile logic.)"""
+
+    def __init__(self, torch, index: int = 0):
+        if not torch.cuda.is_available():
+            raise BackendError("TensorRT backend: no usable CUDA GPU (driver missing or too old)")
+        self.torch = torch
+        self.device = torch.device("cuda", index)
+        if index:
+            torch.cuda.set_device(self.device)  # TensorRT runs on the current CUDA device
+
+    def stream(self):
+        return self.torch.cuda.Stream(self.device)
+
+    def event(self):
+        return self.torch.cuda.Event()
+
+    def use(self, stream):
+        """Context manager: make ``stream`` current (allocations and kernels go to it)."""
+        return self.torch.cuda.stream(stream)
+
+    def handle(self, stream) -> int:
+        """The raw cudaStream_t that ``execute_async_v3`` takes."""
+        return stream.cuda_stream
+
+    def record(self, tensor, stream) -> None:
+        """``tensor`` (allocated on another stream) is used on ``stream``: keep its memory from
+        being reused before the work queued there so far is done."""
+        tensor.record_stream(stream)
+
+    def pinned(self, numel: int, dtype):
+        return self.torch.empty(numel, dtype=dtype, pin_memory=True)
+
+    def empty(self, numel: int, dtype):
+        return self.torch.empty(numel, dtype=dtype, device=self.device)
+
+
+@dataclass(frozen=True)
+class Handle:
+    """What ``submit`` returns: a slot and the generation of the batch submitted into it."""
+
+    slot: int
+    generation: int
+
+
 class _Slot:
     """Buffers for one batch in flight; grown on demand, never shrunk."""
 
-    def __init__(self):
+    def __init__(self, index: int):
+        self.index = index
+        self.generation = 0  # of the batch now in this slot
+        self.pending = False  # submitted and not yet collected
         self.cap = self.ocap = 0
-        self.done = None  # CUDA event: this slot's last batch is fully back in pinned memory
+        self.done = None  # event: this slot's last batch is fully back in pinned memory
         self.n = self.h = self.w = 0
 
 
@@ -65,36 +128,42 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, onnx_path, precision="auto", mean=(0.5,) * 3, std=(0.5,) * 3, *,
-                 batch_range=trt_build.DEFAULT_BATCH, resolutions=trt_build.DEFAULT_RESOLUTIONS,
+                 batch_range=trt_build.DEFAULT_BATCH, resolutions=None,
                  size_multiple: int | None = None, cache_dir=None, engine_path=None, device: int = 0):
         super().__init__(onnx_path, precision, mean, std)
-        self._trt = trt_build._trt()
+        self._trt = trt_build._trt()  # BackendError for a missing or unsupported TensorRT
         import torch
 
-        if not torch.cuda.is_available():
-            raise BackendError("TensorRT backend: no usable CUDA GPU (driver missing or too old)")
         self._torch = torch
         self.precision = "fp16" if precision == "auto" else precision
         if self.precision not in trt_build.TRT_PRECISIONS:
             raise BackendError(f"TensorRT backend: precision '{precision}' is not supported (fp16, fp32)")
-        self.device = torch.device("cuda", device)
-        if device:
-            torch.cuda.set_device(self.device)  # TensorRT runs on the current CUDA device
+        self._cuda = CudaDevice(torch, device)
+        self.device = self._cuda.device
         self.cache_dir = cache_dir
-        self.size_multiple = size_multiple or _card_size_multiple(self.onnx_path)
+        processing = _card_processing(self.onnx_path)
+        self.size_multiple = size_multiple or (processing.size_multiple if processing else 4)
         self.env = trt_build.current_environment(device)
-        self.profile = trt_build.compute_profile(batch_range, resolutions, size_multiple=self.size_multiple)
-        self.preferred_batch = self.profile.batch[1]
-        self._logger = self._trt.Logger(self._trt.Logger.ERROR)
-        self._runtime = self._trt.Runtime(self._logger)
-        self._scale = torch.tensor(1.0 / (255.0 * self.std), device=self.device).view(1, 3, 1, 1)
-        self._shift = torch.tensor(self.mean / self.std, device=self.device).view(1, 3, 1, 1)
-        self._out_scale = torch.tensor(255.0 * self.std, device=self.device).view(1, 3, 1, 1)
-        self._out_shift = torch.tensor(255.0 * self.mean, device=self.device).view(1, 3, 1, 1)
-        self._copy_stream = torch.cuda.Stream(self.device)
-        self._slots = [_Slot(), _Slot()]
+        if resolutions is None:
+            self.profile = trt_build.policy_profile(processing, batch_range,
+                                                    size_multiple=self.size_multiple)
+        else:
+            self.profile = trt_build.compute_profile(batch_range, resolutions,
+                                                     size_multiple=self.size_multiple)
+        self.preferred_batch = self.profile.batch[2]
+        self._runtime = self._trt.Runtime(trt_build.trt_logger(self._trt))
+        self._compute = self._cuda.stream()
+        self._copy_stream = self._cuda.stream()
+        with self._cuda.use(self._compute):
+            self._scale = torch.tensor(1.0 / (255.0 * self.std), device=self.device).view(1, 3, 1, 1)
+            self._shift = torch.tensor(self.mean / self.std, device=self.device).view(1, 3, 1, 1)
+            self._out_scale = torch.tensor(255.0 * self.std, device=self.device).view(1, 3, 1, 1)
+            self._out_shift = torch.tensor(255.0 * self.mean, device=self.device).view(1, 3, 1, 1)
+        self._slots = [_Slot(0), _Slot(1)]
         self._next = 0
-        if engine_path is not None:
+        self._generation = 0
+        self._explicit = engine_path is not None
+        if self._explicit:
             self._load(Path(engine_path), explicit=True)
         else:
             self._load(self._compile(self.profile))
@@ -103,7 +172,7 @@ class TensorRTBackend(Backend):
     def _compile(self, profile, force=False) -> Path:
         return trt_build.compile_engine(self.onnx_path, precision=self.precision, profile=profile,
                                         cache_dir=self.cache_dir, force=force,
-                                        environment=self.env, device=self.device.index)
+                                        environment=self.env, device=self.device.index or 0)
 
     def _load(self, path: Path, explicit: bool = False, retried: bool = False) -> None:
         trt = self._trt
@@ -114,16 +183,19 @@ class TensorRTBackend(Backend):
                 key = json.loads(trt_build.sidecar_path(path).read_text())["key"]
                 self.profile = trt_build.Profile.from_json(key["profile"])
                 self.precision = key["precision"]
-            except (OSError, ValueError, KeyError) as e:
-                raise BackendError(f"engine {path}: no valid sidecar ({e}); run streamgan compile") from None
-            expected = trt_build.engine_key(key["onnx_sha256"], *self.env, self.precision, self.profile)
+                onnx_sha = key["onnx_sha256"]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise BackendError(f"engine {path}: no valid sidecar ({type(e).__name__}: {e}); "
+                                   "run streamgan compile") from None
+            expected = trt_build.engine_key(onnx_sha, *self.env, self.precision, self.profile)
             from ..card import sha256_file
 
-            if key["onnx_sha256"] != sha256_file(self.onnx_path):
+            if onnx_sha != sha256_file(self.onnx_path):
                 raise BackendError(f"engine {path.name} was built from another ONNX file than {self.onnx_path.name}")
             reason = trt_build.check_engine(path, expected)
             if reason:
                 raise BackendError(f"engine {path.name} cannot be used here: {reason}; run streamgan compile")
+            self.preferred_batch = self.profile.batch[2]
         engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:  # incompatible despite the sidecar (e.g. a driver change): rebuild once
             if explicit or retried:
@@ -136,36 +208,73 @@ class TensorRTBackend(Backend):
             raise BackendError(f"engine {path.name}: expected one input and one output tensor")
         dtypes = {trt.DataType.FLOAT: self._torch.float32, trt.DataType.HALF: self._torch.float16}
         try:
-            self._in_dtype = dtypes[engine.get_tensor_dtype(ins[0])]
-            self._out_dtype = dtypes[engine.get_tensor_dtype(outs[0])]
+            in_dtype = dtypes[engine.get_tensor_dtype(ins[0])]
+            out_dtype = dtypes[engine.get_tensor_dtype(outs[0])]
         except KeyError:
             raise BackendError(f"engine {path.name}: I/O must be float32 or float16") from None
-        self._engine, self._in_name, self._out_name = engine, ins[0], outs[0]
-        self._context = engine.create_execution_context()
-        if self._context is None:
+        context = engine.create_execution_context()
+        if context is None:
             raise BackendError(f"TensorRT could not create an execution context for {path.name} (GPU memory?)")
+        self.synchronize()
+        if getattr(self, "_in_dtype", None) not in (None, in_dtype) or \
+                getattr(self, "_out_dtype", None) not in (None, out_dtype):
+            self._slots = [_Slot(0), _Slot(1)]  # buffers of another dtype: reallocate
+        self._in_dtype, self._out_dtype = in_dtype, out_dtype
+        self._engine, self._in_name, self._out_name = engine, ins[0], outs[0]
+        self._context = context
         self.engine_path = path
 
-    def _ensure_profile(self, n: int, h: int, w: int) -> None:
-        if self.profile.covers(n, h, w):
+    def prepare(self, shapes) -> None:
+        """Make sure the engine takes every (batch, height, width) in ``shapes``: build (or load
+        from the cache) an engine whose profile is widened to them, tuned for the first one —
+        the size the model will really run at. Called before a stream starts."""
+        missing = [tuple(int(v) for v in s) for s in shapes if not self.profile.covers(*s)]
+        if not missing:
             return
-        self.synchronize()
-        self.profile = self.profile.union(n, h, w)
-        self._load(self._compile(self.profile))
+        if self._explicit:
+            raise BackendError(f"engine {self.engine_path.name} does not take batch x height x width "
+                               f"{' '.join('%dx%dx%d' % s for s in missing)} ({self.profile.describe()}); "
+                               "compile one with streamgan compile --resolutions/--batch")
+        old = profile = self.profile
+        for n, h, w in missing:
+            profile = profile.union(n, h, w)
+        _, h, w = missing[0]  # tune for the size this stream runs at
+        profile = trt_build.Profile(profile.batch, (profile.height[0], h, profile.height[2]),
+                                    (profile.width[0], w, profile.width[2]))
+        self.profile = profile
+        try:
+            self._load(self._compile(profile))
+        except BaseException:
+            self.profile = old
+            raise
+        self.preferred_batch = profile.batch[2]
+
+    def _check_shape(self, n: int, h: int, w: int) -> None:
+        if not self.profile.covers(n, h, w):
+            raise BackendError(
+                f"TensorRT engine does not take a batch of {n} x {w}x{h} ({self.profile.describe()}); "
+                "engines are built before a stream starts (Backend.prepare), never in the middle of "
+                "one: prepare this size first, or streamgan compile --resolutions")
 
     def _enqueue(self, x, y, stream) -> None:
-        """Run the engine on CUDA tensors x -> y (already shaped) on ``stream``."""
+        """Run the engine on device tensors x -> y (already shaped) on ``stream``."""
         ctx = self._context
         if not ctx.set_input_shape(self._in_name, tuple(x.shape)):
             raise BackendError(f"TensorRT rejected input shape {tuple(x.shape)} ({self.profile.describe()})")
         ctx.set_tensor_address(self._in_name, x.data_ptr())
         ctx.set_tensor_address(self._out_name, y.data_ptr())
-        if not ctx.execute_async_v3(stream.cuda_stream):
-            raise BackendError("TensorRT execution failed (see the messages above)")
+        if not ctx.execute_async_v3(self._cuda.handle(stream)):
+            raise BackendError("TensorRT execution failed (see TensorRT's messages above)")
 
     def _out_shape(self, n: int, h: int, w: int) -> tuple[int, ...]:
-        self._context.set_input_shape(self._in_name, (n, 3, h, w))
+        if not self._context.set_input_shape(self._in_name, (n, 3, h, w)):
+            raise BackendError(f"TensorRT rejected input shape {(n, 3, h, w)} ({self.profile.describe()})")
         return tuple(self._context.get_tensor_shape(self._out_name))
+
+    @property
+    def compute_stream(self):
+        """The stream the engine runs on (for callers timing ``_enqueue`` themselves)."""
+        return self._compute
 
     # -- Backend --------------------------------------------------------------------------
     def describe(self) -> str:
@@ -175,53 +284,64 @@ class TensorRTBackend(Backend):
     def infer(self, x: np.ndarray) -> np.ndarray:
         torch = self._torch
         n, c, h, w = x.shape
-        self._ensure_profile(n, h, w)
-        stream = torch.cuda.current_stream(self.device)
-        with torch.cuda.stream(stream):
+        self._check_shape(n, h, w)
+        self.synchronize()  # the context's shapes are about to change
+        with self._cuda.use(self._compute):
             xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self._in_dtype)
             y = torch.empty(self._out_shape(n, h, w), dtype=self._out_dtype, device=self.device)
-            self._enqueue(xt, y, stream)
-            out = y.float().cpu()  # synchronises with the stream
+            self._enqueue(xt, y, self._compute)
+            out = y.float().cpu()  # synchronises with the compute stream
         return out.numpy()
 
-    def _grow(self, slot: _Slot, n: int, h: int, w: int, oshape) -> None:
+    def _grow(self, slot: _Slot, n: int, h: int, w: int, oshape) -> bool:
+        """Make ``slot`` big enough; True when its buffers were (re)allocated. Allocation happens on
+        the compute stream (the caller has waited for this slot's previous batch)."""
         torch = self._torch
         need = n * h * w * 3
         onumel = int(np.prod(oshape))
         if need <= slot.cap and onumel <= slot.ocap:
-            return
+            return False
         cap, ocap = max(need, slot.cap), max(onumel, slot.ocap)
-        slot.h_in = torch.empty(cap, dtype=torch.uint8, pin_memory=True)
-        slot.d_in = torch.empty(cap, dtype=torch.uint8, device=self.device)
-        slot.x = torch.empty(cap, dtype=self._in_dtype, device=self.device)
-        slot.y = torch.empty(ocap, dtype=self._out_dtype, device=self.device)
-        slot.h_out = torch.empty(ocap, dtype=torch.uint8, pin_memory=True)
+        cuda = self._cuda
+        with cuda.use(self._compute):
+            slot.h_in = cuda.pinned(cap, torch.uint8)
+            slot.d_in = cuda.empty(cap, torch.uint8)
+            slot.x = cuda.empty(cap, self._in_dtype)
+            slot.y = cuda.empty(ocap, self._out_dtype)
+            slot.h_out = cuda.pinned(ocap, torch.uint8)
         slot.cap, slot.ocap = cap, ocap
+        return True
 
-    def submit(self, batch: np.ndarray) -> _Slot:
-        """Start translating a uint8 NHWC RGB batch; returns a handle for ``collect``."""
-        torch = self._torch
+    def submit(self, batch: np.ndarray) -> Handle:
+        """Start translating a uint8 NHWC RGB batch; returns a handle for ``collect``. At most two
+        batches are in flight: a third ``submit`` reuses the oldest slot, whose handle goes stale."""
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] != 3:
             raise UsageError(f"TensorRT backend: expected uint8 N x H x W x 3, got {batch.dtype} {batch.shape}")
         n, h, w, _ = batch.shape
-        self._ensure_profile(n, h, w)
+        self._check_shape(n, h, w)
+        cuda = self._cuda
         slot = self._slots[self._next]
         self._next = (self._next + 1) % len(self._slots)
         if slot.done is not None:
-            slot.done.synchronize()  # its pinned buffers are free again
+            slot.done.synchronize()  # its buffers are free again (on both streams)
+        self._generation += 1
+        slot.generation, slot.pending = self._generation, True
         oshape = self._out_shape(n, h, w)
-        self._grow(slot, n, h, w, oshape)
+        grown = self._grow(slot, n, h, w, oshape)
         need = n * h * w * 3
         h_in = slot.h_in[:need].view(n, h, w, 3)
         np.copyto(h_in.numpy(), batch)
-        compute = torch.cuda.current_stream(self.device)
-        with torch.cuda.stream(self._copy_stream):
+        compute, copy = self._compute, self._copy_stream
+        if grown:  # new memory may still be read by compute work queued for the other slot
+            copy.wait_stream(compute)
+        with cuda.use(copy):
             d_in = slot.d_in[:need].view(n, h, w, 3)
             d_in.copy_(h_in, non_blocking=True)
-            uploaded = torch.cuda.Event()
-            uploaded.record(self._copy_stream)
+            cuda.record(slot.d_in, copy)
+            uploaded = cuda.event()
+            uploaded.record(copy)
         compute.wait_event(uploaded)
-        with torch.cuda.stream(compute):
+        with cuda.use(compute):
             x = normalise_into(slot.x[:need].view(n, 3, h, w), d_in, self._scale, self._shift)
             y = slot.y[: int(np.prod(oshape))].view(oshape)
             self._enqueue(x, y, compute)
@@ -229,21 +349,33 @@ class TensorRTBackend(Backend):
             on, oh, ow = z.shape[0], z.shape[1], z.shape[2]
             h_out = slot.h_out[: z.numel()].view(on, oh, ow, 3)
             h_out.copy_(z, non_blocking=True)
-            slot.done = torch.cuda.Event()
+            slot.done = cuda.event()
             slot.done.record(compute)
         slot.n, slot.h, slot.w = on, oh, ow
-        return slot
+        return Handle(slot.index, slot.generation)
 
-    def collect(self, slot: _Slot) -> np.ndarray:
-        """Wait for a batch from ``submit`` and return it as uint8 NHWC (a copy)."""
+    def collect(self, handle: Handle) -> np.ndarray:
+        """Wait for a batch from ``submit`` and return it as uint8 NHWC (a copy). A handle whose
+        slot has since taken a later batch, or one already collected, raises ``UsageError``."""
+        if not isinstance(handle, Handle) or not 0 <= handle.slot < len(self._slots):
+            raise UsageError(f"TensorRT backend: collect() takes a handle from submit(), got {handle!r}")
+        slot = self._slots[handle.slot]
+        if slot.generation != handle.generation:
+            raise UsageError(
+                f"TensorRT backend: stale handle (batch {handle.generation}); its buffers now hold "
+                f"batch {slot.generation}. At most two batches are in flight: collect each one "
+                "before the second submit after it")
+        if not slot.pending:
+            raise UsageError(f"TensorRT backend: batch {handle.generation} was already collected")
         slot.done.synchronize()
+        slot.pending = False
         return slot.h_out[: slot.n * slot.h * slot.w * 3].view(slot.n, slot.h, slot.w, 3).numpy().copy()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.collect(self.submit(batch))
 
     def synchronize(self) -> None:
-        for slot in self._slots:
+        for slot in getattr(self, "_slots", ()):
             if slot.done is not None:
                 slot.done.synchronize()
 
@@ -252,4 +384,4 @@ class TensorRTBackend(Backend):
             self.synchronize()
             self._context = None
             self._engine = None
-            self._slots = [_Slot(), _Slot()]
+            self._slots = [_Slot(0), _Slot(1)]

@@ -18,8 +18,20 @@ API used (TensorRT 10.x Python): ``Builder``, ``Builder.create_network(0)`` (net
 explicit-batch in 10.x), ``OnnxParser.parse_from_file``/``num_errors``/``get_error``,
 ``Builder.create_builder_config``, ``IBuilderConfig.set_memory_pool_limit(MemoryPoolType.WORKSPACE)``,
 ``IBuilderConfig.set_flag(BuilderFlag.FP16)``, ``Builder.create_optimization_profile``,
-``IOptimizationProfile.set_shape(name, min, opt, max)``, ``IBuilderConfig.add_optimization_profile``
-and ``Builder.build_serialized_network``.
+``IOptimizationProfile.set_shape(name, min, opt, max)``, ``IBuilderConfig.add_optimization_profile``,
+``IBuilderConfig.create_timing_cache``/``set_timing_cache``/``get_timing_cache``,
+``ITimingCache.serialize`` and ``Builder.build_serialized_network``.
+
+Only TensorRT 10.x is supported (``SUPPORTED_TRT_MAJOR``): TensorRT 11 removed ``BuilderFlag.FP16``
+(networks are strongly typed there, fp16 comes from an fp16 ONNX), so a build with 11.x would
+fail inside the bindings. ``_trt()`` checks the version when the backend starts and says so in one
+line (exit 6); the ``tensorrt`` extra pins ``tensorrt>=10,<11``.
+
+Profiles follow the card's processing policy (``policy_profile``): a model run at short side 360
+sees 640x360 (16:9), 480x360 (4:3), 360x640 (portrait) and everything up to 21:9 either way, so
+the default profile spans all of them and is tuned for the 16:9 size the model really runs at.
+Shapes a stream needs beyond it are built before the stream starts (``Backend.prepare``); a
+timing cache beside the engines makes such builds much faster than the first one.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -39,6 +52,7 @@ from ..errors import BackendError, ModelError, UsageError
 log = logging.getLogger("streamgan")
 
 SIDECAR_VERSION = 1
+SUPPORTED_TRT_MAJOR = 10
 TRT_PRECISIONS = ("fp16", "fp32")
 DEFAULT_BATCH = (1, 8)
 DEFAULT_RESOLUTIONS = "360p..1080p"
@@ -75,6 +89,8 @@ NAMED_RESOLUTIONS = {
     "4k": (3840, 2160),
 }
 _DEFAULT_OPT = (1280, 720)
+# aspect ratios the policy profile serves without a rebuild: up to 21:9 landscape and 9:21 portrait
+POLICY_MAX_ASPECT = 21 / 9
 
 
 # -- operator check ---------------------------------------------------------------------------
@@ -236,6 +252,29 @@ def compute_profile(batch_range=DEFAULT_BATCH, resolutions=DEFAULT_RESOLUTIONS, 
     return Profile((b_lo, min(max(ob, b_lo), b_hi), b_hi), rng(*height_range, opt_h), rng(*width_range, opt_w))
 
 
+def policy_profile(processing=None, batch_range=DEFAULT_BATCH, *, size_multiple: int | None = None,
+                   short_side: int | None = None) -> Profile:
+    """The default profile for a model, from its card's processing policy.
+
+    ``processing`` is a card's ``Processing`` (policy, short_side, size_multiple) or None.
+    Short-side policy S (or an explicit ``short_side``, the CLI's ``--size``): frames larger than
+    S run at short side S, landscape (16:9 640x360, 4:3 480x360, up to 21:9) or portrait (360x640
+    ...), smaller ones at their own size; the profile spans S/2 .. S x 21/9 in both dimensions and
+    is tuned for the 16:9 landscape size at S. Native policy: 360p..1080p landscape tuned for
+    1280x720, as ``compute_profile``'s defaults. Bounds are rounded up to the size multiple.
+    """
+    multiple = size_multiple or (processing.size_multiple if processing is not None else 4)
+    side = short_side
+    if side is None and processing is not None and processing.policy == "short_side":
+        side = processing.short_side
+    if side is None:
+        return compute_profile(batch_range, DEFAULT_RESOLUTIONS, size_multiple=multiple)
+    lo, hi = max(1, side // 2), math.ceil(side * POLICY_MAX_ASPECT)
+    opt = (int(round(side * 16 / 9)), side)
+    return compute_profile(batch_range, height_range=(lo, hi), width_range=(lo, hi),
+                           size_multiple=multiple, opt_resolution=opt)
+
+
 # -- cache keys and sidecars ------------------------------------------------------------------
 
 def engine_key(onnx_sha256: str, tensorrt_version: str, gpu_name: str, compute_capability: str,
@@ -340,14 +379,46 @@ def default_cache_dir() -> Path:
 # -- the machine (GPU only) -------------------------------------------------------------------
 
 def _trt():
+    """The ``tensorrt`` module, checked to be a supported version (10.x); else ``BackendError``."""
     try:
         import tensorrt as trt
-    except ImportError:
-        raise BackendError("TensorRT is not installed: pip install 'streamgan[tensorrt]'") from None
-    major = int(str(trt.__version__).split(".")[0])
-    if major < 10:
-        raise BackendError(f"TensorRT {trt.__version__} is too old: streamgan needs TensorRT 10.x")
+    except ImportError as e:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorrt") is None:
+            raise BackendError("TensorRT is not installed: pip install 'streamgan[tensorrt]'") from None
+        raise BackendError(f"TensorRT is installed but cannot be imported ({e}); reinstall it: "
+                           "pip install 'tensorrt>=10,<11'") from None
+    version = str(getattr(trt, "__version__", "unknown"))
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        major = -1
+    if major != SUPPORTED_TRT_MAJOR:
+        why = ("is too old" if 0 <= major < SUPPORTED_TRT_MAJOR else
+               "is not supported (TensorRT 11 removed the FP16 builder flag streamgan builds with)"
+               if major > SUPPORTED_TRT_MAJOR else "has an unreadable version")
+        raise BackendError(f"TensorRT {version} {why}: streamgan needs TensorRT "
+                           f"{SUPPORTED_TRT_MAJOR}.x; pip install 'tensorrt>={SUPPORTED_TRT_MAJOR},"
+                           f"<{SUPPORTED_TRT_MAJOR + 1}'")
     return trt
+
+
+_LOGGER = None
+LOG_LEVELS = ("error", "warning", "info", "verbose")
+
+
+def trt_logger(trt):
+    """The one TensorRT logger of this process (TensorRT wants a single logger shared by every
+    builder and runtime). It prints TensorRT's warnings and errors to stderr; set
+    ``STREAMGAN_TRT_LOG=info`` (or ``verbose``) for more, ``error`` for less."""
+    global _LOGGER
+    if _LOGGER is None:
+        level = os.environ.get("STREAMGAN_TRT_LOG", "warning").strip().lower()
+        if level not in LOG_LEVELS:
+            level = "warning"
+        _LOGGER = trt.Logger(getattr(trt.Logger, level.upper()))
+    return _LOGGER
 
 
 def current_environment(device: int = 0) -> tuple[str, str, str]:
@@ -363,11 +434,49 @@ def current_environment(device: int = 0) -> tuple[str, str, str]:
     return str(trt.__version__), torch.cuda.get_device_name(device), f"{major}.{minor}"
 
 
+def timing_cache_path(cache_dir: str | Path, environment: tuple[str, str, str]) -> Path:
+    """Where the builder's timing cache for this TensorRT version and GPU lives (one per pair:
+    TensorRT refuses a cache from another version or device)."""
+    digest = hashlib.sha256(json.dumps(list(environment)).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"timing-{digest}.cache"
+
+
+def _load_timing_cache(config, path: Path | None):
+    data = b""
+    if path is not None and path.is_file():
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            log.warning("notice: timing cache %s is unreadable (%s); starting a new one", path, e)
+    cache = config.create_timing_cache(data) if data else None
+    if cache is None or not config.set_timing_cache(cache, False):
+        if data:  # corrupt, or written by another TensorRT build: start empty
+            log.warning("notice: timing cache %s is not usable here; starting a new one", path)
+        cache = config.create_timing_cache(b"")  # b"": a new, empty cache
+        config.set_timing_cache(cache, False)
+    return cache
+
+
+def _save_timing_cache(config, path: Path | None) -> None:
+    if path is None:
+        return
+    cache = config.get_timing_cache()
+    if cache is None:
+        return
+    data = bytes(cache.serialize())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 def _build_engine_bytes(onnx_path: Path, precision: str, profile: Profile,
-                        workspace_gib: float = DEFAULT_WORKSPACE_GIB) -> bytes:
-    """Parse ``onnx_path`` with TensorRT's ONNX parser and build a serialised engine."""
+                        workspace_gib: float = DEFAULT_WORKSPACE_GIB, *,
+                        timing_cache: Path | None = None) -> bytes:
+    """Parse ``onnx_path`` with TensorRT's ONNX parser and build a serialised engine, reusing and
+    then updating the builder timing cache at ``timing_cache`` (None: no cache)."""
     trt = _trt()
-    logger = trt.Logger(trt.Logger.ERROR)
+    logger = trt_logger(trt)
     try:
         builder = trt.Builder(logger)
     except Exception as e:  # CUDA init failure: the factory returns null and pybind raises
@@ -397,10 +506,12 @@ def _build_engine_bytes(onnx_path: Path, precision: str, profile: Profile,
     opt_profile = builder.create_optimization_profile()
     opt_profile.set_shape(inp.name, lo, opt, hi)
     config.add_optimization_profile(opt_profile)
+    _load_timing_cache(config, timing_cache)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BackendError(f"TensorRT could not build an engine for {onnx_path.name} "
-                           f"({precision}, {profile.describe()})")
+                           f"({precision}, {profile.describe()}); see TensorRT's messages above")
+    _save_timing_cache(config, timing_cache)
     return bytes(serialized)
 
 
@@ -428,7 +539,8 @@ def compile_engine(onnx_path: str | Path, *, precision: str = "fp16", batch_rang
     from ..card import sha256_file
 
     key = engine_key(sha256_file(onnx_path), trt_version, gpu_name, cc, precision, profile)
-    path = engine_path_for(cache_dir or default_cache_dir(), onnx_path, key)
+    cache_dir = Path(cache_dir or default_cache_dir())
+    path = engine_path_for(cache_dir, onnx_path, key)
     reason = "rebuild requested (--force)" if force else check_engine(path, key)
     if reason is None:
         log.info("using cached TensorRT engine %s", path)
@@ -440,7 +552,8 @@ def compile_engine(onnx_path: str | Path, *, precision: str = "fp16", batch_rang
     log.warning("building TensorRT engine for %s (%s, %s) on %s: %s; this takes a few minutes, "
                 "once", onnx_path.name, precision, profile.describe(), gpu_name, reason)
     t0 = time.perf_counter()
-    data = _build_engine_bytes(onnx_path, precision, profile, workspace_gib)
+    timing = timing_cache_path(cache_dir, (trt_version, gpu_name, cc))
+    data = _build_engine_bytes(onnx_path, precision, profile, workspace_gib, timing_cache=timing)
     write_engine(path, data, key, {"onnx_file": onnx_path.name,
                                    "build_seconds": round(time.perf_counter() - t0, 1)})
     log.warning("TensorRT engine ready in %.0f s: %s", time.perf_counter() - t0, path)
@@ -456,11 +569,14 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         help="engine precision (default fp16)")
     parser.add_argument("--batch", default=f"{DEFAULT_BATCH[0]}..{DEFAULT_BATCH[1]}",
                         help="batch sizes the engine accepts: MIN..MAX or N for 1..N (default 1..8)")
-    parser.add_argument("--resolutions", default=DEFAULT_RESOLUTIONS,
+    parser.add_argument("--resolutions", default=None,
                         help="frame sizes the engine accepts: a range 360p..1080p, or a list "
-                             "720p,1920x1080 (default 360p..1080p)")
+                             "720p,1920x1080 (default: from the card's processing policy, e.g. "
+                             "short side 360: 180..840 in both dimensions, landscape, 4:3 and "
+                             "portrait; the engine the pipeline uses by default)")
     parser.add_argument("--opt", default=None, metavar="WxH",
-                        help="resolution TensorRT tunes for (default 1280x720 within the range)")
+                        help="resolution TensorRT tunes for (default: the 16:9 size the card's "
+                             "policy runs at, else 1280x720 within the range)")
     parser.add_argument("--size-multiple", type=int, default=None,
                         help="round sizes up to this multiple (default: the model card's, else 4)")
     parser.add_argument("--cache-dir", default=None,
@@ -471,19 +587,26 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
-def _resolve_model(model: str) -> tuple[Path, int | None]:
-    """(onnx path, card size multiple or None) for a task name, plugin folder or .onnx file."""
+def _resolve_model(model: str):
+    """(onnx path, the card's Processing or None) for a task name, plugin folder or .onnx file."""
     from .. import plugins
 
     m = plugins.load(model)
-    return m.onnx, (m.card.processing.size_multiple if m.card else None)
+    return m.onnx, (m.card.processing if m.card else None)
 
 
 def run_compile(args: argparse.Namespace) -> int:
-    onnx_path, card_multiple = _resolve_model(args.model)
-    multiple = args.size_multiple or card_multiple or 4
-    profile = compute_profile(args.batch, args.resolutions, size_multiple=multiple,
-                              opt_resolution=args.opt)
+    onnx_path, processing = _resolve_model(args.model)
+    multiple = args.size_multiple or (processing.size_multiple if processing else None) or 4
+    if args.resolutions is None:
+        profile = policy_profile(processing, args.batch, size_multiple=multiple)
+        if args.opt is not None:
+            profile = compute_profile(args.batch, height_range=(profile.height[0], profile.height[2]),
+                                      width_range=(profile.width[0], profile.width[2]),
+                                      size_multiple=multiple, opt_resolution=args.opt)
+    else:
+        profile = compute_profile(args.batch, args.resolutions, size_multiple=multiple,
+                                  opt_resolution=args.opt)
     path = compile_engine(onnx_path, precision=args.precision, profile=profile,
                           cache_dir=args.cache_dir, size_multiple=multiple, force=args.force,
                           workspace_gib=args.workspace_gib)
