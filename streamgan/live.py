@@ -552,6 +552,7 @@ def warm_up(translator, size: tuple[int, int]) -> None:
     """Run the engine once at this size and batch, so the first live frames are not dropped
     while a backend compiles for a new shape."""
     w, h = size
+    translator.prepare(w, h)  # a backend that builds per shape (TensorRT) does it now
     for n in sorted({1, translator.batch_size}):
         translator.run_batch(np.zeros((n, h, w, 3), np.uint8))
 

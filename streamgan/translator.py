@@ -13,7 +13,7 @@ import numpy as np
 
 from . import engines, errors, plugins
 from .errors import InputError, Interrupted, ModelError, UsageError
-from .frames import plan_size, translate_batch
+from .frames import backend_shapes, plan_size, translate_batch
 from .io import IMAGE_FORMATS, MIN_SIDE, EncodeOptions, Frame, Sink, Source, check_output, redact
 from .pipeline import Pipeline, Progress, stack
 
@@ -80,6 +80,12 @@ class Translator:
         p = self.model.processing
         return plan_size(width, height, p.policy, p.short_side, self.size)
 
+    def prepare(self, width: int, height: int, batch: int | None = None) -> None:
+        """Tell the backend the size frames will run at (the processing size) before a stream
+        starts: a backend that builds per shape (TensorRT) does it now, never mid-stream."""
+        self.backend.prepare(backend_shapes(batch or self.batch_size, height, width,
+                                            self.multiple, self.tile))
+
     # -- arrays ---------------------------------------------------------------------------
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """uint8 NHWC RGB at the processing size -> same; pads/tiles as needed."""
@@ -111,6 +117,7 @@ class Translator:
             arr = arr[..., ::-1]
         n, h, w, _ = arr.shape
         pw, ph = self.processing_size(w, h)
+        self.prepare(pw, ph, n)
         if (pw, ph) != (w, h):
             small = np.stack([_resize(a, pw, ph) for a in arr])
             out = np.stack([_resize(o, w, h) for o in self.run_batch(small)])
@@ -133,6 +140,11 @@ class Translator:
         size = self.processing_size(source.width, source.height)
         if size != (source.width, source.height):
             source.size = size
+        try:
+            self.prepare(*size)
+        except BaseException:
+            source.close()
+            raise
         return source
 
     def _process(self, batch: list) -> list:

@@ -456,3 +456,443 @@ def test_stale_engine_is_rebuilt_on_a_real_gpu(tiny_onnx, tmp_path, caplog):
         assert tb.compile_engine(tiny_onnx, precision="fp32", batch_range=(1, 2), resolutions="64x64",
                                  cache_dir=tmp_path) == path
     assert "'9.9.9'" in caplog.text and tb.check_engine(path, key) is None
+
+
+# -- the TensorRT backend against a stand-in TensorRT and a CPU stand-in for CUDA ---------------
+#
+# The stand-in engine negates its input in model space (so uint8 frames come back as 255 - x with
+# mean = std = 0.5) reading and writing the memory at the addresses the backend binds, and refuses
+# shapes outside the profile it was "built" for, as TensorRT's set_input_shape does. The CPU
+# device runs every copy at once, and records allocations, stream waits and enqueues.
+
+import contextlib  # noqa: E402
+import ctypes  # noqa: E402
+
+DERAIN = REPO / "plugins" / "derain"
+
+
+def _fake_tensorrt(version="10.3.0", runtime_error=None):
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+
+    class Logger:
+        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+
+        def __init__(self, min_severity=2):
+            self.min_severity = min_severity
+
+    class TensorIOMode:
+        INPUT, OUTPUT = "input", "output"
+
+    class DataType:
+        FLOAT, HALF = "float", "half"
+
+    class Context:
+        def __init__(self, engine):
+            self.engine, self.shape, self.addr, self.streams = engine, None, {}, []
+
+        def set_input_shape(self, name, shape):
+            n, _, h, w = shape
+            if not self.engine.profile.covers(n, h, w):
+                return False
+            self.shape = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            return self.shape
+
+        def set_tensor_address(self, name, ptr):
+            self.addr[name] = ptr
+
+        def execute_async_v3(self, stream):
+            self.streams.append(stream)
+            numel = int(np.prod(self.shape))
+            ctype, dt = (ctypes.c_float, np.float32) if self.engine.dtype == "float" else (ctypes.c_uint16, np.float16)
+            x = np.ctypeslib.as_array((ctype * numel).from_address(self.addr["input"])).view(dt)
+            y = np.ctypeslib.as_array((ctype * numel).from_address(self.addr["output"])).view(dt)
+            y[:] = -x
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+
+        def __init__(self, meta):
+            self.profile = tb.Profile.from_json(meta["profile"])
+            self.dtype = DataType.HALF if meta["precision"] == "fp16" else DataType.FLOAT
+            self.contexts = []
+
+        def get_tensor_name(self, i):
+            return ("input", "output")[i]
+
+        def get_tensor_mode(self, name):
+            return TensorIOMode.INPUT if name == "input" else TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name):
+            return self.dtype
+
+        def create_execution_context(self):
+            self.contexts.append(Context(self))
+            return self.contexts[-1]
+
+    class Runtime:
+        def __init__(self, logger):
+            if runtime_error:
+                raise runtime_error
+            assert isinstance(logger, Logger)
+            self.engines = []
+
+        def deserialize_cuda_engine(self, data):
+            self.engines.append(Engine(json.loads(data)))
+            return self.engines[-1]
+
+    trt.Logger, trt.TensorIOMode, trt.DataType, trt.Runtime = Logger, TensorIOMode, DataType, Runtime
+    return trt
+
+
+class _Stream:
+    def __init__(self, dev, sid):
+        self.dev, self.id = dev, sid
+
+    def wait_stream(self, other):
+        self.dev.log.append(("wait_stream", self.id, other.id))
+
+    def wait_event(self, event):
+        self.dev.log.append(("wait_event", self.id, event.stream))
+
+
+class _Event:
+    def __init__(self, dev):
+        self.dev, self.stream = dev, None
+
+    def record(self, stream):
+        self.stream = stream.id
+        self.dev.log.append(("event", stream.id))
+
+    def synchronize(self):
+        pass
+
+
+class CpuDevice:
+    """Stand-in for tensorrt.CudaDevice: CPU memory, streams that only record what is asked."""
+
+    def __init__(self, torch, index=0):
+        self.torch, self.device, self.log, self.current = torch, torch.device("cpu"), [], 0
+        self.streams = 0
+
+    def stream(self):
+        self.streams += 1
+        return _Stream(self, self.streams)  # the default stream would be 0
+
+    def event(self):
+        return _Event(self)
+
+    @contextlib.contextmanager
+    def use(self, stream):
+        before, self.current = self.current, stream.id
+        try:
+            yield
+        finally:
+            self.current = before
+
+    def handle(self, stream):
+        return stream.id
+
+    def record(self, tensor, stream):
+        self.log.append(("record_stream", stream.id))
+
+    def pinned(self, numel, dtype):
+        self.log.append(("alloc", self.current))
+        return self.torch.empty(numel, dtype=dtype)
+
+    def empty(self, numel, dtype):
+        self.log.append(("alloc", self.current))
+        return self.torch.empty(numel, dtype=dtype)
+
+
+@pytest.fixture
+def fake_trt(monkeypatch, tmp_path):
+    """TensorRTBackend on this CPU: stand-in tensorrt module, CPU device, stand-in builder."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from streamgan.engines import tensorrt as trt_backend
+
+    builds = []
+
+    def stand_in_builder(onnx_path, precision, profile, workspace_gib, **kw):
+        builds.append(profile)
+        return json.dumps({"profile": profile.to_json(), "precision": precision}).encode()
+
+    trt = _fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(tb, "_LOGGER", None)
+    monkeypatch.setattr(tb, "_build_engine_bytes", stand_in_builder)
+    monkeypatch.setattr(tb, "current_environment", lambda device=0: ENV)
+    monkeypatch.setattr(trt_backend, "CudaDevice", CpuDevice)
+
+    def make(**kw):
+        kw.setdefault("cache_dir", tmp_path / "engines")
+        return trt_backend.TensorRTBackend(DERAIN / "model.onnx", **kw)
+
+    make.builds = builds
+    return make
+
+
+def _frames(n, h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_backend_binds_buffers_and_returns_each_batch(fake_trt, precision):
+    backend = fake_trt(precision=precision)
+    a = _frames(2, 360, 480, 1)
+    assert np.array_equal(backend.run(a), 255 - a)
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 3, 360, 640)).astype(np.float32)
+    assert np.abs(backend.infer(x) + x).max() < (1e-3 if precision == "fp16" else 1e-6)
+
+
+def test_handles_carry_a_generation_and_a_stale_one_raises(fake_trt):
+    backend = fake_trt(precision="fp32")
+    a, b, c = _frames(1, 360, 640, 1), _frames(2, 360, 640, 2), _frames(1, 360, 480, 3)
+    ha, hb = backend.submit(a), backend.submit(b)
+    hc = backend.submit(c)  # third before any collect: reuses a's slot
+    assert ha.slot == hc.slot and ha != hc
+    with pytest.raises(UsageError, match="stale handle"):
+        backend.collect(ha)  # never c's frames under a's handle
+    assert np.array_equal(backend.collect(hb), 255 - b)
+    assert np.array_equal(backend.collect(hc), 255 - c)
+    with pytest.raises(UsageError, match="already collected"):
+        backend.collect(hc)
+
+
+def test_engine_runs_on_its_own_stream_and_fresh_buffers_wait_for_compute(fake_trt):
+    backend = fake_trt(precision="fp32")
+    dev, compute, copy = backend._cuda, backend.compute_stream.id, backend._copy_stream.id
+    assert compute not in (0, copy)  # not the default stream, not the copy stream
+    dev.log.clear()
+    backend.submit(_frames(1, 360, 640))
+    first = list(dev.log)
+    allocs = [e for e in first if e[0] == "alloc"]
+    assert allocs and all(e[1] == compute for e in allocs)  # tied to the compute stream
+    waited = first.index(("wait_stream", copy, compute))
+    uploaded = first.index(("event", copy))
+    assert max(i for i, e in enumerate(first) if e[0] == "alloc") < waited < uploaded
+    assert ("record_stream", copy) in first and ("wait_event", compute, copy) in first
+    dev.log.clear()
+    backend.submit(_frames(1, 360, 640))  # same size, other slot: allocates, waits again
+    backend.submit(_frames(1, 360, 640))  # first slot again, big enough: no new memory, no wait
+    assert ("alloc", compute) not in dev.log[dev.log.index(("event", compute)) + 1:]
+    assert dev.log.count(("wait_stream", copy, compute)) == 1
+    streams = {s for e in backend._engine.contexts for s in e.streams}
+    assert streams == {compute}
+
+
+def test_logger_shows_tensorrt_warnings(fake_trt, monkeypatch):
+    trt = sys.modules["tensorrt"]
+    backend = fake_trt(precision="fp32")
+    logger = tb.trt_logger(trt)
+    assert logger.min_severity == trt.Logger.WARNING and tb.trt_logger(trt) is logger
+    monkeypatch.setattr(tb, "_LOGGER", None)
+    monkeypatch.setenv("STREAMGAN_TRT_LOG", "verbose")
+    assert tb.trt_logger(trt).min_severity == trt.Logger.VERBOSE
+    backend.close()
+
+
+def test_default_profile_fits_landscape_4_3_and_portrait_at_the_cards_size(fake_trt, caplog):
+    backend = fake_trt(precision="fp16")
+    assert len(fake_trt.builds) == 1
+    p = backend.profile
+    for h, w in ((360, 640), (360, 480), (640, 360), (360, 840), (240, 320)):
+        assert p.covers(backend.preferred_batch, h, w) and p.covers(1, h, w), (h, w)
+    assert (p.height[1], p.width[1]) == (360, 640)  # tuned for what the card runs: 16:9 at 360
+    for shape in ((8, 360, 480), (1, 640, 360)):
+        backend.run(_frames(*shape))
+    assert len(fake_trt.builds) == 1  # no rebuild for 4:3 or portrait
+    # the compile command's default is the same engine (same key: no second build)
+    tb.compile_engine(DERAIN / "model.onnx", precision="fp16", profile=tb.policy_profile(
+        __import__("streamgan.card", fromlist=["ModelCard"]).ModelCard.load(DERAIN / "card.yaml").processing),
+        cache_dir=backend.cache_dir, environment=ENV)
+    assert len(fake_trt.builds) == 1
+
+
+def test_missing_profiles_are_built_before_the_stream_never_in_the_middle(fake_trt):
+    backend = fake_trt(precision="fp32")
+    with pytest.raises(BackendError, match="before a stream starts"):
+        backend.run(_frames(1, 720, 1280))  # --size 720: not prepared
+    assert len(fake_trt.builds) == 1
+    backend.prepare([(8, 720, 1280)])  # what Translator does when it opens the stream
+    assert len(fake_trt.builds) == 2 and backend.profile.covers(8, 720, 1280)
+    assert (backend.profile.height[1], backend.profile.width[1]) == (720, 1280)  # tuned for it
+    assert backend.profile.covers(8, 640, 360)  # still everything the card's size needs
+    a = _frames(3, 720, 1280)
+    assert np.array_equal(backend.run(a), 255 - a)
+    backend.prepare([(8, 720, 1280), (1, 360, 640)])  # covered: nothing to build
+    assert len(fake_trt.builds) == 2
+
+
+def test_translator_prepares_the_backend_before_the_stream_starts(monkeypatch, tmp_path):
+    """Translator tells the backend the padded size a stream will run at before any frame."""
+    import streamgan
+    from streamgan.engines.base import Backend
+    from streamgan.frames import backend_shapes
+
+    assert backend_shapes(8, 360, 638, 4) == [(8, 360, 640)]  # padded as translate_batch pads
+    assert backend_shapes(2, 1080, 1920, 16, tile=512) == [(2, 512, 512)]
+    assert backend_shapes(2, 300, 400, 4, tile=512) == [(2, 300, 400)]
+    events = []
+
+    class Recording(Backend):
+        name = "recording"
+        preferred_batch = 4
+
+        def prepare(self, shapes):
+            events.append(("prepare", list(shapes)))
+
+        def infer(self, x):
+            return x
+
+        def run(self, batch):
+            events.append(("run", batch.shape[1:3]))
+            return batch
+
+    monkeypatch.setattr(engines, "create", lambda name, onnx, precision, **kw: Recording(onnx))
+    tr = streamgan.Translator("derain", backend="openvino")
+    tr.translate(np.zeros((2, 480, 640, 3), np.uint8))  # 4:3 at the card's short side 360
+    assert events == [("prepare", [(2, 360, 480)]), ("run", (360, 480))]
+    events.clear()
+    tr.translate_video(REPO / "samples" / "rainy_dashcam.mp4", tmp_path / "o.mp4", frames=2)
+    assert events[0] == ("prepare", [(4, 360, 640)]) and {e[0] for e in events[1:]} == {"run"}
+
+
+def test_explicit_engine_with_an_invalid_sidecar_fails_and_never_falls_back(fake_trt, tmp_path, monkeypatch):
+    engine = tmp_path / "derain.engine"
+    engine.write_bytes(b"{}")
+    with pytest.raises(BackendError, match="no valid sidecar"):
+        fake_trt(engine_path=engine)
+    tb.sidecar_path(engine).write_text(json.dumps({"key": {"profile": "nonsense"}}))
+    with pytest.raises(BackendError, match="no valid sidecar"):
+        fake_trt(engine_path=engine)
+    _machine(monkeypatch, packages=ALL, driver=True, cuda=True)
+    with pytest.raises(BackendError, match="no valid sidecar") as e:
+        engines.create("auto", DERAIN / "model.onnx", engine_path=engine)
+    assert e.value.exit_code == 6
+
+
+def test_tensorrt_11_is_refused_with_a_clear_line(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("11.4.0.106"))
+    with pytest.raises(BackendError, match=r"TensorRT 11.4.0.106 is not supported.*tensorrt>=10,<11") as e:
+        tb._trt()
+    assert e.value.exit_code == 6
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("8.6.1"))
+    with pytest.raises(BackendError, match="too old"):
+        tb._trt()
+    assert "tensorrt>=10,<11" in (REPO / "pyproject.toml").read_text()
+
+
+def test_errors_of_the_bindings_are_backend_errors_and_auto_falls_back_once(fake_trt, monkeypatch, caplog):
+    pybind = TypeError("__init__(): incompatible constructor arguments. The following argument types are supported")
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(runtime_error=pybind))
+    _machine(monkeypatch, packages=ALL, driver=True, cuda=True)
+    monkeypatch.setattr(engines, "_noticed", set())
+    with pytest.raises(BackendError, match="TensorRT backend failed to start \\(TypeError") as e:
+        engines.create("tensorrt", DERAIN / "model.onnx")
+    assert e.value.exit_code == 6
+    with caplog.at_level(logging.WARNING, logger="streamgan"):
+        for _ in range(2):
+            assert engines.create("auto", DERAIN / "model.onnx").name == "torch"
+    assert caplog.text.count("notice:") == 1 and "TypeError" in caplog.text
+
+
+def test_a_broken_card_is_reported_not_swallowed(tmp_path):
+    from streamgan.engines.tensorrt import _card_processing
+    from streamgan.errors import ModelError
+
+    (tmp_path / "model.onnx").write_bytes(b"")
+    assert _card_processing(tmp_path / "model.onnx") is None  # no card: the generic profile
+    (tmp_path / "card.yaml").write_text("task: [unclosed\n")
+    with pytest.raises(ModelError, match="card"):
+        _card_processing(tmp_path / "model.onnx")
+
+
+def test_builder_uses_fp16_the_profile_and_a_timing_cache(tmp_path, monkeypatch):
+    """_build_engine_bytes against a stand-in of the TensorRT 10 builder API."""
+    trt = _fake_tensorrt()
+    seen = {"flags": [], "caches": [], "shapes": None}
+
+    class Inp:
+        name, shape = "input", (-1, 3, -1, -1)
+
+    class Network:
+        num_inputs = num_outputs = 1
+
+        def get_input(self, i):
+            return Inp()
+
+    class Cache:
+        def __init__(self, data):
+            self.data = data
+
+        def serialize(self):
+            return self.data + b"+timings"
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size):
+            seen["workspace"] = size
+
+        def set_flag(self, flag):
+            seen["flags"].append(flag)
+
+        def add_optimization_profile(self, p):
+            seen["shapes"] = p.shapes
+
+        def create_timing_cache(self, data):
+            seen["caches"].append(bytes(data))
+            return Cache(bytes(data))
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+            return True
+
+        def get_timing_cache(self):
+            return self.cache
+
+    class OptProfile:
+        def set_shape(self, name, lo, opt, hi):
+            self.shapes = (name, lo, opt, hi)
+
+    class Builder:
+        def __init__(self, logger):
+            seen["logger"] = logger
+
+        def create_network(self, flags):
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return OptProfile()
+
+        def build_serialized_network(self, network, config):
+            return b"plan"
+
+    class Parser:
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            return True
+
+    trt.Builder, trt.OnnxParser = Builder, Parser
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+    trt.BuilderFlag = types.SimpleNamespace(FP16="fp16")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(tb, "_LOGGER", None)
+    profile = tb.policy_profile(short_side=360)
+    timing = tmp_path / "timing.cache"
+    assert tb._build_engine_bytes(DERAIN / "model.onnx", "fp16", profile, timing_cache=timing) == b"plan"
+    assert seen["flags"] == ["fp16"] and seen["shapes"] == ("input", *profile.shapes())
+    assert seen["logger"] is tb.trt_logger(trt) and seen["logger"].min_severity == trt.Logger.WARNING
+    assert seen["caches"] == [b""] and timing.read_bytes() == b"+timings"  # new cache, saved
+    tb._build_engine_bytes(DERAIN / "model.onnx", "fp32", profile, timing_cache=timing)
+    assert seen["caches"][-1] == b"+timings" and seen["flags"] == ["fp16"]  # reused; fp32: no flag
+    assert timing.read_bytes() == b"+timings+timings"
