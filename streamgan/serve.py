@@ -66,7 +66,8 @@ class StreamConfig(_Strict):
 
     def __repr_args__(self):  # never show credentials in a printed config
         for k, v in super().__repr_args__():
-            yield k, redact(v) if k == "input" else v
+            yield k, (redact(v) if k == "input" else
+                      [redact(o) for o in v] if k == "outputs" else v)
 
 
 class ServeConfig(_Strict):

@@ -53,11 +53,12 @@ def test_gif_timestamps_kept(identity, gif_clip, tmp_path):
     assert np.diff(dst["times"]).mean() == pytest.approx(0.13, abs=0.01)  # not 25 fps
 
 
-def test_odd_size_kept(tiny_generator, tmp_path):
+def test_odd_size_kept_with_exact_size(tiny_generator, tmp_path):
     _, onnx = tiny_generator  # needs a multiple of 4 inside: padded and cropped back
     src = make_clip(tmp_path / "odd.mkv", size=(101, 59), codec="ffv1", pix_fmt="yuv444p")
     out = tmp_path / "odd.out.mkv"
-    Translator(onnx, backend="openvino").translate_video(src, out)
+    Translator(onnx, backend="openvino").translate_video(
+        src, out, encode=EncodeOptions(exact_size=True))
     d = read_video(out)
     assert (d["width"], d["height"]) == (101, 59)
     assert len(d["frames"]) == 12
