@@ -177,12 +177,11 @@ def _open_input(path, options: dict | None = None, timeout: float | None = None,
     path, fmt, found = check_input(path)
     opts = {**found, **(options or {})}
     try:
-        extra = {}
-        if hwaccel != "software":
-            from .gpu_io import pick_decoder
+        if hwaccel != "software":  # NVDEC; a device that cannot open falls back (gpu_io)
+            from .gpu_io import open_input
 
-            extra = pick_decoder(hwaccel).open_kwargs()
-        return av.open(path, format=fmt, options=opts, timeout=timeout, **extra)
+            return open_input(path, hwaccel, format=fmt, options=opts, timeout=timeout)
+        return av.open(path, format=fmt, options=opts, timeout=timeout)
     except av.error.FileNotFoundError:
         raise InputError(f"{redact(path)}: no such file") from None
     except av.error.PermissionError:
@@ -254,6 +253,7 @@ class Source:
             raise UsageError(f"{errors.flag('--duration', 'duration')} must be more than 0 s "
                              f"(got {duration:g})")
         self.container = _open_input(path, options, timeout, hwaccel)
+        self.decoder = None  # after the first frame of a hardware-decoded input: what decoded it
         self.stream = _video_stream(self.container, path)
         self.stream.thread_type = "AUTO"
         cc = self.stream.codec_context
@@ -345,6 +345,10 @@ class Source:
                         return
                     if index == 0:
                         self.rotation = int(f.rotation or 0)
+                        if self.stream.codec_context.is_hwaccel:  # NVDEC, or its silent fallback
+                            from .gpu_io import report_decoder
+
+                            self.decoder = report_decoder(self.stream, redact(self.path))
                     self.corrupt_frames += bool(f.is_corrupt)
                     yield self._frame(f, index)
                     index += 1

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import types
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -13,10 +17,12 @@ from streamgan.errors import UsageError  # noqa: E402
 
 def _machine(monkeypatch, *, driver=True,
              codecs=("h264_nvenc", "hevc_nvenc", "av1_nvenc", "libx264", "libx265", "libsvtav1"),
-             hwdevices=("cuda",), encoder_probe=None, decoder_probe=None):
+             hwdevices=("cuda",), encoder_probe=None, decoder_probe=None, gpus=("NVIDIA L4",)):
     monkeypatch.setattr(gpu_io, "_driver_present", lambda: driver)
+    monkeypatch.setattr(gpu_io, "_gpu_names", lambda: list(gpus))
+    monkeypatch.setattr(gpu_io, "_noticed", set())
     monkeypatch.setattr(gpu_io, "_codecs", lambda: set(codecs))
-    monkeypatch.setattr(gpu_io, "_hwdevices", lambda: list(hwdevices))
+    monkeypatch.setattr(gpu_io, "_hwdevices", lambda: None if hwdevices is None else list(hwdevices))
     monkeypatch.setattr(gpu_io, "_probe_encoder", lambda name: encoder_probe)
     monkeypatch.setattr(gpu_io, "_probe_decoder", lambda dev="cuda": decoder_probe)
 
@@ -74,6 +80,7 @@ def test_cuda_decoding_is_picked_when_the_device_opens(monkeypatch):
 @pytest.mark.parametrize("machine,why", [
     (dict(driver=False), "no NVIDIA driver"),
     (dict(hwdevices=("vaapi",)), "no CUDA hwaccel"),
+    (dict(hwdevices=None), "PyAV 14.1 or newer"),  # PyAV 12-14.0: no av.codec.hwaccel
     (dict(decoder_probe="cuda device cannot be opened by FFmpeg (x)"), "cannot be opened"),
 ])
 def test_software_decoding_otherwise_with_the_reason(monkeypatch, machine, why):
@@ -133,3 +140,82 @@ def test_nvenc_and_nvdec_on_a_gpu_machine(tmp_path):
         assert sum(1 for _ in c.decode(stream)) == 10
         if dec.hardware:
             assert "cuda" in gpu_io.decoder_in_use(stream)
+
+
+# -- what really happens on a GPU machine -------------------------------------------------------
+
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "rainy_dashcam.mp4"
+
+
+@pytest.mark.parametrize("gpu", ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA H200"])
+def test_data_centre_gpus_decode_on_nvdec_but_encode_in_software(monkeypatch, gpu):
+    _machine(monkeypatch, gpus=(gpu,))
+    monkeypatch.setattr(gpu_io, "_probe_encoder", lambda name: pytest.fail("no NVENC to probe"))
+    c = gpu_io.pick_encoder("h264")
+    assert (c.name, c.hardware) == ("libx264", False)
+    assert gpu in c.describe() and "no NVENC" in c.describe() and "permission" not in c.describe().lower()
+    with pytest.raises(UsageError, match="no NVENC"):
+        gpu_io.pick_encoder("hevc", prefer="hardware")
+    assert gpu_io.pick_decoder().hardware  # NVDEC is there
+
+
+def test_a_gpu_with_nvenc_is_probed(monkeypatch):
+    _machine(monkeypatch, gpus=("NVIDIA L40S",))
+    assert gpu_io.pick_encoder("h264").name == "h264_nvenc"
+
+
+def test_a_cuda_device_that_cannot_open_falls_back_to_software_once(monkeypatch, caplog):
+    """On this machine FFmpeg's CUDA device really fails to open (no GPU): PyAV raises EPERM at
+    av.open, which io reported as "permission denied" on the user's file."""
+    from streamgan.io import Source
+
+    if _real_cuda():
+        pytest.skip("a real CUDA device opens here (the gpu-marked test covers NVDEC)")
+    _machine(monkeypatch)  # pick_decoder says cuda, as on a GPU machine with NVDEC exhausted
+    with caplog.at_level(logging.WARNING, logger="streamgan"):
+        for _ in range(2):
+            src = Source(SAMPLE, hwaccel="auto", max_frames=3)
+            assert len(list(src)) == 3 and src.decoder is None  # decoded in software
+            src.close()
+    assert caplog.text.count("notice:") == 1 and "decoding in software" in caplog.text
+    assert "permission" not in caplog.text.lower()
+    with pytest.raises(UsageError, match="hardware decoding is not available: the CUDA decoder could not"):
+        Source(SAMPLE, hwaccel="hardware")
+
+
+def test_a_missing_file_still_reports_itself_with_a_hardware_decoder(monkeypatch, tmp_path):
+    from streamgan.errors import InputError
+    from streamgan.io import Source
+
+    _machine(monkeypatch)
+    bad = tmp_path / "not_a_video.mp4"
+    bad.write_bytes(b"this is not a video")
+    with pytest.raises(InputError, match="not a video"):
+        Source(bad, hwaccel="auto")
+
+
+def _real_cuda() -> bool:
+    return gpu_io._driver_present() and gpu_io._probe_decoder("cuda") is None
+
+
+class _Ctx:
+    def __init__(self, name, is_hwaccel, pix_fmt):
+        self.name, self.is_hwaccel, self.pix_fmt = name, is_hwaccel, pix_fmt
+
+
+def test_is_hwaccel_is_not_taken_for_hardware_decoding(monkeypatch, caplog):
+    """A 10-bit H.264 stream has a CUDA context attached but FFmpeg decodes it in software; after
+    the first frame only the pixel format tells (``cuda`` for NVDEC frames)."""
+    ten_bit = types.SimpleNamespace(codec_context=_Ctx("h264", True, "yuv420p10le"))
+    nvdec = types.SimpleNamespace(codec_context=_Ctx("h264", True, "cuda"))
+    software = types.SimpleNamespace(codec_context=_Ctx("hevc", False, "yuv420p"))
+    assert gpu_io.decoded_in_hardware(ten_bit) is False and gpu_io.decoded_in_hardware(nvdec) is True
+    assert "in software" in gpu_io.decoder_in_use(ten_bit) and "yuv420p10le" in gpu_io.decoder_in_use(ten_bit)
+    assert gpu_io.decoder_in_use(nvdec) == "h264 on cuda (NVDEC)"
+    assert gpu_io.decoder_in_use(software) == "hevc (software)"
+    monkeypatch.setattr(gpu_io, "_noticed", set())
+    with caplog.at_level(logging.WARNING, logger="streamgan"):
+        gpu_io.report_decoder(ten_bit, "cam1")
+        gpu_io.report_decoder(ten_bit, "cam1")
+        gpu_io.report_decoder(nvdec, "cam2")
+    assert caplog.text.count("notice:") == 1 and "cam1" in caplog.text and "cam2" not in caplog.text
