@@ -1,7 +1,12 @@
 """GPU smoke test: TensorRT vs PyTorch CUDA on one generator, one table.
 
     python benchmarks/gpu_smoke.py [--model derain] [--batches 1,4,8]
-                                   [--resolutions 640x360,1280x720,1920x1080] [--seconds 2]
+                                   [--resolutions 640x360,480x360,360x640,1280x720,1920x1080]
+                                   [--seconds 2]
+
+The engine is built the way the pipeline builds it: the default profile from the card's policy
+(landscape, 4:3 and portrait at short side 360), then ``prepare`` for the sizes asked for, before
+anything is timed. TensorRT's warnings are printed (``STREAMGAN_TRT_LOG=info`` for more).
 
 For each resolution and batch size it prints model-only throughput (frames/s of the network on
 data already on the GPU, CUDA-event timed) for TensorRT fp16 and PyTorch CUDA fp16, end-to-end
@@ -101,7 +106,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="derain")
     ap.add_argument("--batches", default="1,4,8")
-    ap.add_argument("--resolutions", default="640x360,1280x720,1920x1080")
+    ap.add_argument("--resolutions", default="640x360,480x360,360x640,1280x720,1920x1080")
     ap.add_argument("--seconds", type=float, default=2.0, help="timing per cell")
     ap.add_argument("--cache-dir", default=None)
     args = ap.parse_args(argv)
@@ -124,13 +129,16 @@ def main(argv=None) -> int:
     sizes = [(w + (-w % mult), h + (-h % mult)) for w, h in sizes]  # as frames.pad_to_multiple does
 
     trt_b = TensorRTBackend(onnx_path, "fp16", mean, std, batch_range=(min(batches), max(batches)),
-                            resolutions=sizes, size_multiple=mult, cache_dir=args.cache_dir or tmp / "engines")
+                            size_multiple=mult, cache_dir=args.cache_dir or tmp / "engines")
+    profile_before = trt_b.profile.describe()
+    trt_b.prepare([(max(batches), h, w) for w, h in sizes])  # builds before timing, as a stream does
     ref32 = TorchBackend(onnx_path, "fp32", mean, std, device="cuda")
     ref16 = TorchBackend(onnx_path, "fp16", mean, std, device="cuda")
     sync = torch.cuda.synchronize
     rng = np.random.default_rng(0)
 
     print(f"model: {label}; {trt_b.describe()}; torch {torch.__version__}")
+    print(f"card-policy profile: {profile_before}; after prepare: {trt_b.profile.describe()}")
     head = ("resolution", "batch", "trt16 model", "torch16 model", "trt16 e2e", "torch16 e2e",
             "max|d| float", "max|d| uint8")
     print("  ".join(f"{h:>13}" for h in head))
@@ -143,7 +151,8 @@ def main(argv=None) -> int:
 
             xd = torch.from_numpy(x).cuda()
             yd = torch.empty(trt_b._out_shape(n, h, w), dtype=trt_b._out_dtype, device="cuda")
-            stream = torch.cuda.current_stream()
+            xd = xd.to(trt_b._in_dtype)
+            stream = trt_b.compute_stream  # the engine's own stream, as in submit()
             trt_model = _rate(lambda: trt_b._enqueue(xd, yd, stream), n, args.seconds, sync)
             x16 = xd.half()
             with torch.inference_mode():
