@@ -440,6 +440,9 @@ def test_tensorrt_engine_matches_pytorch_and_is_cached(tiny_onnx, tmp_path, capl
                                     resolutions="96x64..256x192", cache_dir=tmp_path)
         assert "building" not in caplog.text and again.engine_path == trt_b.engine_path
         big = rng.integers(0, 256, (1, 320, 256, 3), dtype=np.uint8)  # outside the profile
+        with pytest.raises(BackendError, match="before a stream starts"):
+            again.run(big)  # never a rebuild in the middle of a stream
+        again.prepare([(1, 320, 256)])
         assert again.run(big).shape == big.shape and again.profile.covers(1, 320, 256)
         again.close()
         trt_b.close()
@@ -896,3 +899,17 @@ def test_builder_uses_fp16_the_profile_and_a_timing_cache(tmp_path, monkeypatch)
     tb._build_engine_bytes(DERAIN / "model.onnx", "fp32", profile, timing_cache=timing)
     assert seen["caches"][-1] == b"+timings" and seen["flags"] == ["fp16"]  # reused; fp32: no flag
     assert timing.read_bytes() == b"+timings+timings"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("onnx_path", _plugin_onnx(), ids=lambda p: p.parent.name if p else "none")
+def test_torch_cuda_fallback_runs_the_shipped_models(onnx_path):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    if not torch.cuda.is_available():
+        pytest.skip("no usable CUDA GPU")
+    from streamgan.engines.torch import TorchBackend
+
+    frames = np.random.default_rng(0).integers(0, 256, (2, 360, 480, 3), dtype=np.uint8)
+    cuda = TorchBackend(onnx_path, precision="fp16", device="cuda").run(frames)
+    cpu = TorchBackend(onnx_path, precision="fp32", device="cpu").run(frames)
+    assert np.abs(cuda.astype(int) - cpu.astype(int)).max() <= 8
