@@ -92,7 +92,7 @@ def test_auto_choice_on_a_cpu_machine_is_openvino():
 def test_import_does_not_load_torch(identity_onnx):
     code = ("import sys, streamgan, streamgan.cli, streamgan.engines as e;"
             f"t = streamgan.Translator({str(identity_onnx)!r}, backend='openvino');"
-            "t.translate(__import__('numpy').zeros((8, 8, 3), 'uint8'));"
+            "t.translate(__import__('numpy').zeros((16, 16, 3), 'uint8'));"
             "e.available(); print('torch' in sys.modules, 'trainer' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
