@@ -339,7 +339,6 @@ def main(argv: list[str] | None = None) -> int:
 
     for h in logging.getLogger().handlers:  # third-party log lines are redacted too
         h.addFilter(RedactFilter())
-    errors.use_cli_wording()
     tasks = sorted(set(_tasks()) | {"derain", "day2night"})
     parser = build_parser(tasks)
     try:
@@ -350,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return errors.EXIT_USAGE
     try:
-        with stop_signals():
+        with errors.cli_wording(), stop_signals():
             return args.func(args)
     except StreamganError as e:
         if debug:

@@ -5,12 +5,13 @@ Every failure a user can cause (a bad path, a bad model, a bad option) is raised
 returns for it. Anything else reaching the CLI is a bug and exits with ``EXIT_INTERNAL``.
 
 Messages name options the way the caller knows them: ``flag("-y", "overwrite=True")`` gives the
-command-line spelling when the ``streamgan`` command runs (``use_cli_wording()``) and the Python
+command-line spelling when the ``streamgan`` command runs (``cli_wording()``) and the Python
 API's otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 
 # Documented exit codes (README "Exit codes").
@@ -27,10 +28,15 @@ EXIT_TERMINATED = 128 + signal.SIGTERM
 _cli_wording = False
 
 
-def use_cli_wording() -> None:
-    """Called by the command line: messages then name options as it spells them."""
+@contextlib.contextmanager
+def cli_wording():
+    """While the command line runs a command, messages name options as it spells them."""
     global _cli_wording
-    _cli_wording = True
+    old, _cli_wording = _cli_wording, True
+    try:
+        yield
+    finally:
+        _cli_wording = old
 
 
 def flag(cli: str, api: str) -> str:

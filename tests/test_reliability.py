@@ -376,7 +376,7 @@ def test_odd_sizes_are_padded_to_420_unless_exact_size(identity_onnx, tmp_path):
 
 
 # 9 ------------------------------------------------------------------------------------------
-def test_small_things_a_user_notices(identity, identity_onnx, tmp_path, monkeypatch):
+def test_small_things_a_user_notices(identity, identity_onnx, tmp_path):
     from streamgan.engines import nvidia_driver_present
 
     # the input is checked before the model is loaded (a broken model is never reached)
@@ -410,8 +410,10 @@ def test_small_things_a_user_notices(identity, identity_onnx, tmp_path, monkeypa
     if runs != "fp16":
         assert "fp16 not supported" in tr.describe()
 
-    # library wording: the API has no -y
-    monkeypatch.setattr(errors, "_cli_wording", False)
+    # library wording: the API has no -y (also after the CLI ran in this process)
+    from streamgan.cli import main
+
+    assert main(["backends"]) == 0
     src = make_clip(tmp_path / "src.mp4", frames=3)
     (tmp_path / "taken.mp4").write_bytes(b"mine")
     with pytest.raises(OutputError, match="overwrite=True") as e:
