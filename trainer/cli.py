@@ -4,6 +4,7 @@
     streamgan-train export configs/train_derain.yaml [--checkpoint runs/derain/latest.pt] [--no-eval]
     streamgan-train eval   configs/train_derain.yaml [--onnx plugins/derain/model.onnx] [--out runs/derain/eval]
     streamgan-train sample [--out samples/rainy_dashcam.mp4]
+    streamgan-train adapt  --rainy MY_RAINY_CLIPS --clear MY_CLEAR_CLIPS [--out derain-myfleet] [--steps 300]
 
 Errors the user can fix (bad config, missing data, bad checkpoint) print one line and exit with status 2.
 """
@@ -17,7 +18,10 @@ import sys
 
 from .options import CheckpointError, Config, ConfigError, DataError
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError)
+def _user_errors():
+    from streamgan.errors import StreamganError
+
+    return (ConfigError, DataError, CheckpointError, StreamganError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples/rainy_dashcam.mp4")
     s.add_argument("--seconds", type=float, default=4.0)
     s.add_argument("--seed", type=int, default=3)
+    a = sub.add_parser("adapt", help="fine-tune the shipped derain model on your own rainy and clear clips")
+    a.add_argument("--rainy", nargs="+", required=True, help="videos, images or folders of real rainy footage")
+    a.add_argument("--clear", nargs="+", required=True, help="videos, images or folders of clear footage")
+    a.add_argument("--out", default="derain-adapted", help="new plugin folder (must not exist)")
+    a.add_argument("--plugin", default="derain", help="plugin to start from (task name or folder)")
+    a.add_argument("--steps", type=int, default=300)
+    a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     return p
 
 
@@ -55,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
             from .make_sample import make_sample
 
             print(make_sample(args.src, args.out, args.seconds, args.seed))
+            return 0
+        if args.cmd == "adapt":
+            from .adapt import adapt
+
+            print(json.dumps(adapt(args.rainy, args.clear, args.out, args.plugin, args.steps, args.set,
+                                   log=lambda m: print(m, file=sys.stderr)), indent=2))
             return 0
         cfg = Config.load(args.config, args.set)
         if args.cmd == "train":
@@ -72,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             from .evaluate import evaluate
 
             print(json.dumps(evaluate(cfg, checkpoint=args.checkpoint, onnx=args.onnx, out=args.out), indent=2))
-    except USER_ERRORS as e:
+    except _user_errors() as e:
         print(f"streamgan-train: error: {e}", file=sys.stderr)
         return 2
     return 0

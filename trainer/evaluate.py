@@ -21,7 +21,7 @@ import torch
 from . import metrics as M
 from .data import list_sources, load_frames, read_image, read_video
 from .options import Config, DataError
-from .synth import add_rain, darken_filter, make_night
+from .synth import darken_filter, make_night, rain_pair, rain_streaks
 
 
 class OnnxRunner:
@@ -145,10 +145,11 @@ def _holdout_frames(files: list[str], size: tuple[int, int], limit: int, stride:
 
 
 def rain12_scores(run, folder: str | Path) -> dict:
+    """Y-PSNR/SSIM of a paired set (rainy/*.png beside clean/*.png), model and do-nothing."""
     folder = Path(folder)
     rainy = sorted((folder / "rainy").glob("*.png"))
     if not rainy:
-        raise DataError(f"eval.rain12: no rainy/*.png in {folder}")
+        raise DataError(f"paired set: no rainy/*.png in {folder}")
     base_p, base_s, p, s, examples = [], [], [], [], []
     for f in rainy:
         a = read_image(f)
@@ -167,10 +168,11 @@ def evaluate(cfg: Config, checkpoint: str | None = None, onnx: str | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     tmpdir = None
     if onnx is None:
-        from .export import export_onnx
+        from .export import deployable, export_onnx
         from .train import CKPT, generator_from_checkpoint
 
         net, _ = generator_from_checkpoint(checkpoint or Path(cfg.train.out) / CKPT, cfg.model.generator)
+        net = deployable(cfg, net)
         tmpdir = tempfile.mkdtemp(prefix="streamgan-eval-")
         onnx = str(export_onnx(net, Path(tmpdir) / "model.onnx"))
     run = OnnxRunner(onnx)
@@ -225,24 +227,95 @@ def _eval_derain(cfg: Config, run, out_dir: Path) -> dict:
             rep["rain12_openvino"] = {"psnr": round(rv["psnr"], 4), "ssim": round(rv["ssim"], 4)}
         except ImportError:
             pass
+    for name, folder in ev.paired_sets.items():
+        r = rain12_scores(run, folder)
+        ex = r.pop("_examples")
+        sheet_rows += ex[:1]
+        rep[name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
     clean = _holdout_frames(cfg.data.holdout_a, tuple(ev.size), ev.synthetic_pairs)
     bp, bs, p, s = [], [], [], []
     for i, c in enumerate(clean):
-        rainy = _u8(add_rain(_t(c), torch.Generator().manual_seed(10_000 + i)))
+        rainy, target = (_u8(t) for t in rain_pair(_t(c), torch.Generator().manual_seed(10_000 + i)))
         o = run(rainy)
-        bp.append(M.psnr_y(rainy, c)), bs.append(M.ssim_y(rainy, c))
-        p.append(M.psnr_y(o, c)), s.append(M.ssim_y(o, c))
-        if i % max(1, len(clean) // 3) == 0 and len(sheet_rows) < 7:
-            sheet_rows.append([rainy, o, c])
+        bp.append(M.psnr_y(rainy, target)), bs.append(M.ssim_y(rainy, target))
+        p.append(M.psnr_y(o, target)), s.append(M.ssim_y(o, target))
+        if i % max(1, len(clean) // 3) == 0 and len(sheet_rows) < 9:
+            sheet_rows.append([rainy, o, target])
     rep["synthetic_holdout"] = {"n": len(clean), "size": list(ev.size), "input_psnr": round(float(np.mean(bp)), 4),
                                 "input_ssim": round(float(np.mean(bs)), 4), "psnr": round(float(np.mean(p)), 4),
                                 "ssim": round(float(np.mean(s)), 4)}
+    if ev.clean_hd:
+        rep.update(_clean_hd(ev.clean_hd, run))
+    if ev.real_clip:
+        frames = _frames_of(ev.real_clip, ev.clip_frames)
+        outs = [run(f) for f in frames]
+        fi, fo = M.flicker(frames), M.flicker(outs)
+        rep["real_flicker"] = {"clip": ev.real_clip, "frames": len(frames), "input": round(fi, 3),
+                               "output": round(fo, 3), "ratio": round(fo / max(fi, 1e-9), 3)}
+    if ev.real_rain:
+        rep["real_sheet"] = real_sheet(ev.real_rain, run, out_dir / "real_rain_before_after.png")
     rep["flicker"] = _flicker(cfg, run)
     labels = ["input (rainy)", "output", "target (clean)"]
     rep["contact_sheet"] = contact_sheet(sheet_rows, labels, out_dir / "contact_sheet.png")
-    rep["before_after"] = contact_sheet([sheet_rows[i] for i in (2, len(sheet_rows) - 1)], labels,
+    real = 4 if ev.rain12 else 0  # the first rows of the real paired sets, when there are two
+    pick = (real, real + 1) if len(ev.paired_sets) >= 2 else (2, len(sheet_rows) - 1)
+    rep["before_after"] = contact_sheet([sheet_rows[i] for i in pick], labels,
                                         out_dir / "before_after.png", width=300)
     return rep
+
+
+def _frames_of(src: str, limit: int | None = None) -> list[np.ndarray]:
+    """Frames of a video file or of a folder of images, in order."""
+    p = Path(src)
+    if p.is_dir():
+        return [read_image(f) for f in list_sources([src], field="eval")][:limit]
+    return read_video(p, 1, limit)
+
+
+def _clean_hd(sources: list[str], run, n: int = 8) -> dict:
+    """Clean 1280x720 frames: the model should give them back untouched (PSNR to themselves), and thin
+    streaks added at that size should still come off (PSNR to the clean frame, before and after)."""
+    frames = [_resize(f, (1280, 720)) for src in sources for f in _frames_of(src)]
+    idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
+    fid, sin, sout = [], [], []
+    for k, i in enumerate(idx):
+        c = frames[i]
+        fid.append(M.psnr_y(run(c), c))
+        gen = torch.Generator().manual_seed(30_000 + k)
+        streaks = rain_streaks(720, 1280, gen)
+        rainy = _u8((_t(c) + streaks).clamp(0, 1))
+        sin.append(M.psnr_y(rainy, c)), sout.append(M.psnr_y(run(rainy), c))
+    return {"clean_720p": {"n": len(idx), "psnr_to_input": round(float(np.mean(fid)), 3),
+                           "min_psnr_to_input": round(float(np.min(fid)), 3)},
+            "thin_streaks_720p": {"n": len(idx), "input_psnr": round(float(np.mean(sin)), 3),
+                                  "psnr": round(float(np.mean(sout)), 3)}}
+
+
+def real_sheet(sources: list[str], run, path: Path, width: int = 240, per_row: int = 3) -> str:
+    """Before/after cells for every real degraded frame (no target): before | after, ``per_row`` pairs a row."""
+    from PIL import Image, ImageDraw
+
+    files = list_sources(sources, field="eval.real_rain")
+    cells = []
+    for f in files:
+        for a in _frames_of(str(f)) if f.suffix.lower() in {".mp4", ".mkv", ".mov", ".avi"} else [read_image(f)]:
+            h = round(a.shape[0] * width / a.shape[1])
+            o = run(a)
+            cells.append((f.parent.name + "/" + f.name, _resize(a, (width, h)), _resize(o, (width, h))))
+    ch = max(c[1].shape[0] for c in cells) + 14
+    rows = (len(cells) + per_row - 1) // per_row
+    sheet = Image.new("RGB", (per_row * (2 * width + 8), rows * ch), (255, 255, 255))
+    d = ImageDraw.Draw(sheet)
+    for k, (name, a, o) in enumerate(cells):
+        x, y = (k % per_row) * (2 * width + 8), (k // per_row) * ch
+        d.text((x + 2, y + 1), f"{name}: before | after", fill=(0, 0, 0))
+        sheet.paste(Image.fromarray(a), (x, y + 14))
+        sheet.paste(Image.fromarray(o), (x + width, y + 14))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    sheet.save(tmp, optimize=True)
+    os.replace(tmp, path)
+    return str(path)
 
 
 def _eval_day2night(cfg: Config, run, out_dir: Path) -> dict:
@@ -285,6 +358,17 @@ def _card_metrics(rep: dict) -> dict:
     if "rain12_openvino" in rep:
         m["rain12_psnr_y_openvino"] = round(rep["rain12_openvino"]["psnr"], 2)
         m["rain12_ssim_y_openvino"] = round(rep["rain12_openvino"]["ssim"], 4)
+    for name in ("robotcar_drops", "raindrop_glass"):
+        if name in rep:
+            r = rep[name]
+            m[f"{name}_psnr_y"], m[f"{name}_ssim_y"] = round(r["psnr"], 2), round(r["ssim"], 4)
+            m[f"{name}_input_psnr_y"], m[f"{name}_input_ssim_y"] = round(r["input_psnr"], 2), round(r["input_ssim"], 4)
+    if "clean_720p" in rep:
+        m["clean_720p_psnr_y_to_input"] = rep["clean_720p"]["psnr_to_input"]
+        m["thin_streaks_720p_psnr_y"] = rep["thin_streaks_720p"]["psnr"]
+        m["thin_streaks_720p_input_psnr_y"] = rep["thin_streaks_720p"]["input_psnr"]
+    if rep.get("real_flicker"):
+        m["real_rain_flicker_ratio"] = rep["real_flicker"]["ratio"]
     if "synthetic_holdout" in rep:
         r = rep["synthetic_holdout"]
         m["synthetic_holdout_psnr_y"], m["synthetic_holdout_ssim_y"] = round(r["psnr"], 2), round(r["ssim"], 4)

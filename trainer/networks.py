@@ -189,3 +189,27 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
+
+
+class SourceResolution(nn.Module):
+    """Run a residual generator at a processing size and apply its correction at the input's own size.
+
+    The network sees the frame at short side ``short_side`` (never upscaled); its correction (output minus
+    input, at that size) is upsampled and added to the full-resolution frame. Detail the network never
+    touches comes through untouched, so a clean HD frame leaves as sharp as it came, at the cost of the
+    network at the processing size plus two resizes. The whole thing is one ONNX graph with dynamic sizes.
+    """
+
+    def __init__(self, net: nn.Module, short_side: int, multiple: int = 4):
+        super().__init__()
+        self.net, self.short_side, self.multiple = net, short_side, multiple
+
+    def forward(self, x):
+        hw = torch._shape_as_tensor(x)[2:].float()
+        s = torch.clamp(self.short_side / torch.min(hw), max=1.0)
+        small_hw = (torch.floor(hw * s / self.multiple) * self.multiple).long()
+        size = (small_hw[0], small_hw[1])
+        small = nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        delta = self.net(small) - small
+        up = nn.functional.interpolate(delta, size=(x.shape[2], x.shape[3]), mode="bilinear", align_corners=False)
+        return torch.clamp(x + up, -1.0, 1.0)

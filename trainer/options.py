@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamgan.card import read_yaml_mapping
 
@@ -35,11 +35,15 @@ class DataOptions(_Opts):
     train_a: list[str] = Field(min_length=1)
     # Domain B sources (unpaired CycleGAN mode), e.g. real night frames.
     train_b: list[str] = []
+    # Paired mode: real degraded frames with no clean pair (e.g. real rain). The generator's outputs on
+    # them are judged by the PatchGAN against real clean frames (``loss.lambda_real_gan``).
+    train_real: list[str] = []
     # Held out for evaluation; their files are removed from the training pools.
     holdout_a: list[str] = []
     holdout_b: list[str] = []
     exclude: list[str] = []  # substrings of paths to leave out
     synth: Literal["none", "rain", "night"] = "none"
+    synth_options: dict[str, float] = {}  # keyword arguments of the pair maker, e.g. {p_drops: 0.8}
     clean_fraction: float = Field(0.0, ge=0, le=1)  # share of synthetic pairs left untouched (input = target)
     crop: int = Field(256, ge=16)
     scale: tuple[float, float] = (0.5, 1.0)  # random resize factor before the crop
@@ -83,6 +87,8 @@ class LossOptions(_Opts):
     lambda_identity: float = Field(0.5, ge=0)  # times lambda_cycle, as in CycleGAN
     lambda_l1: float = Field(0.0, ge=0)  # paired L1 (needs a synthesiser or paired data)
     lambda_ssim: float = Field(0.0, ge=0)  # paired (1 - SSIM)
+    lambda_real_gan: float = Field(0.0, ge=0)  # paired mode: adversarial term on outputs for data.train_real
+    real_gan_start: int = Field(0, ge=0)  # step at which that term starts (after the paired warm-up)
     lambda_struct: float = Field(0.0, ge=0)  # structure kept: locally normalised luma, output vs input
     lambda_distill: float = Field(0.0, ge=0)  # L1 to a teacher generator's output
     teacher: str | None = None  # checkpoint of the teacher (its own config's architecture)
@@ -110,6 +116,11 @@ class TrainOptions(_Opts):
     warmup_steps: int = Field(0, ge=0)  # cyclegan: first train G alone on synthesiser pairs (paired L1)
     progress: bool = True
 
+    @field_validator("out")
+    @classmethod
+    def _home(cls, v: str) -> str:  # runs live outside the work tree, e.g. ~/.cache/streamgan/runs/<name>
+        return str(Path(v).expanduser())
+
 
 class DataNote(_Opts):
     name: str
@@ -123,7 +134,10 @@ class ExportOptions(_Opts):
     title: str = "generator"
     direction: str = "A -> B"
     licence: str = "MIT"
-    policy: Literal["native", "short_side"] = "native"
+    # native: the model sees the frame as it is; short_side: the runtime scales frames to short_side;
+    # source: the exported graph scales to short_side itself and applies the correction at full size
+    # (residual generators only; see networks.SourceResolution)
+    policy: Literal["native", "short_side", "source"] = "native"
     short_side: int | None = None
     limitations: str | None = None
     data_notes: list[DataNote] = []  # [{name, path, licence, count}] for the card
@@ -132,6 +146,10 @@ class ExportOptions(_Opts):
 class EvalOptions(_Opts):
     kind: Literal["derain", "day2night"] = "derain"
     rain12: str | None = None  # folder with rainy/ and clean/
+    paired_sets: dict[str, str] = {}  # name -> folder with rainy/ and clean/ (same file names)
+    real_rain: list[str] = []  # real degraded frames without pairs: before/after contact sheet
+    real_clip: str | None = None  # a real degraded clip (video or frame folder) for flicker
+    clean_hd: list[str] = []  # clean frames scored at 1280x720 against themselves (fidelity) and with thin streaks
     clip: str | None = None  # a real clip for the flicker ratio
     clip_frames: int = Field(50, ge=2)
     synthetic_pairs: int = Field(24, ge=1)  # from holdout_a frames
@@ -159,10 +177,14 @@ class Config(_Opts):
             raise ValueError("mode 'cyclegan' needs data.train_b (the target domain)")
         if self.train.warmup_steps and (self.mode != "cyclegan" or self.data.synth == "none"):
             raise ValueError("train.warmup_steps needs mode 'cyclegan' and a data.synth to make pairs")
+        if self.loss.lambda_real_gan > 0 and (self.mode != "paired" or not self.data.train_real):
+            raise ValueError("loss.lambda_real_gan > 0 needs mode 'paired' and data.train_real (real degraded frames)")
         if self.loss.lambda_distill > 0 and not (self.loss.teacher and self.loss.teacher_generator):
             raise ValueError("loss.lambda_distill > 0 needs loss.teacher and loss.teacher_generator")
-        if self.export.policy == "short_side" and not self.export.short_side:
-            raise ValueError("export.policy 'short_side' needs export.short_side")
+        if self.export.policy in ("short_side", "source") and not self.export.short_side:
+            raise ValueError(f"export.policy '{self.export.policy}' needs export.short_side")
+        if self.export.policy == "source" and not (self.model.generator.kind == "mobile" and self.model.generator.residual):
+            raise ValueError("export.policy 'source' needs a residual generator (model.generator.residual: true)")
         return self
 
     @classmethod

@@ -3,9 +3,11 @@
 Both work on float tensors NCHW RGB in [0, 1] and draw every random number from the ``torch.Generator``
 they are given, so the same seed gives the same output bit for bit (on one device).
 
-* :func:`add_rain`  - rain streak layers at several depths (random density, angle, length, width, blur and
-  brightness; additive, the way Rain12/Rain100L are made, sometimes screen-blended), a veil of haze, and
-  drops on the windshield.
+* :func:`rain_pair` - (rainy, clean) pairs: rain streak layers at several depths (random density, angle,
+  length, width, blur and brightness; additive as in Rain12/Rain100L, or screen-blended), haze that grows
+  with depth, spray, drops on the glass rendered as small lenses (:func:`glass_drops`: refracted,
+  flipped, minified view of the scene, dark rim, highlight, in or out of focus, clusters and trails), a
+  partial wiper sweep, and the camera after the glass (defocus, sensor noise, JPEG at dashcam quality).
 * :func:`make_night` - exposure and gamma in linear light, colour temperature, a darker sky, glows around
   light sources (street lamps, head and tail lights) and sensor noise.
 """
@@ -89,48 +91,226 @@ def rain_streaks(h: int, w: int, gen: torch.Generator, device=None, heavy: bool 
     return rain.clamp(0, 1)
 
 
-def windshield_drops(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Blurry, refracting drops on the glass (img: 1x3xHxW in [0, 1])."""
-    _, _, h, w = img.shape
-    n = int(torch.randint(5, 40, (), generator=gen))
-    yy = torch.arange(h, device=img.device).view(h, 1).float()
-    xx = torch.arange(w, device=img.device).view(1, w).float()
-    alpha = torch.zeros(h, w, device=img.device)
+def _power(gen: torch.Generator, lo: float, hi: float, a: float = 2.0) -> float:
+    """A draw in [lo, hi] skewed towards lo (many small, few large), density ~ x**-a."""
+    u = float(torch.rand((), generator=gen))
+    b = 1.0 - a
+    return (lo ** b + u * (hi ** b - lo ** b)) ** (1.0 / b)
+
+
+def _drop_field(h: int, w: int, gen: torch.Generator, n: int, r_lo: float, r_hi: float, device=None):
+    """Place ``n`` drops; per pixel keep the drop whose surface is highest there (drops merge).
+
+    Round and elongated drops, clusters and running trails (a chain of smaller drops above a larger one).
+    Returns 1x1xHxW maps: ``hgt`` (the dome of the drop on top, 0 outside any drop), ``ox``/``oy`` (offset
+    from that drop's centre in units of its radii) and ``rad`` (its radius in pixels)."""
+    n_clusters = int(torch.randint(0, 4, (), generator=gen))
+    centres = [(_u(gen, 0, h), _u(gen, 0, w), _u(gen, 0.05, 0.25) * min(h, w)) for _ in range(n_clusters)]
+    drops = []
     for _ in range(n):
-        cy, cx = _u(gen, 0, h), _u(gen, 0, w)
-        r = _u(gen, 2, 6) * min(h, w) / 128
-        ry = r * _u(gen, 0.8, 1.4)
-        d = ((yy - cy) / ry) ** 2 + ((xx - cx) / r) ** 2
-        alpha = torch.maximum(alpha, torch.sigmoid((1 - d) * 6))
-    inside = _gauss_blur(img, min(h, w) / 40) * _u(gen, 0.85, 1.1) + _u(gen, 0.0, 0.08)
-    a = alpha.view(1, 1, h, w) * _u(gen, 0.6, 1.0)
-    return img * (1 - a) + inside.clamp(0, 1) * a
+        if centres and _u(gen, 0, 1) < 0.5:
+            cy0, cx0, spread = centres[int(torch.randint(len(centres), (), generator=gen))]
+            cy = cy0 + float(torch.randn((), generator=gen)) * spread
+            cx = cx0 + float(torch.randn((), generator=gen)) * spread
+        else:
+            cy, cx = _u(gen, 0, h), _u(gen, 0, w)
+        r = _power(gen, r_lo, r_hi)
+        elong = _u(gen, 1.0, 1.3) if _u(gen, 0, 1) < 0.8 else _u(gen, 1.3, 2.5)  # taller than wide: running
+        drops.append((cy, cx, r, r * elong, _u(gen, -0.3, 0.3)))
+        if r > 0.5 * r_hi and _u(gen, 0, 1) < 0.3:  # the trail a running drop leaves above it
+            ty, tr = cy, r
+            for _ in range(int(torch.randint(3, 10, (), generator=gen))):
+                tr *= _u(gen, 0.45, 0.8)
+                ty -= r * _u(gen, 0.8, 1.8)
+                if tr < 0.8:
+                    break
+                drops.append((ty, cx + _u(gen, -0.3, 0.3) * r, tr, tr * _u(gen, 1.0, 1.6), 0.0))
+    d = torch.tensor(drops, device=device).view(-1, 5, 1, 1)
+    yy = torch.arange(h, device=device).view(1, h, 1).float()
+    xx = torch.arange(w, device=device).view(1, 1, w).float()
+    hgt = torch.zeros(h, w, device=device)  # squared dome height while drops are placed
+    ox, oy, rad = torch.zeros_like(hgt), torch.zeros_like(hgt), torch.zeros_like(hgt)
+    for c in d.split(max(1, 4_000_000 // (h * w))):  # chunks of drops: bounded memory
+        cy, cx, rx, ry, tilt = c.unbind(1)
+        dy = ((yy - cy) / ry).expand(-1, h, w)
+        dx = (xx - cx + tilt * (yy - cy)) / rx
+        top, i = (1 - dx * dx - dy * dy).max(0)  # the dome's square is monotonic: no sqrt per drop
+        win = top > hgt
+        hgt = torch.where(win, top, hgt)
+        ox = torch.where(win, dx.gather(0, i[None])[0], ox)
+        oy = torch.where(win, dy.gather(0, i[None])[0], oy)
+        rad = torch.where(win, ((rx + ry) / 2).view(-1)[i], rad)
+    hgt = hgt.clamp_min(0).sqrt()
+    v = lambda t: t.view(1, 1, h, w)  # noqa: E731
+    return v(hgt), v(ox), v(oy), v(rad)
 
 
-def add_rain(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float = 0.7,
-             p_veil: float = 0.25, p_drops: float = 0.3, noise_gen: torch.Generator | None = None) -> torch.Tensor:
-    """Rainy version of ``clean`` (NCHW in [0, 1]). Each image gets its own random rain.
+def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None = None) -> torch.Tensor:
+    """Water drops on the windshield or lens (img: 1x3xHxW in [0, 1]), each a small lens.
+
+    A drop refracts a flipped, minified, blurred view of the scene around it (it sees a wider field than
+    its own footprint), is darker at its rim (light refracted away) and carries a small bright highlight
+    (a reflection). The glass is nearer than the scene, so drops are in or out of focus: out-of-focus
+    drops are soft blobs. ``density`` in [0, 1]: 0 a few drops, 1 a covered windshield (random if None)."""
+    _, _, h, w = img.shape
+    s = min(h, w)
+    dens = _u(gen, 0, 1) ** 2 if density is None else density
+    r_lo, r_hi = max(1.0, s * 0.006), s * _u(gen, 0.02, 0.09)
+    mean_area = 3.14 * r_lo * r_hi * 1.3
+    n = int(3 + dens * _u(gen, 0.3, 0.9) * h * w / mean_area)
+    n = min(n, 400)
+    hgt, ox, oy, rad = _drop_field(h, w, gen, n, r_lo, r_hi, img.device)
+    inside = (hgt > 0).float()
+    # refraction: the drop shows the scene mirrored through its centre, magnified field of view
+    zoom = _u(gen, 1.5, 4.0)
+    yy = torch.arange(h, device=img.device).view(1, 1, h, 1).float()
+    xx = torch.arange(w, device=img.device).view(1, 1, 1, w).float()
+    sy = yy - oy * rad * (1 + zoom)
+    sx = xx - ox * rad * (1 + zoom)
+    grid = torch.stack([(sx[:, 0] + 0.5) / w * 2 - 1, (sy[:, 0] + 0.5) / h * 2 - 1], -1)
+    scene = _gauss_blur(img, _u(gen, 0.5, 2.5) * s / 360)
+    view = F.grid_sample(scene, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    view = view * _u(gen, 0.9, 1.25) + _u(gen, 0.0, 0.08)  # drops gather light
+    edge = ((ox ** 2 + oy ** 2).clamp(0, 1)) ** 3  # 0 at the centre .. 1 at the rim
+    view = view * (1 - _u(gen, 0.3, 0.8) * edge)
+    # a highlight up and to one side of the centre
+    hx, hy = _u(gen, -0.45, 0.45), _u(gen, -0.55, -0.25)
+    spot = torch.exp(-((ox - hx) ** 2 + (oy - hy) ** 2) / (2 * 0.12 ** 2)) * inside
+    view = view + spot * _u(gen, 0.2, 0.7) * (rad > 2.5).float()
+    alpha = torch.sigmoid((hgt - 0.05) * 40) * inside
+    focus = _u(gen, 0, 1)
+    if focus < 0.6:  # out of focus glass: soft drops (RobotCar-style lens drops)
+        sig = _u(gen, 0.5, 3.0) * s / 360
+        comp = img * (1 - alpha) + view.clamp(0, 1) * alpha
+        return _gauss_blur(comp, sig) * _gauss_blur(alpha, sig) + img * (1 - _gauss_blur(alpha, sig))
+    return img * (1 - alpha) + view.clamp(0, 1) * alpha
+
+
+def haze(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Rain veil / accumulation: contrast loss that grows with distance (towards the horizon), greyish-bright."""
+    _, _, h, w = img.shape
+    horizon = _u(gen, 0.3, 0.6)
+    ys = torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1)
+    depth = torch.exp(-((ys - horizon).clamp_min(0) / _u(gen, 0.15, 0.4)))  # 1 far (at/above horizon) .. 0 near
+    t = _u(gen, 0.05, 0.45) * depth
+    air = _u(gen, 0.55, 0.9) + torch.tensor([_u(gen, -0.03, 0.03) for _ in range(3)], device=img.device).view(1, 3, 1, 1)
+    return img * (1 - t) + air * t
+
+
+def spray(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Spray thrown up behind vehicles: soft bright low-contrast clouds near the road."""
+    _, _, h, w = img.shape
+    out = img
+    for _ in range(int(torch.randint(1, 4, (), generator=gen))):
+        cy, cx = _u(gen, 0.45, 0.8) * h, _u(gen, 0.1, 0.9) * w
+        ry, rx = _u(gen, 0.04, 0.12) * h, _u(gen, 0.06, 0.2) * w
+        yy = torch.arange(h, device=img.device).view(h, 1).float()
+        xx = torch.arange(w, device=img.device).view(1, w).float()
+        blob = torch.exp(-(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2))
+        tex = _gauss_blur(torch.rand(1, 1, h, w, generator=gen).to(img.device), max(1.0, min(h, w) / 60))
+        a = (blob * (0.5 + tex)).clamp(0, 1).view(1, 1, h, w) * _u(gen, 0.15, 0.5)
+        out = out * (1 - a) + _u(gen, 0.6, 0.85) * a
+    return out
+
+
+def wiper(rainy: torch.Tensor, clean: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A partial wiper sweep: a wiped sector (``clean``: the view without drops) and the dark blade."""
+    _, _, h, w = rainy.shape
+    px, py = _u(gen, 0.2, 0.8) * w, h * _u(gen, 1.05, 1.4)  # pivot below the frame
+    yy = torch.arange(h, device=rainy.device).view(h, 1).float() - py
+    xx = torch.arange(w, device=rainy.device).view(1, w).float() - px
+    ang = torch.atan2(xx, -yy)  # 0 = straight up
+    a0 = _u(gen, -1.0, 0.6)
+    a1 = a0 + _u(gen, 0.2, 0.9)
+    wiped = torch.sigmoid((ang - a0) * 60) * torch.sigmoid((a1 - ang) * 60)
+    wiped = wiped.view(1, 1, h, w)
+    out = rainy * (1 - wiped) + (clean * 0.97 + 0.02) * wiped
+    blade = torch.exp(-((ang - a1) / 0.012) ** 2).view(1, 1, h, w) * (torch.sqrt(xx ** 2 + yy ** 2) > 0.25 * h).float().view(1, 1, h, w)
+    return out * (1 - 0.85 * blade.clamp(0, 1))
+
+
+def camera(x: torch.Tensor, gen: torch.Generator, params: dict | None = None) -> tuple[torch.Tensor, dict]:
+    """What a dashcam does after the glass: slight defocus, sensor noise, JPEG at dashcam quality.
+
+    Returns the image and the parameters drawn, so the same camera (same noise sample) can be applied to
+    the clean target: the model learns to remove rain, not to denoise."""
+    _, _, h, w = x.shape
+    if params is None:
+        params = {"blur": _u(gen, 0, 0.8), "sigma": _u(gen, 0.0, 0.02), "quality": int(_u(gen, 35, 90)),
+                  "jpeg": _u(gen, 0, 1) < 0.7, "noise": torch.randn(x.shape, generator=gen)}
+    y = _gauss_blur(x, params["blur"])
+    y = (y + params["noise"].to(x.device) * params["sigma"] * (0.3 + y.clamp(0, 1).sqrt())).clamp(0, 1)
+    if params["jpeg"]:
+        y = jpeg(y, params["quality"])
+    return y, params
+
+
+def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """JPEG round trip (4:2:0, as dashcams and H.264 keyframes store colour) of NCHW [0, 1]."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for img in x:
+        arr = (img.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=quality, subsampling=2)
+        buf.seek(0)
+        back = np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32) / 255
+        out.append(torch.from_numpy(back).permute(2, 0, 1))
+    return torch.stack(out).to(x.device)
+
+
+def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float = 0.25, p_veil: float = 0.5,
+              p_drops: float = 0.6, p_spray: float = 0.15, p_wiper: float = 0.1, p_camera: float = 0.8,
+              noise_gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rainy, target) from ``clean`` (NCHW in [0, 1]). Each image gets its own random weather.
+
+    In the order light meets them: haze with depth, spray, streaks in the air, drops on the glass, a
+    wiper sweep, then the camera (defocus, noise, JPEG). The target is the clean frame through the same
+    camera (same noise sample), so the model learns to remove rain and keep the camera's look.
+    A share ``p_streaks_only`` is Rain12 / Rain100L style: additive achromatic streaks, no camera.
 
     For video, pass a generator seeded the same for every frame as ``gen`` (same rain, same drops on the
     glass) and a per-frame generator as ``noise_gen`` (the streaks move)."""
-    out = []
+    ins, tgts = [], []
     for img in clean.split(1):
         _, _, h, w = img.shape
         simple = _u(gen, 0, 1) < p_streaks_only
-        rain = rain_streaks(h, w, gen, img.device, heavy=not simple and _u(gen, 0, 1) < 0.5, noise_gen=noise_gen)
-        if simple:  # Rain12 / Rain100L style: additive achromatic streaks
-            y = img + rain
-        else:
-            y = img
-            if _u(gen, 0, 1) < p_veil:  # haze veil, denser towards the top of the frame
-                t = _u(gen, 0.05, 0.25)
-                ramp = torch.linspace(1.0, _u(gen, 0.3, 1.0), h, device=img.device).view(1, 1, h, 1)
-                y = y * (1 - t * ramp) + _u(gen, 0.6, 0.95) * t * ramp
+        streaks = simple or _u(gen, 0, 1) < 0.7
+        heavy = not simple and _u(gen, 0, 1) < 0.4
+        rain = rain_streaks(h, w, gen, img.device, heavy=heavy, noise_gen=noise_gen) if streaks else None
+        if simple:
+            ins.append((img + rain).clamp(0, 1))
+            tgts.append(img)
+            continue
+        y = img
+        if _u(gen, 0, 1) < p_veil:
+            y = haze(y, gen)
+        if _u(gen, 0, 1) < p_spray:
+            y = spray(y, gen)
+        if rain is not None:
             y = 1 - (1 - y) * (1 - rain) if _u(gen, 0, 1) < 0.5 else y + rain
-            if _u(gen, 0, 1) < p_drops:
-                y = windshield_drops(y.clamp(0, 1), gen)
-        out.append(y.clamp(0, 1))
-    return torch.cat(out)
+        y = y.clamp(0, 1)
+        if not streaks or _u(gen, 0, 1) < p_drops:
+            dry = y
+            y = glass_drops(y, gen)
+            if _u(gen, 0, 1) < p_wiper:  # the wiper clears the glass, not the air
+                y = wiper(y, dry, gen)
+        tgt = img
+        if _u(gen, 0, 1) < p_camera:
+            y, cam = camera(y.clamp(0, 1), gen)
+            tgt, _ = camera(img, gen, cam)
+        ins.append(y.clamp(0, 1))
+        tgts.append(tgt)
+    return torch.cat(ins), torch.cat(tgts)
+
+
+def add_rain(clean: torch.Tensor, gen: torch.Generator, **kw) -> torch.Tensor:
+    """The rainy half of :func:`rain_pair` (for sample clips and tests)."""
+    return rain_pair(clean, gen, **kw)[0]
 
 
 def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
@@ -197,4 +377,10 @@ def darken_filter(day: torch.Tensor) -> torch.Tensor:
     return linear_to_srgb(lin)
 
 
-SYNTHS = {"rain": add_rain, "night": make_night}
+def night_pair(day: torch.Tensor, gen: torch.Generator, **_) -> tuple[torch.Tensor, torch.Tensor]:
+    """(day input, synthetic night target)."""
+    return day, make_night(day, gen)
+
+
+# task -> (input, target) pair maker used by the trainer
+SYNTHS = {"rain": rain_pair, "night": night_pair}

@@ -26,7 +26,7 @@ from .options import CheckpointError, Config, DataError
 from .synth import SYNTHS
 
 CKPT = "latest.pt"
-LOSS_KEYS = ["warmup_l1", "l1", "ssim", "struct", "G_gan", "cyc_A", "cyc_B", "idt", "distill", "G", "D"]
+LOSS_KEYS = ["warmup_l1", "l1", "ssim", "struct", "G_gan", "real_gan", "cyc_A", "cyc_B", "idt", "distill", "G", "D"]
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
@@ -52,6 +52,20 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ck, dict) or "nets" not in ck or "arch" not in ck:
         raise CheckpointError(f"checkpoint {path} is not a streamgan-train checkpoint (no 'nets'/'arch')")
     return ck
+
+
+def weights_from_onnx(path) -> dict:
+    """A generator's state dict from an exported plugin (initializer names are parameter names; the
+    source-resolution wrapper's ``net.`` prefix is dropped)."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as e:  # noqa: BLE001 - any parse problem is a bad file
+        raise CheckpointError(f"cannot read ONNX weights from {path}: {e}") from None
+    return {i.name.removeprefix("net."): torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer
+            if not i.name.startswith("onnx::")}
 
 
 def load_net(net: nn.Module, state: dict, path, name: str, arch_saved: str, arch_now: str) -> None:
@@ -225,7 +239,12 @@ class Trainer:
             if not files_b:
                 raise DataError("data.train_b: every file is held out; nothing left to train on")
             self.pool_b = FramePool(load_frames(files_b, d.max_side, d.video_stride), d.crop, d.scale)
-        self.counts = {"train_a": len(self.pool_a), "train_b": len(self.pool_b) if self.pool_b else 0}
+        self.pool_real = None
+        if d.train_real:
+            files_r = list_sources(d.train_real, d.exclude, "data.train_real")
+            self.pool_real = FramePool(load_frames(files_r, d.max_side, d.video_stride), d.crop, d.scale)
+        self.counts = {"train_a": len(self.pool_a), "train_b": len(self.pool_b) if self.pool_b else 0,
+                       "train_real": len(self.pool_real) if self.pool_real else 0}
         self.synth = SYNTHS.get(d.synth)
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
 
@@ -238,7 +257,7 @@ class Trainer:
             init_weights(self.F)
             nets["F"] = self.F
         dd = cfg.model.discriminator
-        self.use_gan = cfg.loss.lambda_gan > 0
+        self.use_gan = cfg.loss.lambda_gan > 0 or cfg.loss.lambda_real_gan > 0
         if self.use_gan:
             nets["D_B"] = build_discriminator(dd.ndf, dd.n_layers, dd.norm)
             if cfg.mode == "cyclegan":
@@ -267,10 +286,14 @@ class Trainer:
         self.step, self.wall = 0, 0.0
 
         if cfg.train.init_generator and not resume:
-            ck = load_checkpoint(cfg.train.init_generator)
-            saved = json.dumps(json.loads(ck["arch"])["model"]["generator"], sort_keys=True)
+            src = cfg.train.init_generator
             now = json.dumps(g.model_dump(mode="json"), sort_keys=True)
-            load_net(self.G, ck["nets"]["G"], cfg.train.init_generator, "G", saved, now)
+            if str(src).endswith(".onnx"):  # a shipped plugin: its weights are the ONNX initializers
+                load_net(self.G, weights_from_onnx(src), src, "G", f"the ONNX file {src}", now)
+            else:
+                ck = load_checkpoint(src)
+                saved = json.dumps(json.loads(ck["arch"])["model"]["generator"], sort_keys=True)
+                load_net(self.G, ck["nets"]["G"], src, "G", saved, now)
         if resume:
             self._resume()
         if self.world > 1:
@@ -285,25 +308,32 @@ class Trainer:
         self.vis_a = self.pool_a.sample(4, vis_gen).to(self.device)
         self.vis_b = self.pool_b.sample(4, vis_gen).to(self.device) if self.pool_b else None
         self.vis_pair = self._pair(self.vis_a, vis_gen)
+        self.vis_real = self.pool_real.sample(4, vis_gen).to(self.device) if self.pool_real else None
 
     # -- data
     def _pair(self, clean: torch.Tensor, gen: torch.Generator):
         """(input, target) in [0, 1] from the synthesiser, or (clean, None) when there is none."""
         if self.synth is None:
             return clean, None
-        degraded = self.synth(clean, gen)
+        inp, tgt = self.synth(clean, gen, **self.cfg.data.synth_options)
         if self.cfg.data.clean_fraction > 0:  # teach restraint: some inputs need no change at all
-            keep = torch.rand(clean.shape[0], generator=gen) < self.cfg.data.clean_fraction
-            degraded = torch.where(keep.view(-1, 1, 1, 1), clean, degraded)
-        return (degraded, clean) if self.cfg.data.synth == "rain" else (clean, degraded)
+            keep = (torch.rand(clean.shape[0], generator=gen) < self.cfg.data.clean_fraction).view(-1, 1, 1, 1)
+            inp, tgt = torch.where(keep, clean, inp), torch.where(keep, clean, tgt)
+        return inp, tgt
 
     def _batch(self):
         bs = self.cfg.data.batch_size
         a = self.pool_a.sample(bs, self.gen)
         inp, tgt = self._pair(a, self.gen)
         b = self.pool_b.sample(bs, self.gen) if self.pool_b else None
+        if self.real_on():
+            b = self.pool_real.sample(bs, self.gen)  # paired mode: real degraded frames, no clean pair
         mv = lambda t: None if t is None else to_model(t).to(self.device)  # noqa: E731
         return mv(inp), mv(tgt), mv(b)
+
+    def real_on(self) -> bool:
+        lo = self.cfg.loss
+        return self.pool_real is not None and lo.lambda_real_gan > 0 and self.step >= lo.real_gan_start
 
     # -- checkpoints
     def payload(self) -> dict:
@@ -358,12 +388,18 @@ class Trainer:
                 if lo.lambda_ssim:
                     logs["ssim"] = L.ssim_loss(fake.float(), tgt.float())
                     loss_g = loss_g + lo.lambda_ssim * logs["ssim"]
-                if self.use_gan:
+                if lo.lambda_gan:
                     pred, _ = self.discs(fake)
                     logs["G_gan"] = self.gan_loss(pred, True, for_discriminator=False)
                     loss_g = loss_g + lo.lambda_gan * logs["G_gan"]
                 fake_b, fake_a, real_a = fake, None, inp
                 real_target = tgt
+                d_fake = fake
+                if real_b is not None:  # outputs on real rain should look like real clear frames
+                    d_fake = self.gens(real_b)
+                    pred, _ = self.discs(d_fake)
+                    logs["real_gan"] = self.gan_loss(pred, True, for_discriminator=False)
+                    loss_g = loss_g + lo.lambda_real_gan * logs["real_gan"]
             else:
                 real_a = inp
                 ident = lo.lambda_identity > 0
@@ -382,7 +418,7 @@ class Trainer:
                 if lo.lambda_l1 and tgt is not None:
                     logs["l1"] = L.paired_l1(fake_b, tgt)
                     loss_g = loss_g + lo.lambda_l1 * logs["l1"]
-                real_target = real_b
+                real_target, d_fake = real_b, fake_b
             if lo.lambda_struct:
                 logs["struct"] = L.structure_loss(fake_b.float(), real_a.float())
                 loss_g = loss_g + lo.lambda_struct * logs["struct"]
@@ -396,10 +432,10 @@ class Trainer:
         self.scaler.step(self.opt_g)
         logs["G"] = loss_g
 
-        if self.use_gan:
+        if self.use_gan and (cfg.mode != "paired" or lo.lambda_gan or real_b is not None):
             self.opt_d.zero_grad(set_to_none=True)
             with ac:
-                fb = self.pool_fb.query(fake_b)
+                fb = self.pool_fb.query(d_fake)
                 n = fb.shape[0]
                 if cfg.mode == "paired":
                     pred, _ = self.discs(torch.cat([real_target, fb]))
@@ -449,6 +485,8 @@ class Trainer:
             rows.append(tgt)
         if self.cfg.mode == "cyclegan":
             rows.append(from_model(self.F(to_model(out))))  # cycle
+        if self.vis_real is not None:  # real degraded frames (no target) and what G makes of them
+            rows += [self.vis_real, from_model(self.G(to_model(self.vis_real)))]
         self.G.train()
         path = self.out / "samples" / f"step_{self.step:07d}.png"
         save_grid(rows, path)

@@ -1,0 +1,168 @@
+"""The derain recipe: realistic rain pairs, the unpaired real-rain term, source-resolution export, adapt."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from trainer.export import export_onnx  # noqa: E402
+from trainer.metrics import psnr_y  # noqa: E402
+from trainer.networks import MobileGenerator, SourceResolution  # noqa: E402
+from trainer.options import Config  # noqa: E402
+from trainer.synth import camera, glass_drops, rain_pair  # noqa: E402
+from trainer.train import Trainer  # noqa: E402
+
+from trainer_helpers import make_images, tiny_config  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _scene(h=120, w=160):
+    """Bright sky over dark road: a flipped view is easy to recognise."""
+    x = torch.zeros(1, 3, h, w)
+    x[:, :, : h // 2] = 0.9
+    x[:, :, h // 2:] = 0.1
+    return x
+
+
+def test_drops_refract_a_flipped_view_of_the_scene():
+    x = _scene()
+    y = glass_drops(x, torch.Generator().manual_seed(0), density=1.0)
+    changed = (y - x).abs().amax(1) > 0.05
+    assert 0.05 < float(changed.float().mean()) < 0.95  # drops here and there, not a uniform filter
+    # just above the horizon drops show the dark road (the view is flipped through the drop's centre),
+    # just below it they show the bright sky
+    above, below = changed[0, 48:60], changed[0, 60:72]
+    assert float((y[0, :, 48:60].mean(0)[above] < 0.5).float().mean()) > 0.1
+    assert float((y[0, :, 60:72].mean(0)[below] > 0.5).float().mean()) > 0.1
+
+
+def test_drop_density_goes_from_a_few_drops_to_a_covered_windshield():
+    x = torch.rand(1, 3, 120, 160, generator=torch.Generator().manual_seed(1))  # texture: every drop shows
+    cover = {0.0: [], 1.0: []}
+    for d in cover:
+        for seed in range(4):
+            y = glass_drops(x, torch.Generator().manual_seed(seed), density=d)
+            cover[d].append(float(((y - x).abs().amax(1) > 0.05).float().mean()))
+    assert max(cover[0.0]) < 0.05 and np.mean(cover[1.0]) > 0.2
+
+
+def _u8(t):
+    return (t[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def test_rain_pair_target_went_through_the_same_camera():
+    """The camera (noise, JPEG) is on both sides of the pair: the model is not taught to denoise."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 96), indexing="ij")
+    x = torch.stack([0.2 + 0.6 * xx, 0.2 + 0.6 * yy, 0.5 + 0.2 * torch.sin(xx * 12)])[None]  # a smooth scene
+    gen = torch.Generator().manual_seed(5)
+    y, params = camera(x, gen)
+    y2, _ = camera(x, gen, params)
+    assert torch.equal(y, y2)  # same parameters, same noise sample -> same picture
+    seen_camera = False
+    for seed in range(12):
+        rainy, target = rain_pair(x, torch.Generator().manual_seed(seed), p_streaks_only=0.0, p_camera=1.0)
+        assert rainy.shape == target.shape == x.shape
+        assert not torch.equal(rainy, target)
+        seen_camera |= not torch.equal(target, x)
+        # the target is the clean frame through a camera, nowhere near the rainy one
+        assert psnr_y(_u8(target), _u8(x)) > 28
+    assert seen_camera
+
+
+def test_source_resolution_keeps_full_resolution_detail(tmp_path):
+    """A residual net wrapped to run at short side 32 returns a detailed frame untouched when it makes no
+    correction, and applies a correction it makes at full size; the ONNX graph has dynamic sizes."""
+    net = MobileGenerator(4, 1, norm="none", residual=True).eval()  # starts as the identity
+    wrapped = SourceResolution(net, 32).eval()
+    path = export_onnx(wrapped, tmp_path / "m.onnx", sample_hw=(64, 96))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = (torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(0)) * 2 - 1).numpy()  # pure detail
+    y = sess.run(None, {"input": x})[0]
+    assert y.shape == x.shape and float(np.abs(y - x).max()) < 1e-5
+    # a net that brightens everything by 0.2 (bias of the last layer) brightens the full-size frame by 0.2
+    torch.nn.init.constant_(net.outc[1].bias, 0.2)
+    path = export_onnx(SourceResolution(net, 32).eval(), tmp_path / "b.onnx", sample_hw=(64, 96))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.zeros((1, 3, 72, 200), np.float32)
+    y = sess.run(None, {"input": x})[0]
+    assert y.shape == x.shape and np.allclose(y, 0.2, atol=1e-4)
+
+
+def test_real_rain_term_trains_on_unpaired_frames(tmp_path):
+    real = make_images(tmp_path / "real", 2, seed=9)
+    cfg = Config.model_validate(tiny_config(tmp_path, data__train_real=[str(real)], loss__lambda_real_gan=0.1,
+                                            loss__real_gan_start=3, optim__steps=6))
+    tr = Trainer(cfg)
+    assert tr.counts["train_real"] == 2 and tr.use_gan
+    logs = [tr.train_step() for _ in range(6)]
+    assert "real_gan" not in logs[0] and "D" not in logs[0]  # paired warm-up first
+    assert all("real_gan" in lg and "D" in lg for lg in logs[3:])
+    grid = tr.write_samples()
+    from PIL import Image
+
+    assert Image.open(grid).height == 5 * 32  # input, output, target, real rainy, its output
+
+
+def test_real_rain_term_needs_real_frames(tmp_path):
+    from trainer.options import ConfigError
+
+    from trainer_helpers import write_config
+
+    p = write_config(tmp_path, tiny_config(tmp_path, loss__lambda_real_gan=0.1))
+    with pytest.raises(ConfigError, match="train_real"):
+        Config.load(p)
+
+
+def _adapt(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "trainer", "adapt", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_adapt_bad_inputs_name_the_path_and_write_nothing(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    clear = make_images(tmp_path / "clear", 2)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 100)
+    out = tmp_path / "plugin"
+    r = _adapt("--rainy", empty, "--clear", clear, "--out", out)
+    assert r.returncode == 2 and str(empty) in r.stderr and "no images or videos" in r.stderr
+    r = _adapt("--rainy", bad, "--clear", clear, "--out", out)
+    assert r.returncode == 2 and str(bad) in r.stderr and "cannot decode" in r.stderr
+    r = _adapt("--rainy", clear, "--out", out)
+    assert r.returncode == 2 and "--clear" in r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".plugin*"))
+
+
+def test_adapt_writes_a_plugin_that_runs(tmp_path, udacity_clip):
+    """From a real clip (rainy side) and images of another size (clear side) to a plugin the CLI runs."""
+    clear = make_images(tmp_path / "clear", 3, w=120, h=90)
+    out = tmp_path / "fleet"
+    r = _adapt("--rainy", udacity_clip, "--clear", clear, "--out", out, "--steps", 2,
+               "--set", "data.batch_size=2", "--set", "data.crop=64", "--set", "data.video_stride=40",
+               "--set", "eval.rain12=null", "--set", "eval.paired_sets={}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(r.stdout)
+    assert rep["plugin_dir"] == str(out)
+    assert {"model.onnx", "card.yaml", "before_after.png"} <= {p.name for p in out.iterdir()}
+    from streamgan.plugins import load
+
+    model = load(out)
+    assert model.card.task == "derain" and model.processing.policy == "source"
+    # the folder works as a task for the CLI
+    clip = tmp_path / "in.mp4"
+    from conftest import make_clip, read_video
+
+    make_clip(clip, frames=4, size=(96, 64))
+    res = subprocess.run([sys.executable, "-m", "streamgan", "run", "--task", str(out), str(clip), "-o",
+                          str(tmp_path / "o.mp4"), "-q"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert read_video(tmp_path / "o.mp4")["frames"] == 4

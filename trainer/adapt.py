@@ -1,0 +1,106 @@
+"""``streamgan-train adapt``: fine-tune the shipped derain model to one fleet's cameras and windshields.
+
+    streamgan-train adapt --rainy MY_RAINY_CLIPS --clear MY_CLEAR_CLIPS [--out derain-myfleet] [--steps 300]
+
+The same recipe as the shipped model (configs/train_derain.yaml), started from the shipped weights:
+synthetic rain on the user's clear frames (paired L1 + SSIM) keeps it a deraining model, and the
+adversarial term on its outputs for the user's real rainy frames (judged against the user's clear frames)
+pulls it towards their cameras. Videos and image folders are both accepted; frames of different sizes are
+fine (training cuts random crops). The plugin is written to a temporary folder and renamed into place only
+when the export and its check passed; a failed run leaves nothing at ``--out``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from .data import list_sources, load_frames
+from .options import Config, DataError
+
+REPO = Path(__file__).resolve().parent.parent
+BASE_CONFIG = REPO / "configs" / "train_derain.yaml"
+
+
+def _sizes(frames) -> set[tuple[int, int]]:
+    return {(int(f.shape[2]), int(f.shape[1])) for f in frames}
+
+
+def check_sources(sources: list[str], role: str, stride: int) -> tuple[int, set]:
+    """Every source exists, holds images or videos, and decodes (DataError naming the path otherwise)."""
+    files = list_sources(sources, field=role)
+    n, sizes = 0, set()
+    for f in files:
+        frames = load_frames([f], 960, stride)  # raises DataError naming an undecodable file
+        n += len(frames)
+        sizes |= _sizes(frames)
+    return n, sizes
+
+
+def _user_sheet(rainy: list[str], onnx: Path, path: Path, stride: int, n: int = 8) -> None:
+    """Before/after of a few of the user's own rainy frames, through the exported model."""
+    import numpy as np
+
+    from .evaluate import OnnxRunner, contact_sheet
+
+    frames = load_frames(list_sources(rainy, field="--rainy"), 960, stride)
+    idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
+    run = OnnxRunner(onnx)
+    rows = []
+    for i in idx:
+        a = np.ascontiguousarray(frames[i].permute(1, 2, 0).numpy())
+        rows.append([a, run(a)])
+    contact_sheet(rows, ["your rainy frame", "adapted model"], path)
+
+
+def adapt(rainy: list[str], clear: list[str], out: str, plugin: str = "derain", steps: int = 300,
+          overrides: list[str] | None = None, log=print) -> dict:
+    from streamgan.plugins import load as load_plugin
+
+    from .export import export_plugin
+    from .train import Trainer
+
+    out_dir = Path(out)
+    if out_dir.exists():
+        raise DataError(f"--out {out_dir} exists; choose a new folder (the shipped plugin is never overwritten)")
+    stride = 5
+    n_r, sizes_r = check_sources(rainy, "--rainy", stride)
+    n_c, sizes_c = check_sources(clear, "--clear", stride)
+    model = load_plugin(plugin)
+    if model.card is None or model.card.task != "derain" or model.processing.policy != "source":
+        raise DataError(f"--plugin {plugin}: adapt starts from a derain plugin exported with policy 'source'")
+    log(f"adapt: {n_r} rainy frames ({len(sizes_r)} size(s)), {n_c} clear frames ({len(sizes_c)} size(s)); "
+        f"starting from {model.onnx}")
+    run_dir = Path(os.path.expanduser("~/.cache/streamgan/runs")) / f"adapt-{out_dir.name}-{int(time.time())}"
+    sets = [
+        f"data.train_a={clear!r}", f"data.train_real={rainy!r}", "data.holdout_a=[]", "data.holdout_b=[]",
+        f"data.video_stride={stride}", f"train.out={run_dir}", f"train.init_generator={model.onnx}",
+        f"optim.steps={steps}", f"optim.decay_start={steps // 2}", "optim.lr=2.0e-4", "loss.real_gan_start=0",
+        f"train.sample_every={max(steps, 1)}", f"export.plugin_dir={out_dir}",
+        "export.title=Rain removal (adapted to one fleet)",
+        # the public benchmarks are scored when they are on this machine (the card then has metrics)
+        "eval.clean_hd=[]", "eval.real_clip=null", "eval.clip=null", "eval.real_rain=[]",
+    ]
+    cfg = Config.load(BASE_CONFIG, sets + list(overrides or []))
+    ev = cfg.eval.model_copy(update={
+        "rain12": cfg.eval.rain12 if cfg.eval.rain12 and Path(cfg.eval.rain12).is_dir() else None,
+        "paired_sets": {k: v for k, v in cfg.eval.paired_sets.items() if Path(v).is_dir()}})
+    cfg = cfg.model_copy(update={"eval": ev})
+    t0 = time.time()
+    summary = Trainer(cfg, str(BASE_CONFIG)).run()
+    staging = out_dir.with_name(f".{out_dir.name}.streamgan-tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        res = export_plugin(cfg, str(BASE_CONFIG), plugin_dir=str(staging), evaluate=cfg.eval.rain12 is not None)
+        res["before_after"] = str(out_dir / "before_after.png")
+        _user_sheet(rainy, staging / "model.onnx", staging / "before_after.png", stride)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    res.update({"plugin_dir": str(out_dir), "train_s": round(time.time() - t0, 1), "steps": summary.get("step", steps),
+                "run": str(run_dir)})
+    log(f"adapt: wrote {out_dir} (use: streamgan run --task {out_dir} clip.mp4)")
+    return res
