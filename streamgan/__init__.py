@@ -16,7 +16,8 @@ from .io import EncodeOptions, Frame, probe
 from .translator import Result, Translator
 
 __version__ = "0.1.0"
-__all__ = ["Translator", "translate_video", "stream", "list_plugins", "probe", "ModelCard",
+__all__ = ["Translator", "translate_video", "translate_many", "stream", "list_plugins", "probe",
+           "ModelCard",
            "EncodeOptions", "Frame", "Result", "StreamganError", "__version__"]
 
 
@@ -24,6 +25,15 @@ def translate_video(src, dst, task: str = "derain", *, backend: str = "auto",
                     precision: str = "auto", **kwargs) -> Result:
     """Translate ``src`` into ``dst`` with one task; see ``Translator.translate_video``."""
     return Translator(task, backend, precision).translate_video(src, dst, **kwargs)
+
+
+def translate_many(inputs, task: str = "derain", out_dir="out", **kwargs):
+    """Translate many videos (files, folders, glob patterns) into ``out_dir`` in worker
+    processes or on a Ray cluster (``cluster=``); returns a per-file ``BatchReport``. See
+    ``streamgan.batch.translate_many`` and docs/BATCH.md."""
+    from .batch import translate_many as run
+
+    return run(inputs, task, out_dir, **kwargs)
 
 
 def stream(src, task: str = "derain", *, backend: str = "auto", precision: str = "auto",

@@ -23,8 +23,9 @@ log = logging.getLogger("streamgan")
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "rainy_dashcam.mp4"
 EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad usage, 3 bad input, 4 output not writable,
-5 model/plugin problem, 6 backend unavailable, 130 interrupted by Ctrl-C, 143 stopped by SIGTERM
-(129 SIGHUP; the output so far is kept)"""
+5 model/plugin problem, 6 backend unavailable, 7 some files of a batch failed, 8 Ray cluster
+unavailable, 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (129 SIGHUP; the output so far is
+kept)"""
 
 
 def _positive_int(v: str) -> int:
@@ -68,7 +69,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_translate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="video file, image folder, image pattern (%%04d.png) or URL")
+    p.add_argument("input", nargs="+",
+                   help="video file, image folder, image pattern (%%04d.png) or URL; with "
+                        "--out-dir: any number of videos, folders (searched for videos) and "
+                        "quoted glob patterns ('clips/**/*.mp4')")
     p.add_argument("-o", "--output", help="output video (default: <input stem>.<task>.mp4)")
     p.add_argument("-y", "--overwrite", action="store_true", help="overwrite an existing output")
     p.add_argument("--keep-partial", action="store_true",
@@ -96,8 +100,27 @@ def _add_translate(p: argparse.ArgumentParser) -> None:
     g.add_argument("--start", type=_seconds, default=0.0, help="start time (s or m:s)")
     g.add_argument("--duration", type=_seconds, default=None, help="duration (s or m:s)")
     g.add_argument("--frames", type=_positive_int, default=None, help="at most this many frames")
+    _add_batch_options(p)
     _add_live_options(p)
     _add_common(p)
+
+
+def _add_batch_options(p: argparse.ArgumentParser) -> None:
+    """Many inputs at once (streamgan/batch.py, docs/BATCH.md)."""
+    g = p.add_argument_group("batch (several inputs; see docs/BATCH.md)")
+    g.add_argument("--out-dir", metavar="DIR",
+                   help="translate every input into DIR, keeping their relative layout; a "
+                        "ledger there lets a rerun skip the files done and retry the failed")
+    g.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                   help="files at once in local worker processes (default: one per GPU, or one "
+                        "per CPU core)")
+    g.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="backend CPU threads per file (default: cores / jobs; 1 on a cluster)")
+    g.add_argument("--per-gpu", type=_positive_int, default=1, metavar="N",
+                   help="files sharing one GPU (default 1)")
+    g.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the files as Ray tasks: ray (start Ray here), auto (join this "
+                        "machine's cluster), ray://HOST:PORT or HOST:PORT")
 
 
 def _add_live_options(p: argparse.ArgumentParser) -> None:
@@ -198,6 +221,10 @@ def default_output(src: str, task: str) -> Path:
 
 
 def cmd_translate(args) -> int:
+    inputs = args.input
+    if args.out_dir is not None or len(inputs) > 1 or args.cluster or args.jobs:
+        return cmd_batch(args)
+    args.input = inputs[0]
     from . import live
 
     if live.cli_wants_live(args):  # live input/outputs or real-time mode: streamgan/live.py
@@ -230,6 +257,45 @@ def cmd_translate(args) -> int:
         print(f"streamgan: wrote {res.output} ({res.frames} frames, {res.fps:.1f} fps"
               + (f", {res.bad_frames} damaged or missing" if res.bad_frames else "") + ")",
               file=sys.stderr)
+    return errors.EXIT_OK
+
+
+def cmd_batch(args) -> int:
+    from . import batch
+    from .errors import BatchError, Interrupted
+    from .io import EncodeOptions
+
+    if args.out_dir is None:
+        raise UsageError("several inputs (or --jobs, --cluster) need --out-dir DIR; -o names "
+                         "the output of a single input")
+    if args.output:
+        raise UsageError("-o names the output of a single input; with --out-dir the outputs "
+                         "are named after their inputs")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError(f"--duration must be more than 0 s (got {args.duration:g})")
+    enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio=args.audio,
+                        hardware=args.hwaccel, exact_size=args.exact_size)
+    say = (lambda line: None) if args.quiet else \
+        (lambda line: print(f"streamgan: {line}", file=sys.stderr))
+    try:
+        report = batch.translate_many(
+            args.input, args.task, args.out_dir, jobs=args.jobs, cluster=args.cluster,
+            backend=args.backend, precision=args.precision, size=args.size, tile=args.tile,
+            batch_size=args.batch, threads=args.threads, per_gpu=args.per_gpu,
+            hwaccel=args.hwaccel, encode=enc, overwrite=args.overwrite, start=args.start,
+            duration=args.duration, frames=args.frames, compare=args.compare,
+            progress=not args.quiet, on_start=say)
+    except Interrupted as e:
+        for line in e.report.summary():
+            say(line)
+        raise
+    for line in report.summary():
+        say(line)
+    if report.failed:
+        names = ", ".join(str(f.input) for f in report.failed[:5])
+        more = f" and {len(report.failed) - 5} more" if len(report.failed) > 5 else ""
+        raise BatchError(f"{len(report.failed)} of {len(report.files)} files failed: "
+                         f"{names}{more} (reasons in {report.ledger})")
     return errors.EXIT_OK
 
 

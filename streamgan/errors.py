@@ -22,6 +22,8 @@ EXIT_INPUT = 3
 EXIT_OUTPUT = 4
 EXIT_MODEL = 5
 EXIT_BACKEND = 6
+EXIT_BATCH = 7  # a batch ran to its end but some files failed (named; see the ledger)
+EXIT_CLUSTER = 8  # Ray is not installed, or the cluster cannot be reached
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM gives 143, SIGHUP 129 (128 + the signal)
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
@@ -78,6 +80,18 @@ class BackendError(StreamganError):
     """An inference backend is not installed or cannot run this model."""
 
     exit_code = EXIT_BACKEND
+
+
+class BatchError(StreamganError):
+    """Some files of a batch failed; the others were done (the ledger has every outcome)."""
+
+    exit_code = EXIT_BATCH
+
+
+class ClusterError(StreamganError):
+    """``cluster=`` cannot work here: Ray is not installed, or the address cannot be reached."""
+
+    exit_code = EXIT_CLUSTER
 
 
 class Interrupted(StreamganError):

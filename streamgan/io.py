@@ -529,9 +529,27 @@ def pad_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 # -- output files ------------------------------------------------------------------------------
-# temp files: .<name>.<pid>.<random>.streamgan-tmp<ext>, so one whose writer is gone is known
+# temp files: .<name>.<pid>.<random>.streamgan-tmp<ext>, so one whose writer is gone is known;
+# writers sharing a folder with other machines (cluster tasks, ``name_temps_by_host``) write
+# .<name>.<host>-<pid>.<random>..., and only that host judges whether the writer is gone
 _TMP_GLOB = ".*.streamgan-tmp*"
-_TMP_NAME = re.compile(r"^\..*\.(?P<pid>\d+)\.[a-z0-9_]+\.streamgan-tmp(\.[^.]*)?$")
+_TMP_NAME = re.compile(r"^\..*\.(?:(?P<host>[A-Za-z0-9-]+)-)?(?P<pid>\d+)\.[a-z0-9_]+"
+                       r"\.streamgan-tmp(\.[^.]*)?$")
+_temp_host: str | None = None
+
+
+def _host() -> str:
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+
+
+def name_temps_by_host() -> None:
+    """This process writes into folders other machines write to too (a Ray cluster's shared
+    output folder): temp names carry this host, so another host never takes them for a dead
+    writer's (a pid means nothing across machines)."""
+    global _temp_host
+    _temp_host = _host()
 
 
 def _same_file(src, dst: Path) -> bool:
@@ -588,7 +606,8 @@ def make_temp(path: Path) -> Path:
     """A new, empty temp file beside ``path`` with the umask's permissions."""
     folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.",
+        writer = f"{_temp_host}-{os.getpid()}" if _temp_host else str(os.getpid())
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{writer}.",
                                    suffix=f".streamgan-tmp{path.suffix}", dir=folder)
     except OSError as e:
         raise OutputError(f"{redact(folder)}: cannot create a file here ({e.strerror or e})") \
@@ -621,6 +640,8 @@ def clean_stale_temps(folder: Path) -> list[Path]:
                         "streamgan run is writing in this folder", f)
             continue
         pid = int(m["pid"])
+        if m["host"] and m["host"] != _host():
+            continue  # another machine's writer: only that machine can tell if it is gone
         if pid == os.getpid() or _alive(pid):
             continue
         try:

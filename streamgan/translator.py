@@ -51,19 +51,22 @@ class Translator:
     ``tile``: frames larger than this many pixels on a side are processed in overlapping tiles.
     ``channels``: "rgb" or "bgr" for arrays given to and returned by ``translate``.
     ``hwaccel``: "auto" (NVDEC when usable), "hardware" (required) or "software" decoding.
+    ``threads``: CPU threads the backend may use (default: the backend's own choice, all cores).
     """
 
     def __init__(self, task_or_model_path: str | Path, backend: str = "auto",
                  precision: str = "auto", *, size: int | None = None, tile: int | None = None,
-                 channels: str = "rgb", batch_size: int | None = None, hwaccel: str = "auto"):
+                 channels: str = "rgb", batch_size: int | None = None, hwaccel: str = "auto",
+                 threads: int | None = None):
         if channels not in ("rgb", "bgr"):
             raise UsageError(f"channels must be 'rgb' or 'bgr', not '{channels}'")
         if tile is not None and tile < 64:
             raise UsageError(f"{errors.flag('--tile', 'tile')} {tile} is too small (at least 64)")
         self.model = plugins.load(task_or_model_path)
         norm = self.model.normalisation
+        extra = {"threads": threads} if threads else {}
         self.backend = engines.create(backend, self.model.onnx, precision,
-                                      mean=norm.mean, std=norm.std)
+                                      mean=norm.mean, std=norm.std, **extra)
         self.size, self.tile, self.channels = size, tile, channels
         self.hwaccel = hwaccel  # video decoding on an NVIDIA GPU when FFmpeg can (gpu_io)
         self.multiple = self.model.processing.size_multiple
@@ -189,14 +192,16 @@ class Translator:
                         encode: EncodeOptions | None = None, start: float = 0.0,
                         duration: float | None = None, frames: int | None = None,
                         compare: bool = False, progress: bool | Progress = False,
-                        keep_partial: bool = False) -> Result:
+                        keep_partial: bool = False, discard_partial: bool = False) -> Result:
         """Translate a whole video into ``dst``; audio and timestamps kept.
 
         Ctrl-C (or SIGTERM/SIGHUP, when the command line turns them into ``KeyboardInterrupt``)
         stops early, still writing a playable file of the frames done, and raises
         ``Interrupted`` carrying the ``Result``. A partial result replaces an existing ``dst``
         (``overwrite=True``) only with ``keep_partial=True``; otherwise it is written beside it
-        as <stem>.partial<ext>. ``dst`` may be an image (.png, .jpg, ...) for a one-frame input.
+        as <stem>.partial<ext>. ``discard_partial=True`` (batch jobs, which a rerun redoes) writes
+        nothing at all when stopped. ``dst`` may be an image (.png, .jpg, ...) for a one-frame
+        input.
         """
         check_output(dst, overwrite, src=src)
         t0 = time.perf_counter()
@@ -255,7 +260,8 @@ class Translator:
             raise InputError(f"{redact(src)}: no frame could be decoded "
                              f"({source.damage_report()})" if source.bad_frames
                              else f"{redact(src)}: the video has no frames")
-        path = sink.close(keep=True, partial=stopped is not None)
+        path = sink.close(keep=not (stopped is not None and discard_partial),
+                          partial=stopped is not None)
         source.close()
         result = Result(path, sink.frames_written, source.bad_frames,
                         time.perf_counter() - t0, pipe.engine_seconds, stopped is not None)
@@ -266,7 +272,8 @@ class Translator:
             how = "interrupted" if errors.stop_exit_code(stopped) == errors.EXIT_INTERRUPTED \
                 else f"stopped by {stopped}"
             if path is None:
-                msg = f"{how} before any frame was written"
+                msg = (f"{how}; the partial output was discarded" if discard_partial
+                       else f"{how} before any frame was written")
             else:
                 msg = f"{how}: {result.frames} frames written to {redact(path)}"
                 if Path(path) != Path(dst):

@@ -30,6 +30,8 @@ _BACKENDS = {
 NAMES = tuple(_BACKENDS)
 # keyword arguments only the TensorRT backend takes (dropped when falling back)
 _TRT_ONLY = ("batch_range", "resolutions", "size_multiple", "cache_dir", "engine_path")
+# keyword arguments only the CPU-capable backends take (TensorRT runs on the GPU)
+_CPU_ONLY = ("threads",)
 log = logging.getLogger("streamgan")
 _noticed: set[str] = set()
 # what the TensorRT bindings (pybind11) and CUDA raise when they break outside our checks: an
@@ -118,8 +120,8 @@ def choose(name: str) -> tuple[str, str | None]:
 
 def _build(name: str, onnx_path, precision: str, kwargs: dict) -> Backend:
     module, cls, _ = _BACKENDS[name]
-    if name != "tensorrt":
-        kwargs = {k: v for k, v in kwargs.items() if k not in _TRT_ONLY}
+    drop = _CPU_ONLY if name == "tensorrt" else _TRT_ONLY
+    kwargs = {k: v for k, v in kwargs.items() if k not in drop}
     mod = importlib.import_module(f".{module}", __name__)
     if name != "tensorrt":
         return getattr(mod, cls)(onnx_path, precision=precision, **kwargs)

@@ -11,7 +11,8 @@ from .base import Backend
 class ONNXRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, onnx_path, precision="auto", mean=(0.5,) * 3, std=(0.5,) * 3):
+    def __init__(self, onnx_path, precision="auto", mean=(0.5,) * 3, std=(0.5,) * 3,
+                 threads: int | None = None):
         super().__init__(onnx_path, precision, mean, std)
         if precision not in ("auto", "fp32"):
             raise BackendError(f"onnxruntime runs the model as stored (fp32); not '{precision}'")
@@ -27,6 +28,8 @@ class ONNXRuntimeBackend(Backend):
         ]
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
         try:
             self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=providers)
         except Exception as e:

@@ -26,7 +26,8 @@ log = logging.getLogger("streamgan")
 class OpenVINOBackend(Backend):
     name = "openvino"
 
-    def __init__(self, onnx_path, precision="auto", mean=(0.5,) * 3, std=(0.5,) * 3, device="CPU"):
+    def __init__(self, onnx_path, precision="auto", mean=(0.5,) * 3, std=(0.5,) * 3, device="CPU",
+                 threads: int | None = None):
         super().__init__(onnx_path, precision, mean, std)
         try:
             import openvino as ov
@@ -36,6 +37,8 @@ class OpenVINOBackend(Backend):
         self.core = ov.Core()
         self.device = device
         self.config: dict = {}
+        if threads:  # several files at once (batch workers): each gets its share of the cores
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self.runs = precision  # what really runs (fp16 falls back where the device lacks it)
         if precision == "fp16" and "FP16" not in self._capabilities():
             self.runs = "bf16" if "BF16" in self._capabilities() else "fp32"

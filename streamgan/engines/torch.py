@@ -279,9 +279,12 @@ class OnnxModule(torch.nn.Module):
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, onnx_path, precision="auto", mean=(0.5,) * 3, std=(0.5,) * 3, device=None):
+    def __init__(self, onnx_path, precision="auto", mean=(0.5,) * 3, std=(0.5,) * 3, device=None,
+                 threads: int | None = None):
         super().__init__(onnx_path, precision, mean, std)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if threads and self.device.type == "cpu":
+            torch.set_num_threads(int(threads))
         if precision == "auto":
             precision = "fp16" if self.device.type == "cuda" else "fp32"
         if precision not in ("fp32", "fp16", "bf16"):

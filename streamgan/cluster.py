@@ -1,0 +1,148 @@
+"""The batch's jobs as Ray tasks (``--cluster``; ``pip install 'streamgan[cluster]'``).
+
+Each file is one Ray task running ``jobs.run_job``, the code a local worker runs, the way Ray's
+batch-inference examples map a function over inputs: Ray places the tasks where their resources
+are free (CPU threads, or a fraction of a GPU so several files share one), retries a task whose
+worker process or node died (``max_retries``; an error in the file itself is an outcome, not
+retried), and reuses worker processes, so each keeps its loaded model for the next file. Frame
+counts come back through a ``ray.util.queue.Queue``; the driver writes the ledger. Inputs and
+the output folder must be at the same path on every node (a shared file system); outputs are
+written to a temp file named with the node and moved into place when complete.
+
+This module imports ray; ``batch.py`` imports it only when a cluster is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Callable
+
+from .errors import ClusterError
+
+try:
+    import ray
+    from ray.util.queue import Queue
+except ImportError:  # pragma: no cover - exercised by the tests with ray hidden
+    ray = None
+
+from . import io
+from .jobs import Job, Settings, run_job
+
+log = logging.getLogger("streamgan")
+
+MAX_RETRIES = 3  # a task whose worker dies is run again this many times
+CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before saying it cannot be reached
+STOP_WAIT = 60.0  # seconds cancelled tasks get to stop at their next frame
+
+
+def _reachable(address: str) -> None:
+    """host:port (or ray://host:port) answers a TCP connection within ``CONNECT_TIMEOUT``."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--cluster {address}: give HOST:PORT, ray://HOST:PORT, ray or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise ClusterError(f"Ray cluster at {address} cannot be reached "
+                           f"({e.strerror or e}); is the head running (ray start --head)?") \
+            from None
+
+
+def connect(cluster: str) -> "RayRunner":
+    """"ray": start Ray on this machine; "auto": join the cluster this machine belongs to
+    (RAY_ADDRESS or the one ``ray start`` made); "ray://HOST:PORT" (Ray Client) or
+    "HOST:PORT" (the head's GCS address): join that one."""
+    if ray is None:
+        raise ClusterError("--cluster needs Ray, which is not installed: "
+                           "pip install 'streamgan[cluster]'")
+    kwargs = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if cluster == "ray":
+        address = "local"
+        kwargs["include_dashboard"] = False
+    elif cluster == "auto":
+        address = "auto"
+        if os.environ.get("RAY_ADDRESS"):
+            _reachable(os.environ["RAY_ADDRESS"])
+    else:
+        _reachable(cluster)
+        address = cluster
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        text = (str(e).strip() or type(e).__name__).splitlines()[0]
+        raise ClusterError(f"cannot join the Ray cluster ({cluster}): {text}") from None
+    return RayRunner(cluster)
+
+
+@ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False) if ray else (lambda f: f)
+def _translate_file(job: Job, settings: Settings, progress) -> dict:
+    io.name_temps_by_host()  # the output folder is shared with other nodes
+    return run_job(job, settings, progress.put_nowait)
+
+
+class RayRunner:
+    def __init__(self, cluster: str):
+        self.cluster = cluster
+        self.gpus = ray.cluster_resources().get("GPU", 0)
+        self.resources: dict = {}
+
+    def describe(self, backend: str, threads: int, per_gpu: int) -> str:
+        gpu = backend in ("tensorrt", "torch") or (backend == "auto" and self.gpus > 0)
+        if gpu:
+            self.resources = {"num_cpus": 1, "num_gpus": 1 / per_gpu}
+            what = f"{per_gpu} file(s) per GPU"
+        else:
+            self.resources = {"num_cpus": threads}
+            what = f"{threads} CPU thread(s) per file"
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        nodes = len([n for n in ray.nodes() if n.get("Alive")])
+        return (f"Ray ({self.cluster}): {nodes} node(s), {cpus} CPUs, {int(self.gpus)} GPUs; "
+                f"{what}")
+
+    def run(self, todo: list[Job], settings: Settings, on_event: Callable[[tuple], None],
+            on_result: Callable[[Job, dict], None]) -> None:
+        progress = Queue()
+        task = _translate_file.options(**self.resources)
+        refs = {task.remote(j, settings, progress): j for j in todo}
+
+        def drain():
+            n = progress.qsize()
+            if n:
+                for ev in progress.get_nowait_batch(n):
+                    on_event(ev)
+
+        def collect(ready):
+            drain()
+            for ref in ready:
+                job = refs.pop(ref)
+                try:
+                    rec = ray.get(ref)
+                except ray.exceptions.TaskCancelledError:
+                    rec = {"status": "stopped", "error": "stopped"}
+                except ray.exceptions.RayError as e:  # retries used up (worker or node died)
+                    text = (str(e).strip() or type(e).__name__).splitlines()[0]
+                    rec = {"status": "failed", "exit_code": 1,
+                           "error": f"the Ray task failed {MAX_RETRIES + 1} times: {text}"}
+                on_result(job, rec)
+
+        try:
+            while refs:
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.2)
+                collect(ready)
+        except KeyboardInterrupt:
+            for ref in refs:  # KeyboardInterrupt in the running tasks: they stop at the next
+                ray.cancel(ref)  # frame and discard their partial output; queued ones never run
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=STOP_WAIT)
+            collect(ready)
+            raise
+        finally:
+            try:
+                ray.kill(progress.actor)
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        ray.shutdown()
