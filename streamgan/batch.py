@@ -159,6 +159,15 @@ def _identity(path: Path) -> dict:
     return {"input_bytes": st.st_size, "input_mtime_ns": st.st_mtime_ns}
 
 
+def _own_output(rec: dict | None, p: Planned) -> bool:
+    """The file at the output path is the one this batch wrote (the ledger has its size)."""
+    try:
+        return bool(rec) and rec.get("status") == "done" and \
+            p.output.stat().st_size == rec.get("output_bytes")
+    except OSError:
+        return False
+
+
 def _is_done(rec: dict | None, p: Planned, settings: dict) -> bool:
     """Done before with this very input and these settings, and the output is still the one
     that run wrote (present, same size)."""
@@ -410,7 +419,9 @@ def translate_many(inputs, task: str = "derain", out_dir="out", *, jobs: int | N
     "auto" (join the running cluster), "ray://HOST:PORT" (Ray Client) or "HOST:PORT" (the
     head's address): the same jobs as Ray tasks (``pip install 'streamgan[cluster]'``).
     ``per_gpu``: files sharing one GPU. Rerunning skips the files the ledger records as done
-    (same input size and mtime, same settings, output unchanged) and retries the others.
+    (same input size and mtime, same settings, output unchanged) and retries the others; an
+    output the ledger shows this batch wrote is replaced when its input or the settings changed,
+    any other file at an output path only with ``overwrite``.
     Ctrl-C / SIGTERM (as ``KeyboardInterrupt``) stops the workers at their next frame (their
     partial outputs discarded), records what finished and raises ``Interrupted`` with
     ``.report``. ``on_start`` gets one line saying what runs where, once workers are chosen.
@@ -444,7 +455,8 @@ def translate_many(inputs, task: str = "derain", out_dir="out", *, jobs: int | N
         settings = Settings(task=str(task), backend=backend, precision=precision, size=size,
                             tile=tile, batch_size=batch_size, hwaccel=hwaccel, threads=threads,
                             encode=encode, overwrite=overwrite, start=start, duration=duration,
-                            frames=frames, compare=compare)
+                            frames=frames, compare=compare,
+                            cli_wording=errors.cli_wording_on())
         return _run(planned, settings, out_dir, runner, describe, startup, progress,
                     on_start, (n, gpus) if runner is None else None)
     finally:
@@ -469,8 +481,11 @@ def _run(planned, settings, out_dir, runner, describe, startup, progress, on_sta
             rec = before[str(p.input)]
             reports[i] = FileReport(p.input, p.output, "skipped", rec.get("frames", 0))
         else:
+            # an output this batch wrote from an older input (or other settings) is redone;
+            # any other file already there is left alone unless overwrite (-y)
             reports[i] = FileReport(p.input, p.output, "not started")
-            todo.append(Job(i, str(p.input), str(p.output)))
+            todo.append(Job(i, str(p.input), str(p.output),
+                            replace=_own_output(before.get(str(p.input)), p)))
     bar = BatchProgress([planned[j.index] for j in todo], Path(settings.task).stem, progress)
 
     def on_result(job: Job, rec: dict) -> None:

@@ -41,6 +41,12 @@ def cli_wording():
         _cli_wording = old
 
 
+def cli_wording_on() -> bool:
+    """Whether messages name options as the command line spells them (batch workers in other
+    processes are told, so their messages match the driver's)."""
+    return _cli_wording
+
+
 def flag(cli: str, api: str) -> str:
     """``cli`` under the ``streamgan`` command, ``api`` for library users."""
     return cli if _cli_wording else api

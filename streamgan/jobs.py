@@ -10,12 +10,14 @@ its partial output, so a rerun does the file again and nothing half-written is l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import errors
 from .errors import Interrupted, StreamganError
 from .io import EncodeOptions, redact
 from .pipeline import Progress
@@ -41,11 +43,12 @@ class Settings:
     duration: float | None = None
     frames: int | None = None
     compare: bool = False
+    cli_wording: bool = False  # messages name options as the command line spells them
 
     def fingerprint(self) -> dict:
         """What shapes the output (recorded in the ledger: other settings redo the file)."""
         d = asdict(self)
-        for k in ("threads", "overwrite", "hwaccel", "batch_size"):
+        for k in ("threads", "overwrite", "hwaccel", "batch_size", "cli_wording"):
             d.pop(k)
         return d
 
@@ -55,6 +58,7 @@ class Job:
     index: int
     input: str  # absolute path
     output: str  # absolute path
+    replace: bool = False  # the output is this batch's own, from an input that changed since
 
 
 class _Stop:
@@ -119,12 +123,16 @@ def run_job(job: Job, settings: Settings, send: Callable[[tuple], None]) -> dict
         return out
     send(("start", job.index, os.getpid()))
     bar = _Reporter(job, send)
+    wording = errors.cli_wording() if settings.cli_wording else contextlib.nullcontext()
     try:
-        tr = translator(settings)
-        res = tr.translate_video(job.input, job.output, overwrite=settings.overwrite,
-                                 encode=settings.encode, start=settings.start,
-                                 duration=settings.duration, frames=settings.frames,
-                                 compare=settings.compare, progress=bar, discard_partial=True)
+        with wording:
+            tr = translator(settings)
+            res = tr.translate_video(job.input, job.output,
+                                     overwrite=settings.overwrite or job.replace,
+                                     encode=settings.encode, start=settings.start,
+                                     duration=settings.duration, frames=settings.frames,
+                                     compare=settings.compare, progress=bar,
+                                     discard_partial=True)
         out.update(status="done", frames=res.frames, bad_frames=res.bad_frames)
     except Interrupted as e:
         out.update(status="stopped", error=str(e), exit_code=e.exit_code)
