@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default=None)
     e.add_argument("--plugin-dir", default=None)
     e.add_argument("--no-eval", action="store_true", help="skip the evaluation (card without metrics)")
+    e.add_argument("--force", action="store_true", help="replace the plugin even if the new model scores worse")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     v = sub.add_parser("eval", help="evaluate a checkpoint or ONNX file; JSON report and contact sheet")
     v.add_argument("config")
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             from .export import export_plugin
 
             print(json.dumps(export_plugin(cfg, args.config, args.checkpoint, args.plugin_dir,
-                                           evaluate=not args.no_eval), indent=2))
+                                           evaluate=not args.no_eval, force=args.force), indent=2))
         elif args.cmd == "eval":
             from .evaluate import evaluate
 

@@ -86,6 +86,34 @@ def load_frames(files: list[Path], max_side: int = 1280, video_stride: int = 5) 
     return out
 
 
+def _luma(img: torch.Tensor) -> torch.Tensor:
+    """uint8 CHW -> luma in [0, 1] (HxW)."""
+    x = img.float() / 255
+    return 0.2126 * x[0] + 0.7152 * x[1] + 0.0722 * x[2]
+
+
+def looks_like_day(img: torch.Tensor, sky: float = 0.58) -> bool:
+    """A bright upper third (a daylit sky) in a frame that should be night (uint8 CHW)."""
+    return float(_luma(img)[: img.shape[1] // 3].mean()) > sky
+
+
+def normalise_exposure(img: torch.Tensor, target: float) -> torch.Tensor:
+    """Darken a brightly exposed night frame (uint8 CHW) so its median linear luma is ``target``.
+
+    Night cameras with strong auto-gain (the FLIR dashcam) record night as a grey dusk; the scale is
+    applied in linear light with highlights kept (lamps and headlights stay at full brightness):
+    ``lin' = k lin + (1 - k) lin^6``. Frames already at or below ``target`` are left as they are."""
+    from .synth import linear_to_srgb, srgb_to_linear
+
+    lin = srgb_to_linear(img.float() / 255)
+    med = float(srgb_to_linear(_luma(img)).median())
+    if med <= target:
+        return img
+    k = target / med
+    out = linear_to_srgb(k * lin + (1 - k) * lin ** 6)
+    return (out * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+
+
 class FramePool:
     """Random resize-crop-flip batches from in-memory frames; returns float NCHW in [0, 1]."""
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import metrics as M
-from .data import list_sources, load_frames, read_image, read_video
+from .data import list_sources, load_frames, normalise_exposure, read_image, read_video
 from .options import Config, DataError
 from .synth import darken_filter, make_night, rain_pair, rain_streaks
 
@@ -259,6 +259,7 @@ def _eval_derain(cfg: Config, run, out_dir: Path) -> dict:
     rep["contact_sheet"] = contact_sheet(sheet_rows, labels, out_dir / "contact_sheet.png")
     real = 4 if ev.rain12 else 0  # the first rows of the real paired sets, when there are two
     pick = (real, real + 1) if len(ev.paired_sets) >= 2 else (2, len(sheet_rows) - 1)
+    pick = sorted({min(i, len(sheet_rows) - 1) for i in pick})
     rep["before_after"] = contact_sheet([sheet_rows[i] for i in pick], labels,
                                         out_dir / "before_after.png", width=300)
     return rep
@@ -323,6 +324,8 @@ def _eval_day2night(cfg: Config, run, out_dir: Path) -> dict:
     day = _holdout_frames(cfg.data.holdout_a, tuple(ev.size), ev.synthetic_pairs)
     night_files = list_sources(cfg.data.holdout_b, field="data.holdout_b")
     night = [f for p in night_files for f in load_frames([p], 1280)]
+    if cfg.data.normalise_b:  # the same exposure normalisation as the training pool
+        night = [normalise_exposure(f, cfg.data.normalise_b) for f in night]
     night = [f.permute(1, 2, 0).numpy() for f in night]
     outs = [run(d) for d in day]
     dark = [_u8(darken_filter(_t(d))) for d in day]
@@ -338,6 +341,7 @@ def _eval_day2night(cfg: Config, run, out_dir: Path) -> dict:
            "mean_luma": {"input": round(float(np.mean([M.rgb_to_y(d).mean() for d in day])), 4),
                          "model": round(float(np.mean([M.rgb_to_y(o).mean() for o in outs])), 4),
                          "night": round(float(np.mean([M.rgb_to_y(n).mean() for n in night])), 4)}}
+    rep.update(_night_looks(day, outs))
     rep["flicker"] = _flicker(cfg, run)
     idx = np.linspace(0, len(day) - 1, min(5, len(day))).round().astype(int)
     rows = [[day[i], dark[i], outs[i], _resize(night[k % len(night)], (day[i].shape[1], day[i].shape[0]))]
@@ -347,6 +351,36 @@ def _eval_day2night(cfg: Config, run, out_dir: Path) -> dict:
     rep["before_after"] = contact_sheet([r[:3] for r in rows[1:4:2]], labels[:3], out_dir / "before_after.png",
                                         width=300)
     return rep
+
+
+def _night_looks(day: list[np.ndarray], outs: list[np.ndarray]) -> dict:
+    """What a viewer checks first: is the daylit sky dark, and are there light sources?
+
+    Sky: the day frame's sky mask (bright, smooth, high in the frame, as the night synthesiser finds it);
+    its mean luma in the output, per frame. Lights: output pixels brighter than 0.75 luma that were not
+    already that bright in the day frame (share of the frame, per frame)."""
+    from .synth import _sky, srgb_to_linear
+
+    sky_luma, lights = [], []
+    for d, o in zip(day, outs):
+        lin = srgb_to_linear(_t(d))
+        mask = _sky(lin, d.shape[0], d.shape[1])[0, 0].numpy() > 0.5
+        yo, yd = M.rgb_to_y(o), M.rgb_to_y(d)
+        if mask.mean() > 0.02:
+            sky_luma.append(float(yo[mask].mean()))
+        lights.append(float(((yo > 0.75) & (yd <= 0.75)).mean()))
+    return {"sky": {"frames_with_sky": len(sky_luma), "max_mean_luma": round(max(sky_luma), 4) if sky_luma else None,
+                    "dark_frames": int(sum(v < 0.2 for v in sky_luma))},
+            "lights": {"frames": len(lights), "frames_with_new_lights": int(sum(v > 2e-4 for v in lights)),
+                       "mean_share": round(float(np.mean(lights)), 5)}}
+
+
+def primary_score(rep: dict) -> tuple[float, str]:
+    """One number to compare two models of a task (higher is better) and what it is."""
+    if "night_distance" in rep:
+        return -rep["night_distance"]["model"], "night distance (lower is better)"
+    keys = [k for k in ("rain12", "robotcar_drops", "raindrop_glass", "synthetic_holdout") if k in rep]
+    return float(np.mean([rep[k]["psnr"] for k in keys])), f"mean Y-PSNR over {', '.join(keys)}"
 
 
 def _card_metrics(rep: dict) -> dict:
@@ -377,6 +411,7 @@ def _card_metrics(rep: dict) -> dict:
     if "night_distance" in rep:
         m["night_distance"] = rep["night_distance"]
         m["structure_score"] = rep["structure"]
+        m["sky"], m["lights"] = rep["sky"], rep["lights"]
     if rep.get("flicker"):
         m["flicker_ratio"] = rep["flicker"]["ratio"]
     fps = rep.get("openvino_640x360", {})

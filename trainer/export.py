@@ -64,8 +64,25 @@ def deployable(cfg: Config, net: torch.nn.Module) -> torch.nn.Module:
     return net
 
 
+class ExportRefused(CheckpointError):
+    """The new model scores worse than the plugin it would replace (use force to replace it anyway)."""
+
+
+def _compare_with_shipped(cfg: Config, report: dict, shipped: Path, out: Path) -> dict:
+    """Score the plugin in place with the same evaluation; refuse a worse new model."""
+    from .evaluate import evaluate as run_eval, primary_score
+
+    old = run_eval(cfg, onnx=str(shipped), out=str(out), fps=False)
+    new_s, what = primary_score(report)
+    old_s, _ = primary_score(old)
+    if new_s < old_s:
+        raise ExportRefused(f"the new model scores worse than {shipped} on {what}: {abs(new_s):.3f} vs "
+                            f"{abs(old_s):.3f}; the plugin was left as it is (export --force replaces it anyway)")
+    return {"metric": what, "new": round(abs(new_s), 4), "replaced": round(abs(old_s), 4)}
+
+
 def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, plugin_dir: str | None = None,
-                  evaluate: bool = True) -> dict:
+                  evaluate: bool = True, force: bool = False) -> dict:
     from streamgan.card import ModelCard, sha256_file
 
     ckpt = Path(checkpoint or Path(cfg.train.out) / CKPT)
@@ -85,6 +102,9 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
 
             report = run_eval(cfg, onnx=str(staged), out=str(Path(cfg.train.out) / "eval"))
             metrics.update(report["card_metrics"])
+            if (pdir / "model.onnx").exists() and not force:
+                report["versus_replaced"] = _compare_with_shipped(cfg, report, pdir / "model.onnx",
+                                                                  Path(cfg.train.out) / "eval_replaced")
         g = cfg.model.generator
         data = [d.model_dump() for d in cfg.export.data_notes]
         notes = (f"{cfg.mode} training, synthesiser '{cfg.data.synth}', crop {cfg.data.crop}, batch "
@@ -111,7 +131,8 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
         shutil.copyfile(report["before_after"], pdir / "before_after.png.tmp")
         os.replace(pdir / "before_after.png.tmp", pdir / "before_after.png")
     return {"plugin_dir": str(pdir), "sha256": card.weights.sha256, "steps": card.training.steps,
+            "versus_replaced": (report or {}).get("versus_replaced"),
             "export_s": round(time.time() - t0, 1), "metrics": metrics}
 
 
-__all__ = ["export_onnx", "check_onnx", "export_plugin", "CheckpointError"]
+__all__ = ["export_onnx", "check_onnx", "export_plugin", "CheckpointError", "ExportRefused"]

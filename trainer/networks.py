@@ -115,9 +115,9 @@ class MobileGenerator(nn.Module):
     """
 
     def __init__(self, ngf: int = 16, n_blocks: int = 6, norm: str = "instance",
-                 skips: bool = True, residual: bool = False):
+                 skips: bool = True, residual: bool = False, out_channels: int = 3):
         super().__init__()
-        self.skips, self.residual = skips, residual
+        self.skips, self.residual, self.raw = skips, residual, out_channels != 3
         self.inc = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), norm_layer(norm, ngf), nn.ReLU(True))
         self.down1 = nn.Sequential(nn.Conv2d(ngf, ngf * 2, 3, 2, 1), norm_layer(norm, ngf * 2), nn.ReLU(True))
         self.down2 = nn.Sequential(nn.Conv2d(ngf * 2, ngf * 4, 3, 2, 1), norm_layer(norm, ngf * 4), nn.ReLU(True))
@@ -126,8 +126,8 @@ class MobileGenerator(nn.Module):
                                  norm_layer(norm, ngf * 2), nn.ReLU(True))
         self.up2 = nn.Sequential(nn.ConvTranspose2d(ngf * 2, ngf, 3, 2, 1, output_padding=1),
                                  norm_layer(norm, ngf), nn.ReLU(True))
-        self.outc = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7))
-        if residual:  # start as the identity mapping
+        self.outc = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7))
+        if residual or self.raw:  # start as the identity mapping (or zero coefficients)
             nn.init.zeros_(self.outc[1].weight)
             nn.init.zeros_(self.outc[1].bias)
 
@@ -142,7 +142,36 @@ class MobileGenerator(nn.Module):
         if self.skips:
             y = y + e0
         y = self.outc(y)
+        if self.raw:  # coefficients for another module (ColourGenerator)
+            return y
         return torch.clamp(x + y, -1.0, 1.0) if self.residual else torch.tanh(y)
+
+
+class ColourGenerator(nn.Module):
+    """A per-pixel colour transform predicted by a compact trunk: ``y = A(x) x + b(x)``.
+
+    ``A`` (3x3) and ``b`` (3) per pixel, 12 channels from a :class:`MobileGenerator` trunk, the identity at
+    initialisation. Relighting (darkening, a cooler or warmer cast, glows and light pools as a spatially
+    varying gain and offset) is a smooth field even where the picture has fine detail, so
+    :class:`SourceResolution` can predict it small and apply it to the full-size frame.
+    """
+
+    def __init__(self, ngf: int = 16, n_blocks: int = 9, norm: str = "instance", skips: bool = True):
+        super().__init__()
+        self.trunk = MobileGenerator(ngf, n_blocks, norm, skips=skips, out_channels=12)
+
+    def coefficients(self, x):
+        return self.trunk(x)
+
+    @staticmethod
+    def apply(c, x):
+        n, _, h, w = c.shape
+        a = c[:, :9].reshape(n, 3, 3, h, w)
+        y = (a * x.unsqueeze(1)).mean(2) * 3.0 + x + c[:, 9:]  # (I + A) x + b
+        return torch.clamp(y, -1.0, 1.0)
+
+    def forward(self, x):
+        return self.apply(self.coefficients(x), x)
 
 
 class NLayerDiscriminator(nn.Module):
@@ -165,7 +194,7 @@ class NLayerDiscriminator(nn.Module):
 
 
 def build_generator(kind: str, **kw) -> nn.Module:
-    kinds = {"resnet": ResnetGenerator, "unet": UnetGenerator, "mobile": MobileGenerator}
+    kinds = {"resnet": ResnetGenerator, "unet": UnetGenerator, "mobile": MobileGenerator, "colour": ColourGenerator}
     if kind not in kinds:
         raise ValueError(f"unknown generator kind {kind!r} (expected one of {sorted(kinds)})")
     return kinds[kind](**kw)
@@ -194,6 +223,8 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> None:
 class SourceResolution(nn.Module):
     """Run a residual generator at a processing size and apply its correction at the input's own size.
 
+    For a :class:`ColourGenerator` the per-pixel colour transform is what is upsampled and applied.
+
     The network sees the frame at short side ``short_side`` (never upscaled); its correction (output minus
     input, at that size) is upsampled and added to the full-resolution frame. Detail the network never
     touches comes through untouched, so a clean HD frame leaves as sharp as it came, at the cost of the
@@ -210,6 +241,10 @@ class SourceResolution(nn.Module):
         small_hw = (torch.floor(hw * s / self.multiple) * self.multiple).long()
         size = (small_hw[0], small_hw[1])
         small = nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        full = (x.shape[2], x.shape[3])
+        if hasattr(self.net, "coefficients"):  # a colour transform: its coefficients, upsampled, apply at full size
+            c = nn.functional.interpolate(self.net.coefficients(small), size=full, mode="bilinear", align_corners=False)
+            return self.net.apply(c, x)
         delta = self.net(small) - small
-        up = nn.functional.interpolate(delta, size=(x.shape[2], x.shape[3]), mode="bilinear", align_corners=False)
+        up = nn.functional.interpolate(delta, size=full, mode="bilinear", align_corners=False)
         return torch.clamp(x + up, -1.0, 1.0)

@@ -43,7 +43,10 @@ class DataOptions(_Opts):
     holdout_b: list[str] = []
     exclude: list[str] = []  # substrings of paths to leave out
     synth: Literal["none", "rain", "night"] = "none"
-    synth_options: dict[str, float] = {}  # keyword arguments of the pair maker, e.g. {p_drops: 0.8}
+    synth_options: dict[str, float] = {}
+    # Domain B night frames brighter than this median linear luma are darkened to it (highlights kept):
+    # strong auto-gain night cameras record night as grey dusk (see data.normalise_exposure)
+    normalise_b: float | None = Field(None, gt=0, lt=1)  # keyword arguments of the pair maker, e.g. {p_drops: 0.8}
     clean_fraction: float = Field(0.0, ge=0, le=1)  # share of synthetic pairs left untouched (input = target)
     crop: int = Field(256, ge=16)
     scale: tuple[float, float] = (0.5, 1.0)  # random resize factor before the crop
@@ -53,7 +56,7 @@ class DataOptions(_Opts):
 
 
 class GeneratorOptions(_Opts):
-    kind: Literal["mobile", "resnet", "unet"] = "mobile"
+    kind: Literal["mobile", "resnet", "unet", "colour"] = "mobile"
     ngf: int = Field(16, ge=4)
     n_blocks: int = Field(6, ge=0)
     num_downs: int = Field(7, ge=2)  # unet only
@@ -66,6 +69,8 @@ class GeneratorOptions(_Opts):
             return dict(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm, skips=self.skips, residual=self.residual)
         if self.kind == "resnet":
             return dict(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm)
+        if self.kind == "colour":
+            return dict(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm, skips=self.skips)
         return dict(ngf=self.ngf, num_downs=self.num_downs, norm=self.norm)
 
 
@@ -183,8 +188,10 @@ class Config(_Opts):
             raise ValueError("loss.lambda_distill > 0 needs loss.teacher and loss.teacher_generator")
         if self.export.policy in ("short_side", "source") and not self.export.short_side:
             raise ValueError(f"export.policy '{self.export.policy}' needs export.short_side")
-        if self.export.policy == "source" and not (self.model.generator.kind == "mobile" and self.model.generator.residual):
-            raise ValueError("export.policy 'source' needs a residual generator (model.generator.residual: true)")
+        g = self.model.generator
+        if self.export.policy == "source" and not (g.kind == "colour" or (g.kind == "mobile" and g.residual)):
+            raise ValueError("export.policy 'source' needs a residual or colour generator "
+                             "(model.generator.residual: true, or kind: colour)")
         return self
 
     @classmethod

@@ -322,37 +322,101 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp_min(1e-8) ** (1 / 2.4) - 0.055)
 
 
-def _glows(h: int, w: int, gen: torch.Generator, device) -> torch.Tensor:
-    """Light sources with halos: lamps above the road, head/tail lights near the horizon. 1x3xHxW linear."""
+def _glows(h: int, w: int, gen: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Light sources with halos: street lamps above the road, pairs of head or tail lights near the road,
+    traffic lights. Returns (light 1x3xHxW linear, ground 1x3xHxW: pools and wet-road reflections)."""
     yy = torch.arange(h, device=device).view(h, 1).float()
     xx = torch.arange(w, device=device).view(1, w).float()
     light = torch.zeros(1, 3, h, w, device=device)
-    colours = [(1.0, 0.75, 0.4), (1.0, 0.95, 0.85), (1.0, 0.15, 0.1), (0.85, 0.9, 1.0)]
+    ground = torch.zeros(1, 3, h, w, device=device)
+    colours = [(1.0, 0.7, 0.35), (1.0, 0.95, 0.85), (1.0, 0.12, 0.08), (0.85, 0.9, 1.0), (0.2, 1.0, 0.4)]
     s = min(h, w)
-    for _ in range(int(torch.randint(2, 14, (), generator=gen))):
-        kind = int(torch.randint(0, 4, (), generator=gen))
-        cy = _u(gen, 0.15, 0.45) * h if kind in (0, 3) else _u(gen, 0.45, 0.7) * h
-        cx = _u(gen, 0, w)
-        core = _u(gen, 0.004, 0.015) * s
-        halo = core * _u(gen, 3, 8)
+    road = _u(gen, 0.55, 0.75) * h  # where the road surface starts to be visible below lights
+
+    def blob(cy, cx, core, halo, c, gain):
         d2 = (yy - cy) ** 2 + (xx - cx) ** 2
-        g = 4.0 * torch.exp(-d2 / (2 * core ** 2)) + _u(gen, 0.05, 0.25) * torch.exp(-d2 / (2 * halo ** 2))
-        c = torch.tensor(colours[kind], device=device).view(1, 3, 1, 1)
-        light = light + g.view(1, 1, h, w) * c * _u(gen, 0.3, 1.0)
-    return light
+        g = 4.0 * torch.exp(-d2 / (2 * core ** 2)) + _u(gen, 0.08, 0.3) * torch.exp(-d2 / (2 * halo ** 2))
+        return g.view(1, 1, h, w) * torch.tensor(c, device=device).view(1, 3, 1, 1) * gain
+
+    for _ in range(int(torch.randint(2, 16, (), generator=gen))):
+        kind = int(torch.randint(0, 5, (), generator=gen))
+        cx = _u(gen, 0, w)
+        core = _u(gen, 0.004, 0.014) * s
+        halo = core * _u(gen, 3, 9)
+        gain = _u(gen, 0.3, 1.0)
+        if kind in (0, 1):  # a street lamp, and the pool of light it throws on the road below it
+            cy = _u(gen, 0.1, 0.45) * h
+            light = light + blob(cy, cx, core, halo, colours[kind], gain)
+            py = road + (h - road) * _u(gen, 0.1, 0.6)
+            pool = torch.exp(-((yy - py) / (0.08 * h)) ** 2 - ((xx - cx) / (_u(gen, 0.06, 0.15) * w)) ** 2)
+            ground = ground + pool.view(1, 1, h, w) * torch.tensor(colours[kind], device=device).view(1, 3, 1, 1) * gain * 0.3
+        elif kind in (2, 3):  # a pair of tail (red) or head (white) lights of a vehicle
+            cy = _u(gen, 0.45, 0.75) * h
+            gap = _u(gen, 0.02, 0.08) * w
+            for dx in (-gap / 2, gap / 2):
+                light = light + blob(cy, cx + dx, core * 0.8, halo * 0.7, colours[kind], gain)
+        else:  # a traffic light or a sign
+            cy = _u(gen, 0.2, 0.5) * h
+            light = light + blob(cy, cx, core * 0.7, halo * 0.6, colours[4 if _u(gen, 0, 1) < 0.5 else 2], gain)
+    # wet asphalt: each light source smeared downwards onto the road (vertical reflections)
+    if _u(gen, 0, 1) < 0.6:
+        k = torch.ones(1, 1, max(3, int(0.25 * h) | 1), 1, device=device)
+        k = k / k.sum()
+        below = (yy > road).float().view(1, 1, h, 1)
+        refl = F.conv2d(light.reshape(3, 1, h, w), k, padding=(k.shape[2] // 2, 0)).reshape(1, 3, h, w)
+        refl = torch.roll(refl, int(0.12 * h), dims=2)
+        ground = ground + refl * below * _u(gen, 0.5, 2.0)
+    return light, ground
+
+
+def _sky(lin: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Soft mask of the daylit sky: bright, smooth and high in the frame (1x1xHxW)."""
+    lum = (0.2126 * lin[:, 0] + 0.7152 * lin[:, 1] + 0.0722 * lin[:, 2]).unsqueeze(1)
+    top = torch.linspace(1, 0, h, device=lin.device).clamp(0, 1).view(1, 1, h, 1) ** 0.5
+    gy = (lum[:, :, 1:] - lum[:, :, :-1]).abs()
+    gx = (lum[..., 1:] - lum[..., :-1]).abs()
+    tex = _gauss_blur(F.pad(gy, (0, 0, 0, 1)) + F.pad(gx, (0, 1)), min(h, w) / 80)
+    smooth = (1 - tex * 25).clamp(0, 1)
+    m = ((lum - 0.15) * 5).clamp(0, 1) * top * smooth
+    r = max(1, int(min(h, w) / 25))  # grow over the bright fringe around trees and roofs before softening
+    m = F.max_pool2d(m, 2 * r + 1, stride=1, padding=r)
+    return _gauss_blur(m, min(h, w) / 200)
+
+
+def _windows(lin: torch.Tensor, gen: torch.Generator, sky: torch.Tensor) -> torch.Tensor:
+    """Lit windows and shop fronts: small warm rectangles where the day frame has structure (buildings),
+    above the road and off the sky. 1x3xHxW linear light."""
+    _, _, h, w = lin.shape
+    lum = (0.2126 * lin[:, 0] + 0.7152 * lin[:, 1] + 0.0722 * lin[:, 2]).unsqueeze(1)
+    gx = F.pad((lum[..., 1:] - lum[..., :-1]).abs(), (0, 1))
+    where = (_gauss_blur(gx, min(h, w) / 50) * 30).clamp(0, 1) * (1 - sky)
+    where = where * (torch.linspace(0, 1, h, device=lin.device).view(1, 1, h, 1) < 0.65).float()
+    rects = torch.zeros(1, 1, h, w, device=lin.device)
+    s = min(h, w)
+    for _ in range(int(torch.randint(0, 40, (), generator=gen))):
+        y0, x0 = int(_u(gen, 0.1, 0.6) * h), int(_u(gen, 0, 1) * w)
+        rh, rw = max(1, int(_u(gen, 0.01, 0.04) * s)), max(1, int(_u(gen, 0.01, 0.05) * s))
+        rects[..., y0:y0 + rh, x0:x0 + rw] = _u(gen, 0.3, 1.0)
+    warm = torch.tensor([1.0, _u(gen, 0.6, 0.85), _u(gen, 0.3, 0.55)], device=lin.device).view(1, 3, 1, 1)
+    return _gauss_blur(rects * where, 0.7) * warm * _u(gen, 0.05, 0.25)
 
 
 def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Night version of ``day`` (NCHW in [0, 1])."""
+    """Night version of ``day`` (NCHW in [0, 1]): a dark sky, low exposure and saturation, own headlights,
+    street lamps with light pools, vehicle lights, traffic lights, lit windows, reflections on wet
+    asphalt, and a night camera's gain noise."""
     out = []
     for img in day.split(1):
         _, _, h, w = img.shape
         lin = srgb_to_linear(img)
-        # darker sky: bright, bluish-or-grey regions in the upper part of the frame
+        sky = _sky(lin, h, w)
+        windows = _windows(lin, gen, sky)
+        # no daylight in the sky: near black, a faint city glow towards the horizon
+        glow = torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1) ** 2
+        sky_col = torch.tensor([_u(gen, 0.6, 1.0), _u(gen, 0.5, 0.8), _u(gen, 0.5, 1.0)], device=img.device).view(1, 3, 1, 1)
+        lin = lin * (1 - sky) + sky * sky_col * glow * _u(gen, 0.002, 0.02) / _u(gen, 0.03, 0.1)
         lum = (0.2126 * lin[:, 0] + 0.7152 * lin[:, 1] + 0.0722 * lin[:, 2]).unsqueeze(1)
-        top = torch.linspace(1, 0, h, device=img.device).clamp(0, 1).view(1, 1, h, 1) ** 0.7
-        sky = _gauss_blur(((lum - 0.25) * 4).clamp(0, 1) * top, min(h, w) / 60)
-        lin = lin * (1 - sky * _u(gen, 0.6, 0.95))
+        lin = lum + (lin - lum) * _u(gen, 0.35, 0.7)  # colour fades at night
         lin = lin * _u(gen, 0.03, 0.1)  # exposure
         # own headlights: a brighter pool of light on the road ahead (lower middle of the frame)
         yy = torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1)
@@ -361,12 +425,15 @@ def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         lin = lin * (1 + _u(gen, 0.0, 4.0) * cone)
         temp = [(1.05, 0.95, 0.75), (0.8, 0.9, 1.15), (1.0, 0.9, 0.8), (0.9, 0.95, 1.0)][int(torch.randint(0, 4, (), generator=gen))]
         lin = lin * torch.tensor(temp, device=img.device).view(1, 3, 1, 1)
-        lin = lin + _glows(h, w, gen, img.device) * _u(gen, 0.1, 0.5)
+        light, ground = _glows(h, w, gen, img.device)
+        scene_gain = img.mean() * 0.5 + 0.5  # pools light up what is there: brighter on lighter ground
+        lin = lin + windows + light * _u(gen, 0.1, 0.5) + ground * lin.clamp_min(0.002) * 40 * scene_gain * _u(gen, 0.3, 1.0)
         y = linear_to_srgb(lin)
         y = y.clamp(0, 1) ** _u(gen, 0.9, 1.15)
-        sigma = _u(gen, 0.002, 0.015)
+        sigma = _u(gen, 0.004, 0.02)  # gain noise, stronger in the dark, some of it in colour
         noise = torch.randn(img.shape, generator=gen).to(img.device)
-        y = y + noise * sigma * (0.3 + y.sqrt())
+        mono = torch.randn(1, 1, h, w, generator=gen).to(img.device)
+        y = y + (0.6 * mono + 0.4 * noise) * sigma * (0.5 + y.sqrt())
         out.append(y.clamp(0, 1))
     return torch.cat(out)
 

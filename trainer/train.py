@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import losses as L
-from .data import FramePool, from_model, list_sources, load_frames, to_model
+from .data import FramePool, from_model, list_sources, load_frames, looks_like_day, normalise_exposure, to_model
 from .networks import build_discriminator, build_generator, init_weights
 from .options import CheckpointError, Config, DataError
 from .synth import SYNTHS
@@ -89,6 +89,17 @@ def generator_from_checkpoint(path, gen_opts=None, net: str = "G") -> tuple[nn.M
     g = build_generator(opts.kind, **opts.kwargs())
     load_net(g, ck["nets"][net], path, net, json.dumps(saved), json.dumps(opts.model_dump(mode="json")))
     return g.eval(), ck
+
+
+def warn_daylike(frames: list, files: list, field: str, show: bool = True) -> int:
+    """Count night frames whose brightness looks like day (a bright sky); warn once with the count."""
+    bad = [i for i, f in enumerate(frames) if looks_like_day(f)]
+    if bad and show:
+        names = ", ".join(str(files[i].name) for i in bad[:3] if i < len(files))
+        print(f"streamgan-train: warning: {field}: {len(bad)} of {len(frames)} night frames look like day "
+              f"(bright sky at the top){': ' + names if names else ''}{' ...' if len(bad) > 3 else ''}",
+              file=sys.stderr)
+    return len(bad)
 
 
 # ----------------------------------------------------------------------------------------- models
@@ -238,7 +249,12 @@ class Trainer:
             files_b = [f for f in list_sources(d.train_b, d.exclude, "data.train_b") if f not in held_b]
             if not files_b:
                 raise DataError("data.train_b: every file is held out; nothing left to train on")
-            self.pool_b = FramePool(load_frames(files_b, d.max_side, d.video_stride), d.crop, d.scale)
+            frames_b = load_frames(files_b, d.max_side, d.video_stride)
+            if cfg.task == "day2night":
+                warn_daylike(frames_b, files_b, "data.train_b", self.rank == 0)
+            if d.normalise_b:
+                frames_b = [normalise_exposure(f, d.normalise_b) for f in frames_b]
+            self.pool_b = FramePool(frames_b, d.crop, d.scale)
         self.pool_real = None
         if d.train_real:
             files_r = list_sources(d.train_real, d.exclude, "data.train_real")

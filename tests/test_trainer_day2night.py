@@ -1,0 +1,116 @@
+"""Day-to-night recipe: night-pool checks, exposure normalisation, the colour-transform generator at source
+resolution, and an export that never replaces a plugin with a worse model."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from trainer.data import normalise_exposure  # noqa: E402
+from trainer.export import ExportRefused, export_onnx, export_plugin  # noqa: E402
+from trainer.networks import ColourGenerator, SourceResolution  # noqa: E402
+from trainer.options import Config, DataError  # noqa: E402
+from trainer.synth import make_night, srgb_to_linear  # noqa: E402
+from trainer.train import Trainer, save_checkpoint  # noqa: E402
+
+from trainer_helpers import make_images, tiny_config  # noqa: E402
+
+
+def _save(folder: Path, arrays):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(folder / f"f{i}.png")
+    return folder
+
+
+def _night(h=48, w=64, level=20):
+    a = np.full((h, w, 3), level, np.uint8)
+    a[20:24, 30:34] = 255  # a lamp
+    return a
+
+
+def _day(h=48, w=64):
+    a = np.full((h, w, 3), 90, np.uint8)
+    a[: h // 3] = (170, 200, 235)  # a daylit sky
+    return a
+
+
+def test_bright_night_frames_are_darkened_and_lamps_kept():
+    bright = torch.from_numpy(_night(level=150)).permute(2, 0, 1).contiguous()
+    out = normalise_exposure(bright, 0.012)
+    lum = srgb_to_linear(out.float() / 255).mean(0)
+    assert abs(float(lum.median()) - 0.012) < 0.004
+    assert int(out[:, 21, 31].min()) >= 250  # the lamp is still at full brightness
+    dark = torch.from_numpy(_night(level=15)).permute(2, 0, 1).contiguous()
+    assert torch.equal(normalise_exposure(dark, 0.012), dark)  # already night: untouched
+
+
+def test_day_frames_in_the_night_pool_are_counted(tmp_path, capsys):
+    night = _save(tmp_path / "night", [_night(), _day(), _day()])
+    cfg = Config.model_validate(tiny_config(tmp_path, mode="cyclegan", task="day2night", data__synth="night",
+                                            data__train_b=[str(night)], loss__lambda_gan=0.5))
+    Trainer(cfg)
+    err = capsys.readouterr().err
+    assert "2 of 3 night frames look like day" in err
+
+
+def test_an_empty_night_pool_stops(tmp_path):
+    (tmp_path / "empty").mkdir()
+    cfg = Config.model_validate(tiny_config(tmp_path, mode="cyclegan", task="day2night", data__synth="night",
+                                            data__train_b=[str(tmp_path / "empty")]))
+    with pytest.raises(DataError, match="holds no images"):
+        Trainer(cfg)
+
+
+def test_night_synth_darkens_the_sky_and_adds_lights():
+    day = torch.from_numpy(_day(96, 128)).permute(2, 0, 1)[None].float() / 255
+    lit = 0
+    for seed in range(6):
+        n = make_night(day, torch.Generator().manual_seed(seed))
+        assert float(n[0, :, :32].mean()) < 0.15  # the sky is dark
+        lit += float(n.amax()) > 0.6  # and something is lit
+    assert lit >= 4
+
+
+def test_colour_transform_is_applied_at_full_resolution(tmp_path):
+    g = ColourGenerator(4, 1).eval()
+    x = torch.rand(1, 3, 40, 56) * 2 - 1
+    assert torch.equal(g(x), x)  # the identity at initialisation
+    # coefficients A = -0.5 I everywhere (bias of the last layer): y = 0.5 x, at full size, detail and all
+    bias = g.trunk.outc[1].bias
+    with torch.no_grad():
+        bias.zero_()
+        bias[[0, 4, 8]] = -0.5 / 3 * 3  # diagonal of A (the apply averages over 3 inputs and scales by 3)
+    path = export_onnx(SourceResolution(g, 16).eval(), tmp_path / "c.onnx", sample_hw=(48, 64))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = (torch.rand(1, 3, 90, 160, generator=torch.Generator().manual_seed(0)) * 2 - 1).numpy()
+    y = sess.run(None, {"input": x})[0]
+    assert y.shape == x.shape
+    assert np.abs(y - 0.5 * x).max() < 1e-4
+
+
+def test_export_refuses_a_worse_model_unless_forced(tmp_path):
+    held = make_images(tmp_path / "held", 2, seed=4)
+    cfg = Config.model_validate(tiny_config(tmp_path, data__holdout_a=[str(held)], eval__size=[64, 48],
+                                            eval__synthetic_pairs=2, optim__steps=30))
+    Trainer(cfg).run()
+    export_plugin(cfg, "cfg.yaml")
+    plugin = tmp_path / "plugin"
+    before = {f.name: f.read_bytes() for f in plugin.iterdir()}
+    # a worse model: the trained output layer scrambled
+    ck = torch.load(tmp_path / "run" / "latest.pt", weights_only=True)
+    for k, v in ck["nets"]["G"].items():
+        if k.startswith("outc"):
+            ck["nets"]["G"][k] = v + torch.randn_like(v) * 0.05
+    save_checkpoint(tmp_path / "bad.pt", ck)
+    with pytest.raises(ExportRefused, match="scores worse"):
+        export_plugin(cfg, "cfg.yaml", checkpoint=str(tmp_path / "bad.pt"))
+    assert {f.name: f.read_bytes() for f in plugin.iterdir()} == before  # untouched, byte for byte
+    export_plugin(cfg, "cfg.yaml", checkpoint=str(tmp_path / "bad.pt"), force=True)
+    assert (plugin / "model.onnx").read_bytes() != before["model.onnx"]
