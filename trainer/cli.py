@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples/rainy_dashcam.mp4")
     s.add_argument("--seconds", type=float, default=4.0)
     s.add_argument("--seed", type=int, default=3)
+    s.add_argument("--sheet", default=None, help="also write synthetic-beside-real rain to this PNG")
     a = sub.add_parser("adapt", help="fine-tune the shipped derain model on your own rainy and clear clips")
     a.add_argument("--rainy", nargs="+", required=True, help="videos, images or folders of real rainy footage")
     a.add_argument("--clear", nargs="+", required=True, help="videos, images or folders of clear footage")
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             from .make_sample import make_sample
 
             print(make_sample(args.src, args.out, args.seconds, args.seed))
+            if args.sheet:
+                from .make_sample import synth_sheet
+
+                print(synth_sheet(os.environ.get("STREAMGAN_DATA", "../shared/data"), args.sheet))
             return 0
         if args.cmd == "adapt":
             from .adapt import adapt

@@ -1,10 +1,11 @@
-"""Make ``samples/rainy_dashcam.mp4``: the MIT-licensed Udacity lane-lines clip with synthetic rain.
+"""Make ``samples/rainy_dashcam.mp4`` (the MIT-licensed Udacity lane-lines clip with synthetic rain) and
+the contact sheet of synthetic rain beside real rain (``docs/rain_synth_vs_real.png``).
 
 Reproducible: the rain's parameters (and the drops on the glass) come from one seed, the streak positions
 from a per-frame seed, so the same command gives the same frames (the H.264 bytes may differ between
 libx264 builds).
 
-    python -m trainer.make_sample            # or: streamgan-train sample
+    python -m trainer.make_sample            # or: streamgan-train sample [--sheet docs/rain_synth_vs_real.png]
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .synth import add_rain
+from .synth import add_rain, rain_pair
 
 
 def make_sample(src: str, out: str, seconds: float = 4.0, seed: int = 3, size: tuple[int, int] = (640, 360),
@@ -39,8 +40,8 @@ def make_sample(src: str, out: str, seconds: float = 4.0, seed: int = 3, size: t
                 break
             img = np.asarray(Image.fromarray(fr.to_ndarray(format="rgb24")).resize(size, Image.BICUBIC))
             x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
-            y = add_rain(x, torch.Generator().manual_seed(seed), p_streaks_only=0.0, p_veil=1.0, p_drops=0.0,
-                         noise_gen=torch.Generator().manual_seed(seed * 100_000 + i))
+            y = add_rain(x, torch.Generator().manual_seed(seed), p_streaks_only=0.0, p_veil=1.0, p_drops=1.0,
+                         p_wiper=0.0, noise_gen=torch.Generator().manual_seed(seed * 100_000 + i))
             arr = (y[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
             for pkt in vs.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
                 dst.mux(pkt)
@@ -49,6 +50,37 @@ def make_sample(src: str, out: str, seconds: float = 4.0, seed: int = 3, size: t
             dst.mux(pkt)
     os.replace(tmp, out_p)
     return {"out": str(out_p), "frames": n, "bytes": out_p.stat().st_size, "seed": seed}
+
+
+def synth_sheet(data: str, out: str, n: int = 6, width: int = 320) -> dict:
+    """Real rainy frames (left) beside synthetic rain on real clear frames (right), ``n`` rows."""
+    from PIL import Image
+
+    from .data import list_sources, read_image
+    from .evaluate import contact_sheet
+
+    d = Path(data)
+    folders = sorted(f for f in (d / "rain").iterdir() if f.is_dir())
+    per = [list_sources([str(f)], field="rain") for f in folders]
+    real, k = [], 0
+    while len(real) < n * 2 and any(per):  # round robin over the folders: every kind of real rain shows
+        if per[k % len(per)]:
+            real.append(read_image(per[k % len(per)].pop(0 if k < len(per) else -1)))
+        k += 1
+    clear = [read_image(p) for p in list_sources([str(d / "day" / "udacity"), str(d / "day" / "deeptl_lanechange")],
+                                                 field="day")]
+    clear = [clear[i] for i in np.linspace(0, len(clear) - 1, n * 2).round().astype(int)]
+    rows = []
+    for k in range(n):
+        synth = []
+        for j in (2 * k, 2 * k + 1):
+            img = np.asarray(Image.fromarray(clear[j]).resize((640, 360), Image.BICUBIC))
+            x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
+            y, _ = rain_pair(x, torch.Generator().manual_seed(500 + j), p_streaks_only=0.0)
+            synth.append((y[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+        rows.append([real[2 * k], real[2 * k + 1], *synth])
+    labels = ["real rain", "real rain", "synthetic (trainer/synth.py)", "synthetic (trainer/synth.py)"]
+    return {"sheet": contact_sheet(rows, labels, Path(out), width=width)}
 
 
 if __name__ == "__main__":
