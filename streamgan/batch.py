@@ -527,7 +527,8 @@ def _run(planned, settings, out_dir, runner, describe, startup, progress, on_sta
     if stopped is not None:
         how = "interrupted" if errors.stop_exit_code(stopped) == errors.EXIT_INTERRUPTED \
             else f"stopped by {stopped}"
-        err = Interrupted(f"{how}: {len(report.done)} files finished this run are kept and "
+        n = len(report.done)
+        err = Interrupted(f"{how}: {n} file{'' if n == 1 else 's'} finished this run kept and "
                           f"recorded in {ledger.path}; run the same command again to do the rest")
         err.exit_code = errors.stop_exit_code(stopped)
         err.report = report

@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import signal
 import socket
+import threading
+import time
 from typing import Callable
 
 from .errors import ClusterError
@@ -69,11 +73,18 @@ def connect(cluster: str) -> "RayRunner":
     else:
         _reachable(cluster)
         address = cluster
+    # ray.init installs its own SIGTERM handler (it ends the driver at once); the batch's own
+    # (the command line's: stop the tasks, keep the ledger) is put back
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         text = (str(e).strip() or type(e).__name__).splitlines()[0]
         raise ClusterError(f"cannot join the Ray cluster ({cluster}): {text}") from None
+    finally:
+        for s, h in handlers.items():
+            if h is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(s, h)
     return RayRunner(cluster)
 
 
@@ -81,6 +92,11 @@ def connect(cluster: str) -> "RayRunner":
 def _translate_file(job: Job, settings: Settings, progress) -> dict:
     io.name_temps_by_host()  # the output folder is shared with other nodes
     return run_job(job, settings, progress.put_nowait)
+
+
+def _first_line(e: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # Ray colours its messages
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 class RayRunner:
@@ -122,16 +138,23 @@ class RayRunner:
                     rec = ray.get(ref)
                 except ray.exceptions.TaskCancelledError:
                     rec = {"status": "stopped", "error": "stopped"}
-                except ray.exceptions.RayError as e:  # retries used up (worker or node died)
-                    text = (str(e).strip() or type(e).__name__).splitlines()[0]
+                except ray.exceptions.RayTaskError as e:  # raised outside run_job's guard
+                    cause = e.cause if e.cause is not None else e
                     rec = {"status": "failed", "exit_code": 1,
-                           "error": f"the Ray task failed {MAX_RETRIES + 1} times: {text}"}
+                           "error": f"the Ray task raised {type(cause).__name__}: "
+                                    f"{_first_line(cause)}"}
+                except ray.exceptions.RayError as e:  # retries used up (worker or node died)
+                    rec = {"status": "failed", "exit_code": 1,
+                           "error": f"the Ray task's worker died {MAX_RETRIES + 1} times "
+                                    f"({type(e).__name__}: {_first_line(e)})"}
                 on_result(job, rec)
 
         try:
-            while refs:
-                ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.2)
+            while refs:  # waits in Python, not in ray.wait: a stop signal arrives as itself
+                ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
                 collect(ready)
+                if refs:
+                    time.sleep(0.2)
         except KeyboardInterrupt:
             for ref in refs:  # KeyboardInterrupt in the running tasks: they stop at the next
                 ray.cancel(ref)  # frame and discard their partial output; queued ones never run

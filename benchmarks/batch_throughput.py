@@ -1,0 +1,116 @@
+"""Batch throughput: local worker processes against one process, and Ray against local.
+
+    python benchmarks/batch_throughput.py [--clips 8] [--frames 40] [--size 640x360] [--no-ray]
+
+Makes a batch of short clips from the real Udacity dashcam clip (../shared/data), then measures
+total frames / wall time for:
+
+  single, 1 thread   one process, one Translator, the files one after another, backend on 1 thread
+  single, all cores  the same with the backend on every core (the best one process does)
+  local --jobs N     translate_many with N worker processes, cores / N backend threads each
+  ray                translate_many(cluster="ray") on this machine, same threads per file;
+                     Ray start-up (ray.init) reported apart, not in the throughput
+
+The targets (issue 13): local >= 90% of (single, 1 thread) x cores, Ray within 10% of local.
+Every figure includes model loading in each worker and the FFmpeg decode/encode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+DATA = Path(os.environ.get("STREAMGAN_DATA", REPO.parent / "shared" / "data"))
+
+import streamgan  # noqa: E402
+from streamgan.batch import cpu_cores  # noqa: E402
+
+
+def make_batch(folder: Path, clips: int, frames: int, size: tuple[int, int]) -> list[Path]:
+    """``clips`` files of ``frames`` frames each, consecutive pieces of the real clip."""
+    src = DATA / "clips" / "udacity_lanelines_solidWhiteRight.mp4"
+    if not src.exists():
+        sys.exit(f"shared data not found: {src} (set STREAMGAN_DATA)")
+    with av.open(str(src)) as c:
+        images = [f.to_ndarray(width=size[0], height=size[1], format="rgb24")
+                  for f in c.decode(video=0)]
+    out = []
+    for i in range(clips):
+        path = folder / f"clip{i:02d}.mp4"
+        with av.open(str(path), "w") as c:
+            s = c.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
+            for j in range(frames):
+                img = images[(i * frames + j) % len(images)]
+                c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            c.mux(s.encode(None))
+        out.append(path)
+    return out
+
+
+def single(clips, out: Path, task: str, threads: int) -> dict:
+    out.mkdir()
+    t0 = time.perf_counter()
+    tr = streamgan.Translator(task, "openvino", threads=threads)
+    frames = sum(tr.translate_video(c, out / f"{c.stem}.mp4").frames for c in clips)
+    dt = time.perf_counter() - t0
+    return {"frames": frames, "seconds": round(dt, 2), "fps": round(frames / dt, 2)}
+
+
+def batch(folder: Path, out: Path, task: str, **kw) -> dict:
+    rep = streamgan.translate_many([folder], task, out, backend="openvino", **kw)
+    assert rep.ok, rep.summary()
+    return {"frames": rep.frames, "seconds": round(rep.seconds, 2), "fps": round(rep.fps, 2),
+            "startup_seconds": round(rep.startup_seconds, 2), "workers": rep.workers}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=8)
+    ap.add_argument("--frames", type=int, default=40, help="frames per clip")
+    ap.add_argument("--size", default="640x360")
+    ap.add_argument("--task", default="derain")
+    ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--json", help="write the results here too")
+    args = ap.parse_args()
+    size = tuple(int(v) for v in args.size.split("x"))
+    cores = cpu_cores()
+    res = {"cores": cores, "clips": args.clips, "frames_per_clip": args.frames,
+           "size": args.size, "task": args.task, "load_1min": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory(prefix="sg-batch-bench-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "in").mkdir()
+        clips = make_batch(tmp / "in", args.clips, args.frames, size)
+        res["single_1_thread"] = single(clips, tmp / "s1", args.task, 1)
+        res["single_all_cores"] = single(clips, tmp / "sn", args.task, cores)
+        res["local_jobs"] = batch(tmp / "in", tmp / "local", args.task, jobs=cores, threads=1)
+        res["local_default"] = batch(tmp / "in", tmp / "local_default", args.task)
+        if not args.no_ray:
+            res["ray"] = batch(tmp / "in", tmp / "ray", args.task, cluster="ray", threads=1)
+        shutil.rmtree(tmp / "in")
+    ideal = res["single_1_thread"]["fps"] * cores
+    res["local_vs_ideal"] = round(res["local_jobs"]["fps"] / ideal, 3)
+    res["local_vs_best_single"] = round(
+        res["local_jobs"]["fps"] / max(res["single_1_thread"]["fps"],
+                                       res["single_all_cores"]["fps"]), 3)
+    if "ray" in res:
+        res["ray_vs_local"] = round(res["ray"]["fps"] / res["local_jobs"]["fps"], 3)
+    res["load_1min_after"] = os.getloadavg()[0]
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
