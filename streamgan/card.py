@@ -71,6 +71,25 @@ class Weights(_Strict):
     opset: int | None = None
 
 
+class Int8(_Strict):
+    """The model quantised to int8 for CPUs (NNCF post-training quantisation, saved as OpenVINO IR
+    beside the fp32 ONNX): its files and their sha256, how it was calibrated, which layers were
+    kept in higher precision, its own measured quality beside the fp32 model's, and whether it
+    passed the task's quality gate. ``--precision auto`` uses it only where ``passed`` is true."""
+
+    file: str = "model.int8.xml"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    weights_file: str = "model.int8.bin"
+    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    of_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # the fp32 ONNX it came from
+    tool: str | None = None
+    calibration: dict[str, int | float | str | list] = {}
+    ignored_scope: list[str] = []
+    gate: str | None = None
+    metrics: dict[str, float | str | dict] = {}
+    passed: bool
+
+
 class ModelCard(_Strict):
     task: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     title: str
@@ -84,6 +103,7 @@ class ModelCard(_Strict):
     training: Training = Training()
     metrics: dict[str, float | str | dict] = {}
     limitations: str | None = None
+    int8: Int8 | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelCard":
@@ -103,7 +123,10 @@ class ModelCard(_Strict):
         """Write the card atomically (temp file, then rename)."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+        data = self.model_dump(mode="json")
+        if data.get("int8") is None:
+            data.pop("int8", None)
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
         tmp.replace(path)
 
 

@@ -239,8 +239,11 @@ def probe(path) -> VideoInfo:
 class Source:
     """Decodes one input's video as ``Frame``s; collects its audio packets for the sink.
 
-    ``size`` (w, h) asks FFmpeg to scale while converting to RGB. ``start``/``duration`` in
-    seconds and ``max_frames`` trim the input. Undecodable packets are skipped and counted in
+    ``size`` (w, h) asks FFmpeg to scale while converting to RGB. ``i420 = True`` (set before
+    iterating; not with ``size`` or ``keep_source``) gives the decoder's 8-bit 4:2:0 planes
+    instead, H*3/2 x W uint8 (Y, then U and V), with no colour conversion; a frame in another
+    format or full range is converted to that. ``start``/``duration`` in seconds and
+    ``max_frames`` trim the input. Undecodable packets are skipped and counted in
     ``bad_frames`` rather than ending the run.
     """
 
@@ -273,6 +276,7 @@ class Source:
         self.size = size
         self.start, self.duration, self.max_frames = start, duration, max_frames
         self.keep_source = keep_source
+        self.i420 = False  # frames as yuv420p planes (no RGB conversion), see the class doc
         self.bad_packets = 0  # packets the decoder rejected
         self.corrupt_frames = 0  # frames decoded with errors (concealed by FFmpeg, kept)
         self.decoded = 0
@@ -391,6 +395,10 @@ class Source:
         return t >= self.start - 1e-9 and (end is None or t < end)
 
     def _frame(self, f, index) -> Frame:
+        if self.i420:
+            if f.format.name != "yuv420p" or f.color_range == 2:  # 2: JPEG (full) range
+                f = f.reformat(format="yuv420p", dst_color_range=1)
+            return Frame(f.to_ndarray(), f.pts, f.time_base or self.time_base, index)
         if self.size and (f.width, f.height) != self.size:
             img = f.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1],
                                interpolation="AREA")
@@ -822,18 +830,20 @@ class Sink:
                     for rf in self._resampler.resample(frame):
                         self._mux(self.audio.encode(rf))
 
-    def write(self, image: np.ndarray, pts: int | None) -> None:
+    def write(self, image: np.ndarray, pts: int | None, *, i420: bool = False) -> None:
         """Encode one RGB frame: at the source size (odd sizes padded, see ``output_size``) or
-        any other size (scaled to the output size by FFmpeg)."""
+        any other size (scaled to the output size by FFmpeg). ``i420``: the image is already
+        yuv420p planes (H*3/2 x W) at the output size, encoded without any conversion."""
         if self.image and self.frames_written:
             more = errors.flag("--frames 1", "frames=1")
             raise UsageError(f"{redact(self.path)}: an image output holds one frame; the input "
                              f"has more (use a video output, or {more})")
         h, w = image.shape[:2]
-        if (w, h) == self.src_size and (w, h) != (self.width, self.height):
+        fmt = "yuv420p" if i420 else "rgb24"
+        if not i420 and (w, h) == self.src_size and (w, h) != (self.width, self.height):
             image = pad_to(image, self.width, self.height)
-        frame = av.VideoFrame.from_numpy_buffer(image, format="rgb24") \
-            if image.flags.c_contiguous else av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame = av.VideoFrame.from_numpy_buffer(image, format=fmt) \
+            if image.flags.c_contiguous else av.VideoFrame.from_ndarray(image, format=fmt)
         if (frame.width, frame.height) != (self.video.width, self.video.height):
             frame = frame.reformat(self.video.width, self.video.height, self.video.pix_fmt,
                                    interpolation="BICUBIC")

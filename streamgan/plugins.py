@@ -51,6 +51,18 @@ class Model:
     def processing(self) -> Processing:
         return self.card.processing if self.card else Processing()
 
+    @property
+    def int8(self) -> Path | None:
+        """The int8 OpenVINO IR the card names (checked on load), or None."""
+        if self.card is None or self.card.int8 is None or self.folder is None:
+            return None
+        return self.folder / self.card.int8.file
+
+    @property
+    def int8_passed(self) -> bool:
+        """True when the card says the int8 model passed its quality gate."""
+        return self.int8 is not None and self.card.int8.passed
+
 
 def discover() -> dict[str, Path]:
     """task name -> plugin folder, from entry points, then the source checkout."""
@@ -77,7 +89,30 @@ def load_folder(folder: Path) -> Model:
         raise ModelError(
             f"plugin '{card.task}': {onnx} does not match its card (sha256 {digest[:12]}..., "
             f"card says {card.weights.sha256[:12]}...): the file is corrupt or was replaced")
+    if card.int8 is not None:
+        _check_int8(card, folder)
     return Model(onnx=onnx, card=card, folder=folder)
+
+
+def _check_int8(card: ModelCard, folder: Path) -> None:
+    """The int8 files the card names must be there and match their sha256: a plugin whose int8
+    model is missing or swapped is refused as a whole (never silently run in fp32 instead)."""
+    q = card.int8
+    if q.of_sha256 is not None and q.of_sha256 != card.weights.sha256:
+        raise ModelError(f"plugin '{card.task}': its int8 model was made from another fp32 model "
+                         f"(sha256 {q.of_sha256[:12]}..., weights are {card.weights.sha256[:12]}...); "
+                         "re-run `streamgan-train quantize` for this plugin")
+    for name, want in ((q.file, q.sha256), (q.weights_file, q.weights_sha256)):
+        path = folder / name
+        if not path.is_file():
+            raise ModelError(f"plugin '{card.task}': int8 model file {path} named in its card is "
+                             "missing (re-run `streamgan-train quantize`, or remove the card's "
+                             "int8 section)")
+        digest = sha256_file(path)
+        if digest != want:
+            raise ModelError(f"plugin '{card.task}': int8 model file {path} does not match its "
+                             f"card (sha256 {digest[:12]}..., card says {want[:12]}...): the file "
+                             "is corrupt or was replaced")
 
 
 def load(task_or_path: str | Path) -> Model:

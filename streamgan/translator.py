@@ -47,7 +47,8 @@ class Translator:
     """Translate frames with a plugin (``"derain"``), a plugin folder, or an ``.onnx`` file.
 
     ``backend``: auto | tensorrt | torch | openvino | onnxruntime. ``precision``: auto | fp32 |
-    bf16 | fp16. ``size``: run the model at this short side (overrides the card's policy).
+    bf16 | fp16 | int8 (int8: the plugin's int8 model on OpenVINO; auto uses it on CPUs with
+    VNNI/AMX when its card says it passed its quality gate). ``size``: run the model at this short side (overrides the card's policy).
     ``tile``: frames larger than this many pixels on a side are processed in overlapping tiles.
     ``channels``: "rgb" or "bgr" for arrays given to and returned by ``translate``.
     ``hwaccel``: "auto" (NVDEC when usable), "hardware" (required) or "software" decoding.
@@ -65,12 +66,20 @@ class Translator:
         self.model = plugins.load(task_or_model_path)
         norm = self.model.normalisation
         extra = {"threads": threads} if threads else {}
+        if precision == "int8" or (precision == "auto" and self.model.int8_passed):
+            extra["int8"] = self.model.int8
+            if precision == "int8" and self.model.int8 is not None and not self.model.int8_passed:
+                log.warning("notice: %s: its int8 model did not pass its quality gate (see the "
+                            "card's int8 section); running it as asked", self.task)
         self.backend = engines.create(backend, self.model.onnx, precision,
                                       mean=norm.mean, std=norm.std, **extra)
         self.size, self.tile, self.channels = size, tile, channels
         self.hwaccel = hwaccel  # video decoding on an NVIDIA GPU when FFmpeg can (gpu_io)
         self.multiple = self.model.processing.size_multiple
         self.batch_size = batch_size or getattr(self.backend, "preferred_batch", 1)
+        # translate_video hands a backend that takes_i420 the decoder's YUV planes where nothing
+        # is scaled, padded or tiled (see _i420_path); False keeps the RGB path everywhere
+        self.yuv = True
 
     @property
     def task(self) -> str:
@@ -153,6 +162,27 @@ class Translator:
     def _process(self, batch: list) -> list:
         return list(self.run_batch(stack(batch)))
 
+    def _process_i420(self, batch: list) -> list:
+        arr = stack(batch)
+        out = self.backend.run_i420(arr)
+        if out.shape != arr.shape:
+            raise ModelError(f"{self.model.onnx.name}: the model turns {arr.shape[2]}x"
+                             f"{arr.shape[1] * 2 // 3} frames into another size; a generator "
+                             "must return an image of its input's size and channels")
+        return list(out)
+
+    def _i420_path(self, source: Source, sink: Sink, compare: bool) -> bool:
+        """Decoder planes straight into the engine and its planes straight into the encoder (no
+        swscale colour conversion): where the backend can, the frame runs at its own size (card
+        policy 'native' or 'source', no --size scaling), needs no padding or tiles, and both
+        ends are 8-bit 4:2:0 of the same size."""
+        w, h = source.width, source.height
+        return (self.yuv and self.backend.takes_i420 and not compare and not sink.image
+                and source.size is None and source.pix_fmt == "yuv420p"
+                and w % self.multiple == 0 and h % self.multiple == 0 and w % 2 == 0
+                and h % 2 == 0 and (self.tile is None or max(w, h) <= self.tile)
+                and sink.video.pix_fmt == "yuv420p" and (sink.width, sink.height) == (w, h))
+
     def stream(self, src, *, start: float = 0.0, duration: float | None = None,
                frames: int | None = None, on_frame: Callable[[Frame], None] | None = None,
                options: dict | None = None, timeout: float | None = None,
@@ -228,7 +258,9 @@ class Translator:
             raise
         bar = progress if isinstance(progress, Progress) else Progress(
             source.expected_frames, enabled=bool(progress), label=self.task)
-        pipe = Pipeline(source, self._process, batch_size=self.batch_size)
+        i420 = source.i420 = self._i420_path(source, sink, compare)
+        pipe = Pipeline(source, self._process_i420 if i420 else self._process,
+                        batch_size=self.batch_size)
         stopped: KeyboardInterrupt | None = None
         try:
             for frame, out in pipe:
@@ -238,7 +270,7 @@ class Translator:
                     if source.size:
                         out = _resize(out, source.width, source.height)
                     out = np.hstack([frame.source, out])
-                sink.write(out, frame.pts)
+                sink.write(out, frame.pts, i420=i420)
                 sink.write_audio(source.audio_packets)
                 bar.update()
         except KeyboardInterrupt as e:

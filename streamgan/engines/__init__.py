@@ -17,7 +17,8 @@ import logging
 import os
 from pathlib import Path
 
-from ..errors import BackendError, UsageError
+from .. import errors
+from ..errors import BackendError, ModelError, UsageError
 from .base import PRECISIONS, Backend
 
 # name -> (module, class, python package it needs)
@@ -32,6 +33,8 @@ NAMES = tuple(_BACKENDS)
 _TRT_ONLY = ("batch_range", "resolutions", "size_multiple", "cache_dir", "engine_path")
 # keyword arguments only the CPU-capable backends take (TensorRT runs on the GPU)
 _CPU_ONLY = ("threads",)
+# keyword arguments only OpenVINO takes: the int8 model (an OpenVINO IR)
+_OPENVINO_ONLY = ("int8",)
 log = logging.getLogger("streamgan")
 _noticed: set[str] = set()
 # what the TensorRT bindings (pybind11) and CUDA raise when they break outside our checks: an
@@ -121,6 +124,8 @@ def choose(name: str) -> tuple[str, str | None]:
 def _build(name: str, onnx_path, precision: str, kwargs: dict) -> Backend:
     module, cls, _ = _BACKENDS[name]
     drop = _CPU_ONLY if name == "tensorrt" else _TRT_ONLY
+    if name != "openvino":
+        drop = drop + _OPENVINO_ONLY
     kwargs = {k: v for k, v in kwargs.items() if k not in drop}
     mod = importlib.import_module(f".{module}", __name__)
     if name != "tensorrt":
@@ -139,6 +144,10 @@ def _build(name: str, onnx_path, precision: str, kwargs: dict) -> Backend:
 def create(name: str, onnx_path: str | Path, precision: str = "auto", **kwargs) -> Backend:
     """Build backend ``name`` ("auto" or one of NAMES) for an ONNX file.
 
+    ``precision="int8"`` runs the model's int8 version (``int8``: the OpenVINO IR its card names)
+    on OpenVINO, the one backend with int8 models here (``auto`` then means OpenVINO); another
+    backend, or a model without an int8 version, is an error: nothing else is run instead.
+
     Under ``auto`` only, TensorRT falls back, with one notice on the 'streamgan' logger, to
     PyTorch CUDA (or the CPU backends without a GPU) when it is missing or cannot start or build
     this model. An explicit backend, or an explicit ``engine_path``, never falls back.
@@ -147,6 +156,18 @@ def create(name: str, onnx_path: str | Path, precision: str = "auto", **kwargs) 
         raise UsageError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
     if name != "auto" and name not in _BACKENDS:
         raise UsageError(f"unknown backend '{name}'; choose auto or one of {', '.join(NAMES)}")
+    if precision == "int8":
+        if name == "auto":
+            name = "openvino"
+        elif name != "openvino":
+            use = errors.flag("--backend openvino", "backend='openvino'")
+            raise UsageError(f"precision int8 runs on the openvino backend only (the int8 models "
+                             f"are OpenVINO IR); the {name} backend has none: use "
+                             f"{use} or "
+                             "another precision")
+        if kwargs.get("int8") is None:
+            raise ModelError(f"{onnx_path}: this model has no int8 version (its card names none; "
+                             "`streamgan-train quantize` makes one); use another precision")
     requested = name
     name, notice = choose(name)
     if notice:

@@ -4,7 +4,9 @@ A backend is built from an ONNX file and runs it on NCHW float32 batches in [-1,
 (``infer``). ``run`` is what the pipeline calls: uint8 NHWC RGB in, uint8 NHWC RGB out, same
 shape. The default ``run`` converts on the host around ``infer``; a backend that can fuse the
 conversion into its own graph or onto the GPU (OpenVINO pre/post-processing, TensorRT) overrides
-``run`` instead. Everything backend-specific (precision, device, compiled-shape caches) stays
+``run`` instead. A backend that can also take the decoder's YUV 4:2:0 frames as they are and give
+YUV back (the colour conversion compiled into its graph) sets ``takes_i420`` and implements
+``run_i420``; the pipeline then skips FFmpeg's RGB conversions where no scaling is needed. Everything backend-specific (precision, device, compiled-shape caches) stays
 inside the backend's own module; adding a backend is one file plus one line in ``engines/__init__.py``.
 """
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 def to_model_input(batch: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -37,6 +39,7 @@ class Backend(ABC):
     """Runs one ONNX generator. Subclasses set ``name`` and implement ``infer``."""
 
     name: str = "?"
+    takes_i420: bool = False  # run_i420 is implemented
 
     def __init__(
         self,
@@ -58,6 +61,11 @@ class Backend(ABC):
         """uint8 NHWC RGB -> uint8 NHWC RGB of the same shape."""
         y = self.infer(to_model_input(batch, self.mean, self.std))
         return from_model_output(y, self.mean, self.std)
+
+    def run_i420(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 N x (H*3/2) x W, I420 (BT.601 limited range: the Y plane, then U and V at half
+        size, as FFmpeg's yuv420p) -> the same for the output. Only where ``takes_i420``."""
+        raise NotImplementedError(f"the {self.name} backend takes RGB frames only")
 
     def prepare(self, shapes) -> None:
         """Called before a stream starts with the (batch, height, width) shapes ``run`` will be

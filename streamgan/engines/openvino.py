@@ -8,26 +8,57 @@ for static shapes (measured ~10% faster than dynamic ones here) and cached per (
 Precision: "auto" lets OpenVINO choose (bf16 on CPUs with AVX512_BF16/AMX, max error ~0.04 on a
 [-1, 1] output), "fp32" forces exact float32, "bf16" asks for bf16 explicitly, "fp16" runs fp16
 where the device has it and otherwise says what it runs instead (bf16 if present, else fp32).
+"int8" runs the plugin's int8 model (``int8``: an OpenVINO IR made by NNCF post-training
+quantisation, see trainer/quantize.py); "auto" runs it too when one is given (the translator gives
+it only when the card says it passed its quality gate) and the CPU has int8 dot-product
+instructions (VNNI or AMX), where it is faster than bf16.
+
+YUV: ``run_i420`` takes the decoder's I420 frames (FFmpeg yuv420p, BT.601 limited range) and
+returns I420: the YUV -> RGB conversion is OpenVINO preprocessing, the RGB -> YUV conversion (a
+1x1 convolution for Y, a 2x2 average and a 1x1 convolution for U and V) is appended to the graph,
+so no swscale colour conversion is needed around the model.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError
+from ..errors import BackendError, ModelError
 from .base import Backend
 
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 log = logging.getLogger("streamgan")
+# CPU flags of int8 dot-product instructions: where an int8 model is worth choosing by itself
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+# BT.601 limited range (what FFmpeg's swscale uses for yuv420p without colour tags): RGB 0..255
+# -> Y 16..235, U/V 16..240 (OpenVINO's I420 -> RGB preprocessing is the inverse)
+_TO_Y = np.array([0.256788, 0.504129, 0.0979059], np.float32)
+_TO_UV = np.array([[-0.148223, -0.290993, 0.439216], [0.439216, -0.367788, -0.0714274]],
+                  np.float32)
+
+
+def cpu_int8_accelerated(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when this CPU has VNNI or AMX int8 instructions (read from /proc/cpuinfo)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return bool(set(line.split(":", 1)[1].split()) & set(INT8_FLAGS))
+    return False
 
 
 class OpenVINOBackend(Backend):
     name = "openvino"
 
+    takes_i420 = True
+
     def __init__(self, onnx_path, precision="auto", mean=(0.5,) * 3, std=(0.5,) * 3, device="CPU",
-                 threads: int | None = None):
+                 threads: int | None = None, int8: str | Path | None = None):
         super().__init__(onnx_path, precision, mean, std)
         try:
             import openvino as ov
@@ -45,18 +76,29 @@ class OpenVINOBackend(Backend):
             log.warning("notice: this %s has no fp16 support; running %s instead", device,
                         self.runs)
             precision = self.runs
+        path = self.onnx_path
+        if precision == "int8" and int8 is None:
+            raise ModelError(f"{self.onnx_path}: this model has no int8 version (its card names "
+                             "none; `streamgan-train quantize` makes one); use another precision")
         if precision in _HINTS:
             if precision == "bf16" and "BF16" not in self._capabilities():
                 raise BackendError(f"precision bf16: this {device} has no bf16 support; use fp32")
             self.config["INFERENCE_PRECISION_HINT"] = _HINTS[precision]
+        elif precision == "int8" or (precision == "auto" and int8 is not None
+                                     and device == "CPU" and cpu_int8_accelerated()):
+            path = Path(int8)  # layers kept out of int8 run at OpenVINO's default precision
+            self.runs = "int8"
         elif precision != "auto":
-            raise BackendError(f"OpenVINO: unknown precision '{precision}' (auto, fp32, bf16)")
+            raise BackendError(f"OpenVINO: unknown precision '{precision}' (auto, fp32, bf16, "
+                               "int8)")
+        self.model_path = path
         try:
-            self._model = self.core.read_model(str(self.onnx_path))
+            self._model = self.core.read_model(str(path))
         except Exception as e:
-            raise BackendError(f"OpenVINO cannot read {self.onnx_path}: {e}") from None
+            raise BackendError(f"OpenVINO cannot read {path}: {e}") from None
         self._float: dict[tuple, object] = {}
         self._uint8: dict[tuple, object] = {}
+        self._i420: dict[tuple, object] = {}
 
     def _capabilities(self) -> list[str]:
         try:
@@ -66,7 +108,9 @@ class OpenVINOBackend(Backend):
 
     def describe(self) -> str:
         p = self.runs
-        if p == "auto":
+        if p == "int8":
+            p = "int8 (auto: VNNI/AMX)" if self.precision == "auto" else "int8"
+        elif p == "auto":
             p = "bf16 (auto)" if "BF16" in self._capabilities() else "fp32 (auto)"
         elif p != self.precision:
             p = f"{p} ({self.precision} not supported here)"
@@ -88,6 +132,54 @@ class OpenVINOBackend(Backend):
         if compiled is None:
             compiled = self._uint8[key] = self._compile(self._uint8_model(), list(key))
         return compiled(batch)[0]
+
+    def run_i420(self, batch: np.ndarray) -> np.ndarray:
+        n, rows, w = batch.shape
+        h = rows * 2 // 3
+        key = batch.shape
+        compiled = self._i420.get(key)
+        if compiled is None:
+            model = self._i420_model()
+            model.reshape({model.inputs[0].any_name: [n, rows, w, 1]})
+            compiled = self._i420[key] = self.core.compile_model(model, self.device, self.config)
+        return compiled(batch.reshape(n, rows, w, 1))[0].reshape(n, h * 3 // 2, w)
+
+    def _i420_model(self):
+        """The graph wrapped so it takes and returns I420 frames (N x H*3/2 x W uint8)."""
+        ov = self._ov
+        import openvino.opset13 as ops
+        from openvino.preprocess import ColorFormat, PrePostProcessor
+
+        ppp = PrePostProcessor(self._model.clone())
+        inp = ppp.input()
+        inp.tensor().set_element_type(ov.Type.u8).set_color_format(
+            ColorFormat.I420_SINGLE_PLANE).set_layout(ov.Layout("NHWC"))
+        inp.model().set_layout(ov.Layout("NCHW"))
+        inp.preprocess().convert_color(ColorFormat.RGB).convert_element_type(ov.Type.f32).mean(
+            [float(v) for v in 255.0 * self.mean]).scale([float(v) for v in 255.0 * self.std])
+        scale = (255.0 * self.std).reshape(1, 3, 1, 1).astype(np.float32)
+        offset = (255.0 * self.mean).reshape(1, 3, 1, 1).astype(np.float32)
+
+        def conv(x, weights):
+            return ops.convolution(x, ops.constant(weights[:, :, None, None]), [1, 1], [0, 0],
+                                   [0, 0], [1, 1])
+
+        def flat(x, n):
+            return ops.reshape(x, ops.concat([n, ops.constant(np.int64([-1]))], 0), False)
+
+        def to_i420(node):
+            rgb = ops.add(ops.multiply(node, ops.constant(scale)), ops.constant(offset))
+            # +0.5 then truncating convert == round half up
+            y = ops.add(conv(rgb, _TO_Y[None]), ops.constant(np.float32(16.5)))
+            half = ops.avg_pool(rgb, [2, 2], [0, 0], [0, 0], [2, 2], True)
+            uv = ops.add(conv(half, _TO_UV), ops.constant(np.float32(128.5)))
+            n = ops.gather(ops.shape_of(node), ops.constant(np.int64([0])),
+                           ops.constant(np.int64(0)))
+            out = ops.concat([flat(y, n), flat(uv, n)], 1)  # Y plane, then U, then V
+            return ops.convert(ops.clamp(out, 0.0, 255.0), "u8").output(0)
+
+        ppp.output().postprocess().custom(to_i420)
+        return ppp.build()
 
     def _uint8_model(self):
         """The ONNX graph wrapped so it takes and returns uint8 NHWC RGB frames."""
