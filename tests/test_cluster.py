@@ -206,3 +206,30 @@ def test_batch_on_a_ray_cluster_survives_a_killed_worker(cluster, identity_onnx,
     assert [x["input"] for x in _ledger(out)[n:]] == [str(bad)]
     assert _snapshot(done) == before
 
+
+
+def test_sigterm_stops_a_ray_batch_cleanly(cluster, identity_onnx, udacity_clip, tmp_path):
+    """SIGTERM to the driver while Ray tasks run: exit 143, the running tasks are cancelled and
+    discard their partial files (no temp file, no partial output), the files finished stay and
+    the ledger says exactly which."""
+    address, env, _ = cluster
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        (src / f"cam{i}.mp4").symlink_to(udacity_clip)
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "streamgan", "run", "--task", str(identity_onnx),
+                          "--backend", "openvino", "--precision", "fp32", str(src), "--out-dir",
+                          str(out), "--cluster", address], env=env, stderr=subprocess.PIPE,
+                         text=True)
+    assert _wait_for(lambda: (out / LEDGER).exists() and (out / LEDGER).read_text(), 120)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert "stopped by SIGTERM" in err
+    recs = _ledger(out)
+    done = {Path(r["output"]) for r in recs if r["status"] == "done"}
+    assert 1 <= len(done) < 4
+    assert set(out.glob("*.mp4")) == done
+    assert all(len(read_video(o)["frames"]) == 221 for o in done)
+    assert not _temps(out)
