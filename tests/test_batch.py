@@ -232,3 +232,43 @@ def test_bad_batch_usage_fails_with_one_line_and_writes_nothing(identity_onnx, c
         port = s.getsockname()[1]
     for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
         check(8, clips, "--out-dir", out, "--cluster", address, text="cannot be reached")
+
+
+def test_a_worker_that_dies_fails_only_its_file(identity_onnx, udacity_clip, tmp_path):
+    """A local worker process killed mid-file (out of memory, kill -9): that file is recorded as
+    failed, the files after it are still done, exit 7; the rerun does the failed file."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        (src / f"cam{i}.mp4").symlink_to(udacity_clip)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "streamgan", "run", "--task", str(identity_onnx), "--backend",
+           "openvino", "--precision", "fp32", str(src), "--out-dir", str(out), "--jobs", "1"]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline and p.poll() is None:
+        for t in out.glob(".cam0.identity.*.streamgan-tmp.mp4") if out.exists() else []:
+            pid = int(t.name.split(".")[3])
+            try:
+                parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                big = t.stat().st_size > 100_000
+            except (OSError, ValueError):
+                continue
+            if big:
+                assert parent == p.pid  # a worker of this batch, nothing else
+                os.kill(pid, signal.SIGKILL)
+                victim = pid
+        time.sleep(0.02)
+    _, err = p.communicate(timeout=180)
+    assert victim is not None, err
+    assert p.returncode == 7, err
+    assert "2 done, 0 skipped (done before), 1 failed" in err
+    assert "worker process died" in err and str(src / "cam0.mp4") in _error_line(err)
+    assert not (out / "cam0.identity.mp4").exists()
+    assert {o.name for o in out.glob("*.mp4")} == {"cam1.identity.mp4", "cam2.identity.mp4"}
+    r = run_cli(*cmd[3:], timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert "1 done, 2 skipped (done before), 0 failed" in r.stderr
+    assert len(read_video(out / "cam0.identity.mp4")["frames"]) == 221
+    assert not _temps(out)
