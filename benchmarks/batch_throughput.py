@@ -7,7 +7,8 @@ total frames / wall time for:
 
   single, 1 thread   one process, one Translator, the files one after another, backend on 1 thread
   single, all cores  the same with the backend on every core (the best one process does)
-  local --jobs N     translate_many with N worker processes, cores / N backend threads each
+  local --jobs N     translate_many with N = cores worker processes, 1 backend thread each
+                     (the default on a CPU machine)
   ray                translate_many(cluster="ray") on this machine, same threads per file;
                      Ray start-up (ray.init) reported apart, not in the throughput
 
@@ -94,7 +95,6 @@ def main() -> None:
         res["single_1_thread"] = single(clips, tmp / "s1", args.task, 1)
         res["single_all_cores"] = single(clips, tmp / "sn", args.task, cores)
         res["local_jobs"] = batch(tmp / "in", tmp / "local", args.task, jobs=cores, threads=1)
-        res["local_default"] = batch(tmp / "in", tmp / "local_default", args.task)
         if not args.no_ray:
             res["ray"] = batch(tmp / "in", tmp / "ray", args.task, cluster="ray", threads=1)
         shutil.rmtree(tmp / "in")

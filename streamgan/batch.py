@@ -446,7 +446,7 @@ def translate_many(inputs, task: str = "derain", out_dir="out", *, jobs: int | N
     try:
         if runner is not None:
             threads = threads or 1
-            describe = runner.describe(backend, threads, per_gpu)
+            describe = runner.plan(backend, threads, per_gpu)
         else:
             n, threads, gpus = local_workers(backend, jobs, threads, per_gpu)
             describe = (f"{n} local worker{'s' if n > 1 else ''}, "

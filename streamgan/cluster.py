@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Callable
 
-from .errors import ClusterError
+from .errors import ClusterError, UsageError
 
 try:
     import ray
@@ -46,7 +46,7 @@ def _reachable(address: str) -> None:
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise ClusterError(f"--cluster {address}: give HOST:PORT, ray://HOST:PORT, ray or auto")
+        raise UsageError(f"--cluster {address}: give ray, auto, HOST:PORT or ray://HOST:PORT")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
     except OSError as e:
@@ -105,7 +105,8 @@ class RayRunner:
         self.gpus = ray.cluster_resources().get("GPU", 0)
         self.resources: dict = {}
 
-    def describe(self, backend: str, threads: int, per_gpu: int) -> str:
+    def plan(self, backend: str, threads: int, per_gpu: int) -> str:
+        """Set what each task asks Ray for; returns one line saying what runs where."""
         gpu = backend in ("tensorrt", "torch") or (backend == "auto" and self.gpus > 0)
         if gpu:
             self.resources = {"num_cpus": 1, "num_gpus": 1 / per_gpu}
