@@ -171,16 +171,10 @@ def _own_output(rec: dict | None, p: Planned) -> bool:
 def _is_done(rec: dict | None, p: Planned, settings: dict) -> bool:
     """Done before with this very input and these settings, and the output is still the one
     that run wrote (present, same size)."""
-    if not rec or rec.get("status") != "done" or rec.get("settings") != settings:
-        return False
     ident = _identity(p.input)
-    if (rec.get("input_bytes"), rec.get("input_mtime_ns")) != (ident["input_bytes"],
-                                                             ident["input_mtime_ns"]):
-        return False
-    try:
-        return p.output.stat().st_size == rec.get("output_bytes")
-    except OSError:
-        return False
+    return _own_output(rec, p) and rec.get("settings") == settings and (
+        rec.get("input_bytes"), rec.get("input_mtime_ns")) == (ident["input_bytes"],
+                                                              ident["input_mtime_ns"])
 
 
 # -- the report -----------------------------------------------------------------------------------
