@@ -114,3 +114,27 @@ def test_export_refuses_a_worse_model_unless_forced(tmp_path):
     assert {f.name: f.read_bytes() for f in plugin.iterdir()} == before  # untouched, byte for byte
     export_plugin(cfg, "cfg.yaml", checkpoint=str(tmp_path / "bad.pt"), force=True)
     assert (plugin / "model.onnx").read_bytes() != before["model.onnx"]
+
+
+def test_paired_mode_judges_outputs_against_real_target_frames(tmp_path):
+    """Synthetic pairs teach the mapping; the discriminator takes real night frames (data.train_b) as real."""
+    night = _save(tmp_path / "night", [np.zeros((48, 64, 3), np.uint8)] * 2)  # black: unlike any synthetic night
+    cfg = Config.model_validate(tiny_config(tmp_path, task="day2night", data__synth="night",
+                                            data__train_b=[str(night)], loss__lambda_gan=0.5,
+                                            model__generator={"kind": "colour", "ngf": 4, "n_blocks": 1}))
+    tr = Trainer(cfg)
+    assert tr.pool_b is not None and len(tr.pool_b) == 2
+    seen = []
+    orig = tr.discs.forward
+
+    def spy(b, a=None):
+        seen.append(b.detach())
+        return orig(b, a)
+
+    tr.discs.forward = spy
+    logs = tr.train_step()
+    assert {"l1", "G_gan", "D"} <= set(logs)
+    # the discriminator's real half is the real night pool (dark frames), not the synthetic targets
+    real_half, fake_half = seen[-1][: cfg.data.batch_size], seen[-1][cfg.data.batch_size:]
+    assert float(real_half.max()) == -1.0  # [-1, 1]: exactly the black frames above
+    assert float(fake_half.max()) > -1.0

@@ -33,7 +33,8 @@ class _Opts(BaseModel):
 class DataOptions(_Opts):
     # Domain A sources: folders (images, searched recursively), image files or video files.
     train_a: list[str] = Field(min_length=1)
-    # Domain B sources (unpaired CycleGAN mode), e.g. real night frames.
+    # Domain B sources: unpaired CycleGAN mode's second domain; in paired mode with lambda_gan, the real
+    # target-domain frames the discriminator takes as real (e.g. real night frames beside synthetic pairs).
     train_b: list[str] = []
     # Paired mode: real degraded frames with no clean pair (e.g. real rain). The generator's outputs on
     # them are judged by the PatchGAN against real clean frames (``loss.lambda_real_gan``).

@@ -244,7 +244,7 @@ class Trainer:
             raise DataError("data.train_a: every file is held out; nothing left to train on")
         self.pool_a = FramePool(load_frames(files_a, d.max_side, d.video_stride), d.crop, d.scale)
         self.pool_b = None
-        if cfg.mode == "cyclegan":
+        if d.train_b:  # cyclegan: domain B; paired: real target-domain frames the discriminator takes as real
             held_b = set(list_sources(d.holdout_b, field="data.holdout_b")) if d.holdout_b else set()
             files_b = [f for f in list_sources(d.train_b, d.exclude, "data.train_b") if f not in held_b]
             if not files_b:
@@ -341,7 +341,7 @@ class Trainer:
         bs = self.cfg.data.batch_size
         a = self.pool_a.sample(bs, self.gen)
         inp, tgt = self._pair(a, self.gen)
-        b = self.pool_b.sample(bs, self.gen) if self.pool_b else None
+        b = self.pool_b.sample(bs, self.gen) if self.pool_b and (self.cfg.mode == "cyclegan" or self.use_gan) else None
         if self.real_on():
             b = self.pool_real.sample(bs, self.gen)  # paired mode: real degraded frames, no clean pair
         mv = lambda t: None if t is None else to_model(t).to(self.device)  # noqa: E731
@@ -409,9 +409,9 @@ class Trainer:
                     logs["G_gan"] = self.gan_loss(pred, True, for_discriminator=False)
                     loss_g = loss_g + lo.lambda_gan * logs["G_gan"]
                 fake_b, fake_a, real_a = fake, None, inp
-                real_target = tgt
+                real_target = tgt if real_b is None or self.pool_real is not None else real_b
                 d_fake = fake
-                if real_b is not None:  # outputs on real rain should look like real clear frames
+                if real_b is not None and self.pool_real is not None:  # outputs on real rain should look like real clear frames
                     d_fake = self.gens(real_b)
                     pred, _ = self.discs(d_fake)
                     logs["real_gan"] = self.gan_loss(pred, True, for_discriminator=False)
