@@ -168,7 +168,9 @@ class ColourGenerator(nn.Module):
         n, _, h, w = c.shape
         a = c[:, :9].reshape(n, 3, 3, h, w)
         y = (a * x.unsqueeze(1)).mean(2) * 3.0 + x + c[:, 9:]  # (I + A) x + b
-        return torch.clamp(y, -1.0, 1.0)
+        # clamp to the image range, with the gradient passed straight through: a pixel pushed out of range
+        # early in training can still be pulled back (a plain clamp has no gradient there)
+        return y + (torch.clamp(y, -1.0, 1.0) - y).detach()
 
     def forward(self, x):
         return self.apply(self.coefficients(x), x)

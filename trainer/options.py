@@ -93,6 +93,7 @@ class LossOptions(_Opts):
     lambda_identity: float = Field(0.5, ge=0)  # times lambda_cycle, as in CycleGAN
     lambda_l1: float = Field(0.0, ge=0)  # paired L1 (needs a synthesiser or paired data)
     lambda_ssim: float = Field(0.0, ge=0)  # paired (1 - SSIM)
+    gan_start: int = Field(0, ge=0)  # paired mode: step at which the lambda_gan term (and D) starts
     lambda_real_gan: float = Field(0.0, ge=0)  # paired mode: adversarial term on outputs for data.train_real
     real_gan_start: int = Field(0, ge=0)  # step at which that term starts (after the paired warm-up)
     lambda_struct: float = Field(0.0, ge=0)  # structure kept: locally normalised luma, output vs input

@@ -341,7 +341,9 @@ class Trainer:
         bs = self.cfg.data.batch_size
         a = self.pool_a.sample(bs, self.gen)
         inp, tgt = self._pair(a, self.gen)
-        b = self.pool_b.sample(bs, self.gen) if self.pool_b and (self.cfg.mode == "cyclegan" or self.use_gan) else None
+        lo = self.cfg.loss
+        gan = self.cfg.mode == "cyclegan" or (lo.lambda_gan > 0 and self.step >= lo.gan_start)
+        b = self.pool_b.sample(bs, self.gen) if self.pool_b and gan else None
         if self.real_on():
             b = self.pool_real.sample(bs, self.gen)  # paired mode: real degraded frames, no clean pair
         mv = lambda t: None if t is None else to_model(t).to(self.device)  # noqa: E731
@@ -404,7 +406,8 @@ class Trainer:
                 if lo.lambda_ssim:
                     logs["ssim"] = L.ssim_loss(fake.float(), tgt.float())
                     loss_g = loss_g + lo.lambda_ssim * logs["ssim"]
-                if lo.lambda_gan:
+                gan_on = lo.lambda_gan > 0 and self.step >= lo.gan_start
+                if gan_on:
                     pred, _ = self.discs(fake)
                     logs["G_gan"] = self.gan_loss(pred, True, for_discriminator=False)
                     loss_g = loss_g + lo.lambda_gan * logs["G_gan"]
@@ -448,7 +451,7 @@ class Trainer:
         self.scaler.step(self.opt_g)
         logs["G"] = loss_g
 
-        if self.use_gan and (cfg.mode != "paired" or lo.lambda_gan or real_b is not None):
+        if self.use_gan and (cfg.mode != "paired" or gan_on or real_b is not None):
             self.opt_d.zero_grad(set_to_none=True)
             with ac:
                 fb = self.pool_fb.query(d_fake)
