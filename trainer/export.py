@@ -56,11 +56,13 @@ def check_onnx(net: torch.nn.Module, path: str | Path, shapes=((1, 3, 64, 96), (
 
 
 def deployable(cfg: Config, net: torch.nn.Module) -> torch.nn.Module:
-    """What ships: the generator, wrapped to run at short side and correct at full size for policy 'source'."""
+    """What ships: the generator, wrapped to run at short side and apply its result at full size for policy
+    'source' (a residual generator's correction as it is; any other generator's with a local gain)."""
     if cfg.export.policy == "source":
         from .networks import SourceResolution
 
-        return SourceResolution(net, cfg.export.short_side).eval()
+        g = cfg.model.generator
+        return SourceResolution(net, cfg.export.short_side, gain=not (g.kind == "mobile" and g.residual)).eval()
     return net
 
 
@@ -130,9 +132,14 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
 
         shutil.copyfile(report["before_after"], pdir / "before_after.png.tmp")
         os.replace(pdir / "before_after.png.tmp", pdir / "before_after.png")
+    int8 = None
+    if evaluate:  # the int8 model of the new weights, with its own quality gate (trainer/quantize.py)
+        from .quantize import quantize_plugin
+
+        int8 = quantize_plugin(cfg, str(pdir))
     return {"plugin_dir": str(pdir), "sha256": card.weights.sha256, "steps": card.training.steps,
             "versus_replaced": (report or {}).get("versus_replaced"),
-            "export_s": round(time.time() - t0, 1), "metrics": metrics}
+            "export_s": round(time.time() - t0, 1), "metrics": metrics, "int8": int8}
 
 
 __all__ = ["export_onnx", "check_onnx", "export_plugin", "CheckpointError", "ExportRefused"]

@@ -115,9 +115,9 @@ class MobileGenerator(nn.Module):
     """
 
     def __init__(self, ngf: int = 16, n_blocks: int = 6, norm: str = "instance",
-                 skips: bool = True, residual: bool = False, out_channels: int = 3):
+                 skips: bool = True, residual: bool = False):
         super().__init__()
-        self.skips, self.residual, self.raw = skips, residual, out_channels != 3
+        self.skips, self.residual = skips, residual
         self.inc = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), norm_layer(norm, ngf), nn.ReLU(True))
         self.down1 = nn.Sequential(nn.Conv2d(ngf, ngf * 2, 3, 2, 1), norm_layer(norm, ngf * 2), nn.ReLU(True))
         self.down2 = nn.Sequential(nn.Conv2d(ngf * 2, ngf * 4, 3, 2, 1), norm_layer(norm, ngf * 4), nn.ReLU(True))
@@ -126,8 +126,8 @@ class MobileGenerator(nn.Module):
                                  norm_layer(norm, ngf * 2), nn.ReLU(True))
         self.up2 = nn.Sequential(nn.ConvTranspose2d(ngf * 2, ngf, 3, 2, 1, output_padding=1),
                                  norm_layer(norm, ngf), nn.ReLU(True))
-        self.outc = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7))
-        if residual or self.raw:  # start as the identity mapping (or zero coefficients)
+        self.outc = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7))
+        if residual:  # start as the identity mapping
             nn.init.zeros_(self.outc[1].weight)
             nn.init.zeros_(self.outc[1].bias)
 
@@ -142,38 +142,7 @@ class MobileGenerator(nn.Module):
         if self.skips:
             y = y + e0
         y = self.outc(y)
-        if self.raw:  # coefficients for another module (ColourGenerator)
-            return y
         return torch.clamp(x + y, -1.0, 1.0) if self.residual else torch.tanh(y)
-
-
-class ColourGenerator(nn.Module):
-    """A per-pixel colour transform predicted by a compact trunk: ``y = A(x) x + b(x)``.
-
-    ``A`` (3x3) and ``b`` (3) per pixel, 12 channels from a :class:`MobileGenerator` trunk, the identity at
-    initialisation. Relighting (darkening, a cooler or warmer cast, glows and light pools as a spatially
-    varying gain and offset) is a smooth field even where the picture has fine detail, so
-    :class:`SourceResolution` can predict it small and apply it to the full-size frame.
-    """
-
-    def __init__(self, ngf: int = 16, n_blocks: int = 9, norm: str = "instance", skips: bool = True):
-        super().__init__()
-        self.trunk = MobileGenerator(ngf, n_blocks, norm, skips=skips, out_channels=12)
-
-    def coefficients(self, x):
-        return self.trunk(x)
-
-    @staticmethod
-    def apply(c, x):
-        n, _, h, w = c.shape
-        a = c[:, :9].reshape(n, 3, 3, h, w)
-        y = (a * x.unsqueeze(1)).mean(2) * 3.0 + x + c[:, 9:]  # (I + A) x + b
-        # clamp to the image range, with the gradient passed straight through: a pixel pushed out of range
-        # early in training can still be pulled back (a plain clamp has no gradient there)
-        return y + (torch.clamp(y, -1.0, 1.0) - y).detach()
-
-    def forward(self, x):
-        return self.apply(self.coefficients(x), x)
 
 
 class NLayerDiscriminator(nn.Module):
@@ -196,7 +165,7 @@ class NLayerDiscriminator(nn.Module):
 
 
 def build_generator(kind: str, **kw) -> nn.Module:
-    kinds = {"resnet": ResnetGenerator, "unet": UnetGenerator, "mobile": MobileGenerator, "colour": ColourGenerator}
+    kinds = {"resnet": ResnetGenerator, "unet": UnetGenerator, "mobile": MobileGenerator}
     if kind not in kinds:
         raise ValueError(f"unknown generator kind {kind!r} (expected one of {sorted(kinds)})")
     return kinds[kind](**kw)
@@ -223,30 +192,31 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> None:
 
 
 class SourceResolution(nn.Module):
-    """Run a residual generator at a processing size and apply its correction at the input's own size.
+    """Run a generator at a processing size and apply its result at the input's own size.
 
-    For a :class:`ColourGenerator` the per-pixel colour transform is what is upsampled and applied.
-
-    The network sees the frame at short side ``short_side`` (never upscaled); its correction (output minus
-    input, at that size) is upsampled and added to the full-resolution frame. Detail the network never
-    touches comes through untouched, so a clean HD frame leaves as sharp as it came, at the cost of the
-    network at the processing size plus two resizes. The whole thing is one ONNX graph with dynamic sizes.
+    The network sees the frame at short side ``short_side`` (never upscaled). The output at full size is
+    the network's output, upsampled, plus the frame's own fine detail (the full-size frame minus its
+    processing-size version, upsampled), scaled by how much the network brightened or darkened each place:
+    ``y = up(G(s)) + k * (x - up(s))``. For a residual generator (derain) ``k = 1``: its correction is
+    added to the full-size frame, so detail it never touches comes through untouched and a clean HD
+    frame leaves as sharp as it came. For a generator that relights the frame (day2night) ``k`` is the
+    local gain ``(G(s) + 1 + e) / (s + 1 + e)`` (in [0, 1.5]), so day detail is darkened with the scene.
+    One ONNX graph with dynamic sizes; the cost is the network at the processing size plus resizes.
     """
 
-    def __init__(self, net: nn.Module, short_side: int, multiple: int = 4):
+    def __init__(self, net: nn.Module, short_side: int, multiple: int = 4, gain: bool = False, eps: float = 0.1):
         super().__init__()
-        self.net, self.short_side, self.multiple = net, short_side, multiple
+        self.net, self.short_side, self.multiple, self.gain, self.eps = net, short_side, multiple, gain, eps
 
     def forward(self, x):
         hw = torch._shape_as_tensor(x)[2:].float()
         s = torch.clamp(self.short_side / torch.min(hw), max=1.0)
         small_hw = (torch.floor(hw * s / self.multiple) * self.multiple).long()
-        size = (small_hw[0], small_hw[1])
-        small = nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        small = nn.functional.interpolate(x, size=(small_hw[0], small_hw[1]), mode="bilinear", align_corners=False)
+        out = self.net(small)
         full = (x.shape[2], x.shape[3])
-        if hasattr(self.net, "coefficients"):  # a colour transform: its coefficients, upsampled, apply at full size
-            c = nn.functional.interpolate(self.net.coefficients(small), size=full, mode="bilinear", align_corners=False)
-            return self.net.apply(c, x)
-        delta = self.net(small) - small
-        up = nn.functional.interpolate(delta, size=full, mode="bilinear", align_corners=False)
-        return torch.clamp(x + up, -1.0, 1.0)
+        up = lambda t: nn.functional.interpolate(t, size=full, mode="bilinear", align_corners=False)  # noqa: E731
+        if not self.gain:
+            return torch.clamp(x + up(out - small), -1.0, 1.0)
+        k = torch.clamp((out + 1 + self.eps) / (small + 1 + self.eps), 0.0, 1.5)
+        return torch.clamp(up(out) + up(k) * (x - up(small)), -1.0, 1.0)

@@ -57,7 +57,7 @@ class DataOptions(_Opts):
 
 
 class GeneratorOptions(_Opts):
-    kind: Literal["mobile", "resnet", "unet", "colour"] = "mobile"
+    kind: Literal["mobile", "resnet", "unet"] = "mobile"
     ngf: int = Field(16, ge=4)
     n_blocks: int = Field(6, ge=0)
     num_downs: int = Field(7, ge=2)  # unet only
@@ -70,8 +70,6 @@ class GeneratorOptions(_Opts):
             return dict(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm, skips=self.skips, residual=self.residual)
         if self.kind == "resnet":
             return dict(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm)
-        if self.kind == "colour":
-            return dict(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm, skips=self.skips)
         return dict(ngf=self.ngf, num_downs=self.num_downs, norm=self.norm)
 
 
@@ -190,10 +188,8 @@ class Config(_Opts):
             raise ValueError("loss.lambda_distill > 0 needs loss.teacher and loss.teacher_generator")
         if self.export.policy in ("short_side", "source") and not self.export.short_side:
             raise ValueError(f"export.policy '{self.export.policy}' needs export.short_side")
-        g = self.model.generator
-        if self.export.policy == "source" and not (g.kind == "colour" or (g.kind == "mobile" and g.residual)):
-            raise ValueError("export.policy 'source' needs a residual or colour generator "
-                             "(model.generator.residual: true, or kind: colour)")
+        if self.export.policy == "source" and self.model.generator.kind == "unet":
+            raise ValueError("export.policy 'source' needs a generator that takes any multiple of 4 (mobile or resnet)")
         return self
 
     @classmethod
