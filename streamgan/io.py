@@ -436,6 +436,7 @@ class EncodeOptions:
     audio: str = "copy"  # copy (re-encode only when the container cannot carry it) | aac | none
     hardware: str = "auto"  # NVENC when it works here (auto), required (hardware), or never
     exact_size: bool = False  # odd sizes: keep them exactly (yuv444p) instead of padding to even
+    threads: int | None = None  # encoder threads (None: FFmpeg's choice; see docs/PERFORMANCE.md)
 
     def codec_for(self, ext: str = ".mp4") -> str:
         """The codec asked for, or the container's default: H.264, VP9 (else AV1) for .webm."""
@@ -777,6 +778,8 @@ class Sink:
                 from None
         self.width, self.height, s.pix_fmt = output_size(self.width, self.height, self.options)
         s.width, s.height = self.width, self.height
+        if self.options.threads:
+            s.codec_context.thread_count = int(self.options.threads)
         s.codec_context.time_base = time_base  # frames keep their source pts: VFR stays VFR
         s.time_base = time_base
         if rotation:

@@ -3,6 +3,7 @@
     streamgan-train train  configs/train_derain.yaml [--resume] [--steps N] [--set key.path=value ...]
     streamgan-train export configs/train_derain.yaml [--checkpoint runs/derain/latest.pt] [--no-eval]
     streamgan-train eval   configs/train_derain.yaml [--onnx plugins/derain/model.onnx] [--out runs/derain/eval]
+    streamgan-train quantize configs/train_derain.yaml [--plugin-dir plugins/derain] [--frames 48]
     streamgan-train sample [--out samples/rainy_dashcam.mp4]
     streamgan-train adapt  --rainy MY_RAINY_CLIPS --clear MY_CLEAR_CLIPS [--out derain-myfleet] [--steps 300]
 
@@ -45,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--onnx", default=None)
     v.add_argument("--out", default=None)
     v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    q = sub.add_parser("quantize", help="(re)make the plugin's int8 model (NNCF) and record it in its card")
+    q.add_argument("config")
+    q.add_argument("--plugin-dir", default=None, help="default: the config's export.plugin_dir")
+    q.add_argument("--frames", type=int, default=48, help="calibration frames from the training pools")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     s = sub.add_parser("sample", help="make samples/rainy_dashcam.mp4 from the MIT Udacity clip")
     s.add_argument("--src", default=os.path.join(os.environ.get("STREAMGAN_DATA", "../shared/data"), "clips/udacity_lanelines_solidWhiteRight.mp4"))
     s.add_argument("--out", default="samples/rainy_dashcam.mp4")
@@ -91,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(export_plugin(cfg, args.config, args.checkpoint, args.plugin_dir,
                                            evaluate=not args.no_eval, force=args.force), indent=2))
+        elif args.cmd == "quantize":
+            from .quantize import quantize_plugin
+
+            print(json.dumps(quantize_plugin(cfg, args.plugin_dir, args.frames,
+                                             log=lambda m: print(m, file=sys.stderr)), indent=2))
         elif args.cmd == "eval":
             from .evaluate import evaluate
 
