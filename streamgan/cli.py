@@ -60,7 +60,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="auto (TensorRT > PyTorch CUDA > OpenVINO > ONNX Runtime), tensorrt, "
                         "torch, openvino, onnxruntime")
     g.add_argument("--precision", default="auto",
-                   help="auto (bf16 on CPUs with it, fp16 on GPUs), fp32 (exact), bf16, fp16")
+                   help="auto (bf16 on CPUs with it, fp16 on GPUs, the card's int8 model on CPUs "
+                        "with VNNI/AMX where it passed its gate), fp32 (exact), bf16, fp16, int8")
     g.add_argument("--size", type=_positive_int, default=None,
                    help="run the model at this short side (default: the model card's policy)")
     g.add_argument("--tile", type=_positive_int, default=None,
