@@ -74,7 +74,9 @@ def _compare_with_shipped(cfg: Config, report: dict, shipped: Path, out: Path) -
     """Score the plugin in place with the same evaluation; refuse a worse new model."""
     from .evaluate import evaluate as run_eval, primary_score
 
-    old = run_eval(cfg, onnx=str(shipped), out=str(out), fps=False)
+    # only what the comparison needs: no contact sheets, clean-HD checks or flicker for the old model
+    ev = cfg.eval.model_copy(update={"clean_hd": [], "real_clip": None, "real_rain": [], "clip": None})
+    old = run_eval(cfg.model_copy(update={"eval": ev}), onnx=str(shipped), out=str(out), fps=False)
     new_s, what = primary_score(report)
     old_s, _ = primary_score(old)
     if new_s < old_s:
