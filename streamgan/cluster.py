@@ -5,7 +5,8 @@ batch-inference examples map a function over inputs: Ray places the tasks where 
 are free (CPU threads, or a fraction of a GPU so several files share one), retries a task whose
 worker process or node died (``max_retries``; an error in the file itself is an outcome, not
 retried), and reuses worker processes, so each keeps its loaded model for the next file. Frame
-counts come back through a ``ray.util.queue.Queue``; the driver writes the ledger. Inputs and
+counts come back through a small actor, whose reply also carries a stop request; the driver
+writes the ledger. Inputs and
 the output folder must be at the same path on every node (a shared file system); outputs are
 written to a temp file named with the node and moved into place when complete.
 
@@ -27,18 +28,18 @@ from .errors import ClusterError, UsageError
 
 try:
     import ray
-    from ray.util.queue import Queue
 except ImportError:  # pragma: no cover - exercised by the tests with ray hidden
     ray = None
 
-from . import io
-from .jobs import Job, Settings, run_job
+from . import io, jobs
+from .jobs import Job, Settings
 
 log = logging.getLogger("streamgan")
 
 MAX_RETRIES = 3  # a task whose worker dies is run again this many times
 CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before saying it cannot be reached
-STOP_WAIT = 60.0  # seconds cancelled tasks get to stop at their next frame
+STOP_WAIT = 60.0  # seconds running tasks get to stop at their next frame
+ACTOR_TIMEOUT = 30.0  # seconds for a call to the batch's control actor
 
 
 def _reachable(address: str) -> None:
@@ -88,10 +89,37 @@ def connect(cluster: str) -> "RayRunner":
     return RayRunner(cluster)
 
 
+@ray.remote(num_cpus=0) if ray else (lambda c: c)
+class _Control:
+    """The driver's end of a batch: tasks report their events (start, frames) here, and the
+    reply says whether the driver asked them to stop."""
+
+    def __init__(self):
+        self.events: list = []
+        self.stopping = False
+
+    def report(self, event: tuple) -> bool:
+        self.events.append(event)
+        return self.stopping
+
+    def take(self) -> list:
+        events, self.events = self.events, []
+        return events
+
+    def stop(self) -> None:
+        self.stopping = True
+
+
 @ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False) if ray else (lambda f: f)
-def _translate_file(job: Job, settings: Settings, progress) -> dict:
+def _translate_file(job: Job, settings: Settings, control) -> dict:
     io.name_temps_by_host()  # the output folder is shared with other nodes
-    return run_job(job, settings, progress.put_nowait)
+    jobs.set_stop(False)  # Ray reuses worker processes: a stop of an earlier batch is over
+
+    def send(event: tuple) -> None:
+        if ray.get(control.report.remote(event), timeout=ACTOR_TIMEOUT):
+            jobs.set_stop(True)  # the file stops at its next frame
+
+    return jobs.run_job(job, settings, send)
 
 
 def _first_line(e: BaseException) -> str:
@@ -121,15 +149,16 @@ class RayRunner:
 
     def run(self, todo: list[Job], settings: Settings, on_event: Callable[[tuple], None],
             on_result: Callable[[Job, dict], None]) -> None:
-        progress = Queue()
+        control = _Control.remote()
         task = _translate_file.options(**self.resources)
-        refs = {task.remote(j, settings, progress): j for j in todo}
+        refs = {task.remote(j, settings, control): j for j in todo}
+        started: set[int] = set()
 
         def drain():
-            n = progress.qsize()
-            if n:
-                for ev in progress.get_nowait_batch(n):
-                    on_event(ev)
+            for ev in ray.get(control.take.remote(), timeout=ACTOR_TIMEOUT):
+                if ev[0] == "start":
+                    started.add(ev[1])
+                on_event(ev)
 
         def collect(ready):
             drain()
@@ -138,7 +167,7 @@ class RayRunner:
                 try:
                     rec = ray.get(ref)
                 except ray.exceptions.TaskCancelledError:
-                    rec = {"status": "stopped", "error": "stopped"}
+                    rec = {"status": "stopped", "error": "stopped before it started"}
                 except ray.exceptions.RayTaskError as e:  # raised outside run_job's guard
                     cause = e.cause if e.cause is not None else e
                     rec = {"status": "failed", "exit_code": 1,
@@ -150,21 +179,32 @@ class RayRunner:
                                     f"({type(e).__name__}: {_first_line(e)})"}
                 on_result(job, rec)
 
-        try:
-            while refs:  # waits in Python, not in ray.wait: a stop signal arrives as itself
+        def wait(seconds: float | None = None):
+            """Collect results until none are left (or ``seconds`` passed); the waiting is in
+            Python, not in ray.wait, so a stop signal arrives as itself."""
+            deadline = None if seconds is None else time.monotonic() + seconds
+            while refs and (deadline is None or time.monotonic() < deadline):
                 ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
                 collect(ready)
                 if refs:
                     time.sleep(0.2)
+
+        try:
+            wait()
         except KeyboardInterrupt:
-            for ref in refs:  # KeyboardInterrupt in the running tasks: they stop at the next
-                ray.cancel(ref)  # frame and discard their partial output; queued ones never run
-            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=STOP_WAIT)
-            collect(ready)
+            # running tasks learn it at their next report and stop at the next frame, the way
+            # a local worker does (partial output discarded); the ones not started are
+            # cancelled, so they never run
+            ray.get(control.stop.remote(), timeout=ACTOR_TIMEOUT)
+            drain()
+            for ref, job in refs.items():
+                if job.index not in started:
+                    ray.cancel(ref)
+            wait(STOP_WAIT)
             raise
         finally:
             try:
-                ray.kill(progress.actor)
+                ray.kill(control)
             except Exception:
                 pass
 

@@ -97,6 +97,11 @@ class _Reporter(Progress):
         self.last = time.monotonic()
 
 
+def set_stop(flag: bool) -> None:
+    """Ask this worker's current file to stop at its next frame (or clear the request)."""
+    _Stop.signalled = flag
+
+
 _cached: tuple | None = None  # (settings, Translator): the model is loaded once per worker
 
 
@@ -118,10 +123,10 @@ def run_job(job: Job, settings: Settings, send: Callable[[tuple], None]) -> dict
     t0 = time.perf_counter()
     out = {"index": job.index, "status": "failed", "frames": 0, "seconds": 0.0, "fps": 0.0,
            "bad_frames": 0, "error": None, "exit_code": None, "pid": os.getpid()}
+    send(("start", job.index, os.getpid()))  # the reply may carry a stop request
     if _Stop.requested():
         out.update(status="stopped", error="stopped before it started")
         return out
-    send(("start", job.index, os.getpid()))
     bar = _Reporter(job, send)
     wording = errors.cli_wording() if settings.cli_wording else contextlib.nullcontext()
     try:

@@ -202,7 +202,7 @@ def test_batch_on_a_ray_cluster_survives_a_killed_worker(cluster, identity_onnx,
     n = len(_ledger(out))
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 7, r.stderr
-    assert "0 done, 4 skipped (done before), 1 failed" in r.stderr
+    assert "0 done, 4 skipped (done before), 1 failed" in r.stderr, r.stderr
     assert [x["input"] for x in _ledger(out)[n:]] == [str(bad)]
     assert _snapshot(done) == before
 
