@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--plugin-dir", default=None)
     e.add_argument("--no-eval", action="store_true", help="skip the evaluation (card without metrics)")
     e.add_argument("--force", action="store_true", help="replace the plugin even if the new model scores worse")
+    e.add_argument("--no-quantize", action="store_true", help="skip the int8 model (streamgan-train quantize later)")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     v = sub.add_parser("eval", help="evaluate a checkpoint or ONNX file; JSON report and contact sheet")
     v.add_argument("config")
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             from .export import export_plugin
 
             print(json.dumps(export_plugin(cfg, args.config, args.checkpoint, args.plugin_dir,
-                                           evaluate=not args.no_eval, force=args.force), indent=2))
+                                           evaluate=not args.no_eval, force=args.force,
+                                           quantize=not args.no_quantize), indent=2))
         elif args.cmd == "quantize":
             from .quantize import quantize_plugin
 

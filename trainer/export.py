@@ -86,7 +86,7 @@ def _compare_with_shipped(cfg: Config, report: dict, shipped: Path, out: Path) -
 
 
 def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, plugin_dir: str | None = None,
-                  evaluate: bool = True, force: bool = False) -> dict:
+                  evaluate: bool = True, force: bool = False, quantize: bool = True) -> dict:
     from streamgan.card import ModelCard, sha256_file
 
     ckpt = Path(checkpoint or Path(cfg.train.out) / CKPT)
@@ -135,7 +135,7 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
         shutil.copyfile(report["before_after"], pdir / "before_after.png.tmp")
         os.replace(pdir / "before_after.png.tmp", pdir / "before_after.png")
     int8 = None
-    if evaluate:  # the int8 model of the new weights, with its own quality gate (trainer/quantize.py)
+    if evaluate and quantize:  # the int8 model of the new weights, with its own quality gate (trainer/quantize.py)
         from .quantize import quantize_plugin
 
         int8 = quantize_plugin(cfg, str(pdir))
