@@ -46,6 +46,14 @@ def _wait_for(cond, seconds: float) -> bool:
     return False
 
 
+def _die_with_pytest() -> None:
+    """In the ``ray start`` child: SIGTERM when the test process dies (killed by a timeout, say),
+    so no Ray node outlives the tests even when the fixture's teardown never runs."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _stop_group(p: subprocess.Popen) -> None:
     """SIGTERM the process group this test started (ray start --block and what it spawned),
     SIGKILL what is left after 20 s."""
@@ -89,14 +97,15 @@ def cluster(tmp_path_factory):
         procs.append(subprocess.Popen(
             [str(RAY), "start", "--head", "--port", str(port), "--temp-dir", str(tmp),
              "--include-dashboard", "false", *common], env=env, start_new_session=True,
-            stdout=open(logs / "head.log", "w"), stderr=subprocess.STDOUT))
+            preexec_fn=_die_with_pytest, stdout=open(logs / "head.log", "w"),
+            stderr=subprocess.STDOUT))
         address = f"127.0.0.1:{port}"
         assert _wait_for(lambda: _listening(port) or procs[0].poll() is not None, 60)
         assert procs[0].poll() is None, (logs / "head.log").read_text()
         procs.append(subprocess.Popen(
             [str(RAY), "start", "--address", address, *common], env=env,
-            start_new_session=True, stdout=open(logs / "worker.log", "w"),
-            stderr=subprocess.STDOUT))
+            start_new_session=True, preexec_fn=_die_with_pytest,
+            stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT))
         check = ("import ray, time\nray.init(address=%r, logging_level='ERROR')\n"
                  "for _ in range(300):\n"
                  "    if sum(n['Alive'] for n in ray.nodes()) >= 2: break\n"
