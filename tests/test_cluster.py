@@ -81,7 +81,8 @@ def _group_alive(pgid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """(address, env, pids of the ray start processes): a Ray head plus one worker node, one CPU each, on 127.0.0.1."""
+    """(address, env, pids of the ray start processes): a Ray head plus one worker node, one
+    CPU each, on 127.0.0.1."""
     if not RAY.exists():
         pytest.skip("the ray command is not installed beside this Python")
     tmp = Path(f"/tmp/sg-ray-{os.getpid()}")  # short: Ray's socket paths have a length limit
@@ -182,7 +183,7 @@ def test_batch_on_a_ray_cluster_survives_a_killed_worker(cluster, identity_onnx,
                 big = False
             if big:
                 pid = int(m[1])
-                assert _ray_descendant(pid, roots), "the writer is not one of this test's Ray workers"
+                assert _ray_descendant(pid, roots), "the writer is not a Ray worker of this test"
                 os.kill(pid, signal.SIGKILL)
                 killed = pid
                 break
