@@ -40,7 +40,7 @@ def make_sample(src: str, out: str, seconds: float = 4.0, seed: int = 3, size: t
                 break
             img = np.asarray(Image.fromarray(fr.to_ndarray(format="rgb24")).resize(size, Image.BICUBIC))
             x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
-            y = add_rain(x, torch.Generator().manual_seed(seed), p_streaks_only=0.0, p_veil=1.0, p_drops=1.0,
+            y = add_rain(x, torch.Generator().manual_seed(seed), p_streaks_only=0.0, p_veil=1.0, p_drops=0.0,
                          p_wiper=0.0, noise_gen=torch.Generator().manual_seed(seed * 100_000 + i))
             arr = (y[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
             for pkt in vs.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
