@@ -166,8 +166,10 @@ def test_yuv_path_matches_rgb_path_on_a_real_clip(tmp_path):
 
 
 def test_scaled_compare_and_odd_inputs_keep_the_rgb_path(tmp_path, udacity_clip):
+    scaled = Translator("derain", "openvino", "fp32", size=360)  # the user asks for a smaller size
+    scaled.backend.run_i420 = lambda b: pytest.fail("the YUV path was taken")
+    scaled.translate_video(udacity_clip, tmp_path / "a.mp4", frames=3)  # 960x540 -> runs at 640x360
     tr = Translator("derain", "openvino", "fp32")
     tr.backend.run_i420 = lambda b: pytest.fail("the YUV path was taken")
-    tr.translate_video(udacity_clip, tmp_path / "a.mp4", frames=3)  # 960x540 -> runs at 640x360
     tr.translate_video(SAMPLE, tmp_path / "b.mp4", frames=3, compare=True)
     assert len(_decoded(tmp_path / "a.mp4")) == 3 and len(_decoded(tmp_path / "b.mp4")) == 3
