@@ -471,7 +471,24 @@ def test_stale_engine_is_rebuilt_on_a_real_gpu(tiny_onnx, tmp_path, caplog):
 import contextlib  # noqa: E402
 import ctypes  # noqa: E402
 
-DERAIN = REPO / "plugins" / "derain"
+def _short_side_plugin() -> Path:
+    """The shipped derain plugin with a short-side card (what the profile tests reason about: frames
+    scaled to short side 360 before the engine); the shipped card's 'source' policy is covered apart."""
+    import shutil
+    import tempfile
+
+    import yaml
+
+    d = Path(tempfile.mkdtemp(prefix="sg-trt-plugin-")) / "derain"
+    shutil.copytree(REPO / "plugins" / "derain", d)
+    card = yaml.safe_load((d / "card.yaml").read_text())
+    card["processing"] = {"policy": "short_side", "short_side": 360, "size_multiple": 4}
+    card.pop("int8", None)
+    (d / "card.yaml").write_text(yaml.safe_dump(card))
+    return d
+
+
+DERAIN = _short_side_plugin()
 
 
 def _fake_tensorrt(version="10.3.0", runtime_error=None):
@@ -758,7 +775,7 @@ def test_translator_prepares_the_backend_before_the_stream_starts(monkeypatch, t
             return batch
 
     monkeypatch.setattr(engines, "create", lambda name, onnx, precision, **kw: Recording(onnx))
-    tr = streamgan.Translator("derain", backend="openvino")
+    tr = streamgan.Translator(DERAIN, backend="openvino")
     tr.translate(np.zeros((2, 480, 640, 3), np.uint8))  # 4:3 at the card's short side 360
     assert events == [("prepare", [(2, 360, 480)]), ("run", (360, 480))]
     events.clear()

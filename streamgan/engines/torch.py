@@ -237,11 +237,12 @@ class OnnxModule(torch.nn.Module):
                 f"torch backend: {onnx_path} uses operators it does not implement: "
                 + ", ".join(unsupported) + " (use --backend openvino or onnxruntime)")
         # float constants are buffers (moved and cast with the module: image data on the device);
-        # integer and boolean ones stay host tensors (shape arithmetic)
+        # integer and boolean ones, and one-element float ones, stay host tensors (shape arithmetic, such
+        # as a processing size computed from the input's shape; _same_device moves them where needed)
         self.consts: dict[str, torch.Tensor | str] = {}
 
         def keep(name, t):
-            if t.is_floating_point():
+            if t.is_floating_point() and t.numel() > 1:
                 buf = f"w{len(self.consts)}"
                 self.register_buffer(buf, t)
                 self.consts[name] = buf
@@ -272,8 +273,28 @@ class OnnxModule(torch.nn.Module):
             args = [None if not n else (env[n] if n in env else self._const(n)) for n in ins]
             while args and args[-1] is None:
                 args.pop()
+            if op in _ELEMENTWISE:
+                args = _same_device(args)
             env[outs[0]] = OPS[op](*args, **attrs)
         return env[self.output_name]
+
+
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Equal", "Where"}
+
+
+def _same_device(args: list) -> list:
+    """Operands of one elementwise op on one device: host tensors (shape arithmetic, one-element
+    constants) meeting image data go to the image data's device and float type; host-only stays host."""
+    ts = [a for a in args if isinstance(a, torch.Tensor)]
+    if len({a.device for a in ts}) < 2:
+        return args
+    big = max(ts, key=lambda a: (a.device.type != "cpu", a.numel()))
+    out = []
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.device != big.device:
+            a = a.to(big.device, big.dtype if a.is_floating_point() and big.is_floating_point() else a.dtype)
+        out.append(a)
+    return out
 
 
 class TorchBackend(Backend):

@@ -267,6 +267,12 @@ def policy_profile(processing=None, batch_range=DEFAULT_BATCH, *, size_multiple:
     side = short_side
     if side is None and processing is not None and processing.policy == "short_side":
         side = processing.short_side
+    if side is None and processing is not None and processing.policy == "source":
+        # the engine takes source frames (the graph scales to short_side itself): from half the card's
+        # size up to 1080p, landscape or portrait, tuned for 1280x720
+        lo = max(1, processing.short_side // 2)
+        return compute_profile(batch_range, height_range=(lo, 1920), width_range=(lo, 1920),
+                               size_multiple=multiple, opt_resolution=(1280, 720))
     if side is None:
         return compute_profile(batch_range, DEFAULT_RESOLUTIONS, size_multiple=multiple)
     lo, hi = max(1, side // 2), math.ceil(side * POLICY_MAX_ASPECT)
