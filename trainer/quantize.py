@@ -130,6 +130,8 @@ def gate(kind: str, fp32: dict, int8: dict) -> tuple[bool, str, list[str]]:
     failed = []
     if kind == "derain":
         rule = f"Y-PSNR within {PSNR_TOL_DB} dB of fp32 on " + ", ".join(k[:-7] for k in fp32 if k.endswith("_psnr_y"))
+        if not any(k.endswith("_psnr_y") for k in fp32):  # nothing to judge by: never a pass
+            failed.append("no paired benchmark set to score the int8 model on")
         for k in fp32:
             if k.endswith("_psnr_y") and int8[k] < fp32[k] - PSNR_TOL_DB:
                 failed.append(f"{k} {int8[k]:.3f} vs {fp32[k]:.3f}")
@@ -145,7 +147,7 @@ def gate(kind: str, fp32: dict, int8: dict) -> tuple[bool, str, list[str]]:
 def _shortfall(kind: str, fp32: dict, int8: dict) -> float:
     """How far a try is from fp32 (to keep the best one when none passes)."""
     if kind == "derain":
-        return max(fp32[k] - int8[k] for k in fp32 if k.endswith("_psnr_y"))
+        return max((fp32[k] - int8[k] for k in fp32 if k.endswith("_psnr_y")), default=float("inf"))
     return (abs(int8["night_distance"] - fp32["night_distance"]) / max(fp32["night_distance"], 1e-9)
             / NIGHT_REL_TOL + abs(int8["structure_score"] - fp32["structure_score"]) / STRUCT_TOL)
 
