@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -158,3 +159,21 @@ def run_cli(*args, timeout=300, env=None, **kw) -> subprocess.CompletedProcess:
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "streamgan", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=e, **kw)
+
+
+def error_line(stderr: str) -> str:
+    """The one 'streamgan: error' line of a run that failed cleanly (no traceback)."""
+    lines = [l for l in stderr.strip().splitlines() if l.startswith("streamgan: error")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def wait_for(cond, seconds: float, poll: float = 0.05) -> bool:
+    """Poll ``cond`` until it holds or ``seconds`` pass (every wait in the tests is bounded)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(poll)
+    return False

@@ -20,17 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_clip, read_video, run_cli
+from conftest import error_line, make_clip, read_video, run_cli
 from streamgan import errors
 
 LEDGER = "streamgan-ledger.jsonl"
-
-
-def _error_line(stderr: str) -> str:
-    lines = [l for l in stderr.strip().splitlines() if l.startswith("streamgan: error")]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 def _ledger(out: Path) -> list[dict]:
@@ -123,7 +116,7 @@ def test_rerun_skips_done_and_retries_failed(identity_onnx, clips, tmp_path):
     out = tmp_path / "out"
     r = _batch("--task", identity_onnx, clips, missing, "--out-dir", out, "--jobs", "2")
     assert r.returncode == errors.EXIT_BATCH == 7, r.stderr
-    line = _error_line(r.stderr)
+    line = error_line(r.stderr)
     assert "2 of 6 files failed" in line and str(bad) in line and str(missing) in line
     assert "4 done, 0 skipped (done before), 2 failed" in r.stderr
     done = sorted(p for p in out.rglob("*.mp4"))
@@ -174,7 +167,7 @@ def test_sigterm_mid_batch_keeps_finished_files(identity_onnx, tmp_path):
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=150)
     assert p.returncode == 143, err
-    assert "stopped by SIGTERM" in _error_line(err)
+    assert "stopped by SIGTERM" in error_line(err)
     recs = _ledger(out)
     done = {Path(r["output"]) for r in recs if r["status"] == "done"}
     assert 1 <= len(done) < 5
@@ -207,7 +200,7 @@ def test_bad_batch_usage_fails_with_one_line_and_writes_nothing(identity_onnx, c
         r = run_cli("run", "--task", identity_onnx, "--backend", "openvino", *args,
                     timeout=120, env=env)
         assert r.returncode == code, r.stderr
-        line = _error_line(r.stderr)
+        line = error_line(r.stderr)
         if text:
             assert text in line, line
         assert not out.exists() and not (clips / "out").exists()
@@ -264,7 +257,7 @@ def test_a_worker_that_dies_fails_only_its_file(identity_onnx, udacity_clip, tmp
     assert victim is not None, err
     assert p.returncode == 7, err
     assert "2 done, 0 skipped (done before), 1 failed" in err
-    assert "worker process died" in err and str(src / "cam0.mp4") in _error_line(err)
+    assert "worker process died" in err and str(src / "cam0.mp4") in error_line(err)
     assert not (out / "cam0.identity.mp4").exists()
     assert {o.name for o in out.glob("*.mp4")} == {"cam1.identity.mp4", "cam2.identity.mp4"}
     r = run_cli(*cmd[3:], timeout=360)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_clip, read_video
+from conftest import make_clip, read_video, wait_for
 
 ray = pytest.importorskip("ray")
 
@@ -35,15 +35,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_for(cond, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _die_with_pytest() -> None:
@@ -62,7 +53,7 @@ def _stop_group(p: subprocess.Popen) -> None:
             os.killpg(p.pid, sig)
         except ProcessLookupError:
             return
-        if _wait_for(lambda: not _group_alive(p.pid), wait):
+        if wait_for(lambda: not _group_alive(p.pid), wait):
             return
 
 
@@ -101,7 +92,7 @@ def cluster(tmp_path_factory):
             preexec_fn=_die_with_pytest, stdout=open(logs / "head.log", "w"),
             stderr=subprocess.STDOUT))
         address = f"127.0.0.1:{port}"
-        assert _wait_for(lambda: _listening(port) or procs[0].poll() is not None, 60)
+        assert wait_for(lambda: _listening(port) or procs[0].poll() is not None, 60)
         assert procs[0].poll() is None, (logs / "head.log").read_text()
         procs.append(subprocess.Popen(
             [str(RAY), "start", "--address", address, *common], env=env,
@@ -232,7 +223,7 @@ def test_sigterm_stops_a_ray_batch_cleanly(cluster, identity_onnx, udacity_clip,
                           "--backend", "openvino", "--precision", "fp32", str(src), "--out-dir",
                           str(out), "--cluster", address], env=env, stderr=subprocess.PIPE,
                          text=True)
-    assert _wait_for(lambda: (out / LEDGER).exists() and (out / LEDGER).read_text(), 120)
+    assert wait_for(lambda: (out / LEDGER).exists() and (out / LEDGER).read_text(), 120)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 143, err

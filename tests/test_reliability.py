@@ -19,30 +19,14 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import make_clip, read_video, run_cli
+from conftest import error_line, make_clip, read_video, run_cli, wait_for
 from streamgan import Translator, errors, io
 from streamgan.errors import Interrupted, OutputError, UsageError
 from streamgan.pipeline import Progress
 
 
-def _error_line(stderr: str) -> str:
-    lines = [l for l in stderr.strip().splitlines() if l.startswith("streamgan: error")]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    return lines[0]
-
-
 def _temps(folder: Path) -> set[str]:
     return {p.name for p in folder.glob(".*.streamgan-tmp*")}
-
-
-def _wait_for(cond, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class _AtFrame(Progress):
@@ -91,7 +75,7 @@ def test_no_clobber_holds_at_the_final_rename(identity, identity_onnx, udacity_c
     codes = sorted(code for code, _ in results)
     assert codes == [0, errors.EXIT_OUTPUT], results
     loser = next(err for code, err in results if code)
-    line = _error_line(loser)
+    line = error_line(loser)
     if "exists" not in line:  # both passed the start check: the loser's result was kept
         kept = tmp_path / "race.new.mp4"
         assert str(kept) in line and len(read_video(kept)["frames"]) == 60
@@ -116,12 +100,12 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(tiny_generator, identity_onnx, udac
     p = subprocess.Popen([sys.executable, "-m", "streamgan", "run", "--task", str(onnx),
                           str(udacity_clip), "-o", str(out), "--precision", "fp32"],
                          stderr=subprocess.PIPE, text=True)
-    assert _wait_for(lambda: len(_temps(tmp_path)) == 2 and not stale.exists(), 120)
+    assert wait_for(lambda: len(_temps(tmp_path)) == 2 and not stale.exists(), 120)
     time.sleep(1.5)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 143, err
-    assert "stopped by SIGTERM" in _error_line(err) and str(out) in err
+    assert "stopped by SIGTERM" in error_line(err) and str(out) in err
     assert f"removed {stale}" in err
     assert 0 < len(read_video(out)["frames"]) < 221
     assert _temps(tmp_path) == {busy.name} and busy.read_bytes() == b"a run still writing"
@@ -133,7 +117,7 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(tiny_generator, identity_onnx, udac
     p = subprocess.Popen([sys.executable, "-m", "streamgan", "run", "--task", str(identity_onnx),
                           "--backend", "openvino", str(clip), "-o", str(live / "seg.mp4"),
                           "--segment", "1", "--realtime"], stderr=subprocess.PIPE, text=True)
-    assert _wait_for(lambda: (live / "seg_00001.mp4").exists(), 60)
+    assert wait_for(lambda: (live / "seg_00001.mp4").exists(), 60)
     p.send_signal(signal.SIGHUP)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
@@ -153,7 +137,7 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(tiny_generator, identity_onnx, udac
                      "segment": 1}]}))
     p = subprocess.Popen([sys.executable, "-m", "streamgan", "serve", str(cfg)],
                          stderr=subprocess.PIPE, text=True)
-    assert _wait_for(lambda: (srv / "seg_00001.mp4").exists(), 60)
+    assert wait_for(lambda: (srv / "seg_00001.mp4").exists(), 60)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
@@ -176,7 +160,7 @@ def test_input_is_never_destroyed(identity, identity_onnx, tmp_path):
         (tmp_path / "sub").mkdir(exist_ok=True)
         r = run_cli("run", "--task", identity_onnx, src, "-o", target, "-y")
         assert r.returncode == errors.EXIT_OUTPUT, r.stderr
-        assert "is the input file" in _error_line(r.stderr)
+        assert "is the input file" in error_line(r.stderr)
         assert src.read_bytes() == original
     assert not _temps(tmp_path)
 
@@ -280,7 +264,7 @@ def test_every_documented_container_works_with_defaults(identity_onnx, tmp_path,
     # the message lists exactly the types that work (videos here, images in the image test)
     r = run_cli("run", "--task", identity_onnx, src, "-o", tmp_path / "out.flv")
     assert r.returncode == errors.EXIT_OUTPUT
-    listed = _error_line(r.stderr).split("(")[-1].rstrip(")").split(", ")
+    listed = error_line(r.stderr).split("(")[-1].rstrip(")").split(", ")
     assert sorted(listed) == sorted(e[1:] for e in (*io.VIDEO_FORMATS, *io.IMAGE_FORMATS))
 
 
@@ -313,7 +297,7 @@ def test_user_errors_get_user_exit_codes(identity, identity_onnx, tmp_path):
     ]
     for args, code, text in cases:
         r = run_cli("run", "--task", identity_onnx, src, "-o", out, *args)
-        assert r.returncode == code and text in _error_line(r.stderr), (args, r.stderr)
+        assert r.returncode == code and text in error_line(r.stderr), (args, r.stderr)
         assert not out.exists()
     if os.geteuid() != 0:
         (tmp_path / "ro").mkdir(mode=0o500)
@@ -336,7 +320,7 @@ def test_user_errors_get_user_exit_codes(identity, identity_onnx, tmp_path):
                         (mono, "input has 1 channels")):
         r = run_cli("run", "--task", model, src, "-o", out)
         assert r.returncode == errors.EXIT_MODEL, r.stderr
-        assert text in _error_line(r.stderr)
+        assert text in error_line(r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # no third-party noise
         assert not out.exists()
 
@@ -380,7 +364,7 @@ def test_small_things_a_user_notices(identity, identity_onnx, tmp_path):
 
     # the input is checked before the model is loaded (a broken model is never reached)
     r = run_cli("run", "--task", tmp_path / "missing-model.onnx", tmp_path / "nope.mp4")
-    assert r.returncode == errors.EXIT_INPUT and "no such file" in _error_line(r.stderr)
+    assert r.returncode == errors.EXIT_INPUT and "no such file" in error_line(r.stderr)
 
     # banner without GPU talk on a CPU; x265 chatter only with --debug; 10-bit said
     src10 = make_clip(tmp_path / "ten.mkv", frames=6, codec="libx265", pix_fmt="yuv420p10le")
@@ -434,5 +418,5 @@ def test_small_things_a_user_notices(identity, identity_onnx, tmp_path):
         if ext == ".png":
             assert np.array_equal(got, img)
     r = run_cli("run", "--task", identity_onnx, src, "-o", tmp_path / "frame.png")
-    assert r.returncode == errors.EXIT_USAGE and "--frames 1" in _error_line(r.stderr)
+    assert r.returncode == errors.EXIT_USAGE and "--frames 1" in error_line(r.stderr)
     assert not (tmp_path / "frame.png").exists()

@@ -54,22 +54,14 @@ def test_derain_cli_on_the_sample_clip(tmp_path):
 
 def test_derain_rain12_through_the_runtime():
     """Rain12 on the Y channel (protocol of ../shared/data/README.md) with OpenVINO fp32."""
-    metrics = pytest.importorskip("trainer.metrics")
-    from PIL import Image
-
     from streamgan import Translator
 
-    bench = need(DATA / "bench" / "Rain12")
+    evaluate = pytest.importorskip("trainer.evaluate")
     tr = Translator("derain", backend="openvino", precision="fp32")
-    scores, baseline = [], []
-    for rainy in sorted((bench / "rainy").glob("*.png")):
-        x = np.asarray(Image.open(rainy).convert("RGB"))
-        y = np.asarray(Image.open(bench / "clean" / rainy.name).convert("RGB"))
-        scores.append(metrics.psnr_y(tr.translate(x), y))
-        baseline.append(metrics.psnr_y(x, y))
-    assert len(scores) == 12
-    assert np.mean(baseline) == pytest.approx(30.14, abs=0.01)
-    assert np.mean(scores) >= 32.14  # 2 dB above doing nothing
+    r = evaluate.rain12_scores(tr.translate, need(DATA / "bench" / "Rain12"))
+    assert r["n"] == 12
+    assert r["input_psnr"] == pytest.approx(30.14, abs=0.01)
+    assert r["psnr"] >= 32.14  # 2 dB above doing nothing
 
 
 def test_models_lists_the_shipped_plugins():
@@ -78,18 +70,11 @@ def test_models_lists_the_shipped_plugins():
     assert "derain" in r.stdout and "BROKEN" not in r.stdout.split("derain", 1)[1].split("\n")[0]
 
 
-def _paired(name: str, tr, limit: int | None = None):
-    metrics = pytest.importorskip("trainer.metrics")
-    from PIL import Image
-
-    bench = need(DATA / "bench" / name)
-    base, out = [], []
-    for rainy in sorted((bench / "rainy").glob("*.png"))[:limit]:
-        x = np.asarray(Image.open(rainy).convert("RGB"))
-        y = np.asarray(Image.open(bench / "clean" / rainy.name).convert("RGB"))
-        base.append(metrics.psnr_y(x, y))
-        out.append(metrics.psnr_y(tr.translate(x), y))
-    return float(np.mean(base)), float(np.mean(out))
+def _paired(name: str, tr) -> tuple[float, float]:
+    """Mean Y-PSNR of a paired bench set (input, runtime output) against its clean side."""
+    evaluate = pytest.importorskip("trainer.evaluate")
+    r = evaluate.rain12_scores(tr.translate, need(DATA / "bench" / name))
+    return r["input_psnr"], r["psnr"]
 
 
 def test_derain_real_drops_through_the_runtime():
