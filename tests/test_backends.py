@@ -65,6 +65,17 @@ def test_openvino_compiles_once_per_shape(reference):
     assert len(b._uint8) == 2
 
 
+def test_openvino_workers_with_a_thread_share_are_not_pinned_to_the_first_cores(reference):
+    """Batch workers get `threads=cores/jobs`; OpenVINO's default pinning would put every 1-thread
+    worker on core 0 (two workers ran at half speed each). Checked on the compiled model."""
+    onnx, _, _ = reference
+    b = engines.create("openvino", onnx, "fp32", threads=1)
+    b.run(np.zeros((1, 64, 96, 3), np.uint8))
+    compiled = next(iter(b._uint8.values()))
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+
+
 def test_unknown_backend_and_precision(identity_onnx):
     with pytest.raises(UsageError, match="unknown backend"):
         engines.create("cuda-magic", identity_onnx)

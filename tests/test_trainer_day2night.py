@@ -142,3 +142,26 @@ def test_paired_mode_judges_outputs_against_real_target_frames(tmp_path):
     real_half, fake_half = seen[-1][: cfg.data.batch_size], seen[-1][cfg.data.batch_size:]
     assert float(real_half.max()) == -1.0  # [-1, 1]: exactly the black frames above
     assert float(fake_half.max()) > -1.0
+
+
+def test_structure_term_leaves_the_daylit_sky_free_to_go_dark():
+    """With struct_off_sky the structure loss ignores the day frame's sky (clouds may vanish at night)
+    and still counts every edge below it."""
+    from trainer.losses import STRUCT_REACH, structure_loss
+    from trainer.synth import sky_mask
+
+    day = _day(96, 128).copy()
+    day[5:15, 20:60] = 250  # a bright cloud in the sky
+    day[60:70, 40:80] = 20  # a dark car on the road
+    x = torch.from_numpy(day).permute(2, 0, 1)[None].float() / 255
+    where = 1 - sky_mask(x, STRUCT_REACH)
+    assert float(where[0, 0, :20].mean()) < 0.1 and float(where[0, 0, 60:].mean()) > 0.9
+    night_sky = x.clone()
+    night_sky[:, :, :32] = 0.02  # flat dark sky, cloud gone
+    no_car = x.clone()
+    no_car[:, :, 60:70, 40:80] = 90 / 255  # the car gone
+    s = lambda t: 2 * t - 1  # noqa: E731 - the loss takes [-1, 1]
+    masked, unmasked = (float(structure_loss(s(night_sky), s(x), w)) for w in (where, None))
+    print(masked, unmasked, float(structure_loss(s(no_car), s(x), where)))
+    assert masked < 0.5 * unmasked  # the unmasked term fights the dark sky; what is left is the horizon
+    assert float(structure_loss(s(no_car), s(x), where)) > 2 * masked

@@ -1,6 +1,7 @@
 """The derain recipe: realistic rain pairs, the unpaired real-rain term, source-resolution export, adapt."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,9 +122,10 @@ def test_real_rain_term_needs_real_frames(tmp_path):
         Config.load(p)
 
 
-def _adapt(*args, timeout=600):
+def _adapt(*args, runs, timeout=600):
+    env = {**os.environ, "STREAMGAN_RUNS": str(runs)}  # the training run stays in the test's folder
     return subprocess.run([sys.executable, "-m", "trainer", "adapt", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_adapt_bad_inputs_name_the_path_and_write_nothing(tmp_path):
@@ -133,11 +135,11 @@ def test_adapt_bad_inputs_name_the_path_and_write_nothing(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 100)
     out = tmp_path / "plugin"
-    r = _adapt("--rainy", empty, "--clear", clear, "--out", out)
+    r = _adapt("--rainy", empty, "--clear", clear, "--out", out, runs=tmp_path / "runs")
     assert r.returncode == 2 and str(empty) in r.stderr and "no images or videos" in r.stderr
-    r = _adapt("--rainy", bad, "--clear", clear, "--out", out)
+    r = _adapt("--rainy", bad, "--clear", clear, "--out", out, runs=tmp_path / "runs")
     assert r.returncode == 2 and str(bad) in r.stderr and "cannot decode" in r.stderr
-    r = _adapt("--rainy", clear, "--out", out)
+    r = _adapt("--rainy", clear, "--out", out, runs=tmp_path / "runs")
     assert r.returncode == 2 and "--clear" in r.stderr
     assert not out.exists() and not list(tmp_path.glob(".plugin*"))
 
@@ -148,7 +150,7 @@ def test_adapt_writes_a_plugin_that_runs(tmp_path, udacity_clip):
     out = tmp_path / "fleet"
     r = _adapt("--rainy", udacity_clip, "--clear", clear, "--out", out, "--steps", 2,
                "--set", "data.batch_size=2", "--set", "data.crop=64", "--set", "data.video_stride=40",
-               "--set", "eval.rain12=null", "--set", "eval.paired_sets={}")
+               "--set", "eval.rain12=null", "--set", "eval.paired_sets={}", runs=tmp_path / "runs")
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads(r.stdout)
     assert rep["plugin_dir"] == str(out)

@@ -73,7 +73,8 @@ def adapt(rainy: list[str], clear: list[str], out: str, plugin: str = "derain", 
         raise DataError(f"--plugin {plugin}: adapt starts from a derain plugin exported with policy 'source'")
     log(f"adapt: {n_r} rainy frames ({len(sizes_r)} size(s)), {n_c} clear frames ({len(sizes_c)} size(s)); "
         f"starting from {model.onnx}")
-    run_dir = Path(os.path.expanduser("~/.cache/streamgan/runs")) / f"adapt-{out_dir.name}-{int(time.time())}"
+    runs = os.environ.get("STREAMGAN_RUNS") or os.path.expanduser("~/.cache/streamgan/runs")
+    run_dir = Path(runs) / f"adapt-{out_dir.name}-{int(time.time())}"
     sets = [
         f"data.train_a={clear!r}", f"data.train_real={rainy!r}", "data.holdout_a=[]", "data.holdout_b=[]",
         f"data.video_stride={stride}", f"train.out={run_dir}", f"train.init_generator={model.onnx}",

@@ -359,12 +359,11 @@ def _night_looks(day: list[np.ndarray], outs: list[np.ndarray]) -> dict:
     Sky: the day frame's sky mask (bright, smooth, high in the frame, as the night synthesiser finds it);
     its mean luma in the output, per frame. Lights: output pixels brighter than 0.75 luma that were not
     already that bright in the day frame (share of the frame, per frame)."""
-    from .synth import _sky, srgb_to_linear
+    from .synth import sky_mask
 
     sky_luma, lights = [], []
     for d, o in zip(day, outs):
-        lin = srgb_to_linear(_t(d))
-        mask = _sky(lin, d.shape[0], d.shape[1])[0, 0].numpy() > 0.5
+        mask = sky_mask(_t(d))[0, 0].numpy() > 0.5
         yo, yd = M.rgb_to_y(o), M.rgb_to_y(d)
         if mask.mean() > 0.02:
             sky_luma.append(float(yo[mask].mean()))

@@ -48,11 +48,14 @@ def ssim_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 1 - s.mean()
 
 
+STRUCT_REACH = 12  # pixels: how far the local normalisation (sigma 4) looks
+
+
 def _luma(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3] + 1) / 2
 
 
-def local_normalise(y: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
+def local_normalise(y: torch.Tensor, sigma: float = STRUCT_REACH / 3) -> torch.Tensor:
     """(y - local mean) / (local std + 10% of the image's std): brightness- and contrast-invariant."""
     r = int(3 * sigma)
     t = torch.arange(-r, r + 1, dtype=y.dtype, device=y.device)
@@ -69,10 +72,15 @@ def local_normalise(y: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
     return (y - mu) / (sd + eps)
 
 
-def structure_loss(out: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
+def structure_loss(out: torch.Tensor, inp: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """L1 between locally normalised luma of output and input (images in [-1, 1]): keeps the scene's
-    edges and textures where they were while leaving brightness and colour free to change."""
-    return F.l1_loss(local_normalise(_luma(out)), local_normalise(_luma(inp)))
+    edges and textures where they were while leaving brightness and colour free to change.
+    ``weight`` (Nx1xHxW in [0, 1]) says where structure counts (day2night: not in the daylit sky,
+    whose clouds a night camera does not see)."""
+    d = (local_normalise(_luma(out)) - local_normalise(_luma(inp))).abs()
+    if weight is None:
+        return d.mean()
+    return (d * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 def cycle_loss(rec: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

@@ -95,6 +95,7 @@ class LossOptions(_Opts):
     lambda_real_gan: float = Field(0.0, ge=0)  # paired mode: adversarial term on outputs for data.train_real
     real_gan_start: int = Field(0, ge=0)  # step at which that term starts (after the paired warm-up)
     lambda_struct: float = Field(0.0, ge=0)  # structure kept: locally normalised luma, output vs input
+    struct_off_sky: bool = False  # day2night: no structure term in the day frame's sky (night skies are dark)
     lambda_distill: float = Field(0.0, ge=0)  # L1 to a teacher generator's output
     teacher: str | None = None  # checkpoint of the teacher (its own config's architecture)
     teacher_generator: GeneratorOptions | None = None

@@ -383,6 +383,14 @@ def _sky(lin: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return _gauss_blur(m, min(h, w) / 200)
 
 
+def sky_mask(img: torch.Tensor, grow: int = 0) -> torch.Tensor:
+    """The daylit-sky mask of sRGB images (NCHW in [0, 1]) as the night synthesiser finds it (Nx1xHxW),
+    grown by ``grow`` pixels (over the horizon, whose edge turns over when the sky goes dark)."""
+    with torch.no_grad():
+        m = torch.cat([_sky(srgb_to_linear(x), x.shape[2], x.shape[3]) for x in img.split(1)])
+        return F.max_pool2d(m, 2 * grow + 1, stride=1, padding=grow) if grow else m
+
+
 def _windows(lin: torch.Tensor, gen: torch.Generator, sky: torch.Tensor) -> torch.Tensor:
     """Lit windows and shop fronts: small warm rectangles where the day frame has structure (buildings),
     above the road and off the sky. 1x3xHxW linear light."""

@@ -23,7 +23,7 @@ from . import losses as L
 from .data import FramePool, from_model, list_sources, load_frames, looks_like_day, normalise_exposure, to_model
 from .networks import build_discriminator, build_generator, init_weights
 from .options import CheckpointError, Config, DataError
-from .synth import SYNTHS
+from .synth import SYNTHS, sky_mask
 
 CKPT = "latest.pt"
 LOSS_KEYS = ["warmup_l1", "l1", "ssim", "struct", "G_gan", "real_gan", "cyc_A", "cyc_B", "idt", "distill", "G", "D"]
@@ -439,7 +439,8 @@ class Trainer:
                     loss_g = loss_g + lo.lambda_l1 * logs["l1"]
                 real_target, d_fake = real_b, fake_b
             if lo.lambda_struct:
-                logs["struct"] = L.structure_loss(fake_b.float(), real_a.float())
+                where = 1 - sky_mask((real_a.float() + 1) / 2, L.STRUCT_REACH) if lo.struct_off_sky else None
+                logs["struct"] = L.structure_loss(fake_b.float(), real_a.float(), where)
                 loss_g = loss_g + lo.lambda_struct * logs["struct"]
             if self.teacher is not None:
                 with torch.no_grad():

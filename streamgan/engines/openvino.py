@@ -70,6 +70,9 @@ class OpenVINOBackend(Backend):
         self.config: dict = {}
         if threads:  # several files at once (batch workers): each gets its share of the cores
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
+            # OpenVINO pins its threads to the first cores: two 1-thread workers would share core 0
+            # (measured: 3.7 fps each, against 6.6 unpinned). Let the OS spread the processes.
+            self.config["ENABLE_CPU_PINNING"] = False
         self.runs = precision  # what really runs (fp16 falls back where the device lacks it)
         if precision == "fp16" and "FP16" not in self._capabilities():
             self.runs = "bf16" if "BF16" in self._capabilities() else "fp32"
