@@ -2,7 +2,7 @@
 alone, end-to-end efficiency, 1280x720 at the card's policy, and the thread sweep (engine x encoder).
 
     python benchmarks/cpu_int8_yuv.py [--task derain] [--frames 300] [--reps 2] [--part all|process|
-                                      model|e2e|hd|threads]
+                                      model|e2e|hd|threads] [--precision auto|fp32|int8]
 
 ``process`` times what a user times: ``streamgan derain clip.mp4`` as a whole process (start-up,
 model load, decode, model, encode) against ``benchmarks/baseline_naive.py`` on the same 300-frame
@@ -35,10 +35,11 @@ def _wall(cmd: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def whole_process(task, clip, frames, reps, d) -> dict:
-    tr = Translator(task)
+def whole_process(task, clip, frames, reps, d, precision="auto") -> dict:
+    tr = Translator(task, "openvino", precision)
     onnx = str(tr.model.onnx)
-    ours = [sys.executable, "-m", "streamgan", "run", "--task", task, str(clip), "-o", str(d / "ours.mp4"), "-y", "-q"]
+    ours = [sys.executable, "-m", "streamgan", "run", "--task", task, str(clip), "-o", str(d / "ours.mp4"), "-y", "-q",
+            "--backend", "openvino", "--precision", precision]
     naive = [sys.executable, str(REPO / "benchmarks" / "baseline_naive.py"), onnx, str(clip),
              str(d / "naive.mp4")]
     t_ours, t_naive = [], []
@@ -91,6 +92,7 @@ def main() -> None:
     ap.add_argument("--task", default="derain")
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--precision", default="auto", help="the streamgan side of 'process' (auto, fp32, int8)")
     ap.add_argument("--part", default="all", choices=("all", "process", "model", "e2e", "hd", "threads"))
     args = ap.parse_args()
     info = bench.machine()
@@ -114,7 +116,7 @@ def main() -> None:
                 print("threads:", row)
         if part in ("all", "process"):
             print(f"whole process {args.frames} frames 640x360:",
-                  whole_process(args.task, clip, args.frames, args.reps, d))
+                  whole_process(args.task, clip, args.frames, args.reps, d, args.precision))
 
 
 def _loop(clip: Path, out: Path, frames: int) -> Path:

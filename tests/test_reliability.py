@@ -207,7 +207,7 @@ def test_every_secret_in_a_url_is_redacted(identity_onnx, tmp_path, caplog):
 
     # a live run: the banner and the error
     cam = f"rtsp://127.0.0.1:9/cam?{query}"
-    pub = f"rtsp://127.0.0.1:9/out?token=S11pub"
+    pub = "rtsp://127.0.0.1:9/out?token=S11pub"
     r = run_cli("run", "--task", identity_onnx, "--backend", "openvino", cam, "-o",
                 f"{pub},{tmp_path / 'rec.mp4'}", timeout=120)
     assert r.returncode in (errors.EXIT_INPUT, errors.EXIT_OUTPUT), r.stderr

@@ -302,7 +302,7 @@ def test_shipped_models_run_on_one_device_in_the_torch_backend(onnx_path):
 
 def test_constant_of_shape_keeps_the_device_and_dtype_of_its_inputs():
     torch = pytest.importorskip("torch")
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import numpy_helper
 
     from streamgan.engines.torch import OPS

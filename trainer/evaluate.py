@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import metrics as M
-from .data import list_sources, load_frames, normalise_exposure, read_image, read_video
+from .data import VIDEO_EXT, list_sources, load_frames, normalise_exposure, read_image, read_video
 from .options import Config, DataError
 from .synth import darken_filter, make_night, rain_pair, rain_streaks
 
@@ -132,12 +132,20 @@ def contact_sheet(rows: list[list[np.ndarray]], labels: list[str], path: Path, w
     return str(path)
 
 
+def frames_of(sources: list, field: str = "eval", stride: int = 1, limit: int | None = None) -> list[np.ndarray]:
+    """Frames of videos, images and folders of them, in order: every ``stride``-th frame of a video,
+    at most ``limit`` in all. A missing or undecodable source raises DataError naming it."""
+    frames: list[np.ndarray] = []
+    for p in list_sources([str(s) for s in sources], field=field):
+        left = limit - len(frames) if limit else None
+        frames += read_video(p, stride, left) if p.suffix.lower() in VIDEO_EXT else [read_image(p)]
+        if limit and len(frames) >= limit:
+            break
+    return frames[:limit]
+
+
 def _holdout_frames(files: list[str], size: tuple[int, int], limit: int, stride: int = 4) -> list[np.ndarray]:
-    paths = list_sources(files, field="data.holdout_a")
-    frames = []
-    for p in paths:
-        arr = read_video(p, stride) if p.suffix.lower() in {".mp4", ".mov", ".mkv", ".avi", ".gif"} else [read_image(p)]
-        frames += [_resize(a, size) for a in arr]
+    frames = [_resize(a, size) for a in frames_of(files, "data.holdout_a", stride)]
     if not frames:
         raise DataError("evaluation needs data.holdout_a frames")
     idx = np.linspace(0, len(frames) - 1, min(limit, len(frames))).round().astype(int)
@@ -203,7 +211,7 @@ def _flicker(cfg: Config, run, transform=None) -> dict | None:
     ev = cfg.eval
     if not ev.clip or not Path(ev.clip).exists():
         return None
-    frames = read_video(Path(ev.clip), 1, ev.clip_frames)
+    frames = frames_of([ev.clip], limit=ev.clip_frames)
     w, h = ev.size
     frames = [_resize(f, (w, h)) for f in frames]
     if transform:
@@ -247,7 +255,7 @@ def _eval_derain(cfg: Config, run, out_dir: Path) -> dict:
     if ev.clean_hd:
         rep.update(_clean_hd(ev.clean_hd, run))
     if ev.real_clip:
-        frames = _frames_of(ev.real_clip, ev.clip_frames)
+        frames = frames_of([ev.real_clip], limit=ev.clip_frames)
         outs = [run(f) for f in frames]
         fi, fo = M.flicker(frames), M.flicker(outs)
         rep["real_flicker"] = {"clip": ev.real_clip, "frames": len(frames), "input": round(fi, 3),
@@ -265,18 +273,10 @@ def _eval_derain(cfg: Config, run, out_dir: Path) -> dict:
     return rep
 
 
-def _frames_of(src: str, limit: int | None = None) -> list[np.ndarray]:
-    """Frames of a video file or of a folder of images, in order."""
-    p = Path(src)
-    if p.is_dir():
-        return [read_image(f) for f in list_sources([src], field="eval")][:limit]
-    return read_video(p, 1, limit)
-
-
 def _clean_hd(sources: list[str], run, n: int = 8) -> dict:
     """Clean 1280x720 frames: the model should give them back untouched (PSNR to themselves), and thin
     streaks added at that size should still come off (PSNR to the clean frame, before and after)."""
-    frames = [_resize(f, (1280, 720)) for src in sources for f in _frames_of(src)]
+    frames = [_resize(f, (1280, 720)) for f in frames_of(sources, "eval.clean_hd")]
     idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
     fid, sin, sout = [], [], []
     for k, i in enumerate(idx):
@@ -299,7 +299,7 @@ def real_sheet(sources: list[str], run, path: Path, width: int = 240, per_row: i
     files = list_sources(sources, field="eval.real_rain")
     cells = []
     for f in files:
-        for a in _frames_of(str(f)) if f.suffix.lower() in {".mp4", ".mkv", ".mov", ".avi"} else [read_image(f)]:
+        for a in frames_of([f], "eval.real_rain"):
             h = round(a.shape[0] * width / a.shape[1])
             o = run(a)
             cells.append((f.parent.name + "/" + f.name, _resize(a, (width, h)), _resize(o, (width, h))))
