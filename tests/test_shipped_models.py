@@ -64,6 +64,21 @@ def test_derain_rain12_through_the_runtime():
     assert r["psnr"] >= 32.14  # 2 dB above doing nothing
 
 
+def test_derain_int8_keeps_its_cards_quality_through_the_runtime():
+    """`--precision int8` runs the card's int8 IR (not fp32) and scores Rain12 within the card's gate
+    (0.1 dB of fp32), plus 0.05 dB for the runtime's uint8 rounding."""
+    from streamgan import Translator
+
+    evaluate = pytest.importorskip("trainer.evaluate")
+    int8 = Translator("derain", backend="openvino", precision="int8")
+    assert int8.model.card.int8.passed and "int8" in int8.describe()
+    fp32 = Translator("derain", backend="openvino", precision="fp32")
+    bench = need(DATA / "bench" / "Rain12")
+    a, b = (evaluate.rain12_scores(t.translate, bench)["psnr"] for t in (int8, fp32))
+    assert a >= b - 0.15, (a, b)
+    assert a != b  # a different engine ran
+
+
 def test_models_lists_the_shipped_plugins():
     r = run_cli("models")
     assert r.returncode == 0
