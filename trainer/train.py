@@ -469,8 +469,7 @@ class Trainer:
             self.scaler.step(self.opt_d)
             logs["D"] = loss_d
         self.scaler.update()
-        for s in self.sched:
-            s.step()
+        self._advance_schedules(d_stepped="D" in logs)
         self.step += 1
         return {k: float(v.detach()) for k, v in logs.items()}
 
@@ -488,11 +487,19 @@ class Trainer:
                     p.grad /= self.world
         self.scaler.step(self.opt_g)
         self.scaler.update()
-        self.sched[0].step()
-        if len(self.sched) > 1:  # keep D's schedule in step without a D update
-            self.sched[1].last_epoch += 1
+        self._advance_schedules(d_stepped=False)
         self.step += 1
         return {"warmup_l1": float(l1.detach())}
+
+    def _advance_schedules(self, d_stepped: bool) -> None:
+        """One step of every learning-rate schedule; D's is kept in step by count when D was not
+        updated (before the GAN term starts), which ``scheduler.step()`` would warn about."""
+        self.sched[0].step()
+        if len(self.sched) > 1:
+            if d_stepped:
+                self.sched[1].step()
+            else:
+                self.sched[1].last_epoch += 1
 
     # -- outputs
     @torch.no_grad()
