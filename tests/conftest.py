@@ -176,4 +176,4 @@ def wait_for(cond, seconds: float, poll: float = 0.05) -> bool:
         if cond():
             return True
         time.sleep(poll)
-    return False
+    return bool(cond())  # once more at the deadline: a condition met during the last sleep counts

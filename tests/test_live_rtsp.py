@@ -17,7 +17,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import read_video, run_cli
+from conftest import read_video, run_cli, wait_for
 from rtsp_server import Server, free_port, unavailable
 
 from streamgan import live, outputs
@@ -95,15 +95,6 @@ def best_match(images, reference) -> list[int]:
     return [int(np.argmin(np.abs(ref - im[None]).mean(axis=(1, 2)))) for im in images]
 
 
-def wait_until(cond, timeout: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
-
 def file_settled(path: Path, quiet: float = 0.6, timeout: float = 10.0) -> bool:
     """The server's recording exists and has stopped growing."""
     last = [-1, time.monotonic()]
@@ -115,7 +106,7 @@ def file_settled(path: Path, quiet: float = 0.6, timeout: float = 10.0) -> bool:
             return False
         return size > 0 and time.monotonic() - last[1] >= quiet
 
-    return wait_until(settled, timeout)
+    return wait_for(settled, timeout, poll=0.1)
 
 
 # -- pull, translate, publish, read back ------------------------------------------------------
@@ -432,7 +423,7 @@ def test_stopping_a_live_run_leaves_a_playable_recording(server_factory, clip_lo
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # fragments are written about once a second: wait for a few
-        assert wait_until(lambda: rec.exists() and rec.stat().st_size > 60_000, 40)
+        assert wait_for(lambda: rec.exists() and rec.stat().st_size > 60_000, 40, poll=0.1)
         proc.send_signal(getattr(signal, sig))
         _, err = proc.communicate(timeout=30)
     finally:

@@ -387,7 +387,7 @@ def sky_mask(img: torch.Tensor, grow: int = 0) -> torch.Tensor:
     """The daylit-sky mask of sRGB images (NCHW in [0, 1]) as the night synthesiser finds it (Nx1xHxW),
     grown by ``grow`` pixels (over the horizon, whose edge turns over when the sky goes dark)."""
     with torch.no_grad():
-        m = torch.cat([_sky(srgb_to_linear(x), x.shape[2], x.shape[3]) for x in img.split(1)])
+        m = _sky(srgb_to_linear(img), img.shape[2], img.shape[3])  # per image: no op mixes the batch
         return F.max_pool2d(m, 2 * grow + 1, stride=1, padding=grow) if grow else m
 
 
