@@ -68,14 +68,33 @@ def test_an_empty_night_pool_stops(tmp_path):
         Trainer(cfg)
 
 
-def test_night_synth_darkens_the_sky_and_adds_lights():
-    day = torch.from_numpy(_day(96, 128)).permute(2, 0, 1)[None].float() / 255
-    lit = 0
-    for seed in range(6):
-        n = make_night(day, torch.Generator().manual_seed(seed))
-        assert float(n[0, :, :32].mean()) < 0.15  # the sky is dark
-        lit += float(n.amax()) > 0.6  # and something is lit
-    assert lit >= 4
+def _street(h=180, w=320):
+    """A day street: sky, a grey wall with two window panes, a lamp pole against the sky, a grey car with
+    two tail lights on the road."""
+    a = np.full((h, w, 3), 95, np.uint8)
+    a[: h // 3] = (175, 200, 230)  # daylit sky
+    a[h // 3: h // 2, 180:] = (200, 198, 195)  # a light wall
+    a[70:78, 200:208] = a[70:78, 230:238] = (60, 62, 66)  # its window panes
+    a[20: h // 2, 60:62] = (60, 60, 60)  # a lamp pole, its top at row 20
+    a[110:135, 120:170] = (150, 150, 152)  # a car
+    a[118:122, 124:129] = a[118:122, 161:166] = (210, 40, 35)  # its tail lights
+    return a
+
+
+def test_night_synth_lights_what_the_day_frame_has_and_nothing_else():
+    """Lights go where the day frame shows lamps, tail lights and windows (a network can learn that),
+    the sky goes dark, and plain wall, road and car body stay dark."""
+    day = torch.from_numpy(_street()).permute(2, 0, 1)[None].float() / 255
+    for seed in range(4):
+        n = make_night(day, torch.Generator().manual_seed(seed))[0]
+        lum = n.mean(0)
+        assert float(lum[:50].mean()) < 0.15  # the sky is dark
+        dark = max(float(lum[95:105, 250:300].mean()), float(lum[150:, 250:].mean()), float(lum[125:132, 135:155].mean()))
+        assert dark < 0.2  # wall below the windows, road, car body
+        tail = n[:, 118:122, 124:129].mean((1, 2))
+        assert float(tail[0]) > dark + 0.25 and float(tail[0]) > 1.5 * float(tail[1])  # red and lit
+        assert float(lum[14:24, 56:66].amax()) > dark + 0.25  # the lamp head
+        assert float(lum[70:78, 200:208].mean()) > float(lum[60:66, 212:226].mean()) + 0.02  # a lit window
 
 
 class _Halve(torch.nn.Module):

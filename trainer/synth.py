@@ -322,63 +322,92 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp_min(1e-8) ** (1 / 2.4) - 0.055)
 
 
-def _glows(h: int, w: int, gen: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Light sources with halos: street lamps above the road, pairs of head or tail lights near the road,
-    traffic lights. Returns (light 1x3xHxW linear, ground 1x3xHxW: pools and wet-road reflections)."""
-    yy = torch.arange(h, device=device).view(h, 1).float()
-    xx = torch.arange(w, device=device).view(1, w).float()
-    light = torch.zeros(1, 3, h, w, device=device)
-    ground = torch.zeros(1, 3, h, w, device=device)
-    colours = [(1.0, 0.7, 0.35), (1.0, 0.95, 0.85), (1.0, 0.12, 0.08), (0.85, 0.9, 1.0), (0.2, 1.0, 0.4)]
+def _open(m: torch.Tensor, r: int) -> torch.Tensor:
+    """Morphological opening of a soft mask: what is left has no part narrower than 2r+1 pixels."""
+    k = 2 * r + 1
+    return F.max_pool2d(-F.max_pool2d(-m, k, stride=1, padding=r), k, stride=1, padding=r)
+
+
+def _shift(x: torch.Tensor, dy: int = 0, dx: int = 0) -> torch.Tensor:
+    """``x`` moved down by dy and right by dx pixels (zeros come in)."""
+    h, w = x.shape[-2:]
+    out = torch.zeros_like(x)
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = x[..., max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def _close(m: torch.Tensor, r: int) -> torch.Tensor:
+    """Morphological closing: dark features narrower than 2r+1 pixels are filled."""
+    k = 2 * r + 1
+    return -F.max_pool2d(-F.max_pool2d(m, k, stride=1, padding=r), k, stride=1, padding=r)
+
+
+def _lamps(img: torch.Tensor, raw_sky: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the day frame has something that is lit at night (1x1xHxW masks of the light cores):
+    (coloured, lamp heads).
+
+    * coloured: small bright red to amber blobs - tail and brake lights, indicators, red traffic lights -
+      glow in their own hue; larger areas (a red car) are left (top-hat), and so are yellow lane lines;
+    * lamp heads: the top end of a thin dark pole standing against the sky (darker than what is on
+      both sides of it for a length below its top, bright above it).
+    Both are functions of the frame alone, so a network can learn where lights go at night."""
+    _, _, h, w = img.shape
     s = min(h, w)
-    road = _u(gen, 0.55, 0.75) * h  # where the road surface starts to be visible below lights
+    r, g, b = img[:, :1], img[:, 1:2], img[:, 2:]
+    red = ((r - 0.35) * 6).clamp(0, 1) * ((0.72 - g / (r + 1e-3)) * 8).clamp(0, 1) * ((0.6 - b / (r + 1e-3)) * 8).clamp(0, 1)
+    red = ((_gauss_blur(red, 0.8) - 0.3) * 3).clamp(0, 1)  # a blob of a few pixels, not a stray one
+    coloured = (red - _open(red, max(2, round(s / 70)))).clamp(0, 1) * (1 - raw_sky)
+    near_sky = F.max_pool2d((raw_sky > 0.5).float(), 2 * round(s / 30) + 1, stride=1, padding=round(s / 30))
+    d = max(1, round(s / 180))  # poles up to 2d+1 pixels wide
+    y = img.mean(1, keepdim=True)
+    k = (1, 2 * d + 3)
+    closed = -F.max_pool2d(-F.max_pool2d(y, k, stride=1, padding=(0, d + 1)), k, stride=1, padding=(0, d + 1))
+    thin = ((closed - y - 0.06) * 10).clamp(0, 1) * near_sky
+    L = max(3, round(s / 25))  # a pole: thin for L rows below its top
+    along = -F.max_pool2d(-_shift(thin, dy=-(L // 2)), (L | 1, 1), stride=1, padding=(L // 2, 0))
+    head = along * (1 - _shift(thin, dy=2 * d)) * ((_shift(y, dy=2 * d) - 0.45) * 8).clamp(0, 1)
+    return coloured, F.max_pool2d(head, 3, stride=1, padding=1)
 
-    def blob(cy, cx, core, halo, c, gain):
-        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
-        g = 4.0 * torch.exp(-d2 / (2 * core ** 2)) + _u(gen, 0.08, 0.3) * torch.exp(-d2 / (2 * halo ** 2))
-        return g.view(1, 1, h, w) * torch.tensor(c, device=device).view(1, 3, 1, 1) * gain
 
-    for _ in range(int(torch.randint(2, 16, (), generator=gen))):
-        kind = int(torch.randint(0, 5, (), generator=gen))
-        cx = _u(gen, 0, w)
-        core = _u(gen, 0.004, 0.014) * s
-        halo = core * _u(gen, 3, 9)
-        gain = _u(gen, 0.3, 1.0)
-        if kind in (0, 1):  # a street lamp, and the pool of light it throws on the road below it
-            cy = _u(gen, 0.1, 0.45) * h
-            light = light + blob(cy, cx, core, halo, colours[kind], gain)
-            py = road + (h - road) * _u(gen, 0.1, 0.6)
-            pool = torch.exp(-((yy - py) / (0.08 * h)) ** 2 - ((xx - cx) / (_u(gen, 0.06, 0.15) * w)) ** 2)
-            ground = ground + pool.view(1, 1, h, w) * torch.tensor(colours[kind], device=device).view(1, 3, 1, 1) * gain * 0.3
-        elif kind in (2, 3):  # a pair of tail (red) or head (white) lights of a vehicle
-            cy = _u(gen, 0.45, 0.75) * h
-            gap = _u(gen, 0.02, 0.08) * w
-            for dx in (-gap / 2, gap / 2):
-                light = light + blob(cy, cx + dx, core * 0.8, halo * 0.7, colours[kind], gain)
-        else:  # a traffic light or a sign
-            cy = _u(gen, 0.2, 0.5) * h
-            light = light + blob(cy, cx, core * 0.7, halo * 0.6, colours[4 if _u(gen, 0, 1) < 0.5 else 2], gain)
-    # wet asphalt: each light source smeared downwards onto the road (vertical reflections)
-    if _u(gen, 0, 1) < 0.6:
-        k = torch.ones(1, 1, max(3, int(0.25 * h) | 1), 1, device=device)
-        k = k / k.sum()
-        below = (yy > road).float().view(1, 1, h, 1)
-        refl = F.conv2d(light.reshape(3, 1, h, w), k, padding=(k.shape[2] // 2, 0)).reshape(1, 3, h, w)
-        refl = torch.roll(refl, int(0.12 * h), dims=2)
-        ground = ground + refl * below * _u(gen, 0.5, 2.0)
+def _glows(img: torch.Tensor, raw_sky: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Light sources with halos where :func:`_lamps` finds them. Returns (light 1x3xHxW linear,
+    ground 1x3xHxW: the pools lamp heads throw on the road below them and wet-road reflections)."""
+    _, _, h, w = img.shape
+    s = min(h, w)
+    coloured, heads = _lamps(img, raw_sky)
+    hue = img / img.amax(1, keepdim=True).clamp_min(1e-3)
+    hue = srgb_to_linear(hue) ** 0.7  # its own colour, a little desaturated by the glare
+    lamp = torch.tensor([1.0, _u(gen, 0.65, 0.95), _u(gen, 0.3, 0.85)], device=img.device).view(1, 3, 1, 1)
+
+    def glow(core: torch.Tensor) -> torch.Tensor:
+        return 4.0 * _gauss_blur(core, s / 250) + _u(gen, 0.4, 1.0) * (6 * _gauss_blur(core, s / 90) + 20 * _gauss_blur(core, s / 25))
+
+    light = glow(coloured * hue) * _u(gen, 0.4, 1.0) + glow(heads * lamp) * _u(gen, 0.5, 1.0)
+    below = ((torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1) - 0.5) * 7).clamp(0, 1)  # the road
+    pools = _shift(_gauss_blur(heads * lamp, s / 10), dy=int(0.35 * h)) * below * s * 0.5
+    ground = pools * _u(gen, 0.3, 1.0)
+    if _u(gen, 0, 1) < 0.6:  # wet asphalt: each light smeared downwards onto the road
+        k = torch.ones(1, 1, max(3, int(0.25 * h) | 1), 1, device=img.device)
+        refl = F.conv2d(light.reshape(3, 1, h, w), k / k.sum(), padding=(k.shape[2] // 2, 0)).reshape(1, 3, h, w)
+        ground = ground + _shift(refl, dy=int(0.12 * h)) * below * _u(gen, 0.5, 2.0)
     return light, ground
 
 
-def _sky(lin: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Soft mask of the daylit sky: bright, smooth and high in the frame (1x1xHxW)."""
+def _sky_raw(lin: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Where the daylit sky is: bright, smooth and high in the frame (1x1xHxW, not grown)."""
     lum = (0.2126 * lin[:, 0] + 0.7152 * lin[:, 1] + 0.0722 * lin[:, 2]).unsqueeze(1)
     top = torch.linspace(1, 0, h, device=lin.device).clamp(0, 1).view(1, 1, h, 1) ** 0.5
     gy = (lum[:, :, 1:] - lum[:, :, :-1]).abs()
     gx = (lum[..., 1:] - lum[..., :-1]).abs()
     tex = _gauss_blur(F.pad(gy, (0, 0, 0, 1)) + F.pad(gx, (0, 1)), min(h, w) / 80)
     smooth = (1 - tex * 25).clamp(0, 1)
-    m = ((lum - 0.15) * 5).clamp(0, 1) * top * smooth
-    r = max(1, int(min(h, w) / 25))  # grow over the bright fringe around trees and roofs before softening
+    return ((lum - 0.15) * 5).clamp(0, 1) * top * smooth
+
+
+def _sky(lin: torch.Tensor, h: int, w: int, raw: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft mask of the daylit sky (1x1xHxW), grown over the bright fringe around trees and roofs."""
+    m = _sky_raw(lin, h, w) if raw is None else raw
+    r = max(1, int(min(h, w) / 25))
     m = F.max_pool2d(m, 2 * r + 1, stride=1, padding=r)
     return _gauss_blur(m, min(h, w) / 200)
 
@@ -391,22 +420,23 @@ def sky_mask(img: torch.Tensor, grow: int = 0) -> torch.Tensor:
         return F.max_pool2d(m, 2 * grow + 1, stride=1, padding=grow) if grow else m
 
 
-def _windows(lin: torch.Tensor, gen: torch.Generator, sky: torch.Tensor) -> torch.Tensor:
-    """Lit windows and shop fronts: small warm rectangles where the day frame has structure (buildings),
-    above the road and off the sky. 1x3xHxW linear light."""
-    _, _, h, w = lin.shape
-    lum = (0.2126 * lin[:, 0] + 0.7152 * lin[:, 1] + 0.0722 * lin[:, 2]).unsqueeze(1)
-    gx = F.pad((lum[..., 1:] - lum[..., :-1]).abs(), (0, 1))
-    where = (_gauss_blur(gx, min(h, w) / 50) * 30).clamp(0, 1) * (1 - sky)
-    where = where * (torch.linspace(0, 1, h, device=lin.device).view(1, 1, h, 1) < 0.65).float()
-    rects = torch.zeros(1, 1, h, w, device=lin.device)
+def _windows(img: torch.Tensor, gen: torch.Generator, sky: torch.Tensor) -> torch.Tensor:
+    """Lit windows and shop fronts: small grey patches darker than the wall around them in daylight
+    (glass: a black top-hat, at least a few pixels wide), above the road and off the sky.
+    1x3xHxW linear light."""
+    _, _, h, w = img.shape
     s = min(h, w)
-    for _ in range(int(torch.randint(0, 40, (), generator=gen))):
-        y0, x0 = int(_u(gen, 0.1, 0.6) * h), int(_u(gen, 0, 1) * w)
-        rh, rw = max(1, int(_u(gen, 0.01, 0.04) * s)), max(1, int(_u(gen, 0.01, 0.05) * s))
-        rects[..., y0:y0 + rh, x0:x0 + rw] = _u(gen, 0.3, 1.0)
-    warm = torch.tensor([1.0, _u(gen, 0.6, 0.85), _u(gen, 0.3, 0.55)], device=lin.device).view(1, 3, 1, 1)
-    return _gauss_blur(rects * where, 0.7) * warm * _u(gen, 0.05, 0.25)
+    y = img.mean(1, keepdim=True)
+    rows = torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1)
+    wall = _close(y, max(2, round(s / 40)))
+    glass = ((wall - y - 0.2) * 8).clamp(0, 1) * ((wall - 0.45) * 8).clamp(0, 1)
+    glass = _open(glass, max(1, round(s / 180)))
+    sat = (img.amax(1, keepdim=True) - img.amin(1, keepdim=True)) / (img.amax(1, keepdim=True) + 1e-3)
+    green = _gauss_blur(img[:, 1:2] - torch.maximum(img[:, :1], img[:, 2:]), s / 40)
+    grey = ((0.25 - _gauss_blur(sat, s / 60)) * 8).clamp(0, 1) * ((0.01 - green) * 60).clamp(0, 1)  # walls, not foliage
+    high = ((rows > 0.1) & (rows < 0.6)).float()
+    warm = torch.tensor([1.0, _u(gen, 0.6, 0.85), _u(gen, 0.3, 0.55)], device=img.device).view(1, 3, 1, 1)
+    return _gauss_blur(glass * grey * high * (1 - sky), 0.7) * warm * _u(gen, 0.05, 0.2)
 
 
 def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -417,8 +447,9 @@ def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     for img in day.split(1):
         _, _, h, w = img.shape
         lin = srgb_to_linear(img)
-        sky = _sky(lin, h, w)
-        windows = _windows(lin, gen, sky)
+        raw_sky = _sky_raw(lin, h, w)
+        sky = _sky(lin, h, w, raw_sky)
+        windows = _windows(img, gen, sky)
         # no daylight in the sky: near black, a faint city glow towards the horizon
         glow = torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1) ** 2
         sky_col = torch.tensor([_u(gen, 0.6, 1.0), _u(gen, 0.5, 0.8), _u(gen, 0.5, 1.0)], device=img.device).view(1, 3, 1, 1)
@@ -433,7 +464,7 @@ def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         lin = lin * (1 + _u(gen, 0.0, 4.0) * cone)
         temp = [(1.05, 0.95, 0.75), (0.8, 0.9, 1.15), (1.0, 0.9, 0.8), (0.9, 0.95, 1.0)][int(torch.randint(0, 4, (), generator=gen))]
         lin = lin * torch.tensor(temp, device=img.device).view(1, 3, 1, 1)
-        light, ground = _glows(h, w, gen, img.device)
+        light, ground = _glows(img, raw_sky, gen)
         scene_gain = img.mean() * 0.5 + 0.5  # pools light up what is there: brighter on lighter ground
         lin = lin + windows + light * _u(gen, 0.1, 0.5) + ground * lin.clamp_min(0.002) * 40 * scene_gain * _u(gen, 0.3, 1.0)
         y = linear_to_srgb(lin)
