@@ -9,7 +9,7 @@ they are given, so the same seed gives the same output bit for bit (on one devic
   flipped, minified view of the scene, dark rim, highlight, in or out of focus, clusters and trails), a
   partial wiper sweep, and the camera after the glass (defocus, sensor noise, JPEG at dashcam quality).
 * :func:`make_night` - exposure and gamma in linear light, colour temperature, a darker sky, glows around
-  light sources (street lamps, head and tail lights) and sensor noise.
+  the light sources the day frame shows (tail lights, lamp heads on poles, window panes) and sensor noise.
 """
 
 from __future__ import annotations
@@ -322,10 +322,12 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp_min(1e-8) ** (1 / 2.4) - 0.055)
 
 
-def _open(m: torch.Tensor, r: int) -> torch.Tensor:
-    """Morphological opening of a soft mask: what is left has no part narrower than 2r+1 pixels."""
-    k = 2 * r + 1
-    return F.max_pool2d(-F.max_pool2d(-m, k, stride=1, padding=r), k, stride=1, padding=r)
+def _open(m: torch.Tensor, r: int | tuple[int, int]) -> torch.Tensor:
+    """Morphological opening of a soft mask: what is left has no part narrower than 2r+1 pixels
+    (``r`` one radius, or (rows, columns))."""
+    ry, rx = (r, r) if isinstance(r, int) else r
+    k = (2 * ry + 1, 2 * rx + 1)
+    return F.max_pool2d(-F.max_pool2d(-m, k, stride=1, padding=(ry, rx)), k, stride=1, padding=(ry, rx))
 
 
 def _shift(x: torch.Tensor, dy: int = 0, dx: int = 0) -> torch.Tensor:
@@ -336,10 +338,9 @@ def _shift(x: torch.Tensor, dy: int = 0, dx: int = 0) -> torch.Tensor:
     return out
 
 
-def _close(m: torch.Tensor, r: int) -> torch.Tensor:
+def _close(m: torch.Tensor, r: int | tuple[int, int]) -> torch.Tensor:
     """Morphological closing: dark features narrower than 2r+1 pixels are filled."""
-    k = 2 * r + 1
-    return -F.max_pool2d(-F.max_pool2d(m, k, stride=1, padding=r), k, stride=1, padding=r)
+    return -_open(-m, r)
 
 
 def _lamps(img: torch.Tensor, raw_sky: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -360,9 +361,7 @@ def _lamps(img: torch.Tensor, raw_sky: torch.Tensor) -> tuple[torch.Tensor, torc
     near_sky = F.max_pool2d((raw_sky > 0.5).float(), 2 * round(s / 30) + 1, stride=1, padding=round(s / 30))
     d = max(1, round(s / 180))  # poles up to 2d+1 pixels wide
     y = img.mean(1, keepdim=True)
-    k = (1, 2 * d + 3)
-    closed = -F.max_pool2d(-F.max_pool2d(y, k, stride=1, padding=(0, d + 1)), k, stride=1, padding=(0, d + 1))
-    thin = ((closed - y - 0.06) * 10).clamp(0, 1) * near_sky
+    thin = ((_close(y, (0, d + 1)) - y - 0.06) * 10).clamp(0, 1) * near_sky
     L = max(3, round(s / 25))  # a pole: thin for L rows below its top
     along = -F.max_pool2d(-_shift(thin, dy=-(L // 2)), (L | 1, 1), stride=1, padding=(L // 2, 0))
     head = along * (1 - _shift(thin, dy=2 * d)) * ((_shift(y, dy=2 * d) - 0.45) * 8).clamp(0, 1)
