@@ -91,8 +91,20 @@ def identity_loss(same: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(same, real)
 
 
-def paired_l1(fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.l1_loss(fake, target)
+def paired_l1(fake: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 to the target; ``weight`` (Nx1xHxW, >= 1) makes some pixels count more, normalised so a
+    weight of ones gives the plain L1."""
+    if weight is None:
+        return F.l1_loss(fake, target)
+    return ((fake - target).abs() * weight).sum() / (weight.sum() * fake.shape[1])
+
+
+def l1_emphasis(target: torch.Tensor, sky: torch.Tensor | None, light: float, sky_weight: float) -> torch.Tensor:
+    """Per-pixel L1 weights for day2night (images in [-1, 1]): 1 everywhere, plus ``light`` where the
+    target is bright (light sources: a few pixels that a plain mean would let the network ignore), plus
+    ``sky_weight`` in the day frame's sky (``sky``, Nx1xHxW in [0, 1])."""
+    w = 1 + light * ((_luma(target) - 0.45) * 4).clamp(0, 1)
+    return w if sky is None else w + sky_weight * sky
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

@@ -379,7 +379,8 @@ def _glows(img: torch.Tensor, raw_sky: torch.Tensor, gen: torch.Generator) -> tu
     lamp = torch.tensor([1.0, _u(gen, 0.65, 0.95), _u(gen, 0.3, 0.85)], device=img.device).view(1, 3, 1, 1)
 
     def glow(core: torch.Tensor) -> torch.Tensor:
-        return 4.0 * _gauss_blur(core, s / 250) + _u(gen, 0.4, 1.0) * (6 * _gauss_blur(core, s / 90) + 20 * _gauss_blur(core, s / 25))
+        white = 30 * _gauss_blur(core.amax(1, keepdim=True), s / 300)  # the core over-exposes to white
+        return white + 4.0 * _gauss_blur(core, s / 250) + _u(gen, 0.4, 1.0) * (6 * _gauss_blur(core, s / 90) + 20 * _gauss_blur(core, s / 25))
 
     light = glow(coloured * hue) * _u(gen, 0.4, 1.0) + glow(heads * lamp) * _u(gen, 0.5, 1.0)
     below = ((torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1) - 0.5) * 7).clamp(0, 1)  # the road
@@ -449,13 +450,16 @@ def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         raw_sky = _sky_raw(lin, h, w)
         sky = _sky(lin, h, w, raw_sky)
         windows = _windows(img, gen, sky)
-        # no daylight in the sky: near black, a faint city glow towards the horizon
+        # no daylight in the sky: a dark, flat night sky at a night camera's level, a little lighter towards
+        # the horizon; the mask is hardened so the bright fringe of the day sky goes dark with it
         glow = torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1) ** 2
         sky_col = torch.tensor([_u(gen, 0.6, 1.0), _u(gen, 0.5, 0.8), _u(gen, 0.5, 1.0)], device=img.device).view(1, 3, 1, 1)
-        lin = lin * (1 - sky) + sky * sky_col * glow * _u(gen, 0.002, 0.02) / _u(gen, 0.03, 0.1)
+        sky = torch.maximum(sky, ((sky - 0.25) * 4).clamp(0, 1))
+        exposure = _u(gen, 0.045, 0.15)
+        lin = lin * (1 - sky) + sky * sky_col * (0.5 + glow) * _u(gen, 0.012, 0.028) / exposure
         lum = (0.2126 * lin[:, 0] + 0.7152 * lin[:, 1] + 0.0722 * lin[:, 2]).unsqueeze(1)
         lin = lum + (lin - lum) * _u(gen, 0.35, 0.7)  # colour fades at night
-        lin = lin * _u(gen, 0.03, 0.1)  # exposure
+        lin = lin * exposure
         # own headlights: a brighter pool of light on the road ahead (lower middle of the frame)
         yy = torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1)
         xx = torch.linspace(-1, 1, w, device=img.device).view(1, 1, 1, w)

@@ -389,6 +389,13 @@ class Trainer:
             s.load_state_dict(st)
 
     # -- one iteration
+    def _l1_weight(self, inp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor | None:
+        lo = self.cfg.loss
+        if not (lo.l1_light_weight or lo.l1_sky_weight):
+            return None
+        sky = sky_mask((inp.float() + 1) / 2) if lo.l1_sky_weight else None
+        return L.l1_emphasis(tgt.float(), sky, lo.l1_light_weight, lo.l1_sky_weight)
+
     def train_step(self) -> dict[str, float]:
         cfg, lo = self.cfg, self.cfg.loss
         inp, tgt, real_b = self._batch()
@@ -401,7 +408,7 @@ class Trainer:
                 fake = self.gens(inp)
                 loss_g = torch.zeros((), device=self.device)
                 if lo.lambda_l1:
-                    logs["l1"] = L.paired_l1(fake, tgt)
+                    logs["l1"] = L.paired_l1(fake, tgt, self._l1_weight(inp, tgt))
                     loss_g = loss_g + lo.lambda_l1 * logs["l1"]
                 if lo.lambda_ssim:
                     logs["ssim"] = L.ssim_loss(fake.float(), tgt.float())
