@@ -356,7 +356,8 @@ def _eval_day2night(cfg: Config, run, out_dir: Path) -> dict:
 def _night_looks(day: list[np.ndarray], outs: list[np.ndarray]) -> dict:
     """What a viewer checks first: is the daylit sky dark, and are there light sources?
 
-    Sky: the day frame's sky mask (bright, smooth, high in the frame, as the night synthesiser finds it);
+    Sky: the day frame's sky mask (bright, smooth, high in the frame and reaching its top, as the night
+    synthesiser finds it);
     its mean luma in the output, per frame. Lights: output pixels brighter than 0.75 luma that were not
     already that bright in the day frame (share of the frame, per frame)."""
     from .synth import sky_mask

@@ -191,6 +191,30 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
+class Relit(nn.Module):
+    """A day->night generator followed by the fixed light renderer of the night synthesiser
+    (:func:`trainer.synth.relight`): the day frame's sky goes dark, and the light sources the day frame
+    shows (tail and brake lights, red traffic lights, lamp heads on poles, window panes) glow, with pools
+    and reflections on the road. The renderer runs on a fixed ``size`` grid (its blur radii and masks are
+    made for it) and its change to the generator's output is resized to the frame, so one ONNX graph
+    takes any size. Nothing in it is learned."""
+
+    def __init__(self, net: nn.Module, size: tuple[int, int] = (144, 256)):
+        super().__init__()
+        self.net, self.size = net, tuple(size)
+
+    def forward(self, x):
+        from .synth import relight
+
+        night = self.net(x)
+        grid = lambda t: nn.functional.interpolate((t + 1) / 2, size=self.size, mode="bilinear", align_corners=False)  # noqa: E731
+        n = grid(night)
+        change = relight(grid(x), n) - n
+        full = (x.shape[2], x.shape[3])
+        up = nn.functional.interpolate(change, size=full, mode="bilinear", align_corners=False)
+        return torch.clamp(night + 2 * up, -1.0, 1.0)
+
+
 class SourceResolution(nn.Module):
     """Run a generator at a processing size and apply its result at the input's own size.
 

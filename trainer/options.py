@@ -147,6 +147,9 @@ class ExportOptions(_Opts):
     # (residual generators only; see networks.SourceResolution)
     policy: Literal["native", "short_side", "source"] = "native"
     short_side: int | None = None
+    # day2night: the generator's output finished by the fixed light renderer (networks.Relit: dark sky,
+    # lit tail lights, lamp heads and windows where the day frame shows them)
+    relight: bool = False
     limitations: str | None = None
     data_notes: list[DataNote] = []  # [{name, path, licence, count}] for the card
 

@@ -31,9 +31,21 @@ def _gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
-    c = x.shape[1]
+    c = int(x.shape[1])
     x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def _wide_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """:func:`_gauss_blur` for wide halos and pools, computed at a reduced size when ``sigma`` is large
+    (the result is smooth; a fraction of the cost)."""
+    f = 1
+    while sigma / (2 * f) >= 2 and f < 8:
+        f *= 2
+    if f == 1:
+        return _gauss_blur(x, sigma)
+    small = _gauss_blur(F.avg_pool2d(x, f, ceil_mode=True), sigma / f)
+    return F.interpolate(small, size=x.shape[2:], mode="bilinear", align_corners=False)
 
 
 def line_kernel(length: float, angle_deg: float, device=None) -> torch.Tensor:
@@ -322,20 +334,26 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp_min(1e-8) ** (1 / 2.4) - 0.055)
 
 
+def _dilate(m: torch.Tensor, ry: int, rx: int | None = None) -> torch.Tensor:
+    """Grey dilation by a (2ry+1) x (2rx+1) rectangle, as two 1-D passes (the same result, less work)."""
+    rx = ry if rx is None else rx
+    if ry:
+        m = F.max_pool2d(m, (2 * ry + 1, 1), stride=1, padding=(ry, 0))
+    return F.max_pool2d(m, (1, 2 * rx + 1), stride=1, padding=(0, rx)) if rx else m
+
+
 def _open(m: torch.Tensor, r: int | tuple[int, int]) -> torch.Tensor:
     """Morphological opening of a soft mask: what is left has no part narrower than 2r+1 pixels
     (``r`` one radius, or (rows, columns))."""
     ry, rx = (r, r) if isinstance(r, int) else r
-    k = (2 * ry + 1, 2 * rx + 1)
-    return F.max_pool2d(-F.max_pool2d(-m, k, stride=1, padding=(ry, rx)), k, stride=1, padding=(ry, rx))
+    return _dilate(-_dilate(-m, ry, rx), ry, rx)
 
 
 def _shift(x: torch.Tensor, dy: int = 0, dx: int = 0) -> torch.Tensor:
     """``x`` moved down by dy and right by dx pixels (zeros come in)."""
-    h, w = x.shape[-2:]
-    out = torch.zeros_like(x)
-    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = x[..., max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
-    return out
+    h, w = (int(v) for v in x.shape[-2:])
+    p = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))
+    return p[..., max(-dy, 0):max(-dy, 0) + h, max(-dx, 0):max(-dx, 0) + w]
 
 
 def _close(m: torch.Tensor, r: int | tuple[int, int]) -> torch.Tensor:
@@ -352,13 +370,13 @@ def _lamps(img: torch.Tensor, raw_sky: torch.Tensor) -> tuple[torch.Tensor, torc
     * lamp heads: the top end of a thin dark pole standing against the sky (darker than what is on
       both sides of it for a length below its top, bright above it).
     Both are functions of the frame alone, so a network can learn where lights go at night."""
-    _, _, h, w = img.shape
+    h, w = (int(v) for v in img.shape[2:])  # ints also when traced for ONNX
     s = min(h, w)
     r, g, b = img[:, :1], img[:, 1:2], img[:, 2:]
     red = ((r - 0.35) * 6).clamp(0, 1) * ((0.72 - g / (r + 1e-3)) * 8).clamp(0, 1) * ((0.6 - b / (r + 1e-3)) * 8).clamp(0, 1)
     red = ((_gauss_blur(red, 0.8) - 0.3) * 3).clamp(0, 1)  # a blob of a few pixels, not a stray one
     coloured = (red - _open(red, max(2, round(s / 70)))).clamp(0, 1) * (1 - raw_sky)
-    near_sky = F.max_pool2d((raw_sky > 0.5).float(), 2 * round(s / 30) + 1, stride=1, padding=round(s / 30))
+    near_sky = _dilate((raw_sky > 0.5).float(), round(s / 30))
     d = max(1, round(s / 180))  # poles up to 2d+1 pixels wide
     y = img.mean(1, keepdim=True)
     thin = ((_close(y, (0, d + 1)) - y - 0.06) * 10).clamp(0, 1) * near_sky
@@ -368,28 +386,29 @@ def _lamps(img: torch.Tensor, raw_sky: torch.Tensor) -> tuple[torch.Tensor, torc
     return coloured, F.max_pool2d(head, 3, stride=1, padding=1)
 
 
-def _glows(img: torch.Tensor, raw_sky: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Light sources with halos where :func:`_lamps` finds them. Returns (light 1x3xHxW linear,
+def _glows(img: torch.Tensor, raw_sky: torch.Tensor, pick) -> tuple[torch.Tensor, torch.Tensor]:
+    """Light sources with halos where :func:`_lamps` finds them (``pick(lo, hi)``: a strength in that range).
+    Returns (light 1x3xHxW linear,
     ground 1x3xHxW: the pools lamp heads throw on the road below them and wet-road reflections)."""
-    _, _, h, w = img.shape
+    h, w = (int(v) for v in img.shape[2:])  # ints also when traced for ONNX
     s = min(h, w)
     coloured, heads = _lamps(img, raw_sky)
     hue = img / img.amax(1, keepdim=True).clamp_min(1e-3)
     hue = srgb_to_linear(hue) ** 0.7  # its own colour, a little desaturated by the glare
-    lamp = torch.tensor([1.0, _u(gen, 0.65, 0.95), _u(gen, 0.3, 0.85)], device=img.device).view(1, 3, 1, 1)
+    lamp = torch.tensor([1.0, pick(0.65, 0.95), pick(0.3, 0.85)], device=img.device).view(1, 3, 1, 1)
 
     def glow(core: torch.Tensor) -> torch.Tensor:
         white = 30 * _gauss_blur(core.amax(1, keepdim=True), s / 300)  # the core over-exposes to white
-        return white + 4.0 * _gauss_blur(core, s / 250) + _u(gen, 0.4, 1.0) * (6 * _gauss_blur(core, s / 90) + 20 * _gauss_blur(core, s / 25))
+        return white + 4.0 * _gauss_blur(core, s / 250) + pick(0.4, 1.0) * (6 * _wide_blur(core, s / 90) + 20 * _wide_blur(core, s / 25))
 
-    light = glow(coloured * hue) * _u(gen, 0.4, 1.0) + glow(heads * lamp) * _u(gen, 0.5, 1.0)
+    light = glow(coloured * hue * pick(0.4, 1.0) + heads * lamp * pick(0.5, 1.0))  # one pass: glow is linear
     below = ((torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1) - 0.5) * 7).clamp(0, 1)  # the road
-    pools = _shift(_gauss_blur(heads * lamp, s / 10), dy=int(0.35 * h)) * below * s * 0.5
-    ground = pools * _u(gen, 0.3, 1.0)
-    if _u(gen, 0, 1) < 0.6:  # wet asphalt: each light smeared downwards onto the road
-        k = torch.ones(1, 1, max(3, int(0.25 * h) | 1), 1, device=img.device)
-        refl = F.conv2d(light.reshape(3, 1, h, w), k / k.sum(), padding=(k.shape[2] // 2, 0)).reshape(1, 3, h, w)
-        ground = ground + _shift(refl, dy=int(0.12 * h)) * below * _u(gen, 0.5, 2.0)
+    pools = _shift(_wide_blur(heads * lamp, s / 10), dy=int(0.35 * h)) * below * s * 0.5
+    ground = pools * pick(0.3, 1.0)
+    if pick(0, 1) < 0.6:  # wet asphalt: each light smeared downwards onto the road
+        k = max(3, int(0.25 * h) | 1)  # a vertical box, zeros beyond the frame
+        refl = F.avg_pool2d(light, (k, 1), stride=1, padding=(k // 2, 0), count_include_pad=True)
+        ground = ground + _shift(refl, dy=int(0.12 * h)) * below * pick(0.5, 2.0)
     return light, ground
 
 
@@ -408,23 +427,25 @@ def _sky(lin: torch.Tensor, h: int, w: int, raw: torch.Tensor | None = None) -> 
     """Soft mask of the daylit sky (1x1xHxW), grown over the bright fringe around trees and roofs."""
     m = _sky_raw(lin, h, w) if raw is None else raw
     r = max(1, int(min(h, w) / 25))
-    m = F.max_pool2d(m, 2 * r + 1, stride=1, padding=r)
+    m = _dilate(m, r)
     return _gauss_blur(m, min(h, w) / 200)
 
 
 def sky_mask(img: torch.Tensor, grow: int = 0) -> torch.Tensor:
-    """The daylit-sky mask of sRGB images (NCHW in [0, 1]) as the night synthesiser finds it (Nx1xHxW),
-    grown by ``grow`` pixels (over the horizon, whose edge turns over when the sky goes dark)."""
+    """The daylit-sky mask of sRGB images (NCHW in [0, 1]) as the night synthesiser finds it (Nx1xHxW):
+    bright, smooth, high in the frame and reaching its top; grown by ``grow`` pixels (over the horizon,
+    whose edge turns over when the sky goes dark)."""
     with torch.no_grad():
-        m = _sky(srgb_to_linear(img), img.shape[2], img.shape[3])  # per image: no op mixes the batch
-        return F.max_pool2d(m, 2 * grow + 1, stride=1, padding=grow) if grow else m
+        h, w = (int(v) for v in img.shape[2:])
+        m = _night_sky(srgb_to_linear(img), h, w)[1]  # per image: no op mixes the batch
+        return _dilate(m, grow) if grow else m
 
 
-def _windows(img: torch.Tensor, gen: torch.Generator, sky: torch.Tensor) -> torch.Tensor:
+def _windows(img: torch.Tensor, pick, sky: torch.Tensor) -> torch.Tensor:
     """Lit windows and shop fronts: small grey patches darker than the wall around them in daylight
     (glass: a black top-hat, at least a few pixels wide), above the road and off the sky.
     1x3xHxW linear light."""
-    _, _, h, w = img.shape
+    h, w = (int(v) for v in img.shape[2:])  # ints also when traced for ONNX
     s = min(h, w)
     y = img.mean(1, keepdim=True)
     rows = torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1)
@@ -435,28 +456,83 @@ def _windows(img: torch.Tensor, gen: torch.Generator, sky: torch.Tensor) -> torc
     green = _gauss_blur(img[:, 1:2] - torch.maximum(img[:, :1], img[:, 2:]), s / 40)
     grey = ((0.25 - _gauss_blur(sat, s / 60)) * 8).clamp(0, 1) * ((0.01 - green) * 60).clamp(0, 1)  # walls, not foliage
     high = ((rows > 0.1) & (rows < 0.6)).float()
-    warm = torch.tensor([1.0, _u(gen, 0.6, 0.85), _u(gen, 0.3, 0.55)], device=img.device).view(1, 3, 1, 1)
-    return _gauss_blur(glass * grey * high * (1 - sky), 0.7) * warm * _u(gen, 0.05, 0.2)
+    warm = torch.tensor([1.0, pick(0.6, 0.85), pick(0.3, 0.55)], device=img.device).view(1, 3, 1, 1)
+    return _gauss_blur(glass * grey * high * (1 - sky), 0.7) * warm * pick(0.05, 0.2)
+
+
+def _from_top(m: torch.Tensor, steps: int = 20) -> torch.Tensor:
+    """The part of mask ``m`` (Nx1xHxW in [0, 1]) connected to the top row of the frame (geodesic
+    reconstruction at quarter size, reaching 2 x ``steps`` quarter-pixels): the sky, not a white truck."""
+    small = F.avg_pool2d(m, 4, ceil_mode=True)
+    seed = torch.cat([small[:, :, :1], torch.zeros_like(small[:, :, 1:])], 2)
+    for _ in range(steps):
+        seed = torch.minimum(F.max_pool2d(seed, 5, stride=1, padding=2), small)
+    return F.interpolate(seed, size=m.shape[2:], mode="bilinear", align_corners=False)
+
+
+def _night_sky(lin: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(raw, soft) masks (Nx1xHxW) of the daylit sky that reaches the top of the frame: what goes dark at
+    night (a white truck or a bright wall below it does not)."""
+    raw = _sky_raw(lin, h, w)
+    raw = raw * _from_top((raw > 0.3).float()).clamp(0, 1)
+    return raw, _sky(lin, h, w, raw)
+
+
+def _sky_texture(lin: torch.Tensor, sky: torch.Tensor) -> torch.Tensor:
+    """The day sky's luminance relative to its mean under ``sky`` (Nx1xHxW): clouds stay faintly
+    visible in the dark night sky, lit from below by the city, as night cameras see them."""
+    lum = (0.2126 * lin[:, 0:1] + 0.7152 * lin[:, 1:2] + 0.0722 * lin[:, 2:3])
+    mean = (lum * sky).sum((2, 3), keepdim=True) / (sky.sum((2, 3), keepdim=True) + 1e-6)
+    return (lum / mean.clamp_min(1e-4)).clamp(0, 1.5)
+
+
+def _horizon(h: int, device=None) -> torch.Tensor:
+    """Night-sky brightness by row: a little lighter towards the horizon (city glow)."""
+    return 0.5 + torch.linspace(0, 1, h, device=device).view(1, 1, h, 1) ** 2
+
+
+def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
+    """Finish a night rendering ``night`` of ``day`` (both NCHW in [0, 1], batched) the way
+    :func:`make_night` lights its targets, with each strength at the middle of its range and no noise:
+    the day frame's sky set to a dark night-sky level (its clouds faintly kept), the light sources the
+    day frame shows (tail and brake lights, red traffic lights, lamp heads on poles) lit with halos, light
+    pools and reflections on the road. Window panes are left to the network: their detector also fires
+    on foliage. A fixed function of the two frames (no random numbers), exportable to ONNX at a fixed
+    size (sizes and blur radii follow from the shape it is traced with)."""
+    def pick(lo: float, hi: float) -> float:
+        return (lo + hi) / 2
+
+    h, w = (int(v) for v in day.shape[2:])
+    lin_day = srgb_to_linear(day)
+    raw_sky, sky = _night_sky(lin_day, h, w)
+    lin = srgb_to_linear(night.clamp(0, 1))
+    sky_lin = torch.tensor([0.8, 0.72, 0.8], device=day.device).view(1, 3, 1, 1) * 0.02 * _horizon(h, day.device)
+    lin = lin * (1 - sky) + sky * sky_lin * _sky_texture(lin_day, sky)
+    light, ground = _glows(day, raw_sky, pick)
+    scene_gain = day.mean((1, 2, 3), keepdim=True) * 0.5 + 0.5
+    lin = lin + light * pick(0.1, 0.5) + ground * lin.clamp_min(0.002) * 40 * scene_gain * pick(0.3, 1.0)
+    return linear_to_srgb(lin).clamp(0, 1)
 
 
 def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Night version of ``day`` (NCHW in [0, 1]): a dark sky, low exposure and saturation, own headlights,
     street lamps with light pools, vehicle lights, traffic lights, lit windows, reflections on wet
     asphalt, and a night camera's gain noise."""
+    def pick(lo: float, hi: float) -> float:
+        return _u(gen, lo, hi)
+
     out = []
     for img in day.split(1):
         _, _, h, w = img.shape
         lin = srgb_to_linear(img)
-        raw_sky = _sky_raw(lin, h, w)
-        sky = _sky(lin, h, w, raw_sky)
-        windows = _windows(img, gen, sky)
+        raw_sky, sky = _night_sky(lin, h, w)
+        windows = _windows(img, pick, sky)
         # no daylight in the sky: a dark, flat night sky at a night camera's level, a little lighter towards
-        # the horizon; the mask is hardened so the bright fringe of the day sky goes dark with it
-        glow = torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1) ** 2
+        # the horizon
         sky_col = torch.tensor([_u(gen, 0.6, 1.0), _u(gen, 0.5, 0.8), _u(gen, 0.5, 1.0)], device=img.device).view(1, 3, 1, 1)
-        sky = torch.maximum(sky, ((sky - 0.25) * 4).clamp(0, 1))
         exposure = _u(gen, 0.045, 0.15)
-        lin = lin * (1 - sky) + sky * sky_col * (0.5 + glow) * _u(gen, 0.012, 0.028) / exposure
+        sky_lin = sky_col * _horizon(h, img.device) * _sky_texture(lin, sky) * _u(gen, 0.012, 0.028) / exposure
+        lin = lin * (1 - sky) + sky * sky_lin
         lum = (0.2126 * lin[:, 0] + 0.7152 * lin[:, 1] + 0.0722 * lin[:, 2]).unsqueeze(1)
         lin = lum + (lin - lum) * _u(gen, 0.35, 0.7)  # colour fades at night
         lin = lin * exposure
@@ -467,7 +543,7 @@ def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         lin = lin * (1 + _u(gen, 0.0, 4.0) * cone)
         temp = [(1.05, 0.95, 0.75), (0.8, 0.9, 1.15), (1.0, 0.9, 0.8), (0.9, 0.95, 1.0)][int(torch.randint(0, 4, (), generator=gen))]
         lin = lin * torch.tensor(temp, device=img.device).view(1, 3, 1, 1)
-        light, ground = _glows(img, raw_sky, gen)
+        light, ground = _glows(img, raw_sky, pick)
         scene_gain = img.mean() * 0.5 + 0.5  # pools light up what is there: brighter on lighter ground
         lin = lin + windows + light * _u(gen, 0.1, 0.5) + ground * lin.clamp_min(0.002) * 40 * scene_gain * _u(gen, 0.3, 1.0)
         y = linear_to_srgb(lin)
