@@ -24,7 +24,9 @@ def _u(gen: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=gen))
 
 
-def _gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def _gauss_blur(x: torch.Tensor, sigma: float, zeros: bool = False) -> torch.Tensor:
+    """Separable Gaussian blur; beyond the frame the edge repeats, or is 0 with ``zeros`` (for light
+    halos and masks: fewer operations in an exported graph)."""
     if sigma <= 0.05:
         return x
     r = max(1, int(math.ceil(2.5 * sigma)))
@@ -32,6 +34,9 @@ def _gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
     c = int(x.shape[1])
+    if zeros:
+        x = F.conv2d(x, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), padding=(0, r), groups=c)
+        return F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), padding=(r, 0), groups=c)
     x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
@@ -43,8 +48,8 @@ def _wide_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     while sigma / (2 * f) >= 2 and f < 8:
         f *= 2
     if f == 1:
-        return _gauss_blur(x, sigma)
-    small = _gauss_blur(F.avg_pool2d(x, f, ceil_mode=True), sigma / f)
+        return _gauss_blur(x, sigma, zeros=True)
+    small = _gauss_blur(F.avg_pool2d(x, f, ceil_mode=True), sigma / f, zeros=True)
     return F.interpolate(small, size=x.shape[2:], mode="bilinear", align_corners=False)
 
 
@@ -374,7 +379,7 @@ def _lamps(img: torch.Tensor, raw_sky: torch.Tensor) -> tuple[torch.Tensor, torc
     s = min(h, w)
     r, g, b = img[:, :1], img[:, 1:2], img[:, 2:]
     red = ((r - 0.35) * 6).clamp(0, 1) * ((0.72 - g / (r + 1e-3)) * 8).clamp(0, 1) * ((0.6 - b / (r + 1e-3)) * 8).clamp(0, 1)
-    red = ((_gauss_blur(red, 0.8) - 0.3) * 3).clamp(0, 1)  # a blob of a few pixels, not a stray one
+    red = ((_gauss_blur(red, 0.8, zeros=True) - 0.3) * 3).clamp(0, 1)  # a blob of a few pixels, not a stray one
     coloured = (red - _open(red, max(2, round(s / 70)))).clamp(0, 1) * (1 - raw_sky)
     near_sky = _dilate((raw_sky > 0.5).float(), round(s / 30))
     d = max(1, round(s / 180))  # poles up to 2d+1 pixels wide
@@ -398,8 +403,8 @@ def _glows(img: torch.Tensor, raw_sky: torch.Tensor, pick) -> tuple[torch.Tensor
     lamp = torch.tensor([1.0, pick(0.65, 0.95), pick(0.3, 0.85)], device=img.device).view(1, 3, 1, 1)
 
     def glow(core: torch.Tensor) -> torch.Tensor:
-        white = 30 * _gauss_blur(core.amax(1, keepdim=True), s / 300)  # the core over-exposes to white
-        return white + 4.0 * _gauss_blur(core, s / 250) + pick(0.4, 1.0) * (6 * _wide_blur(core, s / 90) + 20 * _wide_blur(core, s / 25))
+        white = 30 * _gauss_blur(core.amax(1, keepdim=True), s / 300, zeros=True)  # the core over-exposes to white
+        return white + 4.0 * _gauss_blur(core, s / 250, zeros=True) + pick(0.4, 1.0) * (6 * _wide_blur(core, s / 90) + 20 * _wide_blur(core, s / 25))
 
     light = glow(coloured * hue * pick(0.4, 1.0) + heads * lamp * pick(0.5, 1.0))  # one pass: glow is linear
     below = ((torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1) - 0.5) * 7).clamp(0, 1)  # the road
@@ -418,7 +423,7 @@ def _sky_raw(lin: torch.Tensor, h: int, w: int) -> torch.Tensor:
     top = torch.linspace(1, 0, h, device=lin.device).clamp(0, 1).view(1, 1, h, 1) ** 0.5
     gy = (lum[:, :, 1:] - lum[:, :, :-1]).abs()
     gx = (lum[..., 1:] - lum[..., :-1]).abs()
-    tex = _gauss_blur(F.pad(gy, (0, 0, 0, 1)) + F.pad(gx, (0, 1)), min(h, w) / 80)
+    tex = _gauss_blur(F.pad(gy, (0, 0, 0, 1)) + F.pad(gx, (0, 1)), min(h, w) / 80, zeros=True)
     smooth = (1 - tex * 25).clamp(0, 1)
     return ((lum - 0.15) * 5).clamp(0, 1) * top * smooth
 
@@ -428,7 +433,7 @@ def _sky(lin: torch.Tensor, h: int, w: int, raw: torch.Tensor | None = None) -> 
     m = _sky_raw(lin, h, w) if raw is None else raw
     r = max(1, int(min(h, w) / 25))
     m = _dilate(m, r)
-    return _gauss_blur(m, min(h, w) / 200)
+    return _gauss_blur(m, min(h, w) / 200, zeros=True)
 
 
 def sky_mask(img: torch.Tensor, grow: int = 0) -> torch.Tensor:
@@ -460,9 +465,10 @@ def _windows(img: torch.Tensor, pick, sky: torch.Tensor) -> torch.Tensor:
     return _gauss_blur(glass * grey * high * (1 - sky), 0.7) * warm * pick(0.05, 0.2)
 
 
-def _from_top(m: torch.Tensor, steps: int = 20) -> torch.Tensor:
+def _from_top(m: torch.Tensor) -> torch.Tensor:
     """The part of mask ``m`` (Nx1xHxW in [0, 1]) connected to the top row of the frame (geodesic
-    reconstruction at quarter size, reaching 2 x ``steps`` quarter-pixels): the sky, not a white truck."""
+    reconstruction at quarter size, reaching half the frame's long side): the sky, not a white truck."""
+    steps = max(4, math.ceil(max(int(v) for v in m.shape[2:]) / 16))  # each step reaches 2 quarter-pixels
     small = F.avg_pool2d(m, 4, ceil_mode=True)
     seed = torch.cat([small[:, :, :1], torch.zeros_like(small[:, :, 1:])], 2)
     for _ in range(steps):

@@ -112,6 +112,39 @@ def _slice(x, starts, ends, axes=None, steps=None, **_):
     return x
 
 
+def _pool_pads(x, pads, n, value):
+    """ONNX pads (begins, then ends) -> the symmetric padding torch pools take, padding ``x`` by hand
+    (with ``value``) where begin and end differ."""
+    pads = list(pads or [0] * (2 * n))
+    if any(pads[i] != pads[i + n] for i in range(n)):
+        x = F.pad(x, [p for i in reversed(range(n)) for p in (pads[i], pads[i + n])], value=value)
+        return x, (0,) * n
+    return x, tuple(pads[:n])
+
+
+def _max_pool(x, *, kernel_shape, strides=None, pads=None, dilations=None, ceil_mode=0, **_):
+    n = len(kernel_shape)
+    x, pad = _pool_pads(x, pads, n, float("-inf"))
+    return F.max_pool2d(x, tuple(kernel_shape), tuple(strides or (1,) * n), pad,
+                        tuple(dilations or (1,) * n), bool(ceil_mode))
+
+
+def _avg_pool(x, *, kernel_shape, strides=None, pads=None, ceil_mode=0, count_include_pad=0, **_):
+    n = len(kernel_shape)
+    x, pad = _pool_pads(x, pads, n, 0.0)
+    return F.avg_pool2d(x, tuple(kernel_shape), tuple(strides or (1,) * n), pad, bool(ceil_mode),
+                        bool(count_include_pad))
+
+
+def _reduce(fn):
+    """ReduceMax / ReduceSum: axes as an attribute (opset < 18 for ReduceMax) or as the second input
+    (ReduceSum from opset 13); none means every axis."""
+    def op(x, axes_in=None, *, axes=None, keepdims=1, **_):
+        ax = axes_in if axes_in is not None else axes
+        return fn(x, _ints(ax), bool(keepdims)) if ax is not None and len(ax) else fn(x, list(range(x.dim())), bool(keepdims))
+    return op
+
+
 def _instance_norm(x, scale, bias, *, epsilon=1e-5, **_):
     return F.instance_norm(x, weight=scale, bias=bias, eps=epsilon)
 
@@ -212,6 +245,13 @@ OPS = {
     "ReduceMean": lambda x, axes=None, keepdims=1, **_: x.mean(_ints(axes), keepdim=bool(keepdims)),
     "ReduceMin": lambda x, axes=None, keepdims=1, **_: (x.amin(_ints(axes), keepdim=bool(keepdims))
                                                         if axes is not None else x.amin()),
+    "ReduceMax": _reduce(lambda x, ax, k: x.amax(ax, keepdim=k)),
+    "ReduceSum": _reduce(lambda x, ax, k: x.sum(ax, keepdim=k)),
+    "MaxPool": _max_pool,
+    "AveragePool": _avg_pool,
+    "Abs": lambda x, **_: torch.abs(x),
+    "Greater": lambda a, b, **_: a > b,
+    "LessOrEqual": lambda a, b, **_: a <= b,
     "Reciprocal": lambda x, **_: 1.0 / x,
     "Floor": lambda x, **_: torch.floor(x),
     "Ceil": lambda x, **_: torch.ceil(x),
@@ -279,7 +319,8 @@ class OnnxModule(torch.nn.Module):
         return env[self.output_name]
 
 
-_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Equal", "Where"}
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Equal", "Greater", "LessOrEqual", "Where",
+                "Concat"}  # Concat: image data beside zeros made on the host (ConstantOfShape)
 
 
 def _same_device(args: list) -> list:
