@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .synth import relight
+
 
 def norm_layer(kind: str, ch: int) -> nn.Module:
     if kind == "instance":
@@ -194,8 +196,8 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> None:
 class Relit(nn.Module):
     """A day->night generator followed by the fixed light renderer of the night synthesiser
     (:func:`trainer.synth.relight`): the day frame's sky goes dark, and the light sources the day frame
-    shows (tail and brake lights, red traffic lights, lamp heads on poles, window panes) glow, with pools
-    and reflections on the road. The renderer runs on a fixed ``size`` grid (its blur radii and masks are
+    shows (tail and brake lights, red traffic lights, lamp heads on poles) glow, with pools and
+    reflections on the road. The renderer runs on a fixed ``size`` grid (its blur radii and masks are
     made for it) and its change to the generator's output is resized to the frame, so one ONNX graph
     takes any size. Nothing in it is learned."""
 
@@ -204,8 +206,6 @@ class Relit(nn.Module):
         self.net, self.size = net, tuple(size)
 
     def forward(self, x):
-        from .synth import relight
-
         night = self.net(x)
         grid = lambda t: nn.functional.interpolate((t + 1) / 2, size=self.size, mode="bilinear", align_corners=False)  # noqa: E731
         n = grid(night)

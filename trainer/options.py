@@ -148,7 +148,7 @@ class ExportOptions(_Opts):
     policy: Literal["native", "short_side", "source"] = "native"
     short_side: int | None = None
     # day2night: the generator's output finished by the fixed light renderer (networks.Relit: dark sky,
-    # lit tail lights, lamp heads and windows where the day frame shows them)
+    # lit tail lights and lamp heads where the day frame shows them)
     relight: bool = False
     limitations: str | None = None
     data_notes: list[DataNote] = []  # [{name, path, licence, count}] for the card

@@ -34,11 +34,11 @@ def _gauss_blur(x: torch.Tensor, sigma: float, zeros: bool = False) -> torch.Ten
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
     c = int(x.shape[1])
+    across, down = k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
     if zeros:
-        x = F.conv2d(x, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), padding=(0, r), groups=c)
-        return F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), padding=(r, 0), groups=c)
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+        return F.conv2d(F.conv2d(x, across, padding=(0, r), groups=c), down, padding=(r, 0), groups=c)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), across, groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), down, groups=c)
 
 
 def _wide_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -330,6 +330,11 @@ def add_rain(clean: torch.Tensor, gen: torch.Generator, **kw) -> torch.Tensor:
     return rain_pair(clean, gen, **kw)[0]
 
 
+def _lin_luma(lin: torch.Tensor) -> torch.Tensor:
+    """Luminance (Rec. 709 weights) of linear RGB, Nx1xHxW."""
+    return 0.2126 * lin[:, 0:1] + 0.7152 * lin[:, 1:2] + 0.0722 * lin[:, 2:3]
+
+
 def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
@@ -393,8 +398,8 @@ def _lamps(img: torch.Tensor, raw_sky: torch.Tensor) -> tuple[torch.Tensor, torc
 
 def _glows(img: torch.Tensor, raw_sky: torch.Tensor, pick) -> tuple[torch.Tensor, torch.Tensor]:
     """Light sources with halos where :func:`_lamps` finds them (``pick(lo, hi)``: a strength in that range).
-    Returns (light 1x3xHxW linear,
-    ground 1x3xHxW: the pools lamp heads throw on the road below them and wet-road reflections)."""
+    Returns (light Nx3xHxW linear,
+    ground Nx3xHxW: the pools lamp heads throw on the road below them and wet-road reflections)."""
     h, w = (int(v) for v in img.shape[2:])  # ints also when traced for ONNX
     s = min(h, w)
     coloured, heads = _lamps(img, raw_sky)
@@ -419,7 +424,7 @@ def _glows(img: torch.Tensor, raw_sky: torch.Tensor, pick) -> tuple[torch.Tensor
 
 def _sky_raw(lin: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Where the daylit sky is: bright, smooth and high in the frame (1x1xHxW, not grown)."""
-    lum = (0.2126 * lin[:, 0] + 0.7152 * lin[:, 1] + 0.0722 * lin[:, 2]).unsqueeze(1)
+    lum = _lin_luma(lin)
     top = torch.linspace(1, 0, h, device=lin.device).clamp(0, 1).view(1, 1, h, 1) ** 0.5
     gy = (lum[:, :, 1:] - lum[:, :, :-1]).abs()
     gx = (lum[..., 1:] - lum[..., :-1]).abs()
@@ -487,7 +492,7 @@ def _night_sky(lin: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.T
 def _sky_texture(lin: torch.Tensor, sky: torch.Tensor) -> torch.Tensor:
     """The day sky's luminance relative to its mean under ``sky`` (Nx1xHxW): clouds stay faintly
     visible in the dark night sky, lit from below by the city, as night cameras see them."""
-    lum = (0.2126 * lin[:, 0:1] + 0.7152 * lin[:, 1:2] + 0.0722 * lin[:, 2:3])
+    lum = _lin_luma(lin)
     mean = (lum * sky).sum((2, 3), keepdim=True) / (sky.sum((2, 3), keepdim=True) + 1e-6)
     return (lum / mean.clamp_min(1e-4)).clamp(0, 1.5)
 
@@ -495,6 +500,13 @@ def _sky_texture(lin: torch.Tensor, sky: torch.Tensor) -> torch.Tensor:
 def _horizon(h: int, device=None) -> torch.Tensor:
     """Night-sky brightness by row: a little lighter towards the horizon (city glow)."""
     return 0.5 + torch.linspace(0, 1, h, device=device).view(1, 1, h, 1) ** 2
+
+
+def _light_up(lin: torch.Tensor, day: torch.Tensor, light: torch.Tensor, ground: torch.Tensor, pick) -> torch.Tensor:
+    """``lin`` (a night rendering of ``day``, linear light) with the light sources of :func:`_glows` added
+    and their pools and reflections lighting what is on the ground (brighter on lighter ground)."""
+    scene_gain = day.mean((1, 2, 3), keepdim=True) * 0.5 + 0.5
+    return lin + light * pick(0.1, 0.5) + ground * lin.clamp_min(0.002) * 40 * scene_gain * pick(0.3, 1.0)
 
 
 def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
@@ -515,9 +527,7 @@ def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
     sky_lin = torch.tensor([0.8, 0.72, 0.8], device=day.device).view(1, 3, 1, 1) * 0.02 * _horizon(h, day.device)
     lin = lin * (1 - sky) + sky * sky_lin * _sky_texture(lin_day, sky)
     light, ground = _glows(day, raw_sky, pick)
-    scene_gain = day.mean((1, 2, 3), keepdim=True) * 0.5 + 0.5
-    lin = lin + light * pick(0.1, 0.5) + ground * lin.clamp_min(0.002) * 40 * scene_gain * pick(0.3, 1.0)
-    return linear_to_srgb(lin).clamp(0, 1)
+    return linear_to_srgb(_light_up(lin, day, light, ground, pick)).clamp(0, 1)
 
 
 def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -539,7 +549,7 @@ def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         exposure = _u(gen, 0.045, 0.15)
         sky_lin = sky_col * _horizon(h, img.device) * _sky_texture(lin, sky) * _u(gen, 0.012, 0.028) / exposure
         lin = lin * (1 - sky) + sky * sky_lin
-        lum = (0.2126 * lin[:, 0] + 0.7152 * lin[:, 1] + 0.0722 * lin[:, 2]).unsqueeze(1)
+        lum = _lin_luma(lin)
         lin = lum + (lin - lum) * _u(gen, 0.35, 0.7)  # colour fades at night
         lin = lin * exposure
         # own headlights: a brighter pool of light on the road ahead (lower middle of the frame)
@@ -550,8 +560,7 @@ def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         temp = [(1.05, 0.95, 0.75), (0.8, 0.9, 1.15), (1.0, 0.9, 0.8), (0.9, 0.95, 1.0)][int(torch.randint(0, 4, (), generator=gen))]
         lin = lin * torch.tensor(temp, device=img.device).view(1, 3, 1, 1)
         light, ground = _glows(img, raw_sky, pick)
-        scene_gain = img.mean() * 0.5 + 0.5  # pools light up what is there: brighter on lighter ground
-        lin = lin + windows + light * _u(gen, 0.1, 0.5) + ground * lin.clamp_min(0.002) * 40 * scene_gain * _u(gen, 0.3, 1.0)
+        lin = _light_up(lin, img, light, ground, pick) + windows
         y = linear_to_srgb(lin)
         y = y.clamp(0, 1) ** _u(gen, 0.9, 1.15)
         sigma = _u(gen, 0.004, 0.02)  # gain noise, stronger in the dark, some of it in colour
