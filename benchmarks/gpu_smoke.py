@@ -12,8 +12,9 @@ For each resolution and batch size it prints model-only throughput (frames/s of 
 data already on the GPU, CUDA-event timed) for TensorRT fp16 and PyTorch CUDA fp16, end-to-end
 throughput of ``run`` (uint8 host frames in and out, two batches in flight for TensorRT), and the
 largest difference between TensorRT fp16 and a PyTorch fp32 reference: in model space (float,
-on [-1, 1]) and on the uint8 output. Without a GPU, TensorRT or PyTorch it prints one line
-"skipped: <reason>" and exits 0.
+on [-1, 1]) and on the uint8 output. Without TensorRT it prints the PyTorch columns alone (the errors
+are then PyTorch fp16 against fp32) after one line saying why. Without a GPU or PyTorch it prints one
+line "skipped: <reason>" and exits 0.
 
 The model is the named plugin when its weights are present, otherwise a small ResNet-style
 generator exported here (the table says which).
@@ -43,9 +44,13 @@ def _skip_reason() -> str | None:
 
     if not torch.cuda.is_available():
         return "PyTorch cannot use CUDA here (driver too old or CPU-only build)"
-    if not _installed("tensorrt"):
-        return "TensorRT is not installed (pip install 'streamgan[tensorrt]')"
     return None
+
+
+def _no_tensorrt_reason() -> str | None:
+    from streamgan.engines import _installed
+
+    return None if _installed("tensorrt") else "TensorRT is not installed (pip install 'streamgan[tensorrt]')"
 
 
 def _fallback_model(folder: Path) -> Path:
@@ -128,17 +133,25 @@ def main(argv=None) -> int:
     onnx_path, label, mean, std, mult = _model(args.model, tmp)
     sizes = [(w + (-w % mult), h + (-h % mult)) for w, h in sizes]  # as frames.pad_to_multiple does
 
-    trt_b = TensorRTBackend(onnx_path, "fp16", mean, std, batch_range=(min(batches), max(batches)),
-                            size_multiple=mult, cache_dir=args.cache_dir or tmp / "engines")
-    profile_before = trt_b.profile.describe()
-    trt_b.prepare([(max(batches), h, w) for w, h in sizes])  # builds before timing, as a stream does
+    no_trt = _no_tensorrt_reason()
+    if no_trt:
+        print(f"TensorRT columns skipped: {no_trt}")
+        trt_b = None
+    else:
+        trt_b = TensorRTBackend(onnx_path, "fp16", mean, std, batch_range=(min(batches), max(batches)),
+                                size_multiple=mult, cache_dir=args.cache_dir or tmp / "engines")
+        profile_before = trt_b.profile.describe()
+        trt_b.prepare([(max(batches), h, w) for w, h in sizes])  # builds before timing, as a stream does
     ref32 = TorchBackend(onnx_path, "fp32", mean, std, device="cuda")
     ref16 = TorchBackend(onnx_path, "fp16", mean, std, device="cuda")
+    checked = trt_b or ref16  # the side whose error against PyTorch fp32 is printed
     sync = torch.cuda.synchronize
     rng = np.random.default_rng(0)
 
-    print(f"model: {label}; {trt_b.describe()}; torch {torch.__version__}")
-    print(f"card-policy profile: {profile_before}; after prepare: {trt_b.profile.describe()}")
+    print(f"model: {label}; {(trt_b or ref16).describe()}; torch {torch.__version__}; "
+          f"{torch.cuda.get_device_name()}")
+    if trt_b:
+        print(f"card-policy profile: {profile_before}; after prepare: {trt_b.profile.describe()}")
     head = ("resolution", "batch", "trt16 model", "torch16 model", "trt16 e2e", "torch16 e2e",
             "max|d| float", "max|d| uint8")
     print("  ".join(f"{h:>13}" for h in head))
@@ -146,38 +159,47 @@ def main(argv=None) -> int:
         for n in batches:
             frames = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
             x = ((frames.transpose(0, 3, 1, 2) / 255.0 - 0.5) / 0.5).astype(np.float32)
-            err_f = float(np.abs(trt_b.infer(x) - ref32.infer(x)).max())
-            err_u8 = int(np.abs(trt_b.run(frames).astype(int) - ref32.run(frames).astype(int)).max())
-
-            xd = torch.from_numpy(x).cuda()
-            yd = torch.empty(trt_b._out_shape(n, h, w), dtype=trt_b._out_dtype, device="cuda")
-            xd = xd.to(trt_b._in_dtype)
-            stream = trt_b.compute_stream  # the engine's own stream, as in submit()
-            trt_model = _rate(lambda: trt_b._enqueue(xd, yd, stream), n, args.seconds, sync)
-            x16 = xd.half()
+            err_f = float(np.abs(checked.infer(x) - ref32.infer(x)).max())
+            err_u8 = int(np.abs(checked.run(frames).astype(int) - ref32.run(frames).astype(int)).max())
+            x16 = torch.from_numpy(x).cuda().half()
             with torch.inference_mode():
                 torch_model = _rate(lambda: ref16.module(x16), n, args.seconds, sync)
-
-            inflight = []
-
-            def trt_e2e():
-                inflight.append(trt_b.submit(frames))
-                if len(inflight) > 1:
-                    trt_b.collect(inflight.pop(0))
-
-            def drain():
-                while inflight:
-                    trt_b.collect(inflight.pop(0))
-
-            trt_end = _rate(trt_e2e, n, args.seconds, drain)
             torch_end = _rate(lambda: ref16.run(frames), n, args.seconds, sync)
-            row = (f"{w}x{h}", n, f"{trt_model:.0f}", f"{torch_model:.0f}", f"{trt_end:.0f}", f"{torch_end:.0f}",
+            trt_model = trt_end = "-"
+            if trt_b:
+                trt_model, trt_end = (f"{r:.0f}" for r in _trt_rates(trt_b, frames, x, args.seconds, sync))
+            row = (f"{w}x{h}", n, trt_model, f"{torch_model:.0f}", trt_end, f"{torch_end:.0f}",
                    f"{err_f:.4f}", err_u8)
             print("  ".join(f"{str(c):>13}" for c in row), flush=True)
     print("fps = frames per second; model = network only on GPU-resident data; e2e = uint8 host frames "
-          "in and out (TensorRT with two batches in flight); errors vs PyTorch fp32")
-    trt_b.close()
+          "in and out (TensorRT with two batches in flight); errors vs PyTorch fp32 "
+          f"({'TensorRT fp16' if trt_b else 'PyTorch fp16'})")
+    if trt_b:
+        trt_b.close()
     return 0
+
+
+def _trt_rates(trt_b, frames, x, seconds, sync):
+    """TensorRT fp16 model-only and end-to-end (two batches in flight) frames per second."""
+    import torch
+
+    n, h, w = frames.shape[:3]
+    xd = torch.from_numpy(x).cuda().to(trt_b._in_dtype)
+    yd = torch.empty(trt_b._out_shape(n, h, w), dtype=trt_b._out_dtype, device="cuda")
+    stream = trt_b.compute_stream  # the engine's own stream, as in submit()
+    model = _rate(lambda: trt_b._enqueue(xd, yd, stream), n, seconds, sync)
+    inflight = []
+
+    def e2e():
+        inflight.append(trt_b.submit(frames))
+        if len(inflight) > 1:
+            trt_b.collect(inflight.pop(0))
+
+    def drain():
+        while inflight:
+            trt_b.collect(inflight.pop(0))
+
+    return model, _rate(e2e, n, seconds, drain)
 
 
 if __name__ == "__main__":

@@ -62,3 +62,25 @@ def test_night_is_darker_than_day_and_filter_baseline():
     d = darken_filter(x)
     assert float(d.mean()) < 0.6 * float(x.mean())
     assert float(d[:, 2].mean()) > float(d[:, 0].mean())  # cool tint
+
+
+def test_drops_are_whole_ellipses_whatever_their_window():
+    """The drop field evaluates each drop in a window sized by its bucket: every drop (round, elongated,
+    tilted, trails, cut by the frame's edge) must match the dense whole-frame evaluation."""
+    from trainer import synth
+
+    for seed, (h, w, n, r_lo, r_hi) in enumerate([(96, 160, 300, 1.0, 8.0), (120, 90, 20, 2.0, 30.0),
+                                                   (64, 64, 4, 3.0, 60.0)]):
+        drops = synth._place_drops(h, w, torch.Generator().manual_seed(seed), n, r_lo, r_hi)
+        hgt, ox, oy, rad = synth._drop_maps(drops, h, w)
+        cy, cx, rx, ry, tilt = drops.view(-1, 5, 1, 1).unbind(1)
+        yy = torch.arange(h).view(1, h, 1).float()
+        xx = torch.arange(w).view(1, 1, w).float()
+        dy = ((yy - cy) / ry).expand(-1, h, w)
+        dx = (xx - cx + tilt * (yy - cy)) / rx
+        top, i = (1 - dx * dx - dy * dy).max(0)
+        assert torch.allclose(hgt[0, 0], top.clamp_min(0).sqrt(), atol=1e-5)
+        inside = top > 0.01
+        assert float(inside.float().mean()) > 0.01
+        assert torch.allclose(ox[0, 0][inside], dx.gather(0, i[None])[0][inside], atol=1e-4)
+        assert torch.allclose(rad[0, 0][inside], ((rx + ry) / 2).view(-1)[i][inside], atol=1e-4)

@@ -127,3 +127,24 @@ def test_clean_fraction_leaves_pairs_untouched(tmp_path):
     tr = Trainer(_cfg(tmp_path, data__clean_fraction=0.0))
     inp, tgt, _ = tr._batch()
     assert not torch.equal(inp, tgt)
+
+
+def test_worker_processes_make_the_pairs_and_the_run_resumes(tmp_path):
+    """data.workers: synthetic pairs come from DataLoader worker processes (GPU runs), each worker drawing
+    its own rain; the run trains, checkpoints and resumes with them."""
+    cfg = _cfg(tmp_path, data__workers=2, data__batch_size=3, optim__steps=6)
+    tr = Trainer(cfg)
+    batches = [tr._batch() for _ in range(4)]
+    for inp, tgt, _ in batches:
+        assert inp.shape == tgt.shape == (3, 3, 32, 32)
+        assert -1 <= float(inp.min()) and float(inp.max()) <= 1
+    assert not torch.equal(batches[0][0], batches[1][0])  # the two workers do not repeat each other
+    assert tr.run()["step"] == 6
+    cfg2 = _cfg(tmp_path, data__workers=2, data__batch_size=3, optim__steps=9)
+    assert Trainer(cfg2, resume=True).run()["step"] == 9
+
+
+def test_a_checkpoint_before_the_first_log_row_does_not_stop_the_run(tmp_path):
+    cfg = _cfg(tmp_path, optim__steps=3, train__log_every=1000, train__checkpoint_every_s=1e-6)
+    assert Trainer(cfg).run()["step"] == 3
+    assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == 3

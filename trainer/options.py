@@ -54,6 +54,9 @@ class DataOptions(_Opts):
     max_side: int = Field(1280, ge=64)  # frames are stored at most this large (longer side)
     video_stride: int = Field(5, ge=1)  # every n-th frame of a video
     batch_size: int = Field(4, ge=1)
+    # processes that make the synthetic pairs (paired mode); 0: the training process makes them. A GPU
+    # trains faster than one CPU core synthesises, so GPU runs want about one per spare core.
+    workers: int = Field(0, ge=0)
 
 
 class GeneratorOptions(_Opts):

@@ -116,11 +116,13 @@ def _power(gen: torch.Generator, lo: float, hi: float, a: float = 2.0) -> float:
 
 
 def _drop_field(h: int, w: int, gen: torch.Generator, n: int, r_lo: float, r_hi: float, device=None):
-    """Place ``n`` drops; per pixel keep the drop whose surface is highest there (drops merge).
+    """Place ``n`` drops (:func:`_place_drops`) and render them (:func:`_drop_maps`)."""
+    return _drop_maps(_place_drops(h, w, gen, n, r_lo, r_hi).to(device), h, w)
 
-    Round and elongated drops, clusters and running trails (a chain of smaller drops above a larger one).
-    Returns 1x1xHxW maps: ``hgt`` (the dome of the drop on top, 0 outside any drop), ``ox``/``oy`` (offset
-    from that drop's centre in units of its radii) and ``rad`` (its radius in pixels)."""
+
+def _place_drops(h: int, w: int, gen: torch.Generator, n: int, r_lo: float, r_hi: float) -> torch.Tensor:
+    """Round and elongated drops, clusters and running trails (a chain of smaller drops above a larger one):
+    one row per drop, (centre y, centre x, radius x, radius y, tilt)."""
     n_clusters = int(torch.randint(0, 4, (), generator=gen))
     centres = [(_u(gen, 0, h), _u(gen, 0, w), _u(gen, 0.05, 0.25) * min(h, w)) for _ in range(n_clusters)]
     drops = []
@@ -142,21 +144,36 @@ def _drop_field(h: int, w: int, gen: torch.Generator, n: int, r_lo: float, r_hi:
                 if tr < 0.8:
                     break
                 drops.append((ty, cx + _u(gen, -0.3, 0.3) * r, tr, tr * _u(gen, 1.0, 1.6), 0.0))
-    d = torch.tensor(drops, device=device).view(-1, 5, 1, 1)
-    yy = torch.arange(h, device=device).view(1, h, 1).float()
-    xx = torch.arange(w, device=device).view(1, 1, w).float()
-    hgt = torch.zeros(h, w, device=device)  # squared dome height while drops are placed
-    ox, oy, rad = torch.zeros_like(hgt), torch.zeros_like(hgt), torch.zeros_like(hgt)
-    for c in d.split(max(1, 4_000_000 // (h * w))):  # chunks of drops: bounded memory
-        cy, cx, rx, ry, tilt = c.unbind(1)
-        dy = ((yy - cy) / ry).expand(-1, h, w)
-        dx = (xx - cx + tilt * (yy - cy)) / rx
-        top, i = (1 - dx * dx - dy * dy).max(0)  # the dome's square is monotonic: no sqrt per drop
-        win = top > hgt
-        hgt = torch.where(win, top, hgt)
-        ox = torch.where(win, dx.gather(0, i[None])[0], ox)
-        oy = torch.where(win, dy.gather(0, i[None])[0], oy)
-        rad = torch.where(win, ((rx + ry) / 2).view(-1)[i], rad)
+    return torch.tensor(drops)
+
+
+def _drop_maps(d: torch.Tensor, h: int, w: int):
+    """Per pixel, keep the drop whose surface is highest there (drops merge). Returns 1x1xHxW maps: ``hgt``
+    (the dome of the drop on top, 0 outside any drop), ``ox``/``oy`` (offset from that drop's centre in
+    units of its radii) and ``rad`` (its radius in pixels)."""
+    device = d.device
+    # each drop is evaluated in a window around it, not over the whole frame: drops of similar size share
+    # one window size (powers of two), so a covered windshield of small drops stays cheap
+    ext = (torch.maximum(d[:, 3], d[:, 2] + d[:, 4].abs() * d[:, 3]).ceil() + 1).clamp_min(2)
+    bucket = torch.exp2(torch.log2(ext).ceil()).long()
+    parts = []
+    for e in bucket.unique().tolist():
+        cy, cx, rx, ry, tilt = (t.view(-1, 1, 1) for t in d[bucket == e].unbind(1))
+        offs = torch.arange(-e, e + 1, device=device)
+        py = cy.round().long() + offs.view(1, -1, 1)
+        px = cx.round().long() + offs.view(1, 1, -1)
+        dy = ((py - cy) / ry).expand(-1, -1, 2 * e + 1)
+        dx = (px - cx + tilt * (py - cy)) / rx
+        top = 1 - dx * dx - dy * dy  # the dome's square: monotonic, no sqrt per drop
+        keep = (top > 0) & (py >= 0) & (py < h) & (px >= 0) & (px < w)
+        rad = ((rx + ry) / 2).expand_as(top)
+        parts.append(((py * w + px).expand_as(top)[keep], torch.stack([top[keep], dx[keep], dy[keep], rad[keep]])))
+    idx = torch.cat([p[0] for p in parts])
+    top, dx, dy, rad = torch.cat([p[1] for p in parts], 1)
+    hgt = torch.zeros(h * w, device=device).scatter_reduce(0, idx, top, "amax")  # the drop on top wins
+    win = top == hgt[idx]
+    ox, oy, rd = (torch.zeros(h * w, device=device).index_put((idx[win],), v[win]) for v in (dx, dy, rad))
+    hgt, ox, oy, rad = (t.view(h, w) for t in (hgt, ox, oy, rd))
     hgt = hgt.clamp_min(0).sqrt()
     v = lambda t: t.view(1, 1, h, w)  # noqa: E731
     return v(hgt), v(ox), v(oy), v(rad)

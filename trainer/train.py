@@ -216,6 +216,33 @@ def save_grid(rows: list[torch.Tensor], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def make_pair(synth, d, clean: torch.Tensor, gen: torch.Generator):
+    """(input, target) in [0, 1] from the synthesiser, or (clean, None) when there is none."""
+    if synth is None:
+        return clean, None
+    inp, tgt = synth(clean, gen, **d.synth_options)
+    if d.clean_fraction > 0:  # teach restraint: some inputs need no change at all
+        keep = (torch.rand(clean.shape[0], generator=gen) < d.clean_fraction).view(-1, 1, 1, 1).to(clean.device)
+        inp, tgt = torch.where(keep, clean, inp), torch.where(keep, clean, tgt)
+    return inp, tgt
+
+
+class SynthBatches(torch.utils.data.IterableDataset):
+    """Endless synthetic (input, target) batches, made in DataLoader worker processes (``data.workers``),
+    each worker with its own seeded generator and one thread."""
+
+    def __init__(self, pool: FramePool, synth, d, seed: int):
+        self.pool, self.synth, self.d, self.seed = pool, synth, d, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info is not None else 0
+        torch.set_num_threads(1)
+        gen = torch.Generator().manual_seed(self.seed * 100 + wid)
+        while True:
+            yield make_pair(self.synth, self.d, self.pool.sample(self.d.batch_size, gen), gen)
+
+
 # ----------------------------------------------------------------------------------------- trainer
 class Trainer:
     def __init__(self, cfg: Config, config_path: str = "", resume: bool = False, max_steps: int | None = None):
@@ -321,26 +348,28 @@ class Trainer:
                 self.discs = DDP(self.discs, device_ids=ids)
         # a fixed batch for the sample grids
         vis_gen = torch.Generator().manual_seed(12345)
-        self.vis_a = self.pool_a.sample(4, vis_gen).to(self.device)
+        vis_a = self.pool_a.sample(4, vis_gen)  # synthesised on the CPU, as the training batches are
+        self.vis_a = vis_a.to(self.device)
         self.vis_b = self.pool_b.sample(4, vis_gen).to(self.device) if self.pool_b else None
-        self.vis_pair = self._pair(self.vis_a, vis_gen)
+        self.vis_pair = tuple(None if t is None else t.to(self.device) for t in self._pair(vis_a, vis_gen))
         self.vis_real = self.pool_real.sample(4, vis_gen).to(self.device) if self.pool_real else None
+        self.feeder = None
+        if d.workers and self.synth is not None:
+            seed = cfg.seed * 1000 + self.rank + 7919 * self.step  # a resumed run draws new pairs
+            self.feeder = iter(torch.utils.data.DataLoader(
+                SynthBatches(self.pool_a, self.synth, d, seed), batch_size=None, num_workers=d.workers,
+                prefetch_factor=4, persistent_workers=True))
 
     # -- data
     def _pair(self, clean: torch.Tensor, gen: torch.Generator):
-        """(input, target) in [0, 1] from the synthesiser, or (clean, None) when there is none."""
-        if self.synth is None:
-            return clean, None
-        inp, tgt = self.synth(clean, gen, **self.cfg.data.synth_options)
-        if self.cfg.data.clean_fraction > 0:  # teach restraint: some inputs need no change at all
-            keep = (torch.rand(clean.shape[0], generator=gen) < self.cfg.data.clean_fraction).view(-1, 1, 1, 1)
-            inp, tgt = torch.where(keep, clean, inp), torch.where(keep, clean, tgt)
-        return inp, tgt
+        return make_pair(self.synth, self.cfg.data, clean, gen)
 
     def _batch(self):
         bs = self.cfg.data.batch_size
-        a = self.pool_a.sample(bs, self.gen)
-        inp, tgt = self._pair(a, self.gen)
+        if self.feeder is not None:
+            inp, tgt = next(self.feeder)
+        else:
+            inp, tgt = self._pair(self.pool_a.sample(bs, self.gen), self.gen)
         lo = self.cfg.loss
         gan = self.cfg.mode == "cyclegan" or (lo.lambda_gan > 0 and self.step >= lo.gan_start)
         b = self.pool_b.sample(bs, self.gen) if self.pool_b and gan else None
@@ -575,7 +604,8 @@ class Trainer:
                 self.write_samples()
             if main and time.time() - last_ck > cfg.train.checkpoint_every_s:
                 self.checkpoint()
-                plot_losses(csv_path, self.out / "losses.png")
+                if csv_path.exists():  # a checkpoint can come before the first log row
+                    plot_losses(csv_path, self.out / "losses.png")
                 last_ck = time.time()
         synced = self.params_in_sync()
         summary = {"step": self.step, "wall_time_s": round(self.wall, 1), "world_size": self.world,

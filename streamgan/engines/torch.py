@@ -315,7 +315,12 @@ class OnnxModule(torch.nn.Module):
                 args.pop()
             if op in _ELEMENTWISE:
                 args = _same_device(args)
-            env[outs[0]] = OPS[op](*args, **attrs)
+            y = OPS[op](*args, **attrs)
+            if y.dim() == 4 and y.is_floating_point() and y.dtype != x.dtype:
+                # image data stays in the backend's precision: a Cast to float, or zeros made by
+                # ConstantOfShape, would otherwise carry fp32 into an fp16/bf16 convolution
+                y = y.to(x.dtype)
+            env[outs[0]] = y
         return env[self.output_name]
 
 
