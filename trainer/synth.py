@@ -392,15 +392,16 @@ def _lamps(img: torch.Tensor, raw_sky: torch.Tensor) -> tuple[torch.Tensor, torc
     """Where the day frame has something that is lit at night (1x1xHxW masks of the light cores):
     (coloured, lamp heads).
 
-    * coloured: small bright red to amber blobs - tail and brake lights, indicators, red traffic lights -
-      glow in their own hue; larger areas (a red car) are left (top-hat), and so are yellow lane lines;
+    * coloured: small red to amber blobs - tail and brake lights, indicators, red traffic lights, dim ones
+      too (a tail light in daylight is dark red) - glow in their own hue; larger areas (a red car) are
+      left (top-hat), and so are yellow lane lines;
     * lamp heads: the top end of a thin dark pole standing against the sky (darker than what is on
       both sides of it for a length below its top, bright above it).
     Both are functions of the frame alone, so a network can learn where lights go at night."""
     h, w = (int(v) for v in img.shape[2:])  # ints also when traced for ONNX
     s = min(h, w)
     r, g, b = img[:, :1], img[:, 1:2], img[:, 2:]
-    red = ((r - 0.35) * 6).clamp(0, 1) * ((0.72 - g / (r + 1e-3)) * 8).clamp(0, 1) * ((0.6 - b / (r + 1e-3)) * 8).clamp(0, 1)
+    red = ((r - 0.25) * 6).clamp(0, 1) * ((0.72 - g / (r + 1e-3)) * 8).clamp(0, 1) * ((0.6 - b / (r + 1e-3)) * 8).clamp(0, 1)
     red = ((_gauss_blur(red, 0.8, zeros=True) - 0.3) * 3).clamp(0, 1)  # a blob of a few pixels, not a stray one
     coloured = (red - _open(red, max(2, round(s / 70)))).clamp(0, 1) * (1 - raw_sky)
     near_sky = _dilate((raw_sky > 0.5).float(), round(s / 30))
