@@ -41,12 +41,19 @@ def _ints(t) -> list[int]:
     return [int(v) for v in (t.tolist() if isinstance(t, torch.Tensor) else t)]
 
 
-def _conv(x, w, b=None, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1, **_):
-    n = len(strides)
+def _symmetric_pads(x, pads, n, value=0.0):
+    """ONNX pads (begins, then ends) -> the symmetric padding torch convolutions and pools take, padding
+    ``x`` by hand (with ``value``) where begin and end differ."""
+    pads = list(pads or [0] * (2 * n))
     if any(pads[i] != pads[i + n] for i in range(n)):
-        x = F.pad(x, [p for i in reversed(range(n)) for p in (pads[i], pads[i + n])])
-        pads = [0] * (2 * n)
-    return F.conv2d(x, w, b, tuple(strides), tuple(pads[:n]), tuple(dilations), group)
+        x = F.pad(x, [p for i in reversed(range(n)) for p in (pads[i], pads[i + n])], value=value)
+        return x, (0,) * n
+    return x, tuple(pads[:n])
+
+
+def _conv(x, w, b=None, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1, **_):
+    x, pad = _symmetric_pads(x, pads, len(strides))
+    return F.conv2d(x, w, b, tuple(strides), pad, tuple(dilations), group)
 
 
 def _conv_transpose(x, w, b=None, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
@@ -112,26 +119,16 @@ def _slice(x, starts, ends, axes=None, steps=None, **_):
     return x
 
 
-def _pool_pads(x, pads, n, value):
-    """ONNX pads (begins, then ends) -> the symmetric padding torch pools take, padding ``x`` by hand
-    (with ``value``) where begin and end differ."""
-    pads = list(pads or [0] * (2 * n))
-    if any(pads[i] != pads[i + n] for i in range(n)):
-        x = F.pad(x, [p for i in reversed(range(n)) for p in (pads[i], pads[i + n])], value=value)
-        return x, (0,) * n
-    return x, tuple(pads[:n])
-
-
 def _max_pool(x, *, kernel_shape, strides=None, pads=None, dilations=None, ceil_mode=0, **_):
     n = len(kernel_shape)
-    x, pad = _pool_pads(x, pads, n, float("-inf"))
+    x, pad = _symmetric_pads(x, pads, n, float("-inf"))
     return F.max_pool2d(x, tuple(kernel_shape), tuple(strides or (1,) * n), pad,
                         tuple(dilations or (1,) * n), bool(ceil_mode))
 
 
 def _avg_pool(x, *, kernel_shape, strides=None, pads=None, ceil_mode=0, count_include_pad=0, **_):
     n = len(kernel_shape)
-    x, pad = _pool_pads(x, pads, n, 0.0)
+    x, pad = _symmetric_pads(x, pads, n)
     return F.avg_pool2d(x, tuple(kernel_shape), tuple(strides or (1,) * n), pad, bool(ceil_mode),
                         bool(count_include_pad))
 
