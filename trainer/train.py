@@ -358,7 +358,7 @@ class Trainer:
             seed = cfg.seed * 1000 + self.rank + 7919 * self.step  # a resumed run draws new pairs
             self.feeder = iter(torch.utils.data.DataLoader(
                 SynthBatches(self.pool_a, self.synth, d, seed), batch_size=None, num_workers=d.workers,
-                prefetch_factor=4, persistent_workers=True))
+                prefetch_factor=4))
 
     # -- data
     def _pair(self, clean: torch.Tensor, gen: torch.Generator):
@@ -607,6 +607,7 @@ class Trainer:
                 if csv_path.exists():  # a checkpoint can come before the first log row
                     plot_losses(csv_path, self.out / "losses.png")
                 last_ck = time.time()
+        self.feeder = None  # the synthesis workers stop here, not at interpreter exit
         synced = self.params_in_sync()
         summary = {"step": self.step, "wall_time_s": round(self.wall, 1), "world_size": self.world,
                    "params_in_sync": synced, "counts": self.counts, "config": self.config_path}
