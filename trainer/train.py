@@ -358,7 +358,7 @@ class Trainer:
             seed = cfg.seed * 1000 + self.rank + 7919 * self.step  # a resumed run draws new pairs
             self.feeder = iter(torch.utils.data.DataLoader(
                 SynthBatches(self.pool_a, self.synth, d, seed), batch_size=None, num_workers=d.workers,
-                prefetch_factor=4))
+                prefetch_factor=4, multiprocessing_context="spawn"))  # no fork of a threaded process
 
     # -- data
     def _pair(self, clean: torch.Tensor, gen: torch.Generator):
