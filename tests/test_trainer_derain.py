@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+import torch.nn.functional as F  # noqa: E402
 from trainer.export import export_onnx  # noqa: E402
 from trainer.metrics import psnr_y  # noqa: E402
 from trainer.networks import MobileGenerator, SourceResolution  # noqa: E402
@@ -53,6 +54,20 @@ def test_drop_density_goes_from_a_few_drops_to_a_covered_windshield():
             y = glass_drops(x, torch.Generator().manual_seed(seed), density=d)
             cover[d].append(float(((y - x).abs().amax(1) > 0.05).float().mean()))
     assert max(cover[0.0]) < 0.05 and np.mean(cover[1.0]) > 0.2
+
+
+def test_near_drops_are_milky_blurred_discs():
+    """Far out of focus drops: where they cover the frame, fine texture is washed out and the view is
+    brighter; elsewhere the frame is untouched."""
+    x = 0.3 * torch.rand(1, 3, 180, 240, generator=torch.Generator().manual_seed(2))  # dark fine texture
+    y = glass_drops(x, torch.Generator().manual_seed(3), density=0.8, near=True)
+    d = (y - x).mean(1)
+    covered, clear = d > 0.1, d.abs() < 1e-6
+    assert float(covered.float().mean()) > 0.15 and float(clear.float().mean()) > 0.1
+    texture = lambda t: (t - F.avg_pool2d(t, 5, 1, 2, count_include_pad=False)).abs().mean(1)  # noqa: E731
+    assert float(texture(y)[covered].mean()) < 0.5 * float(texture(x)[covered].mean())
+    pair = rain_pair(x, torch.Generator().manual_seed(4), p_streaks_only=0.0, p_drops=1.0, p_near_drops=1.0)
+    assert pair[0].shape == x.shape and pair[1].shape == x.shape
 
 
 def _u8(t):

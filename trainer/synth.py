@@ -179,16 +179,20 @@ def _drop_maps(d: torch.Tensor, h: int, w: int):
     return v(hgt), v(ox), v(oy), v(rad)
 
 
-def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None = None) -> torch.Tensor:
+def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None = None,
+                near: bool = False) -> torch.Tensor:
     """Water drops on the windshield or lens (img: 1x3xHxW in [0, 1]), each a small lens.
 
     A drop refracts a flipped, minified, blurred view of the scene around it (it sees a wider field than
     its own footprint), is darker at its rim (light refracted away) and carries a small bright highlight
     (a reflection). The glass is nearer than the scene, so drops are in or out of focus: out-of-focus
-    drops are soft blobs. ``density`` in [0, 1]: 0 a few drops, 1 a covered windshield (random if None)."""
+    drops are soft blobs. ``density`` in [0, 1]: 0 a few drops, 1 a covered windshield (random if None).
+    ``near``: glass a few centimetres from the lens (:func:`near_drops`)."""
     _, _, h, w = img.shape
     s = min(h, w)
     dens = _u(gen, 0, 1) ** 2 if density is None else density
+    if near:
+        return near_drops(img, gen, dens)
     r_lo, r_hi = max(1.0, s * 0.006), s * _u(gen, 0.02, 0.09)
     mean_area = 3.14 * r_lo * r_hi * 1.3
     n = int(3 + dens * _u(gen, 0.3, 0.9) * h * w / mean_area)
@@ -217,6 +221,25 @@ def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None =
         sig = _u(gen, 0.5, 3.0) * s / 360
         comp = img * (1 - alpha) + view.clamp(0, 1) * alpha
         return _gauss_blur(comp, sig) * _gauss_blur(alpha, sig) + img * (1 - _gauss_blur(alpha, sig))
+    return img * (1 - alpha) + view.clamp(0, 1) * alpha
+
+
+def near_drops(img: torch.Tensor, gen: torch.Generator, dens: float) -> torch.Tensor:
+    """Drops on glass just in front of the lens, far out of focus (as in the Raindrop and RobotCar
+    pictures): milky discs a few percent of the frame wide with soft edges several pixels wide, through
+    which the scene is seen blurred, brighter and with less contrast. No rim and no highlight survive
+    that much defocus."""
+    _, _, h, w = img.shape
+    s = min(h, w)
+    r_lo, r_hi = s * 0.02, s * _u(gen, 0.05, 0.11)
+    n = min(int(3 + (0.3 + 0.7 * dens) * _u(gen, 0.3, 1.0) * h * w / (3.14 * r_lo * r_hi * 1.3)), 300)
+    hgt, _, _, _ = _drop_field(h, w, gen, n, r_lo, r_hi, img.device)
+    f = max(1, int(r_hi // 8))  # the view through a drop is smooth: blur it at a reduced size
+    small = _gauss_blur(F.avg_pool2d(img, f, ceil_mode=True), _u(gen, 0.3, 0.8) * r_hi / f)
+    view = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    milk = _u(gen, 0.15, 0.5)
+    view = view * _u(gen, 1.0, 1.2) * (1 - milk) + milk * _u(gen, 0.65, 0.95)
+    alpha = _wide_blur((hgt > 0.1).float(), _u(gen, 0.1, 0.3) * r_hi) * _u(gen, 0.5, 0.95)
     return img * (1 - alpha) + view.clamp(0, 1) * alpha
 
 
@@ -299,13 +322,15 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
 
 def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float = 0.25, p_veil: float = 0.5,
               p_drops: float = 0.6, p_spray: float = 0.15, p_wiper: float = 0.1, p_camera: float = 0.8,
-              noise_gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              p_near_drops: float = 0.0, noise_gen: torch.Generator | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """(rainy, target) from ``clean`` (NCHW in [0, 1]). Each image gets its own random weather.
 
     In the order light meets them: haze with depth, spray, streaks in the air, drops on the glass, a
     wiper sweep, then the camera (defocus, noise, JPEG). The target is the clean frame through the same
     camera (same noise sample), so the model learns to remove rain and keep the camera's look.
     A share ``p_streaks_only`` is Rain12 / Rain100L style: additive achromatic streaks, no camera.
+    A share ``p_near_drops`` of the drops on the glass are far out of focus (:func:`near_drops`).
 
     For video, pass a generator seeded the same for every frame as ``gen`` (same rain, same drops on the
     glass) and a per-frame generator as ``noise_gen`` (the streaks move)."""
@@ -330,7 +355,7 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
         y = y.clamp(0, 1)
         if not streaks or _u(gen, 0, 1) < p_drops:
             dry = y
-            y = glass_drops(y, gen)
+            y = glass_drops(y, gen, near=p_near_drops > 0 and _u(gen, 0, 1) < p_near_drops)
             if _u(gen, 0, 1) < p_wiper:  # the wiper clears the glass, not the air
                 y = wiper(y, dry, gen)
         tgt = img
