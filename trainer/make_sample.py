@@ -76,10 +76,11 @@ def synth_sheet(data: str, out: str, n: int = 6, width: int = 320) -> dict:
         for j in (2 * k, 2 * k + 1):
             img = np.asarray(Image.fromarray(clear[j]).resize((640, 360), Image.BICUBIC))
             x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
-            y, _ = rain_pair(x, torch.Generator().manual_seed(500 + j), p_streaks_only=0.0)
+            near = {"p_drops": 1.0, "p_near_drops": 1.0} if j % 2 else {}  # right column: out-of-focus drops
+            y, _ = rain_pair(x, torch.Generator().manual_seed(500 + j), p_streaks_only=0.0, **near)
             synth.append((y[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
         rows.append([real[2 * k], real[2 * k + 1], *synth])
-    labels = ["real rain", "real rain", "synthetic (trainer/synth.py)", "synthetic (trainer/synth.py)"]
+    labels = ["real rain", "real rain", "synthetic (trainer/synth.py)", "synthetic, drops near the lens"]
     return {"sheet": contact_sheet(rows, labels, Path(out), width=width)}
 
 
