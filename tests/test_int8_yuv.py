@@ -46,7 +46,7 @@ def _run_cli(args, capsys) -> tuple[int, str]:
 
 def test_card_without_int8_writes_no_int8_key_and_with_it_round_trips(tmp_path):
     plain = _plugin(tmp_path, int8=False, name="a")
-    assert "int8" not in (plain / CARD_FILE).read_text()
+    assert "\nint8:" not in (plain / CARD_FILE).read_text()
     q = _plugin(tmp_path, name="b")
     card = ModelCard.load(q / CARD_FILE)
     assert card.int8.file == "model.int8.xml" and card.int8.passed is True

@@ -231,7 +231,7 @@ def near_drops(img: torch.Tensor, gen: torch.Generator, dens: float) -> torch.Te
     that much defocus."""
     _, _, h, w = img.shape
     s = min(h, w)
-    r_lo, r_hi = s * 0.02, s * _u(gen, 0.05, 0.11)
+    r_lo, r_hi = s * 0.02, s * (_u(gen, 0.05, 0.11) if _u(gen, 0, 1) < 0.7 else _u(gen, 0.11, 0.2))  # up to a lens
     n = min(int(3 + (0.3 + 0.7 * dens) * _u(gen, 0.3, 1.0) * h * w / (3.14 * r_lo * r_hi * 1.3)), 300)
     hgt, _, _, _ = _drop_field(h, w, gen, n, r_lo, r_hi, img.device)
     f = max(1, int(r_hi // 8))  # the view through a drop is smooth: blur it at a reduced size
