@@ -103,6 +103,9 @@ def main() -> None:
         if args.frames:  # the source clip has 221 frames: loop it to the frame count asked for
             clip = _loop(clip, d / "c640x.mp4", args.frames)
         part = args.part
+        if Translator(args.task, "openvino", "fp32").model.int8 is None and part in ("all", "model", "e2e"):
+            sys.exit(f"benchmarks/cpu_int8_yuv.py: the {args.task} plugin has no int8 model (see its card); "
+                     "run 'streamgan-train quantize' into a copy of the plugin, or --part process|hd|threads")
         if part in ("all", "model"):
             print("model alone 640x360:", model_alone(args.task, 640, 360, args.reps * 2))
         if part in ("all", "e2e"):
