@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from streamgan import Translator, bench
+from streamgan import Translator, bench, plugins
 from streamgan.io import EncodeOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def main() -> None:
         if args.frames:  # the source clip has 221 frames: loop it to the frame count asked for
             clip = _loop(clip, d / "c640x.mp4", args.frames)
         part = args.part
-        if Translator(args.task, "openvino", "fp32").model.int8 is None and part in ("all", "model", "e2e"):
+        if plugins.load(args.task).int8 is None and part in ("all", "model", "e2e"):
             sys.exit(f"benchmarks/cpu_int8_yuv.py: the {args.task} plugin has no int8 model (see its card); "
                      "run 'streamgan-train quantize' into a copy of the plugin, or --part process|hd|threads")
         if part in ("all", "model"):

@@ -78,7 +78,8 @@ def adapt(rainy: list[str], clear: list[str], out: str, plugin: str = "derain", 
     sets = [
         f"data.train_a={clear!r}", f"data.train_real={rainy!r}", "data.holdout_a=[]", "data.holdout_b=[]",
         f"data.video_stride={stride}", f"train.out={run_dir}", f"train.init_generator={model.onnx}",
-        f"optim.steps={steps}", f"optim.decay_start={steps // 2}", "optim.lr=2.0e-4", "loss.lambda_real_gan=0.02", "loss.real_gan_start=0",
+        f"optim.steps={steps}", f"optim.decay_start={steps // 2}", "optim.lr=2.0e-4",
+        "loss.lambda_real_gan=0.02", "loss.real_gan_start=0",  # the unpaired term on the fleet's rainy frames
         f"train.sample_every={max(steps, 1)}", f"export.plugin_dir={out_dir}",
         "export.title=Rain removal (adapted to one fleet)",
         # the public benchmarks are scored when they are on this machine (the card then has metrics)

@@ -41,15 +41,15 @@ def _gauss_blur(x: torch.Tensor, sigma: float, zeros: bool = False) -> torch.Ten
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), down, groups=c)
 
 
-def _wide_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def _wide_blur(x: torch.Tensor, sigma: float, zeros: bool = True) -> torch.Tensor:
     """:func:`_gauss_blur` for wide halos and pools, computed at a reduced size when ``sigma`` is large
-    (the result is smooth; a fraction of the cost)."""
+    (the result is smooth; a fraction of the cost). Beyond the frame: 0, or the edge repeated."""
     f = 1
     while sigma / (2 * f) >= 2 and f < 8:
         f *= 2
     if f == 1:
-        return _gauss_blur(x, sigma, zeros=True)
-    small = _gauss_blur(F.avg_pool2d(x, f, ceil_mode=True), sigma / f, zeros=True)
+        return _gauss_blur(x, sigma, zeros=zeros)
+    small = _gauss_blur(F.avg_pool2d(x, f, ceil_mode=True), sigma / f, zeros=zeros)
     return F.interpolate(small, size=x.shape[2:], mode="bilinear", align_corners=False)
 
 
@@ -234,9 +234,7 @@ def near_drops(img: torch.Tensor, gen: torch.Generator, dens: float) -> torch.Te
     r_lo, r_hi = s * 0.02, s * (_u(gen, 0.05, 0.11) if _u(gen, 0, 1) < 0.7 else _u(gen, 0.11, 0.2))  # up to a lens
     n = min(int(3 + (0.3 + 0.7 * dens) * _u(gen, 0.3, 1.0) * h * w / (3.14 * r_lo * r_hi * 1.3)), 300)
     hgt, _, _, _ = _drop_field(h, w, gen, n, r_lo, r_hi, img.device)
-    f = max(1, int(r_hi // 8))  # the view through a drop is smooth: blur it at a reduced size
-    small = _gauss_blur(F.avg_pool2d(img, f, ceil_mode=True), _u(gen, 0.3, 0.8) * r_hi / f)
-    view = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    view = _wide_blur(img, _u(gen, 0.3, 0.8) * r_hi, zeros=False)  # the scene seen through the drop
     milk = _u(gen, 0.15, 0.5)
     view = view * _u(gen, 1.0, 1.2) * (1 - milk) + milk * _u(gen, 0.65, 0.95)
     alpha = _wide_blur((hgt > 0.1).float(), _u(gen, 0.1, 0.3) * r_hi) * _u(gen, 0.5, 0.95)
