@@ -50,6 +50,12 @@ def test_export_plugin_writes_valid_card_and_never_half_overwrites(tmp_path):
     assert card.weights.sha256 == sha256_file(pdir / "model.onnx") == res["sha256"]
     assert card.training.steps == 3 and card.task == "derain"
     assert card.weights.opset == 17
+    assert card.training.device == "cpu"
+    # the card tells how the weights were trained, also what the run changed that the config file does not say
+    cfg.data.crop += 8
+    export_plugin(cfg, "cfg.yaml", evaluate=False)
+    notes = ModelCard.load(pdir / "card.yaml").training.notes
+    assert f"crop {cfg.data.crop - 8}," in notes and f"batch {cfg.data.batch_size} " in notes
     before = {p.name: p.read_bytes() for p in pdir.iterdir()}
     (tmp_path / "run" / "latest.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError):

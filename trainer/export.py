@@ -119,8 +119,11 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
                                                                   Path(cfg.train.out) / "eval_replaced")
         g = cfg.model.generator
         data = [d.model_dump() for d in cfg.export.data_notes]
-        notes = (f"{cfg.mode} training, synthesiser '{cfg.data.synth}', crop {cfg.data.crop}, batch "
-                 f"{cfg.data.batch_size} x {ck.get('world_size', 1)} process(es); frames: {ck.get('counts')}")
+        run = ck.get("run") or {"device": "cpu", "crop": cfg.data.crop, "batch_size": cfg.data.batch_size}
+        notes = (f"{cfg.mode} training, synthesiser '{cfg.data.synth}'"
+                 + (f" {run['synth_options']}" if run.get("synth_options") else "")
+                 + f", crop {run['crop']}, batch {run['batch_size']} x {ck.get('world_size', 1)} process(es)"
+                 + (f", lr {run['lr']:g}" if "lr" in run else "") + f"; frames: {ck.get('counts')}")
         card = ModelCard(
             task=cfg.task, title=cfg.export.title, direction=cfg.export.direction,
             architecture=(f"{g.kind} generator ngf={g.ngf} n_blocks={g.n_blocks} norm={g.norm}"
@@ -129,7 +132,7 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
             processing={"policy": cfg.export.policy, "short_side": cfg.export.short_side, "size_multiple": 4},
             weights={"file": "model.onnx", "sha256": sha256_file(staged), "opset": OPSET},
             training={"config": config_path, "data": data, "steps": int(ck["step"]),
-                      "wall_time_s": round(float(ck["wall_time_s"]), 1), "device": "cpu", "notes": notes},
+                      "wall_time_s": round(float(ck["wall_time_s"]), 1), "device": run["device"], "notes": notes},
             metrics=metrics, limitations=cfg.export.limitations,
         )
     except BaseException:

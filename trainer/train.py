@@ -390,7 +390,15 @@ class Trainer:
             "optims": {"G": self.opt_g.state_dict(), **({"D": self.opt_d.state_dict()} if self.opt_d else {})},
             "scheds": [s.state_dict() for s in self.sched],
             "scaler": self.scaler.state_dict(), "rng": self.gen.get_state(), "counts": self.counts,
+            "run": self.run_settings(),
         }
+
+    def run_settings(self) -> dict:
+        """How these weights were trained, for the card: the export reads it from the checkpoint, since the
+        run may have set values (``--set``) that the config file given to the export does not hold."""
+        d, o = self.cfg.data, self.cfg.optim
+        return {"device": self.device.type, "crop": d.crop, "batch_size": d.batch_size,
+                "synth_options": dict(d.synth_options), "lr": o.lr, "steps": o.steps, "decay_start": o.decay_start}
 
     def _resume(self) -> None:
         path = self.out / CKPT
