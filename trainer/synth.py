@@ -463,9 +463,12 @@ def _glows(img: torch.Tensor, raw_sky: torch.Tensor, pick) -> tuple[torch.Tensor
     return light, ground
 
 
-def _sky_raw(lin: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Where the daylit sky is: bright, smooth and high in the frame (1x1xHxW, not grown)."""
+def _sky_raw(lin: torch.Tensor, h: int, w: int, close: int = 0) -> torch.Tensor:
+    """Where the daylit sky is: bright, smooth and high in the frame (1x1xHxW, not grown). ``close``:
+    dark lines up to 2*close+1 pixels wide (wires, twigs) are filled first, so they do not break the sky."""
     lum = _lin_luma(lin)
+    if close:
+        lum = _close(lum, close)
     top = torch.linspace(1, 0, h, device=lin.device).clamp(0, 1).view(1, 1, h, 1) ** 0.5
     gy = (lum[:, :, 1:] - lum[:, :, :-1]).abs()
     gx = (lum[..., 1:] - lum[..., :-1]).abs()
@@ -479,7 +482,7 @@ def _sky(lin: torch.Tensor, h: int, w: int, raw: torch.Tensor | None = None) -> 
     m = _sky_raw(lin, h, w) if raw is None else raw
     r = max(1, int(min(h, w) / 25))
     m = _dilate(m, r)
-    return _gauss_blur(m, min(h, w) / 200, zeros=True)
+    return _gauss_blur(m, r / 2, zeros=True)  # round edges: a rectangle grown from a coarse mask shows as blocks
 
 
 def sky_mask(img: torch.Tensor, grow: int = 0) -> torch.Tensor:
@@ -524,10 +527,15 @@ def _from_top(m: torch.Tensor) -> torch.Tensor:
 
 def _night_sky(lin: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(raw, soft) masks (Nx1xHxW) of the daylit sky that reaches the top of the frame: what goes dark at
-    night (a white truck or a bright wall below it does not)."""
-    raw = _sky_raw(lin, h, w)
-    raw = raw * _from_top((raw > 0.3).float()).clamp(0, 1)
-    return raw, _sky(lin, h, w, raw)
+    night (a white truck or a bright wall below it does not). The soft mask, which darkens, looks through
+    wires and twigs; the raw one, by which lamp heads are found at the tops of poles, does not (else the
+    trunks in a bare tree's crown would light up as lamps)."""
+    def reaching_top(m: torch.Tensor) -> torch.Tensor:
+        return m * _from_top((m > 0.3).float()).clamp(0, 1)
+
+    raw = reaching_top(_sky_raw(lin, h, w))
+    through_wires = reaching_top(_sky_raw(lin, h, w, close=max(1, round(min(h, w) / 144))))
+    return raw, _sky(lin, h, w, through_wires)
 
 
 def _sky_texture(lin: torch.Tensor, sky: torch.Tensor) -> torch.Tensor:
