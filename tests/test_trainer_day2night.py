@@ -247,3 +247,25 @@ def test_relit_plugin_lights_the_day_frames_lights_and_darkens_its_sky(tmp_path)
     assert torch.allclose(plain, (_Halve()(grey * 2 - 1) + 1) / 2, atol=2e-3)
     onnx = export_onnx(net, tmp_path / "relit.onnx")
     assert check_onnx(net, onnx, shapes=((1, 3, 120, 200), (2, 3, 360, 640)), tol=1e-3) < 1e-3
+
+
+def test_relight_keeps_yellow_lane_paint_dim_and_leaves_the_road_alone():
+    """A relighting network tends to make yellow lane paint glow orange; the renderer brings it back to dim,
+    paler paint. White paint and the road around are left as the network made them."""
+    from trainer.synth import relight
+
+    day = torch.full((1, 3, 180, 320), 0.42)
+    day[:, :, 120:180, 100:106] = torch.tensor([0.85, 0.70, 0.15]).view(1, 3, 1, 1)  # yellow centre line
+    day[:, :, 120:180, 220:226] = 0.9  # white edge line
+    night = day * 0.15
+    night[:, :, 120:180, 100:106] = torch.tensor([0.95, 0.45, 0.05]).view(1, 3, 1, 1)  # glowing orange paint
+    night[:, :, 120:180, 220:226] = 0.5
+    with torch.no_grad():
+        out = relight(day, night)[0]
+    yellow, white, road = (slice(140, 170), slice(101, 105)), (slice(140, 170), slice(221, 225)), (slice(140, 170), slice(150, 180))
+    assert float(out[(slice(None), *yellow)].mean()) < 0.75 * float(night[0][(slice(None), *yellow)].mean())  # dimmed
+    sat = lambda t: float((t.amax(0) - t.amin(0)).mean() / t.amax(0).mean())  # noqa: E731
+    assert sat(out[(slice(None), *yellow)]) < sat(night[0][(slice(None), *yellow)]) - 0.1  # paler
+    assert float(out[(slice(None), *yellow)].mean()) > float(out[(slice(None), *road)].mean())  # still visible paint
+    assert torch.allclose(out[(slice(None), *white)], night[0][(slice(None), *white)], atol=0.02)
+    assert torch.allclose(out[(slice(None), *road)], night[0][(slice(None), *road)], atol=0.02)

@@ -558,13 +558,33 @@ def _light_up(lin: torch.Tensor, day: torch.Tensor, light: torch.Tensor, ground:
     return lin + light * pick(0.1, 0.5) + ground * lin.clamp_min(0.002) * 40 * scene_gain * pick(0.3, 1.0)
 
 
+def _yellow_paint(day: torch.Tensor) -> torch.Tensor:
+    """Yellow road paint in a day frame (Nx1xHxW soft mask): saturated yellow to amber, in the lower 60%
+    of the frame."""
+    h = int(day.shape[2])  # an int also when traced for ONNX
+    r, g, b = day[:, :1], day[:, 1:2], day[:, 2:]
+    rows = torch.linspace(0, 1, h, device=day.device).view(1, 1, h, 1)
+    y = (((r - 0.35) * 8).clamp(0, 1) * ((g / (r + 1e-3) - 0.55) * 8).clamp(0, 1)
+         * ((0.75 - b / (r + 1e-3)) * 6).clamp(0, 1) * ((rows - 0.4) * 8).clamp(0, 1))
+    return _gauss_blur(y, 0.7, zeros=True).clamp(0, 1)
+
+
+def _dim_paint(lin: torch.Tensor, day: torch.Tensor) -> torch.Tensor:
+    """Yellow lane paint in a night rendering ``lin`` (linear light) brought back to dim, paler paint: a
+    relighting network tends to make it glow orange, which no night camera records away from headlights."""
+    p = _yellow_paint(day)
+    tint = torch.tensor([1.0, 0.8, 0.45], device=day.device).view(1, 3, 1, 1)
+    pale = lin * 0.4 + _lin_luma(lin) * tint * 0.6
+    return lin * (1 - p) + p * pale * 0.35
+
+
 def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
     """Finish a night rendering ``night`` of ``day`` (both NCHW in [0, 1], batched) the way
     :func:`make_night` lights its targets, with each strength at the middle of its range and no noise:
     the day frame's sky set to a dark night-sky level (its clouds faintly kept), the light sources the
     day frame shows (tail and brake lights, red traffic lights, lamp heads on poles) lit with halos, light
-    pools and reflections on the road. Window panes are left to the network: their detector also fires
-    on foliage. A fixed function of the two frames (no random numbers), exportable to ONNX at a fixed
+    pools and reflections on the road; yellow lane paint kept dim (:func:`_dim_paint`). Window panes are
+    left to the network: their detector also fires on foliage. A fixed function of the two frames (no random numbers), exportable to ONNX at a fixed
     size (sizes and blur radii follow from the shape it is traced with)."""
     def pick(lo: float, hi: float) -> float:
         return (lo + hi) / 2
@@ -575,6 +595,7 @@ def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
     lin = srgb_to_linear(night.clamp(0, 1))
     sky_lin = torch.tensor([0.8, 0.72, 0.8], device=day.device).view(1, 3, 1, 1) * 0.02 * _horizon(h, day.device)
     lin = lin * (1 - sky) + sky * sky_lin * _sky_texture(lin_day, sky)
+    lin = _dim_paint(lin, day)
     light, ground = _glows(day, raw_sky, pick)
     return linear_to_srgb(_light_up(lin, day, light, ground, pick)).clamp(0, 1)
 
