@@ -207,12 +207,13 @@ class Relit(nn.Module):
 
     def forward(self, x):
         night = self.net(x)
-        grid = lambda t: nn.functional.interpolate((t + 1) / 2, size=self.size, mode="bilinear", align_corners=False)  # noqa: E731
+        # resized first, then mapped to [0, 1]: the same values, with the arithmetic on the small grid
+        grid = lambda t: (nn.functional.interpolate(t, size=self.size, mode="bilinear", align_corners=False) + 1) / 2  # noqa: E731
         n = grid(night)
-        change = relight(grid(x), n) - n
+        change = 2 * (relight(grid(x), n) - n)  # back to the [-1, 1] range
         full = (x.shape[2], x.shape[3])
         up = nn.functional.interpolate(change, size=full, mode="bilinear", align_corners=False)
-        return torch.clamp(night + 2 * up, -1.0, 1.0)
+        return torch.clamp(night + up, -1.0, 1.0)
 
 
 class SourceResolution(nn.Module):

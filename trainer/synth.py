@@ -41,11 +41,12 @@ def _gauss_blur(x: torch.Tensor, sigma: float, zeros: bool = False) -> torch.Ten
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), down, groups=c)
 
 
-def _wide_blur(x: torch.Tensor, sigma: float, zeros: bool = True) -> torch.Tensor:
+def _wide_blur(x: torch.Tensor, sigma: float, zeros: bool = True, min_sigma: float = 2) -> torch.Tensor:
     """:func:`_gauss_blur` for wide halos and pools, computed at a reduced size when ``sigma`` is large
-    (the result is smooth; a fraction of the cost). Beyond the frame: 0, or the edge repeated."""
+    (the result is smooth; a fraction of the cost): reduced while the blur there stays at least
+    ``min_sigma`` pixels wide. Beyond the frame: 0, or the edge repeated."""
     f = 1
-    while sigma / (2 * f) >= 2 and f < 8:
+    while sigma / (2 * f) >= min_sigma and f < 8:
         f *= 2
     if f == 1:
         return _gauss_blur(x, sigma, zeros=zeros)
@@ -482,7 +483,7 @@ def _sky(lin: torch.Tensor, h: int, w: int, raw: torch.Tensor | None = None) -> 
     m = _sky_raw(lin, h, w) if raw is None else raw
     r = max(1, int(min(h, w) / 25))
     m = _dilate(m, r)
-    return _gauss_blur(m, r / 2, zeros=True)  # round edges: a rectangle grown from a coarse mask shows as blocks
+    return _wide_blur(m, r / 2, min_sigma=1)  # round edges: a rectangle grown from a coarse mask shows as blocks
 
 
 def sky_mask(img: torch.Tensor, grow: int = 0) -> torch.Tensor:
@@ -533,6 +534,7 @@ def _night_sky(lin: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.T
     def reaching_top(m: torch.Tensor) -> torch.Tensor:
         return m * _from_top((m > 0.3).float()).clamp(0, 1)
 
+    # each its own connectivity: lamp heads found where only the closed sky reaches flicker from frame to frame
     raw = reaching_top(_sky_raw(lin, h, w))
     through_wires = reaching_top(_sky_raw(lin, h, w, close=max(1, round(min(h, w) / 144))))
     return raw, _sky(lin, h, w, through_wires)
