@@ -269,3 +269,17 @@ def test_relight_keeps_yellow_lane_paint_dim_and_leaves_the_road_alone():
     assert float(out[(slice(None), *yellow)].mean()) > float(out[(slice(None), *road)].mean())  # still visible paint
     assert torch.allclose(out[(slice(None), *white)], night[0][(slice(None), *white)], atol=0.02)
     assert torch.allclose(out[(slice(None), *road)], night[0][(slice(None), *road)], atol=0.02)
+
+
+def test_relight_leaves_wide_yellow_things_alone():
+    """Only lines are taken for paint: a wide yellow area (a taxi's side, a sign, dry grass) low in the
+    frame keeps the network's rendering."""
+    from trainer.synth import relight
+
+    day = torch.full((1, 3, 180, 320), 0.42)
+    day[:, :, 110:170, 60:160] = torch.tensor([0.85, 0.70, 0.15]).view(1, 3, 1, 1)  # a yellow taxi's side
+    night = day * 0.3
+    with torch.no_grad():
+        out = relight(day, night)[0]
+    inner = (slice(None), slice(125, 155), slice(80, 140))
+    assert torch.allclose(out[inner], night[0][inner], atol=0.02)

@@ -534,7 +534,8 @@ def _night_sky(lin: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.T
     def reaching_top(m: torch.Tensor) -> torch.Tensor:
         return m * _from_top((m > 0.3).float()).clamp(0, 1)
 
-    # each its own connectivity: lamp heads found where only the closed sky reaches flicker from frame to frame
+    # each its own connectivity: lamp heads found where only the closed sky reaches the top flash on and
+    # off from frame to frame, and wire-crossed sky is cut off from the top without the closed one's
     raw = reaching_top(_sky_raw(lin, h, w))
     through_wires = reaching_top(_sky_raw(lin, h, w, close=max(1, round(min(h, w) / 144))))
     return raw, _sky(lin, h, w, through_wires)
@@ -561,13 +562,15 @@ def _light_up(lin: torch.Tensor, day: torch.Tensor, light: torch.Tensor, ground:
 
 
 def _yellow_paint(day: torch.Tensor) -> torch.Tensor:
-    """Yellow road paint in a day frame (Nx1xHxW soft mask): saturated yellow to amber, in the lower 60%
-    of the frame."""
-    h = int(day.shape[2])  # an int also when traced for ONNX
+    """Yellow road paint in a day frame (Nx1xHxW soft mask): saturated yellow to amber lines, narrower than
+    an 18th of the short side, in the lower 60% of the frame. Wider yellow things (a taxi, a sign, dry
+    grass) are left (top-hat)."""
+    h, w = (int(v) for v in day.shape[2:])  # ints also when traced for ONNX
     r, g, b = day[:, :1], day[:, 1:2], day[:, 2:]
     rows = torch.linspace(0, 1, h, device=day.device).view(1, 1, h, 1)
     y = (((r - 0.35) * 8).clamp(0, 1) * ((g / (r + 1e-3) - 0.55) * 8).clamp(0, 1)
          * ((0.75 - b / (r + 1e-3)) * 6).clamp(0, 1) * ((rows - 0.4) * 8).clamp(0, 1))
+    y = (y - _open(y, max(2, round(min(h, w) / 36)))).clamp(0, 1)
     return _gauss_blur(y, 0.7, zeros=True).clamp(0, 1)
 
 
@@ -585,7 +588,8 @@ def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
     :func:`make_night` lights its targets, with each strength at the middle of its range and no noise:
     the day frame's sky set to a dark night-sky level (its clouds faintly kept), the light sources the
     day frame shows (tail and brake lights, red traffic lights, lamp heads on poles) lit with halos, light
-    pools and reflections on the road; yellow lane paint kept dim (:func:`_dim_paint`). Window panes are
+    pools and reflections on the road; yellow lane paint kept dim (:func:`_dim_paint`, here only:
+    :func:`make_night` draws no glowing paint to undo). Window panes are
     left to the network: their detector also fires on foliage. A fixed function of the two frames (no random numbers), exportable to ONNX at a fixed
     size (sizes and blur radii follow from the shape it is traced with)."""
     def pick(lo: float, hi: float) -> float:
