@@ -589,9 +589,9 @@ def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
     the day frame's sky set to a dark night-sky level (its clouds faintly kept), the light sources the
     day frame shows (tail and brake lights, red traffic lights, lamp heads on poles) lit with halos, light
     pools and reflections on the road; yellow lane paint kept dim (:func:`_dim_paint`, here only:
-    :func:`make_night` draws no glowing paint to undo). Window panes are
-    left to the network: their detector also fires on foliage. A fixed function of the two frames (no random numbers), exportable to ONNX at a fixed
-    size (sizes and blur radii follow from the shape it is traced with)."""
+    :func:`make_night` draws no glowing paint to undo). Window panes are left to the network: their
+    detector also fires on foliage. A fixed function of the two frames (no random numbers), exportable to
+    ONNX at a fixed size (sizes and blur radii follow from the shape it is traced with)."""
     def pick(lo: float, hi: float) -> float:
         return (lo + hi) / 2
 

@@ -396,9 +396,9 @@ class Trainer:
     def run_settings(self) -> dict:
         """How these weights were trained, for the card: the export reads it from the checkpoint, since the
         run may have set values (``--set``) that the config file given to the export does not hold."""
-        d, o = self.cfg.data, self.cfg.optim
+        d = self.cfg.data
         return {"device": self.device.type, "crop": d.crop, "batch_size": d.batch_size,
-                "synth_options": dict(d.synth_options), "lr": o.lr, "steps": o.steps, "decay_start": o.decay_start}
+                "synth_options": dict(d.synth_options), "lr": self.cfg.optim.lr}
 
     def _resume(self) -> None:
         path = self.out / CKPT
