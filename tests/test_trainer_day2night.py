@@ -223,10 +223,18 @@ def test_trainer_uses_the_emphasis_only_when_asked(tmp_path):
     assert {"l1", "struct"} - set(tr.train_step()) == {"struct"}  # runs; no structure term in this config
 
 
+def _exposed(x: torch.Tensor) -> torch.Tensor:
+    """A network's night rendering as the light renderer exposes it off the sky."""
+    from trainer.synth import NIGHT_EXPOSURE, linear_to_srgb, srgb_to_linear
+
+    return linear_to_srgb(srgb_to_linear(x) * NIGHT_EXPOSURE)
+
+
 def test_relit_plugin_lights_the_day_frames_lights_and_darkens_its_sky(tmp_path):
     """export.relight: the shipped graph is the generator, then the fixed light renderer. On a day street
     the tail lights and the lamp head glow and the sky goes dark; a frame with no sky and no light source
-    (a plain grey road) comes out as the generator made it. One ONNX graph, any frame size."""
+    (a plain grey road) comes out as the generator made it, at the night exposure. One ONNX graph, any frame
+    size."""
     from trainer.export import check_onnx
     from trainer.networks import Relit
 
@@ -234,7 +242,7 @@ def test_relit_plugin_lights_the_day_frames_lights_and_darkens_its_sky(tmp_path)
     day = torch.from_numpy(np.repeat(np.repeat(_street(), 2, 0), 2, 1)).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         out = (net(day * 2 - 1) + 1) / 2
-        halved = (_Halve()(day * 2 - 1) + 1) / 2
+        halved = _exposed((_Halve()(day * 2 - 1) + 1) / 2)
     lum, base = out[0].mean(0), halved[0].mean(0)
     assert float(lum[:100].mean()) < 0.2 < float(base[:100].mean())  # the sky
     tail = (slice(236, 244), slice(248, 258))  # _street's tail light, at twice its size
@@ -244,14 +252,14 @@ def test_relit_plugin_lights_the_day_frames_lights_and_darkens_its_sky(tmp_path)
     grey = torch.full((1, 3, 180, 320), 0.4)
     with torch.no_grad():
         plain = (net(grey * 2 - 1) + 1) / 2
-    assert torch.allclose(plain, (_Halve()(grey * 2 - 1) + 1) / 2, atol=2e-3)
+    assert torch.allclose(plain, _exposed((_Halve()(grey * 2 - 1) + 1) / 2), atol=2e-3)
     onnx = export_onnx(net, tmp_path / "relit.onnx")
     assert check_onnx(net, onnx, shapes=((1, 3, 120, 200), (2, 3, 360, 640)), tol=1e-3) < 1e-3
 
 
 def test_relight_keeps_yellow_lane_paint_dim_and_leaves_the_road_alone():
     """A relighting network tends to make yellow lane paint glow orange; the renderer brings it back to dim,
-    paler paint. White paint and the road around are left as the network made them."""
+    paler paint. White paint and the road around are left as the network made them (at the night exposure)."""
     from trainer.synth import relight
 
     day = torch.full((1, 3, 180, 320), 0.42)
@@ -267,8 +275,9 @@ def test_relight_keeps_yellow_lane_paint_dim_and_leaves_the_road_alone():
     sat = lambda t: float((t.amax(0) - t.amin(0)).mean() / t.amax(0).mean())  # noqa: E731
     assert sat(out[(slice(None), *yellow)]) < sat(night[0][(slice(None), *yellow)]) - 0.1  # paler
     assert float(out[(slice(None), *yellow)].mean()) > float(out[(slice(None), *road)].mean())  # still visible paint
-    assert torch.allclose(out[(slice(None), *white)], night[0][(slice(None), *white)], atol=0.02)
-    assert torch.allclose(out[(slice(None), *road)], night[0][(slice(None), *road)], atol=0.02)
+    lit = _exposed(night)[0]
+    assert torch.allclose(out[(slice(None), *white)], lit[(slice(None), *white)], atol=0.02)
+    assert torch.allclose(out[(slice(None), *road)], lit[(slice(None), *road)], atol=0.02)
 
 
 def test_relight_leaves_wide_yellow_things_alone():
@@ -282,4 +291,4 @@ def test_relight_leaves_wide_yellow_things_alone():
     with torch.no_grad():
         out = relight(day, night)[0]
     inner = (slice(None), slice(125, 155), slice(80, 140))
-    assert torch.allclose(out[inner], night[0][inner], atol=0.02)
+    assert torch.allclose(out[inner], _exposed(night)[0][inner], atol=0.02)
