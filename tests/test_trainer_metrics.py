@@ -44,6 +44,20 @@ def test_psnr_y_uses_matlab_luma():
     assert M.psnr_y(a, b) == pytest.approx(10 * np.log10(1 / (128.553 / 255) ** 2))
 
 
+def test_colour_aligned_psnr_takes_out_exposure_but_not_content():
+    """Another camera's exposure (gain and offset) costs plain Y-PSNR but not the colour-aligned one; a
+    change to what the scene shows (a blotch, as a drop leaves) costs both."""
+    a = _rand(3).astype(float) * 0.6 + 40
+    other_camera = (a * 0.6 + 70).astype(np.uint8)
+    a = a.astype(np.uint8)
+    assert M.psnr_y(other_camera, a) < 25 < 45 < M.psnr_y_colour_aligned(other_camera, a)
+    blotch = other_camera.copy()
+    blotch[20:60, 30:90] = 255
+    assert M.psnr_y_colour_aligned(blotch, a) < 25
+    flat = M.psnr_y_colour_aligned(np.full_like(a, 7), a)  # nothing to fit a gain to: the best constant
+    assert flat == pytest.approx(10 * np.log10(1 / M.rgb_to_y(a).var()))
+
+
 def test_ssim_subsamples_large_images():
     a = _rand(2, 400, 600)
     b = np.clip(a.astype(int) + 20, 0, 255).astype(np.uint8)

@@ -153,21 +153,24 @@ def _holdout_frames(files: list[str], size: tuple[int, int], limit: int, stride:
 
 
 def rain12_scores(run, folder: str | Path) -> dict:
-    """Y-PSNR/SSIM of a paired set (rainy/*.png beside clean/*.png), model and do-nothing."""
+    """Y-PSNR/SSIM of a paired set (rainy/*.png beside clean/*.png), model and do-nothing; the PSNRs also
+    colour-aligned (:func:`metrics.psnr_y_colour_aligned`)."""
     folder = Path(folder)
     rainy = sorted((folder / "rainy").glob("*.png"))
     if not rainy:
         raise DataError(f"paired set: no rainy/*.png in {folder}")
-    base_p, base_s, p, s, examples = [], [], [], [], []
+    base_p, base_s, base_c, p, s, c, examples = [], [], [], [], [], [], []
     for f in rainy:
         a = read_image(f)
         b = read_image(folder / "clean" / f.name)
         o = run(a) if run else a
-        base_p.append(M.psnr_y(a, b)), base_s.append(M.ssim_y(a, b))
-        p.append(M.psnr_y(o, b)), s.append(M.ssim_y(o, b))
+        base_p.append(M.psnr_y(a, b)), base_s.append(M.ssim_y(a, b)), base_c.append(M.psnr_y_colour_aligned(a, b))
+        p.append(M.psnr_y(o, b)), s.append(M.ssim_y(o, b)), c.append(M.psnr_y_colour_aligned(o, b))
         examples.append([a, o, b])
     return {"n": len(rainy), "input_psnr": float(np.mean(base_p)), "input_ssim": float(np.mean(base_s)),
-            "psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "_examples": examples}
+            "psnr": float(np.mean(p)), "ssim": float(np.mean(s)),
+            "input_psnr_colour_aligned": float(np.mean(base_c)), "psnr_colour_aligned": float(np.mean(c)),
+            "_examples": examples}
 
 
 def evaluate(cfg: Config, checkpoint: str | None = None, onnx: str | None = None, out: str | None = None,
@@ -397,6 +400,8 @@ def _card_metrics(rep: dict) -> dict:
             r = rep[name]
             m[f"{name}_psnr_y"], m[f"{name}_ssim_y"] = round(r["psnr"], 2), round(r["ssim"], 4)
             m[f"{name}_input_psnr_y"], m[f"{name}_input_ssim_y"] = round(r["input_psnr"], 2), round(r["input_ssim"], 4)
+            m[f"{name}_psnr_y_colour_aligned"] = round(r["psnr_colour_aligned"], 2)  # two cameras' exposure taken out
+            m[f"{name}_input_psnr_y_colour_aligned"] = round(r["input_psnr_colour_aligned"], 2)
     if "clean_720p" in rep:
         m["clean_720p_psnr_y_to_input"] = rep["clean_720p"]["psnr_to_input"]
         m["thin_streaks_720p_psnr_y"] = rep["thin_streaks_720p"]["psnr"]
