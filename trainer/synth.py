@@ -609,7 +609,9 @@ def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
     h, w = (int(v) for v in day.shape[2:])
     lin_day = srgb_to_linear(day)
     raw_sky, sky = _night_sky(lin_day, h, w)
-    lin = srgb_to_linear(night.clamp(0, 1)) * (1 + (NIGHT_EXPOSURE - 1) * (1 - (sky * 10).clamp(0, 1)))
+    # exposed off the sky, fading out as the sky mask rises to a third (a steeper fade carries bf16's
+    # rounding of the mask into the picture)
+    lin = srgb_to_linear(night.clamp(0, 1)) * (1 + (NIGHT_EXPOSURE - 1) * (1 - (sky * 3).clamp(0, 1)))
     sky_lin = torch.tensor([0.8, 0.72, 0.8], device=day.device).view(1, 3, 1, 1) * 0.02 * _horizon(h, day.device)
     lin = lin * (1 - sky) + sky * sky_lin * _sky_texture(lin_day, sky)
     lin = _dim_paint(lin, day)
