@@ -468,14 +468,13 @@ def _glows(img: torch.Tensor, raw_sky: torch.Tensor, pick) -> tuple[torch.Tensor
     return light, ground
 
 
-def _sky_raw(lin: torch.Tensor, h: int, w: int, close: int = 0) -> torch.Tensor:
-    """Where the daylit sky is: bright, smooth and high in the frame (Nx1xHxW, not grown). With ``close``,
-    Nx2xHxW: found on the luminance as it is, and on the luminance with dark lines up to 2*close+1 pixels
-    wide (wires, twigs) filled first, so that they do not break the sky (one pass over both: fewer
-    operations in an exported graph)."""
+def _sky_raw(lin: torch.Tensor, h: int, w: int, close: int) -> torch.Tensor:
+    """Where the daylit sky is: bright, smooth and high in the frame (Nx2xHxW, not grown), found on the
+    luminance as it is and on the luminance with dark lines up to 2*close+1 pixels wide (wires, twigs)
+    filled first, so that they do not break the sky (one pass over both: fewer operations in an exported
+    graph)."""
     lum = _lin_luma(lin)
-    if close:
-        lum = torch.cat([lum, _close(lum, close)], 1)
+    lum = torch.cat([lum, _close(lum, close)], 1)
     top = torch.linspace(1, 0, h, device=lin.device).clamp(0, 1).view(1, 1, h, 1) ** 0.5
     gy = (lum[:, :, 1:] - lum[:, :, :-1]).abs()
     gx = (lum[..., 1:] - lum[..., :-1]).abs()
@@ -484,11 +483,11 @@ def _sky_raw(lin: torch.Tensor, h: int, w: int, close: int = 0) -> torch.Tensor:
     return ((lum - 0.15) * 5).clamp(0, 1) * top * smooth
 
 
-def _sky(lin: torch.Tensor, h: int, w: int, raw: torch.Tensor | None = None) -> torch.Tensor:
-    """Soft mask of the daylit sky (1x1xHxW), grown over the bright fringe around trees and roofs."""
-    m = _sky_raw(lin, h, w) if raw is None else raw
+def _sky(raw: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Soft mask of the daylit sky (Nx1xHxW) from its raw mask, grown over the bright fringe around trees
+    and roofs."""
     r = max(1, int(min(h, w) / 25))
-    m = _dilate(m, r)
+    m = _dilate(raw, r)
     return _wide_blur(m, r / 2, min_sigma=1)  # round edges: a rectangle grown from a coarse mask shows as blocks
 
 
@@ -543,7 +542,7 @@ def _night_sky(lin: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.T
     # reaches the top flash on and off from frame to frame, and wire-crossed sky is cut off from the top
     # without the closed one's
     both = both * _from_top((both > 0.3).float()).clamp(0, 1)
-    return both[:, :1], _sky(lin, h, w, both[:, 1:])
+    return both[:, :1], _sky(both[:, 1:], h, w)
 
 
 def _sky_texture(lin: torch.Tensor, sky: torch.Tensor) -> torch.Tensor:
