@@ -292,3 +292,33 @@ def test_relight_leaves_wide_yellow_things_alone():
         out = relight(day, night)[0]
     inner = (slice(None), slice(125, 155), slice(80, 140))
     assert torch.allclose(out[inner], _exposed(night)[0][inner], atol=0.02)
+
+
+def _overcast(h: int, w: int) -> torch.Tensor:
+    """A grey overcast sky over the top 40% of the frame, lighter towards the horizon and crossed by three
+    thin dark wires; a grey road below."""
+    day = torch.full((1, 3, h, w), 0.4)
+    sky = int(0.4 * h)
+    day[:, :, :sky] = torch.linspace(0.72, 0.88, sky).view(1, 1, sky, 1)
+    xs = torch.arange(w)
+    for k, y0 in enumerate((0.1, 0.2, 0.3)):
+        rows = (y0 * h + (xs - w / 2) * (k - 1) * 0.1).round().long().clamp(0, sky - 1)
+        day[0, :, rows, xs] = 0.25
+    return day
+
+
+@pytest.mark.parametrize("hw", [(144, 256), (360, 640)])
+def test_relight_darkens_a_grey_wire_crossed_sky_at_the_grid_size_and_above(hw):
+    """A network that leaves an overcast sky bright: the renderer takes it to night on its 144x256 grid as at
+    360x640 (the sky's smoothness is judged per fraction of the frame, not per pixel), and leaves the road."""
+    from trainer.synth import relight
+
+    h, w = hw
+    day = _overcast(h, w)
+    night = day * 0.8  # a bright rendering of the sky
+    with torch.no_grad():
+        out = relight(day, night)[0]
+    y = lambda t: float((0.2126 * t[0] + 0.7152 * t[1] + 0.0722 * t[2]).mean())  # noqa: E731
+    assert y(out[:, : int(0.3 * h)]) < 0.2 < y(night[0, :, : int(0.3 * h)])
+    road = (slice(None), slice(int(0.7 * h), h), slice(0, w))
+    assert torch.allclose(out[road], _exposed(night)[0][road], atol=0.02)

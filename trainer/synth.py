@@ -472,14 +472,20 @@ def _sky_raw(lin: torch.Tensor, h: int, w: int, close: int) -> torch.Tensor:
     """Where the daylit sky is: bright, smooth and high in the frame (Nx2xHxW, not grown), found on the
     luminance as it is and on the luminance with dark lines up to 2*close+1 pixels wide (wires, twigs)
     filled first, so that they do not break the sky (one pass over both: fewer operations in an exported
-    graph)."""
+    graph).
+
+    Smooth is judged per pixel for the first (the lamp-head detector's, tuned so) and per 360th of the
+    short side for the second, which darkens the sky: the same sky is equally smooth on a 144x256 grid and
+    at 360x640 (per pixel, a sky's gradient is 2.5x steeper on the grid, where a grey, wire-crossed sky
+    was found only half as strongly as at 360x640)."""
     lum = _lin_luma(lin)
     lum = torch.cat([lum, _close(lum, close)], 1)
     top = torch.linspace(1, 0, h, device=lin.device).clamp(0, 1).view(1, 1, h, 1) ** 0.5
     gy = (lum[:, :, 1:] - lum[:, :, :-1]).abs()
     gx = (lum[..., 1:] - lum[..., :-1]).abs()
     tex = _gauss_blur(F.pad(gy, (0, 0, 0, 1)) + F.pad(gx, (0, 1)), min(h, w) / 80, zeros=True)
-    smooth = (1 - tex * 25).clamp(0, 1)
+    per = torch.tensor([1.0, min(h, w) / 360], device=lin.device).view(1, 2, 1, 1)
+    smooth = (1 - tex * per * 25).clamp(0, 1)
     return ((lum - 0.15) * 5).clamp(0, 1) * top * smooth
 
 
@@ -590,6 +596,8 @@ def _dim_paint(lin: torch.Tensor, day: torch.Tensor) -> torch.Tensor:
 # The day2night network's output off the sky sits darker than real night footage (median luma 0.145 against
 # 0.157 on the held-out night frames, Y as the metrics take it): the renderer exposes it this much brighter.
 NIGHT_EXPOSURE = 1.25
+# the brightest the network's rendering of a grey day sky may stay under the sky mask (linear luminance)
+NIGHT_SKY_CAP = 0.03
 
 
 def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
@@ -599,7 +607,7 @@ def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
     day frame shows (tail and brake lights, red traffic lights, lamp heads on poles) lit with halos, light
     pools and reflections on the road; yellow lane paint kept dim (:func:`_dim_paint`, here only:
     :func:`make_night` draws no glowing paint to undo); off the sky, the network's rendering exposed
-    ``NIGHT_EXPOSURE`` times brighter in linear light. Window panes are left to the network: their
+    ``NIGHT_EXPOSURE`` times brighter in linear light, under a grey sky held to ``NIGHT_SKY_CAP``. Window panes are left to the network: their
     detector also fires on foliage. A fixed function of the two frames (no random numbers), exportable to
     ONNX at a fixed size (sizes and blur radii follow from the shape it is traced with)."""
     def pick(lo: float, hi: float) -> float:
@@ -611,7 +619,12 @@ def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
     # exposed off the sky, fading out as the sky mask rises to a third (a steeper fade carries bf16's
     # rounding of the mask into the picture)
     lin = srgb_to_linear(night.clamp(0, 1)) * (1 + (NIGHT_EXPOSURE - 1) * (1 - (sky * 3).clamp(0, 1)))
-    sky_lin = torch.tensor([0.8, 0.72, 0.8], device=day.device).view(1, 3, 1, 1) * 0.02 * _horizon(h, day.device)
+    # the network renders a white or grey (overcast) day sky bright, and the sky mask's soft edge keeps
+    # part of it: under such a sky its rendering is held to a night sky's brightness
+    sat = (day.amax(1, keepdim=True) - day.amin(1, keepdim=True)) / day.amax(1, keepdim=True).clamp_min(1e-3)
+    grey_sky = sky * (1 - 4 * sat).clamp(0, 1)
+    lin = lin * (1 - grey_sky + grey_sky * (NIGHT_SKY_CAP / _lin_luma(lin).clamp_min(1e-4)).clamp(max=1))
+    sky_lin = torch.tensor([0.8, 0.72, 0.8], device=day.device).view(1, 3, 1, 1) * 0.025 * _horizon(h, day.device)
     lin = lin * (1 - sky) + sky * sky_lin * _sky_texture(lin_day, sky)
     lin = _dim_paint(lin, day)
     light, ground = _glows(day, raw_sky, pick)
