@@ -183,3 +183,33 @@ def test_adapt_writes_a_plugin_that_runs(tmp_path, udacity_clip):
                           str(tmp_path / "o.mp4"), "-q"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert len(read_video(tmp_path / "o.mp4")["frames"]) == 4
+
+
+def test_adapt_stopped_by_sigterm_writes_no_plugin(tmp_path):
+    """SIGTERM during adapt's training: exit 143 with the run's checkpoint, and no plugin (half-trained) and
+    no staging folder left."""
+    import signal
+    import time
+
+    rainy, clear = make_images(tmp_path / "rainy", 2, seed=3), make_images(tmp_path / "clear", 2)
+    out, runs = tmp_path / "fleet", tmp_path / "runs"
+    cmd = [sys.executable, "-m", "trainer", "adapt", "--rainy", str(rainy), "--clear", str(clear), "--out", str(out),
+           "--steps", "100000", "--set", "data.batch_size=2", "--set", "data.crop=64", "--set", "train.log_every=1",
+           "--set", "data.workers=0"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "STREAMGAN_RUNS": str(runs)}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        t0 = time.time()
+        while not list(runs.glob("*/log.csv")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() - t0 < 180, "adapt logged no step in 180 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert "no plugin written" in err
+    assert not out.exists() and not list(tmp_path.glob(".fleet*"))
+    assert list(runs.glob("*/latest.pt"))

@@ -148,3 +148,56 @@ def test_a_checkpoint_before_the_first_log_row_does_not_stop_the_run(tmp_path):
     cfg = _cfg(tmp_path, optim__steps=3, train__log_every=1000, train__checkpoint_every_s=1e-6)
     assert Trainer(cfg).run()["step"] == 3
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == 3
+
+
+def _start_training(tmp_path, **over):
+    """A tiny run of many steps in its own process (and process group); returns it once it has logged."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    cfg_path = write_config(tmp_path, tiny_config(tmp_path, optim__steps=1_000_000, train__log_every=2, **over))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", "train", str(cfg_path)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    log = tmp_path / "run" / "log.csv"
+    t0 = time.time()
+    while not (log.exists() and len(log.read_text().splitlines()) > 2):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < 120, "the run logged nothing in 120 s"
+        time.sleep(0.2)
+    return proc, cfg_path
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C to the group, synthesis in a worker"])
+def test_a_stopped_run_checkpoints_and_a_second_trainer_on_its_folder_is_refused(tmp_path, capsys, how):
+    """While a run trains, another `train` on the same run folder stops with the run's pid and writes
+    nothing. SIGTERM (or Ctrl-C, which reaches the synthesis workers too) ends the run after the step in
+    progress with a checkpoint and exit status 128 + signal; `--resume` goes on from that step."""
+    import os
+    import signal
+
+    over = {"data__workers": 1} if how.startswith("Ctrl-C") else {}
+    proc, cfg_path = _start_training(tmp_path, **over)
+    try:
+        config_json = (tmp_path / "run" / "config.json").read_bytes()
+        assert main(["train", str(cfg_path), "--steps", "1"]) == 2
+        assert f"pid {proc.pid}" in capsys.readouterr().err
+        assert (tmp_path / "run" / "config.json").read_bytes() == config_json
+        if how == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    sig = signal.SIGTERM if how == "SIGTERM" else signal.SIGINT
+    assert proc.returncode == 128 + sig, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["stopped_by"] == sig.name and "continue with --resume" in err
+    step = load_checkpoint(tmp_path / "run" / "latest.pt")["step"]
+    assert step == summary["step"] >= 4
+    assert main(["train", str(cfg_path), "--resume", "--steps", "3"]) == 0  # the lock went with the process
+    assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == step + 3

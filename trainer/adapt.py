@@ -92,6 +92,10 @@ def adapt(rainy: list[str], clear: list[str], out: str, plugin: str = "derain", 
     cfg = cfg.model_copy(update={"eval": ev})
     t0 = time.time()
     summary = Trainer(cfg, str(BASE_CONFIG)).run()
+    if "stopped_by" in summary:  # Ctrl-C or SIGTERM: a half-trained model is not a plugin
+        log(f"adapt: stopped by {summary['stopped_by']} at step {summary['step']}; no plugin written "
+            f"(the run is in {run_dir})")
+        return {"stopped_by": summary["stopped_by"], "step": summary["step"], "run": str(run_dir)}
     staging = out_dir.with_name(f".{out_dir.name}.streamgan-tmp")
     shutil.rmtree(staging, ignore_errors=True)
     try:

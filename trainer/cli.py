@@ -7,7 +7,9 @@
     streamgan-train sample [--out samples/rainy_dashcam.mp4]
     streamgan-train adapt  --rainy MY_RAINY_CLIPS --clear MY_CLEAR_CLIPS [--out derain-myfleet] [--steps 300]
 
-Errors the user can fix (bad config, missing data, bad checkpoint) print one line and exit with status 2.
+Errors the user can fix (bad config, missing data, bad checkpoint, a run folder another training process is
+writing) print one line and exit with status 2. A training run stopped with SIGTERM or Ctrl-C writes its
+checkpoint and exits with 128 + the signal's number (143, 130), as a shell reports such an end.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+from pathlib import Path
 
 from .options import CheckpointError, Config, ConfigError, DataError
 
@@ -23,6 +27,11 @@ def _user_errors():
     from streamgan.errors import StreamganError
 
     return (ConfigError, DataError, CheckpointError, StreamganError)
+
+
+def _exit_status(result: dict) -> int:
+    """0, or 128 + the signal's number for a run a signal stopped (as a shell reports such an end)."""
+    return 128 + int(getattr(signal, result["stopped_by"])) if "stopped_by" in result else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "adapt":
             from .adapt import adapt
 
-            print(json.dumps(adapt(args.rainy, args.clear, args.out, args.plugin, args.steps, args.set,
-                                   log=lambda m: print(m, file=sys.stderr)), indent=2))
-            return 0
+            res = adapt(args.rainy, args.clear, args.out, args.plugin, args.steps, args.set,
+                        log=lambda m: print(m, file=sys.stderr))
+            print(json.dumps(res, indent=2))
+            return _exit_status(res)
         cfg = Config.load(args.config, args.set)
         if args.cmd == "train":
             from .train import Trainer
@@ -93,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             summary = Trainer(cfg, args.config, resume=args.resume, max_steps=args.steps).run()
             if summary.get("world_size", 1) == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
                 print(json.dumps(summary))
+            if "stopped_by" in summary:
+                print(f"streamgan-train: stopped by {summary['stopped_by']} at step {summary['step']}; "
+                      f"checkpoint {Path(cfg.train.out) / 'latest.pt'}; continue with --resume", file=sys.stderr)
+            return _exit_status(summary)
         elif args.cmd == "export":
             from .export import export_plugin
 

@@ -3,15 +3,20 @@
 Runs on CPU, CUDA (mixed precision) and several processes through ``torchrun`` (DistributedDataParallel;
 gloo on CPU, nccl on CUDA). Rank 0 writes checkpoints (temp file, then rename), sample grids, a CSV log and
 a PNG plot of the losses. Checkpoints hold plain tensors and are read back with ``weights_only=True``.
+A run holds a lock on its folder (a second trainer on it stops with the first one's pid), and a
+single-process run stopped with SIGTERM or Ctrl-C ends after the step in progress with a checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,11 +30,70 @@ from .networks import build_discriminator, build_generator, init_weights
 from .options import CheckpointError, Config, DataError
 from .synth import SYNTHS, sky_mask
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs go without the folder lock
+    fcntl = None
+
 CKPT = "latest.pt"
 LOSS_KEYS = ["warmup_l1", "l1", "ssim", "struct", "G_gan", "real_gan", "cyc_A", "cyc_B", "idt", "distill", "G", "D"]
 
 
 # ----------------------------------------------------------------------------------------- checkpoints
+class RunInUse(CheckpointError):
+    """Another training process is writing the same run folder."""
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold ``<out>/run.lock`` while a run writes ``out``: a second trainer on the same folder (say a resumed
+    copy of a run that is still going) stops with the first one's pid instead of writing beside it. The lock
+    goes with the process, however it ends."""
+    out.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(out / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunInUse(f"{out} is being written by another training process (pid {holder}): stop it "
+                           "first, or train into another train.out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
+@contextlib.contextmanager
+def stop_on_signal(enabled: bool):
+    """Yields a list that gets the signal's name when SIGTERM or SIGINT (Ctrl-C) arrives, so the loop can
+    end after the step in progress and checkpoint; a second one acts as usual (stops at once). Only in the
+    main thread of a single-process run: DDP ranks stopping at different steps would hang each other."""
+    stop: list[str] = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    sigs = (signal.SIGTERM, signal.SIGINT)
+    old = {s: signal.getsignal(s) for s in sigs}
+
+    def note(signum, _frame):
+        stop.append(signal.Signals(signum).name)
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    for s in sigs:
+        signal.signal(s, note)
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def arch_signature(cfg: Config) -> str:
     return json.dumps({"mode": cfg.mode, "model": cfg.model.model_dump(mode="json")}, sort_keys=True)
 
@@ -237,6 +301,8 @@ class SynthBatches(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info is not None else 0
+        if info is not None:  # Ctrl-C reaches the whole process group: the trainer decides when to stop
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         torch.set_num_threads(1)
         gen = torch.Generator().manual_seed(self.seed * 100 + wid)
         while True:
@@ -261,6 +327,9 @@ class Trainer:
         torch.set_num_threads(cfg.train.threads)
         self.amp = cfg.train.amp and self.device.type == "cuda"
         self.out = Path(cfg.train.out)
+        if self.rank == 0:
+            with run_lock(self.out):  # refused now, not after minutes of loading frames; held again in run()
+                pass
         self.max_steps = max_steps
         torch.manual_seed(cfg.seed)
 
@@ -576,11 +645,16 @@ class Trainer:
         return all(torch.allclose(gathered[0], g, rtol=0, atol=1e-9) for g in gathered)
 
     def run(self) -> dict:
+        """Train to ``optim.steps`` (or ``max_steps`` more), checkpointing every ``checkpoint_every_s``; the
+        summary says ``stopped_by`` when a signal ended the run early (its checkpoint is written)."""
+        main = self.rank == 0
+        with run_lock(self.out) if main else contextlib.nullcontext(), stop_on_signal(self.world == 1) as stop:
+            return self._run(main, stop)
+
+    def _run(self, main: bool, stop: list[str]) -> dict:
         cfg = self.cfg
         total = cfg.optim.steps if self.max_steps is None else min(cfg.optim.steps, self.step + self.max_steps)
-        main = self.rank == 0
         if main:
-            self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(cfg.model_dump_json(indent=2))
         csv_path = self.out / "log.csv"
         fields = None
@@ -588,7 +662,7 @@ class Trainer:
         last_ck = time.time()
         acc: dict[str, list[float]] = {}
         t_prev = time.time()
-        while self.step < total:
+        while self.step < total and not stop:
             logs = self.train_step()
             now = time.time()
             self.wall += now - t_prev
@@ -619,6 +693,8 @@ class Trainer:
         synced = self.params_in_sync()
         summary = {"step": self.step, "wall_time_s": round(self.wall, 1), "world_size": self.world,
                    "params_in_sync": synced, "counts": self.counts, "config": self.config_path}
+        if stop:
+            summary["stopped_by"] = stop[0]
         if main:
             self.checkpoint()
             self.write_samples()
