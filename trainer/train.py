@@ -327,8 +327,8 @@ class Trainer:
         torch.set_num_threads(cfg.train.threads)
         self.amp = cfg.train.amp and self.device.type == "cuda"
         self.out = Path(cfg.train.out)
-        if self.rank == 0:
-            with run_lock(self.out):  # refused now, not after minutes of loading frames; held again in run()
+        if self.rank == 0 and self.out.is_dir():  # refused now, not after minutes of loading frames
+            with run_lock(self.out):  # (held again in run())
                 pass
         self.max_steps = max_steps
         torch.manual_seed(cfg.seed)
