@@ -224,10 +224,12 @@ def test_trainer_uses_the_emphasis_only_when_asked(tmp_path):
 
 
 def _exposed(x: torch.Tensor) -> torch.Tensor:
-    """A network's night rendering as the light renderer exposes it off the sky."""
-    from trainer.synth import NIGHT_EXPOSURE, linear_to_srgb, srgb_to_linear
+    """A network's night rendering as the light renderer exposes it off the sky, the road ahead lit by the
+    car's own headlights."""
+    from trainer.synth import NIGHT_EXPOSURE, OWN_HEADLIGHTS, _headlight_pool, linear_to_srgb, srgb_to_linear
 
-    return linear_to_srgb(srgb_to_linear(x) * NIGHT_EXPOSURE)
+    pool = _headlight_pool(*x.shape[2:])
+    return linear_to_srgb(srgb_to_linear(x) * NIGHT_EXPOSURE * (1 + OWN_HEADLIGHTS * pool))
 
 
 def test_relit_plugin_lights_the_day_frames_lights_and_darkens_its_sky(tmp_path):
@@ -259,8 +261,9 @@ def test_relit_plugin_lights_the_day_frames_lights_and_darkens_its_sky(tmp_path)
 
 def test_relight_keeps_yellow_lane_paint_dim_and_leaves_the_road_alone():
     """A relighting network tends to make yellow lane paint glow orange; the renderer brings it back to dim,
-    paler paint. White paint and the road around are left as the network made them (at the night exposure)."""
-    from trainer.synth import relight
+    paler paint. White paint and the road around are left as the network made them (at the night exposure,
+    in the car's own headlights)."""
+    from trainer.synth import _lin_luma, relight, srgb_to_linear
 
     day = torch.full((1, 3, 180, 320), 0.42)
     day[:, :, 120:180, 100:106] = torch.tensor([0.85, 0.70, 0.15]).view(1, 3, 1, 1)  # yellow centre line
@@ -271,11 +274,12 @@ def test_relight_keeps_yellow_lane_paint_dim_and_leaves_the_road_alone():
     with torch.no_grad():
         out = relight(day, night)[0]
     yellow, white, road = (slice(140, 170), slice(101, 105)), (slice(140, 170), slice(221, 225)), (slice(140, 170), slice(150, 180))
-    assert float(out[(slice(None), *yellow)].mean()) < 0.75 * float(night[0][(slice(None), *yellow)].mean())  # dimmed
+    lit = _exposed(night)[0]  # as it would be without the paint's dimming (exposed, headlights on)
+    light = lambda t: float(_lin_luma(srgb_to_linear(t[(slice(None), *yellow)][None])).mean())  # noqa: E731
+    assert light(out) < 0.5 * light(lit)  # dimmed (linear luminance; the glowing paint's red is clipped in sRGB)
     sat = lambda t: float((t.amax(0) - t.amin(0)).mean() / t.amax(0).mean())  # noqa: E731
     assert sat(out[(slice(None), *yellow)]) < sat(night[0][(slice(None), *yellow)]) - 0.1  # paler
     assert float(out[(slice(None), *yellow)].mean()) > float(out[(slice(None), *road)].mean())  # still visible paint
-    lit = _exposed(night)[0]
     assert torch.allclose(out[(slice(None), *white)], lit[(slice(None), *white)], atol=0.02)
     assert torch.allclose(out[(slice(None), *road)], lit[(slice(None), *road)], atol=0.02)
 
