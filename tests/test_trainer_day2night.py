@@ -224,12 +224,14 @@ def test_trainer_uses_the_emphasis_only_when_asked(tmp_path):
 
 
 def _exposed(x: torch.Tensor) -> torch.Tensor:
-    """A network's night rendering as the light renderer exposes it off the sky, the road ahead lit by the
-    car's own headlights."""
-    from trainer.synth import NIGHT_EXPOSURE, OWN_HEADLIGHTS, _headlight_pool, linear_to_srgb, srgb_to_linear
+    """A network's night rendering as the light renderer passes it on off the sky and the lights: exposed
+    for night, the road ahead lit by the car's own headlights, its colour faded."""
+    from trainer.synth import (NIGHT_COLOUR, NIGHT_EXPOSURE, OWN_HEADLIGHTS, _fade_colour, _headlight_pool,
+                               linear_to_srgb, srgb_to_linear)
 
     pool = _headlight_pool(*x.shape[2:])
-    return linear_to_srgb(srgb_to_linear(x) * NIGHT_EXPOSURE * (1 + OWN_HEADLIGHTS * pool))
+    lin = srgb_to_linear(x) * NIGHT_EXPOSURE * (1 + OWN_HEADLIGHTS * pool)
+    return linear_to_srgb(_fade_colour(lin, NIGHT_COLOUR))
 
 
 def test_relit_plugin_lights_the_day_frames_lights_and_darkens_its_sky(tmp_path):

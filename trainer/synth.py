@@ -564,6 +564,12 @@ def _horizon(h: int, device=None) -> torch.Tensor:
     return 0.5 + torch.linspace(0, 1, h, device=device).view(1, 1, h, 1) ** 2
 
 
+def _fade_colour(lin: torch.Tensor, keep: float) -> torch.Tensor:
+    """Colour fades at night: ``keep`` of each pixel's saturation (linear light, luminance unchanged)."""
+    lum = _lin_luma(lin)
+    return lum + (lin - lum) * keep
+
+
 def _headlight_pool(h: int, w: int, device=None) -> torch.Tensor:
     """The car's own headlights: where they light the road ahead, the lower middle of the frame (1x1xHxW,
     1 at the bottom centre; a gain shape)."""
@@ -610,6 +616,9 @@ NIGHT_SKY_CAP = 0.03
 # nearest the held-out night frames: night distance 1.60 -> 1.32, 1.96 -> 1.45 against 60 training night
 # frames, where 2 gave 1.40)
 OWN_HEADLIGHTS = 1.0
+# the saturation the rendering keeps (make_night's 0.35-0.7 at its middle; night distance 1.32 -> 1.28,
+# 1.45 -> 1.39 against 60 training night frames; the network's orange road glare goes a muted tan)
+NIGHT_COLOUR = 0.5
 
 
 def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
@@ -620,7 +629,8 @@ def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
     pools and reflections on the road; yellow lane paint kept dim (:func:`_dim_paint`, here only:
     :func:`make_night` draws no glowing paint to undo); off the sky, the network's rendering exposed
     ``NIGHT_EXPOSURE`` times brighter in linear light, under a grey sky held to ``NIGHT_SKY_CAP``; the
-    road ahead lit by the car's own headlights (``OWN_HEADLIGHTS``, a quarter of make_night's range).
+    road ahead lit by the car's own headlights (``OWN_HEADLIGHTS``, a quarter of make_night's range) and
+    its colour faded (``NIGHT_COLOUR``) under the light sources, which keep theirs.
     Window panes are left to the network: their detector also fires on foliage. A fixed function of the two frames (no random numbers), exportable to
     ONNX at a fixed size (sizes and blur radii follow from the shape it is traced with)."""
     def pick(lo: float, hi: float) -> float:
@@ -640,6 +650,7 @@ def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
     sky_lin = torch.tensor([0.8, 0.72, 0.8], device=day.device).view(1, 3, 1, 1) * 0.025 * _horizon(h, day.device)
     lin = lin * (1 - sky) + sky * sky_lin * _sky_texture(lin_day, sky)
     lin = _dim_paint(lin, day) * (1 + OWN_HEADLIGHTS * _headlight_pool(h, w, day.device))
+    lin = _fade_colour(lin, NIGHT_COLOUR)
     light, ground = _glows(day, raw_sky, pick)
     return linear_to_srgb(_light_up(lin, day, light, ground, pick)).clamp(0, 1)
 
@@ -663,8 +674,7 @@ def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         exposure = _u(gen, 0.045, 0.15)
         sky_lin = sky_col * _horizon(h, img.device) * _sky_texture(lin, sky) * _u(gen, 0.012, 0.028) / exposure
         lin = lin * (1 - sky) + sky * sky_lin
-        lum = _lin_luma(lin)
-        lin = lum + (lin - lum) * _u(gen, 0.35, 0.7)  # colour fades at night
+        lin = _fade_colour(lin, _u(gen, 0.35, 0.7))
         lin = lin * exposure
         lin = lin * (1 + _u(gen, 0.0, 4.0) * _headlight_pool(h, w, img.device))
         temp = [(1.05, 0.95, 0.75), (0.8, 0.9, 1.15), (1.0, 0.9, 0.8), (0.9, 0.95, 1.0)][int(torch.randint(0, 4, (), generator=gen))]
