@@ -616,7 +616,7 @@ NIGHT_SKY_CAP = 0.03
 # nearest the held-out night frames: night distance 1.60 -> 1.32, 1.96 -> 1.45 against 60 training night
 # frames, where 2 gave 1.40)
 OWN_HEADLIGHTS = 1.0
-# the saturation the rendering keeps (make_night's 0.35-0.7 at its middle; night distance 1.32 -> 1.28,
+# the saturation the rendering keeps (make_night's 0.35-0.7 at its middle; night distance 1.32 -> 1.27,
 # 1.45 -> 1.39 against 60 training night frames; the network's orange road glare goes a muted tan)
 NIGHT_COLOUR = 0.5
 
@@ -629,10 +629,11 @@ def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
     pools and reflections on the road; yellow lane paint kept dim (:func:`_dim_paint`, here only:
     :func:`make_night` draws no glowing paint to undo); off the sky, the network's rendering exposed
     ``NIGHT_EXPOSURE`` times brighter in linear light, under a grey sky held to ``NIGHT_SKY_CAP``; the
-    road ahead lit by the car's own headlights (``OWN_HEADLIGHTS``, a quarter of make_night's range) and
-    its colour faded (``NIGHT_COLOUR``) under the light sources, which keep theirs.
-    Window panes are left to the network: their detector also fires on foliage. A fixed function of the two frames (no random numbers), exportable to
-    ONNX at a fixed size (sizes and blur radii follow from the shape it is traced with)."""
+    road ahead lit by the car's own headlights (``OWN_HEADLIGHTS``, a quarter of make_night's range); the
+    rendering's colour faded to ``NIGHT_COLOUR`` of its saturation (the light sources, added after, keep
+    theirs). Window panes are left to the network: their detector also fires on foliage. A fixed function
+    of the two frames (no random numbers), exportable to ONNX at a fixed size (sizes and blur radii follow
+    from the shape it is traced with)."""
     def pick(lo: float, hi: float) -> float:
         return (lo + hi) / 2
 
