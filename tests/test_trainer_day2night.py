@@ -317,14 +317,14 @@ def _overcast(h: int, w: int) -> torch.Tensor:
 def test_relight_darkens_a_grey_wire_crossed_sky_at_the_grid_size_and_above(hw):
     """A network that leaves an overcast sky bright: the renderer takes it to night on its 144x256 grid as at
     360x640 (the sky's smoothness is judged per fraction of the frame, not per pixel), and leaves the road."""
-    from trainer.synth import relight
+    from trainer.synth import _lin_luma, relight
 
     h, w = hw
     day = _overcast(h, w)
     night = day * 0.8  # a bright rendering of the sky
     with torch.no_grad():
         out = relight(day, night)[0]
-    y = lambda t: float((0.2126 * t[0] + 0.7152 * t[1] + 0.0722 * t[2]).mean())  # noqa: E731
+    y = lambda t: float(_lin_luma(t[None]).mean())  # noqa: E731 - Rec. 709 weights on the sRGB values
     assert y(out[:, : int(0.3 * h)]) < 0.2 < y(night[0, :, : int(0.3 * h)])
     road = (slice(None), slice(int(0.7 * h), h), slice(0, w))
     assert torch.allclose(out[road], _exposed(night)[0][road], atol=0.02)

@@ -189,7 +189,8 @@ def test_adapt_stopped_by_sigterm_writes_no_plugin(tmp_path):
     """SIGTERM during adapt's training: exit 143 with the run's checkpoint, and no plugin (half-trained) and
     no staging folder left."""
     import signal
-    import time
+
+    from conftest import wait_for
 
     rainy, clear = make_images(tmp_path / "rainy", 2, seed=3), make_images(tmp_path / "clear", 2)
     out, runs = tmp_path / "fleet", tmp_path / "runs"
@@ -199,11 +200,9 @@ def test_adapt_stopped_by_sigterm_writes_no_plugin(tmp_path):
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "STREAMGAN_RUNS": str(runs)}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        t0 = time.time()
-        while not list(runs.glob("*/log.csv")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.time() - t0 < 180, "adapt logged no step in 180 s"
-            time.sleep(0.2)
+        logged = wait_for(lambda: proc.poll() is not None or bool(list(runs.glob("*/log.csv"))), 180)
+        assert proc.poll() is None, proc.communicate()
+        assert logged, "adapt logged no step in 180 s"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:

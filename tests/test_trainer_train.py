@@ -155,18 +155,17 @@ def _start_training(tmp_path, **over):
     import os
     import subprocess
     import sys
-    import time
+
+    from conftest import wait_for
 
     cfg_path = write_config(tmp_path, tiny_config(tmp_path, optim__steps=1_000_000, train__log_every=2, **over))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "trainer", "train", str(cfg_path)], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     log = tmp_path / "run" / "log.csv"
-    t0 = time.time()
-    while not (log.exists() and len(log.read_text().splitlines()) > 2):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() - t0 < 120, "the run logged nothing in 120 s"
-        time.sleep(0.2)
+    logged = wait_for(lambda: proc.poll() is not None or (log.exists() and len(log.read_text().splitlines()) > 2), 120)
+    assert proc.poll() is None, proc.communicate()
+    assert logged, "the run logged nothing in 120 s"
     return proc, cfg_path
 
 
