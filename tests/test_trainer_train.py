@@ -1,5 +1,8 @@
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -14,6 +17,18 @@ from trainer_helpers import make_images, tiny_config, write_config  # noqa: E402
 
 def _cfg(tmp_path, **over):
     return Config.model_validate(tiny_config(tmp_path, **over))
+
+
+# Runs with synthesis workers go through the CLI in a process of their own, as users start them: DataLoader
+# workers and their teardown stay out of the test process.
+_TRAIN = [sys.executable, "-m", "trainer", "train"]
+_CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+
+
+def _child(cmd):
+    done = subprocess.run(cmd, env=_CHILD_ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def test_loss_decreases_on_tiny_overfit(tmp_path):
@@ -129,19 +144,31 @@ def test_clean_fraction_leaves_pairs_untouched(tmp_path):
     assert not torch.equal(inp, tgt)
 
 
+_WORKER_BATCHES = """
+import json, sys, torch
+from trainer.options import Config
+from trainer.train import Trainer
+tr = Trainer(Config.load(sys.argv[1], []))
+b = [tr._batch() for _ in range(4)]
+print(json.dumps({"shapes": [list(i.shape) + list(t.shape) for i, t, _ in b],
+                  "range": [min(float(i.min()) for i, _, _ in b), max(float(i.max()) for i, _, _ in b)],
+                  "repeat": torch.equal(b[0][0], b[1][0])}))
+"""
+
+
 def test_worker_processes_make_the_pairs_and_the_run_resumes(tmp_path):
     """data.workers: synthetic pairs come from DataLoader worker processes (GPU runs), each worker drawing
-    its own rain; the run trains, checkpoints and resumes with them."""
-    cfg = _cfg(tmp_path, data__workers=2, data__batch_size=3, optim__steps=6)
-    tr = Trainer(cfg)
-    batches = [tr._batch() for _ in range(4)]
-    for inp, tgt, _ in batches:
-        assert inp.shape == tgt.shape == (3, 3, 32, 32)
-        assert -1 <= float(inp.min()) and float(inp.max()) <= 1
-    assert not torch.equal(batches[0][0], batches[1][0])  # the two workers do not repeat each other
-    assert tr.run()["step"] == 6
-    cfg2 = _cfg(tmp_path, data__workers=2, data__batch_size=3, optim__steps=9)
-    assert Trainer(cfg2, resume=True).run()["step"] == 9
+    its own rain; the run trains, checkpoints and resumes with them. Each run is its own process, as a
+    user starts it, so the workers start and stop with the trainer and not inside the test process."""
+    cfg_path = write_config(tmp_path, tiny_config(tmp_path, data__workers=2, data__batch_size=3, optim__steps=6))
+    probe = _child([sys.executable, "-c", _WORKER_BATCHES, str(cfg_path)])
+    got = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert got["shapes"] == [[3, 3, 32, 32] * 2] * 4
+    assert -1 <= got["range"][0] and got["range"][1] <= 1
+    assert not got["repeat"]  # the two workers do not repeat each other
+    assert json.loads(_child(_TRAIN + [str(cfg_path)]).stdout.strip().splitlines()[-1])["step"] == 6
+    _child(_TRAIN + [str(cfg_path), "--resume", "--set", "optim.steps=9"])
+    assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == 9
 
 
 def test_a_checkpoint_before_the_first_log_row_does_not_stop_the_run(tmp_path):
@@ -152,15 +179,10 @@ def test_a_checkpoint_before_the_first_log_row_does_not_stop_the_run(tmp_path):
 
 def _start_training(tmp_path, **over):
     """A tiny run of many steps in its own process (and process group); returns it once it has logged."""
-    import os
-    import subprocess
-    import sys
-
     from conftest import wait_for
 
     cfg_path = write_config(tmp_path, tiny_config(tmp_path, optim__steps=1_000_000, train__log_every=2, **over))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "trainer", "train", str(cfg_path)], env=env, text=True,
+    proc = subprocess.Popen(_TRAIN + [str(cfg_path)], env=_CHILD_ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     log = tmp_path / "run" / "log.csv"
     logged = wait_for(lambda: proc.poll() is not None or (log.exists() and len(log.read_text().splitlines()) > 2), 120)
@@ -174,7 +196,6 @@ def test_a_stopped_run_checkpoints_and_a_second_trainer_on_its_folder_is_refused
     """While a run trains, another `train` on the same run folder stops with the run's pid and writes
     nothing. SIGTERM (or Ctrl-C, which reaches the synthesis workers too) ends the run after the step in
     progress with a checkpoint and exit status 128 + signal; `--resume` goes on from that step."""
-    import os
     import signal
 
     over = {"data__workers": 1} if how.startswith("Ctrl-C") else {}
@@ -198,5 +219,5 @@ def test_a_stopped_run_checkpoints_and_a_second_trainer_on_its_folder_is_refused
     assert summary["stopped_by"] == sig.name and "continue with --resume" in err
     step = load_checkpoint(tmp_path / "run" / "latest.pt")["step"]
     assert step == summary["step"] >= 4
-    assert main(["train", str(cfg_path), "--resume", "--steps", "3"]) == 0  # the lock went with the process
+    _child(_TRAIN + [str(cfg_path), "--resume", "--steps", "3"])  # the lock went with the process
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == step + 3
