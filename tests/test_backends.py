@@ -121,3 +121,47 @@ def test_torch_backend_refuses_unknown_operators(tmp_path):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     with pytest.raises(BackendError, match="Erf"):
         engines.create("torch", path, "fp32")
+
+
+def _row_blur_onnx(path, k: int):
+    """ONNX: a depthwise 1 x k box blur of each channel (zero padding), as the day2night light renderer's
+    wide blurs were exported before 2026.11.27."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((3, 1, 1, k), 1.0 / k, np.float32), "w")
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    node = helper.make_node("Conv", ["input", "w"], ["output"], group=3, kernel_shape=[1, k], pads=[0, k // 2, 0, k // 2])
+    onnx.save(helper.make_model(helper.make_graph([node], "rows", [x], [y], [w]),
+                                opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.timeout(120)
+def test_openvino_runs_wide_depthwise_rows_in_fp32(tmp_path):
+    """OpenVINO's bf16/fp16 CPU kernels never finish compiling a 1x17 depthwise convolution on some CPUs
+    (AVX512-FP16 Xeons): such a model runs in fp32 (exactly) instead of hanging before its first frame."""
+    from streamgan.engines.openvino import wide_row_convolutions
+
+    wide = engines.create("openvino", _row_blur_onnx(tmp_path / "wide.onnx", 17), "auto")
+    narrow = engines.create("openvino", _row_blur_onnx(tmp_path / "narrow.onnx", 13), "auto")
+    assert len(wide_row_convolutions(wide._model)) == 1 and not wide_row_convolutions(narrow._model)
+    assert wide.config.get("INFERENCE_PRECISION_HINT") == "f32"
+    assert "INFERENCE_PRECISION_HINT" not in narrow.config  # the CPU's own choice, bf16 where it has it
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 36, 64)).astype(np.float32)
+    padded = np.pad(x, ((0, 0), (0, 0), (0, 0), (8, 8)))
+    expect = np.stack([padded[..., i:i + 64] for i in range(17)]).mean(0)
+    assert np.abs(wide.infer(x) - expect).max() < 1e-5
+
+
+def test_shipped_plugins_have_no_wide_depthwise_rows():
+    """The shipped graphs blur wide rows as columns of the transposed image, so they keep the CPU's fast
+    precision (bf16 where it has it)."""
+    import openvino as ov
+
+    from streamgan.engines.openvino import wide_row_convolutions
+    from streamgan import plugins
+
+    for name in ("derain", "day2night"):
+        assert wide_row_convolutions(ov.Core().read_model(str(plugins.load(name).onnx))) == [], name

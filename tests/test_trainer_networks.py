@@ -44,3 +44,38 @@ def test_patchgan_is_70x70():
 def test_unknown_kind():
     with pytest.raises(ValueError, match="unknown generator kind"):
         build_generator("vgg")
+
+
+@pytest.mark.parametrize("norm", ["none", "instance"])
+def test_warm_start_into_a_deeper_net_with_a_smaller_output_kernel(norm):
+    """Added residual blocks start as the identity and a 7x7 output kernel is cut to its 3x3 centre: a source
+    whose output kernel is zero outside that centre gives exactly the same outputs after the warm start."""
+    from trainer.train import load_net, warm_start_state
+
+    torch.manual_seed(0)
+    src = MobileGenerator(8, 2, norm=norm)
+    for p in src.parameters():
+        p.data.normal_(0, 0.1)
+    ring = torch.ones_like(src.outc[1].weight, dtype=torch.bool)
+    ring[:, :, 2:5, 2:5] = False
+    src.outc[1].weight.data[ring] = 0
+    dst = MobileGenerator(8, 5, norm=norm, out_kernel=3)
+    state, notes = warm_start_state(dst, src.state_dict())
+    load_net(dst, state, "src", "G", "src", "dst")
+    assert notes == ["outc.1.weight: 7x7 kernel cut to its 3x3 centre", "residual blocks 2-4 added as the identity"]
+    x = torch.rand(2, 3, 32, 48) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(dst(x), src(x), atol=1e-6)
+
+
+def test_warm_start_leaves_other_differences_to_the_architecture_error():
+    from trainer.options import CheckpointError
+    from trainer.train import load_net, warm_start_state
+
+    dst = MobileGenerator(8, 2)
+    state, _ = warm_start_state(dst, MobileGenerator(16, 2).state_dict())  # other widths: no guessing
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_net(dst, state, "src", "G", "src", "dst")
+    state, _ = warm_start_state(dst, MobileGenerator(8, 2, out_kernel=3).state_dict())  # a kernel is never grown
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_net(dst, state, "src", "G", "src", "dst")

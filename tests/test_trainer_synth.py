@@ -84,3 +84,27 @@ def test_drops_are_whole_ellipses_whatever_their_window():
         assert float(inside.float().mean()) > 0.01
         assert torch.allclose(ox[0, 0][inside], dx.gather(0, i[None])[0][inside], atol=1e-4)
         assert torch.allclose(rad[0, 0][inside], ((rx + ry) / 2).view(-1)[i][inside], atol=1e-4)
+
+
+@pytest.mark.parametrize("sigma", [2.0, 6.0])
+@pytest.mark.parametrize("zeros", [False, True])
+def test_wide_blurs_are_the_same_numbers_as_one_row_convolution(sigma, zeros):
+    """Rows 15 or more wide are blurred as columns of the transposed image (OpenVINO's bf16 CPU kernels hang
+    on 1xK depthwise convolutions): the result is a plain separable Gaussian blur all the same."""
+    import math
+
+    import torch.nn.functional as F
+
+    from trainer.synth import _gauss_blur
+
+    x = torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(0))
+    r = math.ceil(2.5 * sigma)
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1.0) / sigma) ** 2)
+    k = k / k.sum()
+    across, down = k.view(1, 1, 1, -1).repeat(3, 1, 1, 1), k.view(1, 1, -1, 1).repeat(3, 1, 1, 1)
+    if zeros:
+        ref = F.conv2d(F.conv2d(x, across, padding=(0, r), groups=3), down, padding=(r, 0), groups=3)
+    else:
+        ref = F.conv2d(F.pad(F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), across, groups=3), (0, 0, r, r),
+                             mode="replicate"), down, groups=3)
+    assert torch.allclose(_gauss_blur(x, sigma, zeros), ref, atol=1e-6)

@@ -96,6 +96,56 @@ def test_checkpoint_from_another_architecture(tmp_path):
     assert (tmp_path / "run" / "latest.pt").read_bytes() == before  # untouched
 
 
+def test_a_checkpoint_older_than_an_architecture_option_resumes(tmp_path):
+    """Checkpoints written before an option existed (model.generator.out_kernel) resume when the config keeps
+    its default; another value is another architecture."""
+    import torch
+
+    Trainer(_cfg(tmp_path, optim__steps=2)).run()
+    path = tmp_path / "run" / "latest.pt"
+    ck = torch.load(path, weights_only=True)
+    arch = json.loads(ck["arch"])
+    del arch["model"]["generator"]["out_kernel"]
+    ck["arch"] = json.dumps(arch, sort_keys=True)
+    torch.save(ck, path)
+    t = Trainer(_cfg(tmp_path, optim__steps=4), resume=True)
+    assert t.step == 2
+    with pytest.raises(CheckpointError, match="another architecture"):
+        Trainer(_cfg(tmp_path, optim__steps=4, model__generator__out_kernel=3), resume=True)
+
+
+def test_distilling_from_a_plugin_onnx_starts_at_the_teacher(tmp_path):
+    """A teacher given as a plugin's ONNX file (its initializers) is the network that file computes: a student
+    warm-started from the same file starts with no distillation loss; without loss.teacher_generator the
+    architecture is unknown, which is an error."""
+    import torch
+
+    from trainer.networks import MobileGenerator
+    from trainer.options import GeneratorOptions
+    from trainer.train import generator_from_checkpoint
+
+    torch.manual_seed(0)
+    net = MobileGenerator(4, 1, norm="none", residual=True)
+    for p in net.parameters():
+        p.data.normal_(0, 0.1)
+    onnx_path = tmp_path / "teacher.onnx"
+    torch.onnx.export(net.eval(), torch.zeros(1, 3, 32, 32), str(onnx_path), opset_version=17, dynamo=False)
+    opts = {"kind": "mobile", "ngf": 4, "n_blocks": 1, "norm": "none", "residual": True}
+    teacher, _ = generator_from_checkpoint(onnx_path, GeneratorOptions(**opts))
+    x = torch.rand(1, 3, 32, 48) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(teacher(x), net(x), atol=1e-6)
+    with pytest.raises(CheckpointError, match="teacher_generator"):
+        generator_from_checkpoint(onnx_path)
+    cfg = _cfg(tmp_path, optim__steps=1, train__init_generator=str(onnx_path), loss__lambda_distill=1.0,
+               loss__teacher=str(onnx_path), loss__teacher_generator=opts, optim__lr=1e-9,
+               train__log_every=1)
+    Trainer(cfg).run()
+    with open(tmp_path / "run" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[-1]["loss_distill"]) < 1e-5
+
+
 def test_pickled_checkpoint_is_refused(tmp_path):
     p = tmp_path / "evil.pt"
     torch.save({"nets": {}, "arch": "x", "obj": object()}, p)

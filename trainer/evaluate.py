@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from streamgan.engines.openvino import wide_row_convolutions
+
 from . import metrics as M
 from .data import VIDEO_EXT, list_sources, load_frames, normalise_exposure, read_image, read_video
 from .options import Config, DataError
@@ -80,7 +82,7 @@ def openvino_fps(path: str | Path, w: int = 640, h: int = 360, iters: int = 20) 
     core = ov.Core()
     m = core.read_model(str(path))
     m.reshape([1, 3, h, w])
-    c = core.compile_model(m, "CPU")
+    c = core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"} if wide_row_convolutions(m) else {})
     req = c.create_infer_request()
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, h, w)).astype(np.float32)
     for _ in range(3):

@@ -127,7 +127,7 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
         card = ModelCard(
             task=cfg.task, title=cfg.export.title, direction=cfg.export.direction,
             architecture=(f"{g.kind} generator ngf={g.ngf} n_blocks={g.n_blocks} norm={g.norm}"
-                          + (f" skips={g.skips} residual={g.residual}" if g.kind == "mobile" else "")),
+                          + (f" skips={g.skips} residual={g.residual} out_kernel={g.out_kernel}" if g.kind == "mobile" else "")),
             version=time.strftime("%Y.%m.%d"), licence=cfg.export.licence,
             processing={"policy": cfg.export.policy, "short_side": cfg.export.short_side, "size_multiple": 4},
             weights={"file": "model.onnx", "sha256": sha256_file(staged), "opset": OPSET},

@@ -105,6 +105,12 @@ class SeparableBlock(nn.Module):
 
         self.body = nn.Sequential(*sep(True), *sep(False))
 
+    def identity_(self) -> "SeparableBlock":
+        """Zero the last pointwise convolution: the block passes its input through unchanged."""
+        nn.init.zeros_(self.body[-2].weight)
+        nn.init.zeros_(self.body[-2].bias)
+        return self
+
     def forward(self, x):
         return x + self.body(x)
 
@@ -114,10 +120,13 @@ class MobileGenerator(nn.Module):
 
     ``skips``: add encoder features to the decoder at the same scale (cheap, keeps fine detail).
     ``residual``: predict a correction, ``y = clamp(x + f(x), -1, 1)``; otherwise ``y = tanh(f(x))``.
+    ``out_kernel``: the output convolution's kernel (7 as in CycleGAN). It runs at full resolution with 3
+    output channels, which CPU runtimes vectorise poorly: at 640x360 in OpenVINO a 3x3 one makes the whole
+    ngf-16, 9-block network about 1.5 times as fast as a 7x7 one.
     """
 
     def __init__(self, ngf: int = 16, n_blocks: int = 6, norm: str = "instance",
-                 skips: bool = True, residual: bool = False):
+                 skips: bool = True, residual: bool = False, out_kernel: int = 7):
         super().__init__()
         self.skips, self.residual = skips, residual
         self.inc = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), norm_layer(norm, ngf), nn.ReLU(True))
@@ -128,7 +137,7 @@ class MobileGenerator(nn.Module):
                                  norm_layer(norm, ngf * 2), nn.ReLU(True))
         self.up2 = nn.Sequential(nn.ConvTranspose2d(ngf * 2, ngf, 3, 2, 1, output_padding=1),
                                  norm_layer(norm, ngf), nn.ReLU(True))
-        self.outc = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7))
+        self.outc = nn.Sequential(nn.ReflectionPad2d(out_kernel // 2), nn.Conv2d(ngf, 3, out_kernel))
         if residual:  # start as the identity mapping
             nn.init.zeros_(self.outc[1].weight)
             nn.init.zeros_(self.outc[1].bias)

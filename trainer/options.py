@@ -67,10 +67,12 @@ class GeneratorOptions(_Opts):
     norm: Literal["instance", "batch", "none"] = "instance"
     skips: bool = True  # mobile only
     residual: bool = False  # mobile only
+    out_kernel: Literal[3, 5, 7] = 7  # mobile only: the full-resolution output convolution's kernel
 
     def kwargs(self) -> dict:
         if self.kind == "mobile":
-            return dict(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm, skips=self.skips, residual=self.residual)
+            return dict(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm, skips=self.skips, residual=self.residual,
+                        out_kernel=self.out_kernel)
         if self.kind == "resnet":
             return dict(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm)
         return dict(ngf=self.ngf, num_downs=self.num_downs, norm=self.norm)

@@ -34,11 +34,22 @@ def _gauss_blur(x: torch.Tensor, sigma: float, zeros: bool = False) -> torch.Ten
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
     c = int(x.shape[1])
-    across, down = k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+    down = k.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
     if zeros:
-        return F.conv2d(F.conv2d(x, across, padding=(0, r), groups=c), down, padding=(r, 0), groups=c)
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), across, groups=c)
+        return F.conv2d(_blur_rows(x, down, r), down, padding=(r, 0), groups=c)
+    x = _blur_rows(F.pad(x, (r, r, 0, 0), mode="replicate"), down, 0)
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), down, groups=c)
+
+
+def _blur_rows(x: torch.Tensor, down: torch.Tensor, pad: int) -> torch.Tensor:
+    """Blur along rows with the column kernel ``down`` (C x 1 x K x 1), zero-padded by ``pad``. OpenVINO's
+    bf16 and fp16 CPU kernels never finish compiling a 1xK depthwise convolution with K >= 15 on some CPUs
+    (OpenVINO 2026.4 on an AVX512-FP16 Xeon; a Kx1 one compiles at once), so wide rows are blurred as the
+    columns of the transposed image: the same numbers."""
+    c, k = int(down.shape[0]), int(down.shape[2])
+    if k < 15:
+        return F.conv2d(x, down.transpose(2, 3), padding=(0, pad), groups=c)
+    return F.conv2d(x.transpose(2, 3), down, padding=(pad, 0), groups=c).transpose(2, 3)
 
 
 def _wide_blur(x: torch.Tensor, sigma: float, zeros: bool = True, min_sigma: float = 2) -> torch.Tensor:

@@ -26,7 +26,7 @@ from torch import nn
 
 from . import losses as L
 from .data import FramePool, from_model, list_sources, load_frames, looks_like_day, normalise_exposure, to_model
-from .networks import build_discriminator, build_generator, init_weights
+from .networks import MobileGenerator, build_discriminator, build_generator, init_weights
 from .options import CheckpointError, Config, DataError
 from .synth import SYNTHS, sky_mask
 
@@ -98,6 +98,14 @@ def arch_signature(cfg: Config) -> str:
     return json.dumps({"mode": cfg.mode, "model": cfg.model.model_dump(mode="json")}, sort_keys=True)
 
 
+def same_arch(saved: str, cfg: Config) -> bool:
+    """A checkpoint's architecture against the config's, options the checkpoint predates at their defaults."""
+    from .options import ModelOptions
+
+    s = json.loads(saved)
+    return s.get("mode") == cfg.mode and ModelOptions(**s["model"]) == cfg.model
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -128,8 +136,38 @@ def weights_from_onnx(path) -> dict:
         graph = onnx.load(str(path)).graph
     except Exception as e:  # noqa: BLE001 - any parse problem is a bad file
         raise CheckpointError(f"cannot read ONNX weights from {path}: {e}") from None
-    return {i.name.removeprefix("net."): torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer
-            if not i.name.startswith("onnx::")}
+    state = {}
+    for i in graph.initializer:
+        if i.name.startswith("onnx::"):
+            continue
+        name = i.name
+        while name.startswith("net."):  # SourceResolution(net), Relit(net)
+            name = name[4:]
+        state[name] = torch.from_numpy(numpy_helper.to_array(i).copy())
+    return state
+
+
+def warm_start_state(net: nn.Module, state: dict) -> tuple[dict, list[str]]:
+    """Fit another generator's weights to ``net`` for a warm start: a larger odd kernel is cut to its centre
+    (a 7x7 output convolution into a 3x3 one) and residual blocks the source lacks start as the identity
+    (a deeper MobileGenerator). Any other difference is left to :func:`load_net`'s architecture error."""
+    own, fitted, notes = net.state_dict(), dict(state), []
+    for k, v in own.items():
+        w = state.get(k)
+        if w is None or w.dim() != 4 or w.shape == v.shape or w.shape[:2] != v.shape[:2]:
+            continue
+        dh, dw = w.shape[2] - v.shape[2], w.shape[3] - v.shape[3]
+        if dh >= 0 and dw >= 0 and dh % 2 == 0 and dw % 2 == 0:
+            fitted[k] = w[:, :, dh // 2:dh // 2 + v.shape[2], dw // 2:dw // 2 + v.shape[3]].clone()
+            notes.append(f"{k}: {w.shape[2]}x{w.shape[3]} kernel cut to its {v.shape[2]}x{v.shape[3]} centre")
+    if isinstance(net, MobileGenerator):
+        new = sorted({int(k.split(".")[1]) for k in own if k.startswith("blocks.") and k not in state})
+        for i in new:
+            prefix = f"blocks.{i}."
+            fitted.update({k: v for k, v in net.blocks[i].identity_().state_dict(prefix=prefix).items()})
+        if new:
+            notes.append(f"residual blocks {new[0]}-{new[-1]} added as the identity")
+    return fitted, notes
 
 
 def load_net(net: nn.Module, state: dict, path, name: str, arch_saved: str, arch_now: str) -> None:
@@ -144,9 +182,17 @@ def load_net(net: nn.Module, state: dict, path, name: str, arch_saved: str, arch
 
 
 def generator_from_checkpoint(path, gen_opts=None, net: str = "G") -> tuple[nn.Module, dict]:
-    """Build the A->B generator described in a checkpoint and load its weights."""
+    """Build the A->B generator described in a checkpoint and load its weights; from a plugin's ONNX file
+    (its initializers), ``gen_opts`` gives the architecture."""
     from .options import GeneratorOptions
 
+    if str(path).endswith(".onnx"):
+        if gen_opts is None:
+            raise CheckpointError(f"{path}: an ONNX teacher needs its architecture (loss.teacher_generator)")
+        g = build_generator(gen_opts.kind, **gen_opts.kwargs())
+        arch = json.dumps(gen_opts.model_dump(mode="json"))
+        load_net(g, weights_from_onnx(path), path, net, f"the ONNX file {path}", arch)
+        return g.eval(), {}
     ck = load_checkpoint(path)
     saved = json.loads(ck["arch"])["model"]["generator"]
     opts = gen_opts or GeneratorOptions(**saved)
@@ -401,11 +447,14 @@ class Trainer:
             src = cfg.train.init_generator
             now = json.dumps(g.model_dump(mode="json"), sort_keys=True)
             if str(src).endswith(".onnx"):  # a shipped plugin: its weights are the ONNX initializers
-                load_net(self.G, weights_from_onnx(src), src, "G", f"the ONNX file {src}", now)
+                state, saved = weights_from_onnx(src), f"the ONNX file {src}"
             else:
                 ck = load_checkpoint(src)
-                saved = json.dumps(json.loads(ck["arch"])["model"]["generator"], sort_keys=True)
-                load_net(self.G, ck["nets"]["G"], src, "G", saved, now)
+                state, saved = ck["nets"]["G"], json.dumps(json.loads(ck["arch"])["model"]["generator"], sort_keys=True)
+            state, notes = warm_start_state(self.G, state)
+            load_net(self.G, state, src, "G", saved, now)
+            if notes and self.rank == 0:
+                print(f"streamgan-train: warm start from {src}: {'; '.join(notes)}", file=sys.stderr)
         if resume:
             self._resume()
         if self.world > 1:
@@ -475,7 +524,7 @@ class Trainer:
             raise CheckpointError(f"--resume: no checkpoint at {path} (train.out in {self.config_path})")
         ck = load_checkpoint(path)
         arch = arch_signature(self.cfg)
-        if ck["arch"] != arch:
+        if not same_arch(ck["arch"], self.cfg):
             raise CheckpointError(f"checkpoint {path} was made for another architecture "
                                   f"(checkpoint: {ck['arch']}; config {self.config_path}: {arch})")
         for k, net in self.nets.items():

@@ -40,6 +40,21 @@ _TO_UV = np.array([[-0.148223, -0.290993, 0.439216], [0.439216, -0.367788, -0.07
                   np.float32)
 
 
+def wide_row_convolutions(model) -> list[str]:
+    """Grouped convolutions whose kernel is 15 or more wide. OpenVINO's bf16 and fp16 CPU kernels never
+    finish compiling a 1xK depthwise convolution with K >= 15 on some CPUs (seen with OpenVINO 2026.4 on an
+    AVX512-FP16 Xeon: the day2night plugins before 2026.11.27 hung before their first frame); Kx1 ones and
+    fp32 compile at once."""
+    wide = []
+    for op in model.get_ops():
+        if op.get_type_name() != "GroupConvolution":
+            continue
+        w = op.input_value(1).get_partial_shape()
+        if w.rank.is_static and w[w.rank.get_length() - 1].is_static and w[w.rank.get_length() - 1].get_length() >= 15:
+            wide.append(op.get_friendly_name())
+    return wide
+
+
 def cpu_int8_accelerated(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """True when this CPU has VNNI or AMX int8 instructions (read from /proc/cpuinfo)."""
     try:
@@ -99,6 +114,17 @@ class OpenVINOBackend(Backend):
             self._model = self.core.read_model(str(path))
         except Exception as e:
             raise BackendError(f"OpenVINO cannot read {path}: {e}") from None
+        self.note = ""  # why the precision differs from the one asked for
+        reduced = self.config.get("INFERENCE_PRECISION_HINT", "f32") != "f32" or (
+            self.runs in ("auto", "int8") and {"BF16", "FP16"} & set(self._capabilities()))
+        wide = wide_row_convolutions(self._model) if device == "CPU" and reduced else []
+        if wide:
+            self.config["INFERENCE_PRECISION_HINT"] = "f32"
+            self.note = (f"{len(wide)} depthwise convolution(s) of 15 or more columns, which OpenVINO's bf16/fp16 "
+                         "CPU kernels may never finish compiling; re-export the plugin to run it faster")
+            log.warning("notice: %s: running fp32: %s", path, self.note)
+            if self.runs != "int8":
+                self.runs = "fp32"
         self._float: dict[tuple, object] = {}
         self._uint8: dict[tuple, object] = {}
         self._i420: dict[tuple, object] = {}
@@ -111,7 +137,9 @@ class OpenVINOBackend(Backend):
 
     def describe(self) -> str:
         p = self.runs
-        if p == "int8":
+        if self.note:
+            p = "int8 (other layers fp32)" if p == "int8" else f"fp32 ({self.precision}: wide depthwise convolutions)"
+        elif p == "int8":
             p = "int8 (auto: VNNI/AMX)" if self.precision == "auto" else "int8"
         elif p == "auto":
             p = "bf16 (auto)" if "BF16" in self._capabilities() else "fp32 (auto)"
