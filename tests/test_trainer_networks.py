@@ -46,7 +46,7 @@ def test_unknown_kind():
         build_generator("vgg")
 
 
-@pytest.mark.parametrize("norm", ["none", "instance"])
+@pytest.mark.parametrize("norm", ["none", "batch"])
 def test_warm_start_into_a_deeper_net_with_a_smaller_output_kernel(norm):
     """Added residual blocks start as the identity and a 7x7 output kernel is cut to its 3x3 centre: a source
     whose output kernel is zero outside that centre gives exactly the same outputs after the warm start."""
@@ -79,3 +79,14 @@ def test_warm_start_leaves_other_differences_to_the_architecture_error():
     state, _ = warm_start_state(dst, MobileGenerator(8, 2, out_kernel=3).state_dict())  # a kernel is never grown
     with pytest.raises(CheckpointError, match="another architecture"):
         load_net(dst, state, "src", "G", "src", "dst")
+    deeper = MobileGenerator(8, 3, norm="instance")  # instance norm: an added block would not stay the identity
+    state, notes = warm_start_state(deeper, MobileGenerator(8, 2, norm="instance").state_dict())
+    assert notes == []
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_net(deeper, state, "src", "G", "src", "dst")
+    partial = MobileGenerator(8, 2, norm="none").state_dict()
+    del partial["blocks.1.body.7.bias"]  # a block with some of its weights is not a new block
+    state, notes = warm_start_state(MobileGenerator(8, 2, norm="none"), partial)
+    assert notes == []
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_net(MobileGenerator(8, 2, norm="none"), state, "src", "G", "src", "dst")

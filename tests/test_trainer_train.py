@@ -115,7 +115,8 @@ def test_a_checkpoint_older_than_an_architecture_option_resumes(tmp_path):
 
 
 def test_distilling_from_a_plugin_onnx_starts_at_the_teacher(tmp_path):
-    """A teacher given as a plugin's ONNX file (its initializers) is the network that file computes: a student
+    """A teacher given as an ONNX file is the generator whose initializers it holds (for a plugin, the network
+    inside its source-resolution wrapper and renderer): a student
     warm-started from the same file starts with no distillation loss; without loss.teacher_generator the
     architecture is unknown, which is an error."""
     import torch

@@ -105,10 +105,19 @@ class SeparableBlock(nn.Module):
 
         self.body = nn.Sequential(*sep(True), *sep(False))
 
+    def can_be_identity(self) -> bool:
+        """Instance norm turns the first small update of a zeroed layer into a unit-variance signal: such a
+        block cannot start as a stable identity."""
+        return not isinstance(self.body[-1], nn.InstanceNorm2d)
+
     def identity_(self) -> "SeparableBlock":
-        """Zero the last pointwise convolution: the block passes its input through unchanged."""
-        nn.init.zeros_(self.body[-2].weight)
-        nn.init.zeros_(self.body[-2].bias)
+        """Make the block pass its input through unchanged: zero its last layer's scale (batch norm) or its
+        last pointwise convolution (no norm)."""
+        if not self.can_be_identity():
+            raise ValueError("a block with instance norm cannot start as the identity")
+        last = self.body[-1] if isinstance(self.body[-1], nn.BatchNorm2d) else self.body[-2]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
         return self
 
     def forward(self, x):

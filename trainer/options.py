@@ -104,7 +104,7 @@ class LossOptions(_Opts):
     lambda_struct: float = Field(0.0, ge=0)  # structure kept: locally normalised luma, output vs input
     struct_off_sky: bool = False  # day2night: no structure term in the day frame's sky (night skies are dark)
     lambda_distill: float = Field(0.0, ge=0)  # L1 to a teacher generator's output
-    teacher: str | None = None  # checkpoint of the teacher (its own config's architecture)
+    teacher: str | None = None  # the teacher: a checkpoint, or a plugin's .onnx (architecture from teacher_generator)
     teacher_generator: GeneratorOptions | None = None
 
 

@@ -102,8 +102,11 @@ def same_arch(saved: str, cfg: Config) -> bool:
     """A checkpoint's architecture against the config's, options the checkpoint predates at their defaults."""
     from .options import ModelOptions
 
-    s = json.loads(saved)
-    return s.get("mode") == cfg.mode and ModelOptions(**s["model"]) == cfg.model
+    try:
+        s = json.loads(saved)
+        return s.get("mode") == cfg.mode and ModelOptions(**s["model"]) == cfg.model
+    except (ValueError, KeyError, TypeError):  # pydantic's ValidationError is a ValueError
+        return False
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -149,8 +152,9 @@ def weights_from_onnx(path) -> dict:
 
 def warm_start_state(net: nn.Module, state: dict) -> tuple[dict, list[str]]:
     """Fit another generator's weights to ``net`` for a warm start: a larger odd kernel is cut to its centre
-    (a 7x7 output convolution into a 3x3 one) and residual blocks the source lacks start as the identity
-    (a deeper MobileGenerator). Any other difference is left to :func:`load_net`'s architecture error."""
+    (a 7x7 output convolution into a 3x3 one) and residual blocks the source lacks altogether start as the
+    identity (a deeper MobileGenerator without instance norm). Any other difference is left to
+    :func:`load_net`'s architecture error."""
     own, fitted, notes = net.state_dict(), dict(state), []
     for k, v in own.items():
         w = state.get(k)
@@ -161,7 +165,9 @@ def warm_start_state(net: nn.Module, state: dict) -> tuple[dict, list[str]]:
             fitted[k] = w[:, :, dh // 2:dh // 2 + v.shape[2], dw // 2:dw // 2 + v.shape[3]].clone()
             notes.append(f"{k}: {w.shape[2]}x{w.shape[3]} kernel cut to its {v.shape[2]}x{v.shape[3]} centre")
     if isinstance(net, MobileGenerator):
-        new = sorted({int(k.split(".")[1]) for k in own if k.startswith("blocks.") and k not in state})
+        blocks = {int(k.split(".")[1]) for k in own if k.startswith("blocks.")}
+        have = {int(k.split(".")[1]) for k in state if k.startswith("blocks.")}
+        new = sorted(i for i in blocks - have if net.blocks[i].can_be_identity())
         for i in new:
             prefix = f"blocks.{i}."
             fitted.update({k: v for k, v in net.blocks[i].identity_().state_dict(prefix=prefix).items()})

@@ -11,7 +11,9 @@ where the device has it and otherwise says what it runs instead (bf16 if present
 "int8" runs the plugin's int8 model (``int8``: an OpenVINO IR made by NNCF post-training
 quantisation, see trainer/quantize.py); "auto" runs it too when one is given (the translator gives
 it only when the card says it passed its quality gate) and the CPU has int8 dot-product
-instructions (VNNI or AMX), where it is faster than bf16.
+instructions (VNNI or AMX), where it is faster than bf16. A graph with a depthwise convolution of
+15 or more columns runs in fp32 whatever was asked, with a notice: OpenVINO's bf16/fp16 CPU kernels
+never finished compiling one on an AVX512-FP16 Xeon (``wide_row_convolutions``).
 
 YUV: ``run_i420`` takes the decoder's I420 frames (FFmpeg yuv420p, BT.601 limited range) and
 returns I420: the YUV -> RGB conversion is OpenVINO preprocessing, the RGB -> YUV conversion (a
@@ -116,8 +118,8 @@ class OpenVINOBackend(Backend):
             raise BackendError(f"OpenVINO cannot read {path}: {e}") from None
         self.note = ""  # why the precision differs from the one asked for
         reduced = self.config.get("INFERENCE_PRECISION_HINT", "f32") != "f32" or (
-            self.runs in ("auto", "int8") and {"BF16", "FP16"} & set(self._capabilities()))
-        wide = wide_row_convolutions(self._model) if device == "CPU" and reduced else []
+            self.runs in ("auto", "int8") and {"BF16", "FP16"} & set(self._capabilities("CPU")))
+        wide = wide_row_convolutions(self._model) if "CPU" in device and reduced else []  # CPU, AUTO, HETERO
         if wide:
             self.config["INFERENCE_PRECISION_HINT"] = "f32"
             self.note = (f"{len(wide)} depthwise convolution(s) of 15 or more columns, which OpenVINO's bf16/fp16 "
@@ -129,9 +131,9 @@ class OpenVINOBackend(Backend):
         self._uint8: dict[tuple, object] = {}
         self._i420: dict[tuple, object] = {}
 
-    def _capabilities(self) -> list[str]:
+    def _capabilities(self, device: str | None = None) -> list[str]:
         try:
-            return list(self.core.get_property(self.device, "OPTIMIZATION_CAPABILITIES"))
+            return list(self.core.get_property(device or self.device, "OPTIMIZATION_CAPABILITIES"))
         except Exception:
             return []
 
