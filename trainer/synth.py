@@ -19,6 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from streamgan.engines.openvino import WIDE_ROW
+
 
 def _u(gen: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=gen))
@@ -42,12 +44,12 @@ def _gauss_blur(x: torch.Tensor, sigma: float, zeros: bool = False) -> torch.Ten
 
 
 def _blur_rows(x: torch.Tensor, down: torch.Tensor, pad: int) -> torch.Tensor:
-    """Blur along rows with the column kernel ``down`` (C x 1 x K x 1), zero-padded by ``pad``. OpenVINO's
-    bf16 and fp16 CPU kernels never finish compiling a 1xK depthwise convolution with K >= 15 on some CPUs
-    (OpenVINO 2026.4 on an AVX512-FP16 Xeon; a Kx1 one compiles at once), so wide rows are blurred as the
-    columns of the transposed image: the same numbers."""
+    """Blur along rows with the column kernel ``down`` (C x 1 x K x 1), zero-padded by ``pad``. Rows of
+    ``WIDE_ROW`` or more are blurred as the columns of the transposed image (the same numbers): exported as
+    1xK depthwise convolutions, OpenVINO's bf16/fp16 CPU compile may never end
+    (:func:`streamgan.engines.openvino.wide_row_convolutions`)."""
     c, k = int(down.shape[0]), int(down.shape[2])
-    if k < 15:
+    if k < WIDE_ROW:
         return F.conv2d(x, down.transpose(2, 3), padding=(0, pad), groups=c)
     return F.conv2d(x.transpose(2, 3), down, padding=(pad, 0), groups=c).transpose(2, 3)
 

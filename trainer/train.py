@@ -187,23 +187,27 @@ def load_net(net: nn.Module, state: dict, path, name: str, arch_saved: str, arch
         ) from None
 
 
+def generator_state(path, net: str = "G") -> tuple[dict, dict | None, dict]:
+    """(state dict, saved generator options or None, checkpoint) of a generator in a checkpoint, or in a
+    plugin's ONNX file (its initializers: no architecture and no checkpoint)."""
+    if str(path).endswith(".onnx"):
+        return weights_from_onnx(path), None, {}
+    ck = load_checkpoint(path)
+    return ck["nets"][net], json.loads(ck["arch"])["model"]["generator"], ck
+
+
 def generator_from_checkpoint(path, gen_opts=None, net: str = "G") -> tuple[nn.Module, dict]:
     """Build the A->B generator described in a checkpoint and load its weights; from a plugin's ONNX file
     (its initializers), ``gen_opts`` gives the architecture."""
     from .options import GeneratorOptions
 
-    if str(path).endswith(".onnx"):
-        if gen_opts is None:
-            raise CheckpointError(f"{path}: an ONNX teacher needs its architecture (loss.teacher_generator)")
-        g = build_generator(gen_opts.kind, **gen_opts.kwargs())
-        arch = json.dumps(gen_opts.model_dump(mode="json"))
-        load_net(g, weights_from_onnx(path), path, net, f"the ONNX file {path}", arch)
-        return g.eval(), {}
-    ck = load_checkpoint(path)
-    saved = json.loads(ck["arch"])["model"]["generator"]
+    state, saved, ck = generator_state(path, net)
+    if saved is None and gen_opts is None:
+        raise CheckpointError(f"{path}: an ONNX teacher needs its architecture (loss.teacher_generator)")
     opts = gen_opts or GeneratorOptions(**saved)
     g = build_generator(opts.kind, **opts.kwargs())
-    load_net(g, ck["nets"][net], path, net, json.dumps(saved), json.dumps(opts.model_dump(mode="json")))
+    described = f"the ONNX file {path}" if saved is None else json.dumps(saved)
+    load_net(g, state, path, net, described, json.dumps(opts.model_dump(mode="json")))
     return g.eval(), ck
 
 
@@ -452,11 +456,8 @@ class Trainer:
         if cfg.train.init_generator and not resume:
             src = cfg.train.init_generator
             now = json.dumps(g.model_dump(mode="json"), sort_keys=True)
-            if str(src).endswith(".onnx"):  # a shipped plugin: its weights are the ONNX initializers
-                state, saved = weights_from_onnx(src), f"the ONNX file {src}"
-            else:
-                ck = load_checkpoint(src)
-                state, saved = ck["nets"]["G"], json.dumps(json.loads(ck["arch"])["model"]["generator"], sort_keys=True)
+            state, saved, _ = generator_state(src)  # a shipped plugin: its weights are the ONNX initializers
+            saved = f"the ONNX file {src}" if saved is None else json.dumps(saved, sort_keys=True)
             state, notes = warm_start_state(self.G, state)
             load_net(self.G, state, src, "G", saved, now)
             if notes and self.rank == 0:

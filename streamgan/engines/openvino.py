@@ -42,8 +42,12 @@ _TO_UV = np.array([[-0.148223, -0.290993, 0.439216], [0.439216, -0.367788, -0.07
                   np.float32)
 
 
+# kernel width from which OpenVINO's bf16/fp16 CPU compile of a depthwise convolution may never end
+WIDE_ROW = 15
+
+
 def wide_row_convolutions(model) -> list[str]:
-    """Grouped convolutions whose kernel is 15 or more wide. OpenVINO's bf16 and fp16 CPU kernels never
+    """Grouped convolutions whose kernel is ``WIDE_ROW`` or more wide. OpenVINO's bf16 and fp16 CPU kernels never
     finish compiling a 1xK depthwise convolution with K >= 15 on some CPUs (seen with OpenVINO 2026.4 on an
     AVX512-FP16 Xeon: the day2night plugins before 2026.11.27 hung before their first frame); Kx1 ones and
     fp32 compile at once."""
@@ -52,7 +56,7 @@ def wide_row_convolutions(model) -> list[str]:
         if op.get_type_name() != "GroupConvolution":
             continue
         w = op.input_value(1).get_partial_shape()
-        if w.rank.is_static and w[w.rank.get_length() - 1].is_static and w[w.rank.get_length() - 1].get_length() >= 15:
+        if w.rank.is_static and w[w.rank.get_length() - 1].is_static and w[w.rank.get_length() - 1].get_length() >= WIDE_ROW:
             wide.append(op.get_friendly_name())
     return wide
 
