@@ -313,6 +313,19 @@ def test_constant_of_shape_keeps_the_device_and_dtype_of_its_inputs():
     assert zeros.dtype == torch.float32 and tuple(zeros.shape) == (2, 3) and not zeros.any()
 
 
+
+@pytest.mark.parametrize("mode", ["reflect", "edge", "constant"])
+def test_pad_of_the_width_alone_matches_numpy(mode):
+    """The day2night renderer blurs rows with a reflect pad of the width only (ONNX pads 0 on every other
+    axis): torch's reflect and replicate pads need all spatial dimensions named."""
+    torch = pytest.importorskip("torch")
+    from streamgan.engines.torch import OPS
+
+    x = np.arange(2 * 3 * 4 * 6, dtype=np.float32).reshape(2, 3, 4, 6)
+    pads = torch.tensor([0, 0, 0, 2, 0, 0, 0, 3])  # ONNX: begins of the 4 axes, then ends
+    got = OPS["Pad"](torch.from_numpy(x), pads, mode=mode.encode())
+    assert np.array_equal(got.numpy(), np.pad(x, ((0, 0), (0, 0), (0, 0), (2, 3)), mode=mode))
+
 # -- fallback choice --------------------------------------------------------------------------
 
 def _machine(monkeypatch, *, packages, driver, cuda):

@@ -328,3 +328,67 @@ def test_relight_darkens_a_grey_wire_crossed_sky_at_the_grid_size_and_above(hw):
     assert y(out[:, : int(0.3 * h)]) < 0.2 < y(night[0, :, : int(0.3 * h)])
     road = (slice(None), slice(int(0.7 * h), h), slice(0, w))
     assert torch.allclose(out[road], _exposed(night)[0][road], atol=0.02)
+
+
+def _washed_out(h=144, w=256) -> torch.Tensor:
+    """A washed-out camera's frame (the renderer's 144x256 grid): a light grey overcast sky, a grey road, a
+    dark car whose tail lights show only as a dull pure red, a white car with saturated tail lights, the same
+    dull red as small flowers in green foliage, and a pole against the sky with a gap of sky in it."""
+    d = torch.full((1, 3, h, w), 0.55)
+    d[:, :, :40] = 0.85
+    dull = torch.tensor([0.56, 0.46, 0.47]).view(1, 3, 1, 1)  # as a washed-out dashcam records a tail light
+    d[:, :, 60:82, 40:80] = 0.3  # the dark car
+    d[:, :, 66:69, 44:47] = d[:, :, 66:69, 73:76] = dull
+    d[:, :, 58:84, 150:200] = 0.92  # the white car
+    d[:, :, 64:67, 154:158] = d[:, :, 64:67, 192:196] = torch.tensor([0.8, 0.15, 0.12]).view(1, 3, 1, 1)
+    d[:, :, 50:90, 210:250] = torch.tensor([0.25, 0.45, 0.2]).view(1, 3, 1, 1)  # foliage
+    d[:, :, 66:69, 228:231] = dull  # red flowers in it
+    d[:, :, 5:60, 110:112] = 0.25  # the pole, its top at row 5
+    d[:, :, 20:24, 110:112] = 0.85  # a gap in it
+    return d
+
+
+def test_relight_lights_a_washed_out_cameras_dull_tail_lights_but_not_red_flowers():
+    """A low-saturation camera records tail lights as a dull pure red: they are lit (a red glow around an
+    over-exposed core); the same colour among green foliage is not."""
+    from trainer.synth import relight
+
+    day = _washed_out()
+    with torch.no_grad():
+        out = relight(day, day * 0.3)[0]
+    lum = out.mean(0)
+    road = float(lum[110:].mean())
+    for x in (44, 73):
+        assert float(lum[66:69, x:x + 3].mean()) > road + 0.5
+    glow = out[:, 61:64, 42:50].mean((1, 2))  # just above the left one
+    assert float(glow[0]) > 1.3 * float(glow[1])
+    assert float(lum[66:69, 228:231].mean()) < float(lum[55:60, 215:225].mean()) + 0.1  # flowers stay foliage
+
+
+def test_relight_lamp_heads_are_the_tops_of_poles_only():
+    """A lamp head is lit at the top of a pole against the sky, not where the pole resumes below a gap (a
+    crossing in a lattice tower, a gap between branches)."""
+    from trainer.synth import relight
+
+    day = _washed_out()
+    with torch.no_grad():
+        lum = relight(day, day * 0.3)[0].mean(0)
+    assert float(lum[0:8, 106:116].amax()) > 0.8
+    assert float(lum[22:30, 106:116].amax()) < 0.3
+
+
+def test_relight_reflections_do_not_light_up_a_white_car():
+    """Wet-road reflections of tail lights scale with how light the ground is only up to a light road's level:
+    a white car's body below its own tail lights is not turned into a lamp (at most 0.02 brighter than with
+    the tail lights painted over)."""
+    from trainer.synth import relight
+
+    day = _washed_out()
+    night = day * 0.3
+    night[:, :, 58:84, 150:200] = 0.8  # a network's bright rendering of the white car
+    off = day.clone()
+    off[:, :, 64:67, 154:158] = off[:, :, 64:67, 192:196] = 0.92
+    with torch.no_grad():
+        lit, unlit = relight(day, night)[0].mean(0), relight(off, night)[0].mean(0)
+    assert float(lit[64:67, 154:158].mean()) > 0.9  # its tail lights are on
+    assert float(lit[72:84, 160:190].mean()) < float(unlit[72:84, 160:190].mean()) + 0.02

@@ -425,20 +425,44 @@ def _close(m: torch.Tensor, r: int | tuple[int, int]) -> torch.Tensor:
     return -_open(-m, r)
 
 
+def _dull_red(img: torch.Tensor) -> torch.Tensor:
+    """Tail lights as a washed-out camera records them in daylight (1x1xHxW score): small spots of a dull
+    pure red (green and blue level, a tenth or more redder than grey) that are redder than what is around
+    them (a top-hat on the chroma: a red hood or a warm-lit wall is left), shorter than an 18th of the short
+    side (not a painted kerb), among grey things (a car, the road; not red flowers in foliage), between the
+    horizon and the hood, and not next to white (the colour fringe along a white lane line)."""
+    h, w = (int(v) for v in img.shape[2:])  # ints also when traced for ONNX
+    s = min(h, w)
+    r, g, b = img[:, :1], img[:, 1:2], img[:, 2:]
+    white = _dilate(((img.amin(1, keepdim=True) - 0.8) * 10).clamp(0, 1), 1)
+    chroma = (r - torch.maximum(g, b)) / (r + 1e-3)
+    spot = chroma - _open(chroma, max(2, round(s / 70)))
+    pure = ((0.35 - (g - b).abs() / (r - torch.minimum(g, b) + 1e-3)) * 6).clamp(0, 1)
+    rows = torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1)
+    band = ((rows - 0.3) * 10).clamp(0, 1) * ((0.85 - rows) * 10).clamp(0, 1)
+    sat = (img.amax(1, keepdim=True) - img.amin(1, keepdim=True)) / (img.amax(1, keepdim=True) + 1e-3)
+    grey = ((0.18 - _gauss_blur(sat, s / 40)) * 12).clamp(0, 1)
+    dull = (((r - 0.2) * 6).clamp(0, 1) * ((chroma - 0.04) * 12).clamp(0, 1) * ((spot - 0.08) * 10).clamp(0, 1)
+            * pure * band * grey * (1 - white))
+    return (dull - _open(dull, (0, max(3, round(s / 36))))).clamp(0, 1)
+
+
 def _lamps(img: torch.Tensor, raw_sky: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the day frame has something that is lit at night (1x1xHxW masks of the light cores):
     (coloured, lamp heads).
 
     * coloured: small red to amber blobs - tail and brake lights, indicators, red traffic lights, dim ones
-      too (a tail light in daylight is dark red) - glow in their own hue; larger areas (a red car) are
-      left (top-hat), and so are yellow lane lines;
+      too (a tail light in daylight is dark red; a washed-out camera's dull red, :func:`_dull_red`) - glow
+      in their own hue at full saturation; larger areas (a red car) are left (top-hat), and so are yellow
+      lane lines;
     * lamp heads: the top end of a thin dark pole standing against the sky (darker than what is on
-      both sides of it for a length below its top, bright above it).
+      both sides of it for a length below its top, bright above it, with nothing pole-like above).
     Both are functions of the frame alone, so a network can learn where lights go at night."""
     h, w = (int(v) for v in img.shape[2:])  # ints also when traced for ONNX
     s = min(h, w)
     r, g, b = img[:, :1], img[:, 1:2], img[:, 2:]
     red = ((r - 0.25) * 6).clamp(0, 1) * ((0.72 - g / (r + 1e-3)) * 8).clamp(0, 1) * ((0.6 - b / (r + 1e-3)) * 8).clamp(0, 1)
+    red = torch.maximum(red, _dull_red(img))
     red = ((_gauss_blur(red, 0.8, zeros=True) - 0.3) * 3).clamp(0, 1)  # a blob of a few pixels, not a stray one
     coloured = (red - _open(red, max(2, round(s / 70)))).clamp(0, 1) * (1 - raw_sky)
     near_sky = _dilate((raw_sky > 0.5).float(), round(s / 30))
@@ -447,7 +471,10 @@ def _lamps(img: torch.Tensor, raw_sky: torch.Tensor) -> tuple[torch.Tensor, torc
     thin = ((_close(y, (0, d + 1)) - y - 0.06) * 10).clamp(0, 1) * near_sky
     L = max(3, round(s / 25))  # a pole: thin for L rows below its top
     along = -F.max_pool2d(-_shift(thin, dy=-(L // 2)), (L | 1, 1), stride=1, padding=(L // 2, 0))
-    head = along * (1 - _shift(thin, dy=2 * d)) * ((_shift(y, dy=2 * d) - 0.45) * 8).clamp(0, 1)
+    # nothing pole-like above the top either, for L rows and 3d columns each side: the top of a pole, not a
+    # crossing in a lattice tower or a tree's crown
+    above = _shift(_dilate(thin, L // 2, 3 * d), dy=2 * d + L // 2)
+    head = along * (1 - above) * ((_shift(y, dy=2 * d) - 0.45) * 8).clamp(0, 1)
     return coloured, F.max_pool2d(head, 3, stride=1, padding=1)
 
 
@@ -458,8 +485,10 @@ def _glows(img: torch.Tensor, raw_sky: torch.Tensor, pick) -> tuple[torch.Tensor
     h, w = (int(v) for v in img.shape[2:])  # ints also when traced for ONNX
     s = min(h, w)
     coloured, heads = _lamps(img, raw_sky)
-    hue = img / img.amax(1, keepdim=True).clamp_min(1e-3)
-    hue = srgb_to_linear(hue) ** 0.7  # its own colour, a little desaturated by the glare
+    # its own hue at full saturation (a washed-out camera's dull red is a tail light's red at night), a
+    # little desaturated by the glare
+    lo = img.amin(1, keepdim=True)
+    hue = srgb_to_linear(((img - lo) / (img.amax(1, keepdim=True) - lo).clamp_min(1e-3)).clamp_min(0.02)) ** 0.7
     lamp = torch.tensor([1.0, pick(0.65, 0.95), pick(0.3, 0.85)], device=img.device).view(1, 3, 1, 1)
 
     core = coloured * hue * pick(0.4, 1.0) + heads * lamp * pick(0.5, 1.0)  # one pass for all: glow is linear
@@ -591,11 +620,17 @@ def _headlight_pool(h: int, w: int, device=None) -> torch.Tensor:
     return torch.exp(-((yy - 1.0) / 0.35) ** 2 - (xx / 0.45) ** 2)
 
 
+# the lightest ground (linear light, night exposure) whose brightness scales the pools and reflections on it
+GROUND_MAX = 0.04
+
+
 def _light_up(lin: torch.Tensor, day: torch.Tensor, light: torch.Tensor, ground: torch.Tensor, pick) -> torch.Tensor:
     """``lin`` (a night rendering of ``day``, linear light) with the light sources of :func:`_glows` added
     and their pools and reflections lighting what is on the ground (brighter on lighter ground)."""
     scene_gain = day.mean((1, 2, 3), keepdim=True) * 0.5 + 0.5
-    return lin + light * pick(0.1, 0.5) + ground * lin.clamp_min(0.002) * 40 * scene_gain * pick(0.3, 1.0)
+    # lit in proportion to how light the ground is, up to a light road's level: a white car under tail lights
+    # is not a mirror, and the whole of its body glowing is what gives a fake night away
+    return lin + light * pick(0.1, 0.5) + ground * lin.clamp(0.002, GROUND_MAX) * 40 * scene_gain * pick(0.3, 1.0)
 
 
 def _yellow_paint(day: torch.Tensor) -> torch.Tensor:

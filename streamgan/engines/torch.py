@@ -86,6 +86,8 @@ def _pad(x, pads, value=None, axes=None, *, mode=b"constant", **_):
     while flat and flat[-2:] == [0, 0]:
         flat = flat[:-2]
     mode = {"edge": "replicate"}.get(mode, mode)
+    if mode != "constant" and len(flat) < 2 * (r - 2):  # torch's reflect/replicate pad all r-2 last dims
+        flat += [0] * (2 * (r - 2) - len(flat))
     if mode == "constant":
         return F.pad(x, flat, value=float(value) if value is not None else 0.0)
     return F.pad(x, flat, mode=mode)
