@@ -70,6 +70,25 @@ def test_near_drops_are_milky_blurred_discs():
     assert pair[0].shape == x.shape and pair[1].shape == x.shape
 
 
+
+def test_lens_drops_are_large():
+    """Drops on the lens itself (RobotCar style) are several times the size of drops on the windshield:
+    after eroding what they cover by 15 pixels (a twelfth of the short side) a good part is left, where
+    the windshield's drops at the same density leave next to nothing. Same seed, same drops."""
+    h, w = 180, 240
+    x = 0.3 * torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(2))  # fine texture
+    big = lambda m: float((-F.max_pool2d(-m.float()[None, None], 31, 1, 15))[0, 0].mean())  # noqa: E731
+    lens, glass = [], []
+    for seed in range(4):
+        for out, kw in ((lens, {"lens": True}), (glass, {})):
+            y = glass_drops(x, torch.Generator().manual_seed(seed), density=0.5, **kw)
+            out.append(big(F.avg_pool2d((y - x).abs().mean(1, keepdim=True), 7, 1, 3)[0, 0] > 0.03))
+    assert np.mean(lens) > 0.02 and np.mean(glass) < 0.2 * np.mean(lens)
+    again = glass_drops(x, torch.Generator().manual_seed(3), density=0.5, lens=True)
+    assert torch.equal(again, glass_drops(x, torch.Generator().manual_seed(3), density=0.5, lens=True))
+    pair = rain_pair(x, torch.Generator().manual_seed(4), p_streaks_only=0.0, p_drops=1.0, p_lens_drops=1.0)
+    assert pair[0].shape == x.shape and pair[1].shape == x.shape
+
 def _u8(t):
     return (t[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 

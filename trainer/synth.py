@@ -194,20 +194,26 @@ def _drop_maps(d: torch.Tensor, h: int, w: int):
 
 
 def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None = None,
-                near: bool = False) -> torch.Tensor:
+                near: bool = False, lens: bool = False) -> torch.Tensor:
     """Water drops on the windshield or lens (img: 1x3xHxW in [0, 1]), each a small lens.
 
     A drop refracts a flipped, minified, blurred view of the scene around it (it sees a wider field than
     its own footprint), is darker at its rim (light refracted away) and carries a small bright highlight
     (a reflection). The glass is nearer than the scene, so drops are in or out of focus: out-of-focus
     drops are soft blobs. ``density`` in [0, 1]: 0 a few drops, 1 a covered windshield (random if None).
-    ``near``: glass a few centimetres from the lens (:func:`near_drops`)."""
+    ``near``: glass a few centimetres from the lens (:func:`near_drops`). ``lens``: drops on the lens or
+    its cover itself (RobotCar style): large (up to a quarter of the short side), many, each still a lens
+    that shows the scene around it flipped, with its rim and highlight, all moderately out of focus."""
     _, _, h, w = img.shape
     s = min(h, w)
     dens = _u(gen, 0, 1) ** 2 if density is None else density
     if near:
         return near_drops(img, gen, dens)
-    r_lo, r_hi = max(1.0, s * 0.006), s * _u(gen, 0.02, 0.09)
+    if lens:
+        r_lo, r_hi = s * 0.03, s * _u(gen, 0.1, 0.25)
+        dens = 0.4 + 0.6 * dens
+    else:
+        r_lo, r_hi = max(1.0, s * 0.006), s * _u(gen, 0.02, 0.09)
     mean_area = 3.14 * r_lo * r_hi * 1.3
     n = int(3 + dens * _u(gen, 0.3, 0.9) * h * w / mean_area)
     n = min(n, 400)
@@ -230,9 +236,9 @@ def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None =
     spot = torch.exp(-((ox - hx) ** 2 + (oy - hy) ** 2) / (2 * 0.12 ** 2)) * inside
     view = view + spot * _u(gen, 0.2, 0.7) * (rad > 2.5).float()
     alpha = torch.sigmoid((hgt - 0.05) * 40) * inside
-    focus = _u(gen, 0, 1)
+    focus = 0.0 if lens else _u(gen, 0, 1)
     if focus < 0.6:  # out of focus glass: soft drops (RobotCar-style lens drops)
-        sig = _u(gen, 0.5, 3.0) * s / 360
+        sig = _u(gen, 0.01, 0.035) * s if lens else _u(gen, 0.5, 3.0) * s / 360
         comp = img * (1 - alpha) + view.clamp(0, 1) * alpha
         return _gauss_blur(comp, sig) * _gauss_blur(alpha, sig) + img * (1 - _gauss_blur(alpha, sig))
     return img * (1 - alpha) + view.clamp(0, 1) * alpha
@@ -334,7 +340,7 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
 
 def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float = 0.25, p_veil: float = 0.5,
               p_drops: float = 0.6, p_spray: float = 0.15, p_wiper: float = 0.1, p_camera: float = 0.8,
-              p_near_drops: float = 0.0, noise_gen: torch.Generator | None = None
+              p_near_drops: float = 0.0, p_lens_drops: float = 0.0, noise_gen: torch.Generator | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """(rainy, target) from ``clean`` (NCHW in [0, 1]). Each image gets its own random weather.
 
@@ -342,7 +348,8 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
     wiper sweep, then the camera (defocus, noise, JPEG). The target is the clean frame through the same
     camera (same noise sample), so the model learns to remove rain and keep the camera's look.
     A share ``p_streaks_only`` is Rain12 / Rain100L style: additive achromatic streaks, no camera.
-    A share ``p_near_drops`` of the drops on the glass are far out of focus (:func:`near_drops`).
+    A share ``p_near_drops`` of the drops on the glass are far out of focus (:func:`near_drops`), and a
+    share ``p_lens_drops`` of the rest are large drops on the lens itself (:func:`glass_drops` ``lens``).
 
     For video, pass a generator seeded the same for every frame as ``gen`` (same rain, same drops on the
     glass) and a per-frame generator as ``noise_gen`` (the streaks move)."""
@@ -367,7 +374,8 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
         y = y.clamp(0, 1)
         if not streaks or _u(gen, 0, 1) < p_drops:
             dry = y
-            y = glass_drops(y, gen, near=p_near_drops > 0 and _u(gen, 0, 1) < p_near_drops)
+            near = p_near_drops > 0 and _u(gen, 0, 1) < p_near_drops
+            y = glass_drops(y, gen, near=near, lens=not near and p_lens_drops > 0 and _u(gen, 0, 1) < p_lens_drops)
             if _u(gen, 0, 1) < p_wiper:  # the wiper clears the glass, not the air
                 y = wiper(y, dry, gen)
         tgt = img
