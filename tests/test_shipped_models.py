@@ -64,20 +64,26 @@ def test_derain_rain12_through_the_runtime():
     assert r["psnr"] >= 32.14  # 2 dB above doing nothing
 
 
-def test_derain_int8_keeps_its_cards_quality_through_the_runtime():
-    """`--precision int8` runs the card's int8 IR (not fp32) and scores Rain12 within the card's gate
-    (0.1 dB of fp32), plus 0.05 dB for the runtime's uint8 rounding."""
+def test_derain_int8_runs_the_cards_int8_model_and_scores_what_the_card_says(caplog):
+    """`--precision int8` runs the card's int8 IR (not fp32) and scores Rain12 as the card's int8 section
+    says (0.05 dB for the runtime's uint8 rounding); within the gate (0.1 dB of fp32, plus the same 0.05)
+    where the card says it passed, and with a notice where it did not."""
     from streamgan import Translator, plugins
 
     evaluate = pytest.importorskip("trainer.evaluate")
-    if plugins.load("derain").int8 is None:
-        pytest.skip("the shipped derain plugin has no int8 model (it failed its gate; see its card)")
-    int8 = Translator("derain", backend="openvino", precision="int8")
-    assert int8.model.card.int8.passed and "int8" in int8.describe()
+    card = plugins.load("derain").card
+    if card.int8 is None:
+        pytest.skip("the shipped derain plugin has no int8 model (see its card)")
+    with caplog.at_level("WARNING"):
+        int8 = Translator("derain", backend="openvino", precision="int8")
+    assert "int8" in int8.describe()
+    assert ("did not pass its quality gate" in caplog.text) != card.int8.passed
     fp32 = Translator("derain", backend="openvino", precision="fp32")
     bench = need(DATA / "bench" / "Rain12")
     a, b = (evaluate.rain12_scores(t.translate, bench)["psnr"] for t in (int8, fp32))
-    assert a >= b - 0.15, (a, b)
+    assert a == pytest.approx(card.int8.metrics["int8"]["rain12_psnr_y"], abs=0.05)
+    if card.int8.passed:
+        assert a >= b - 0.15, (a, b)
     assert a != b  # a different engine ran
 
 

@@ -228,6 +228,19 @@ def test_a_checkpoint_before_the_first_log_row_does_not_stop_the_run(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == 3
 
 
+def test_a_log_that_lost_its_header_does_not_stop_a_resumed_run(tmp_path):
+    cfg_path = write_config(tmp_path, tiny_config(tmp_path, optim__steps=20))
+    assert main(["train", str(cfg_path), "--steps", "10"]) == 0
+    log = tmp_path / "run" / "log.csv"
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[1:]))  # damaged: the header line is gone
+    (tmp_path / "run" / "losses.png").unlink()
+    assert main(["train", str(cfg_path), "--resume"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == 20
+    with open(log) as f:
+        assert [r["step"] for r in csv.DictReader(f) if r["step"]] == ["15", "20"]
+    assert (tmp_path / "run" / "losses.png").exists()
+
+
 def _start_training(tmp_path, **over):
     """A tiny run of many steps in its own process (and process group); returns it once it has logged."""
     from conftest import wait_for

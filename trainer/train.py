@@ -301,8 +301,8 @@ def plot_losses(csv_path: Path, png_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(csv_path) as f:
-        rows = list(csv.DictReader(f))
+    with open(csv_path) as f:  # rows without a step (a log without its header line) are skipped
+        rows = [r for r in csv.DictReader(f) if str(r.get("step") or "").isdigit()]
     if not rows:
         return
     keys = [k for k in rows[0] if k.startswith("loss_")]
