@@ -421,6 +421,12 @@ def _open(m: torch.Tensor, r: int | tuple[int, int]) -> torch.Tensor:
     return _dilate(-_dilate(-m, ry, rx), ry, rx)
 
 
+def _saturation(img: torch.Tensor) -> torch.Tensor:
+    """(max - min) / max over the channels (1x1xHxW): 0 for grey and black, 1 for a pure colour."""
+    top = img.amax(1, keepdim=True)
+    return (top - img.amin(1, keepdim=True)) / (top + 1e-3)
+
+
 def _shift(x: torch.Tensor, dy: int = 0, dx: int = 0) -> torch.Tensor:
     """``x`` moved down by dy and right by dx pixels (zeros come in)."""
     h, w = (int(v) for v in x.shape[-2:])
@@ -448,8 +454,7 @@ def _dull_red(img: torch.Tensor) -> torch.Tensor:
     pure = ((0.35 - (g - b).abs() / (r - torch.minimum(g, b) + 1e-3)) * 6).clamp(0, 1)
     rows = torch.linspace(0, 1, h, device=img.device).view(1, 1, h, 1)
     band = ((rows - 0.3) * 10).clamp(0, 1) * ((0.85 - rows) * 10).clamp(0, 1)
-    sat = (img.amax(1, keepdim=True) - img.amin(1, keepdim=True)) / (img.amax(1, keepdim=True) + 1e-3)
-    grey = ((0.18 - _gauss_blur(sat, s / 40)) * 12).clamp(0, 1)
+    grey = ((0.18 - _gauss_blur(_saturation(img), s / 40)) * 12).clamp(0, 1)
     dull = (((r - 0.2) * 6).clamp(0, 1) * ((chroma - 0.04) * 12).clamp(0, 1) * ((spot - 0.08) * 10).clamp(0, 1)
             * pure * band * grey * (1 - white))
     return (dull - _open(dull, (0, max(3, round(s / 36))))).clamp(0, 1)
@@ -568,9 +573,8 @@ def _windows(img: torch.Tensor, pick, sky: torch.Tensor) -> torch.Tensor:
     wall = _close(y, max(2, round(s / 40)))
     glass = ((wall - y - 0.2) * 8).clamp(0, 1) * ((wall - 0.45) * 8).clamp(0, 1)
     glass = _open(glass, max(1, round(s / 180)))
-    sat = (img.amax(1, keepdim=True) - img.amin(1, keepdim=True)) / (img.amax(1, keepdim=True) + 1e-3)
     green = _gauss_blur(img[:, 1:2] - torch.maximum(img[:, :1], img[:, 2:]), s / 40)
-    grey = ((0.25 - _gauss_blur(sat, s / 60)) * 8).clamp(0, 1) * ((0.01 - green) * 60).clamp(0, 1)  # walls, not foliage
+    grey = ((0.25 - _gauss_blur(_saturation(img), s / 60)) * 8).clamp(0, 1) * ((0.01 - green) * 60).clamp(0, 1)  # walls, not foliage
     high = ((rows > 0.1) & (rows < 0.6)).float()
     warm = torch.tensor([1.0, pick(0.6, 0.85), pick(0.3, 0.55)], device=img.device).view(1, 3, 1, 1)
     return _gauss_blur(glass * grey * high * (1 - sky), 0.7) * warm * pick(0.05, 0.2)
@@ -701,8 +705,7 @@ def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
     lin = srgb_to_linear(night.clamp(0, 1)) * (1 + (NIGHT_EXPOSURE - 1) * (1 - (sky * 3).clamp(0, 1)))
     # the network renders a white or grey (overcast) day sky bright, and the sky mask's soft edge keeps
     # part of it: under such a sky its rendering is held to a night sky's brightness
-    sat = (day.amax(1, keepdim=True) - day.amin(1, keepdim=True)) / day.amax(1, keepdim=True).clamp_min(1e-3)
-    grey_sky = sky * (1 - 4 * sat).clamp(0, 1)
+    grey_sky = sky * (1 - 4 * _saturation(day)).clamp(0, 1)
     lin = lin * (1 - grey_sky + grey_sky * (NIGHT_SKY_CAP / _lin_luma(lin).clamp_min(1e-4)).clamp(max=1))
     sky_lin = torch.tensor([0.8, 0.72, 0.8], device=day.device).view(1, 3, 1, 1) * 0.025 * _horizon(h, day.device)
     lin = lin * (1 - sky) + sky * sky_lin * _sky_texture(lin_day, sky)
