@@ -11,7 +11,7 @@ from trainer.networks import MobileGenerator, ResnetGenerator  # noqa: E402
 from trainer.options import CheckpointError, Config  # noqa: E402
 from trainer.train import Trainer  # noqa: E402
 
-from trainer_helpers import tiny_config  # noqa: E402
+from trainer_helpers import make_images, tiny_config  # noqa: E402
 
 
 @pytest.mark.parametrize("net", [MobileGenerator(8, 2), MobileGenerator(8, 2, residual=True, norm="none"),
@@ -64,3 +64,25 @@ def test_export_plugin_writes_valid_card_and_never_half_overwrites(tmp_path):
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 40, 56)).astype(np.float32)
     out = ort.InferenceSession(str(pdir / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     assert out.shape == x.shape
+
+
+def test_int8_calibration_draws_from_every_source_never_from_held_out_frames(tmp_path):
+    """A large folder of one rainy street does not crowd out a small folder of windshield drops, and a
+    held-out frame is never a calibration frame."""
+    pytest.importorskip("nncf")
+    from trainer.data import read_image
+    from trainer.evaluate import _resize
+    from trainer.quantize import calibration_frames
+
+    day = make_images(tmp_path / "day_pool", 10, seed=1)
+    street = make_images(tmp_path / "street", 30, seed=2)
+    glass = make_images(tmp_path / "glass", 4, seed=3)
+    cfg = Config.model_validate(tiny_config(tmp_path, data__train_a=[str(day)],
+                                            data__train_real=[str(street), str(glass)],
+                                            data__holdout_a=[str(day / "img0.png")]))
+    frames, used = calibration_frames(cfg, 16, size=(64, 48))
+    assert len(frames) == 16 and frames[0].shape == (48, 64, 3)
+    assert used == {str(day): 8, str(street): 4, str(glass): 4}
+    held = _resize(read_image(day / "img0.png"), (64, 48))
+    assert not any(np.array_equal(f, held) for f in frames)
+    assert any(np.array_equal(f, _resize(read_image(day / "img1.png"), (64, 48))) for f in frames)

@@ -2,7 +2,7 @@
 
 NNCF post-training quantisation of the OpenVINO model read from the plugin's fp32 ONNX, calibrated on
 real driving frames from the config's training pools (``data.train_a``, and ``data.train_real`` where a
-config has real rainy frames), never on the evaluation sets (``bench/*``) or the held-out frames
+config has real rainy frames), spread evenly over each pool's sources, never on the evaluation sets (``bench/*``) or the held-out frames
 (``data.holdout_a``/``holdout_b``). The result is saved beside the ONNX as OpenVINO IR
 (``model.int8.xml`` + ``.bin``) and recorded in the card's ``int8`` section with its sha256, its
 calibration, the layers kept in higher precision and its own measured quality beside fp32's.
@@ -61,21 +61,41 @@ def calibration_files(cfg: Config) -> list[Path]:
     return out
 
 
+def _spread(counts: list[int], n: int) -> list[int]:
+    """How many of ``n`` picks each source gives when it holds ``counts[i]`` files: as many from each as
+    from the others, a small source all it has and the rest from the larger ones."""
+    take = [0] * len(counts)
+    left = n
+    while left > 0:
+        open_ = [i for i, c in enumerate(counts) if take[i] < c]
+        if not open_:
+            break
+        share = max(1, left // len(open_))
+        for i in open_:
+            k = min(share, counts[i] - take[i], left)
+            take[i] += k
+            left -= k
+    return take
+
+
 def calibration_frames(cfg: Config, n: int = 48, size: tuple[int, int] = CALIB_SIZE) -> tuple[list, dict]:
-    """``n`` frames spread evenly over the training pools (each pool contributes), RGB uint8 at ``size``."""
+    """``n`` frames spread evenly over the training pools and, within a pool, over its sources (a folder
+    of 60 frames of one rainy street gives no more than a folder of 5 windshield frames, while it has
+    more left to give), RGB uint8 at ``size``."""
     pools = [cfg.data.train_a] + ([cfg.data.train_real] if cfg.data.train_real else [])
     allowed = {str(f) for f in calibration_files(cfg)}
     picked: list[np.ndarray] = []
     used: dict[str, int] = {}
     per_pool = -(-n // len(pools))
     for pool in pools:
-        files = [f for f in list_sources(pool, exclude=list(cfg.data.exclude)) if str(f) in allowed]
-        idx = np.linspace(0, len(files) - 1, min(per_pool, len(files))).round().astype(int)
-        for i in sorted(set(idx.tolist())):
-            f = files[i]
-            a = read_video(f, 10, 8)[-1] if f.suffix.lower() in VIDEO_EXT else read_image(f)
-            picked.append(_resize(a, size))
-            used[str(f.parent)] = used.get(str(f.parent), 0) + 1
+        sources = [[f for f in list_sources([src], exclude=list(cfg.data.exclude)) if str(f) in allowed]
+                   for src in pool]
+        for files, k in zip(sources, _spread([len(f) for f in sources], per_pool)):
+            for i in sorted(set(np.linspace(0, len(files) - 1, k).round().astype(int).tolist()) if k else ()):
+                f = files[i]
+                a = read_video(f, 10, 8)[-1] if f.suffix.lower() in VIDEO_EXT else read_image(f)
+                picked.append(_resize(a, size))
+                used[str(f.parent)] = used.get(str(f.parent), 0) + 1
     return picked[:n], used
 
 
