@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +15,12 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A shell starts a background job (`cmd &` without job control, nohup) with Ctrl-C ignored, and the
+# processes the tests start would inherit that and never see the SIGINT the Ctrl-C tests send them. A
+# handler here (not an ignore) is reset to the default in every child at exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 DATA = Path(os.environ.get("STREAMGAN_DATA", REPO.parent / "shared" / "data"))
 CLIPS = DATA / "clips"
 
