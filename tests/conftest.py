@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-# A shell starts a background job (`cmd &` without job control, nohup) with Ctrl-C ignored, and the
+# A shell without job control (a script) starts a background job (`cmd &`) with Ctrl-C ignored, and the
 # processes the tests start would inherit that and never see the SIGINT the Ctrl-C tests send them. A
 # handler here (not an ignore) is reset to the default in every child at exec.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:

@@ -67,22 +67,32 @@ def test_export_plugin_writes_valid_card_and_never_half_overwrites(tmp_path):
 
 
 def test_int8_calibration_draws_from_every_source_never_from_held_out_frames(tmp_path):
-    """A large folder of one rainy street does not crowd out a small folder of windshield drops, and a
-    held-out frame is never a calibration frame."""
-    pytest.importorskip("nncf")
+    """A large folder of one rainy street does not crowd out a small folder of windshield drops (which
+    gives all it has, the street the rest), and a held-out frame is never a calibration frame."""
     from trainer.data import read_image
     from trainer.evaluate import _resize
     from trainer.quantize import calibration_frames
 
     day = make_images(tmp_path / "day_pool", 10, seed=1)
     street = make_images(tmp_path / "street", 30, seed=2)
-    glass = make_images(tmp_path / "glass", 4, seed=3)
+    glass = make_images(tmp_path / "glass", 3, seed=3)
     cfg = Config.model_validate(tiny_config(tmp_path, data__train_a=[str(day)],
                                             data__train_real=[str(street), str(glass)],
                                             data__holdout_a=[str(day / "img0.png")]))
     frames, used = calibration_frames(cfg, 16, size=(64, 48))
     assert len(frames) == 16 and frames[0].shape == (48, 64, 3)
-    assert used == {str(day): 8, str(street): 4, str(glass): 4}
+    assert used == {str(day): 8, str(street): 5, str(glass): 3}
     held = _resize(read_image(day / "img0.png"), (64, 48))
     assert not any(np.array_equal(f, held) for f in frames)
     assert any(np.array_equal(f, _resize(read_image(day / "img1.png"), (64, 48))) for f in frames)
+    frames, used = calibration_frames(cfg, 15, size=(64, 48))  # an odd count: the card counts what is used
+    assert len(frames) == sum(used.values()) == 15
+
+
+def test_calibration_spread_over_sources():
+    from trainer.quantize import _spread
+
+    assert _spread([1, 50, 50], 24) == [1, 12, 11]
+    assert _spread([5, 5], 3) == [2, 1]
+    assert _spread([2, 2], 10) == [2, 2]  # fewer files than asked: all of them
+    assert _spread([], 5) == []

@@ -63,7 +63,8 @@ def calibration_files(cfg: Config) -> list[Path]:
 
 def _spread(counts: list[int], n: int) -> list[int]:
     """How many of ``n`` picks each source gives when it holds ``counts[i]`` files: as many from each as
-    from the others, a small source all it has and the rest from the larger ones."""
+    from the others, a small source all it has and the rest from the larger ones (any remainder from the
+    first ones)."""
     take = [0] * len(counts)
     left = n
     while left > 0:
@@ -79,24 +80,24 @@ def _spread(counts: list[int], n: int) -> list[int]:
 
 
 def calibration_frames(cfg: Config, n: int = 48, size: tuple[int, int] = CALIB_SIZE) -> tuple[list, dict]:
-    """``n`` frames spread evenly over the training pools and, within a pool, over its sources (a folder
-    of 60 frames of one rainy street gives no more than a folder of 5 windshield frames, while it has
-    more left to give), RGB uint8 at ``size``."""
+    """``n`` frames, RGB uint8 at ``size``, spread evenly over the training pools and, within a pool, over
+    its sources (a folder of 60 frames of one rainy street gives no more than a folder of 5 windshield
+    frames, while it has more left to give; a video source gives one frame). Returns the frames and how
+    many came from each source."""
     pools = [cfg.data.train_a] + ([cfg.data.train_real] if cfg.data.train_real else [])
     allowed = {str(f) for f in calibration_files(cfg)}
     picked: list[np.ndarray] = []
     used: dict[str, int] = {}
-    per_pool = -(-n // len(pools))
-    for pool in pools:
-        sources = [[f for f in list_sources([src], exclude=list(cfg.data.exclude)) if str(f) in allowed]
-                   for src in pool]
-        for files, k in zip(sources, _spread([len(f) for f in sources], per_pool)):
-            for i in sorted(set(np.linspace(0, len(files) - 1, k).round().astype(int).tolist()) if k else ()):
-                f = files[i]
+    for pool, quota in zip(pools, _spread([n] * len(pools), n)):  # n split exactly, the remainder first
+        files = [f for f in list_sources(pool, exclude=list(cfg.data.exclude)) if str(f) in allowed]
+        sources = [[f for f in files if f == Path(src) or Path(src) in f.parents] for src in pool]
+        for src, its, k in zip(pool, sources, _spread([len(f) for f in sources], quota)):
+            for i in sorted(set(np.linspace(0, len(its) - 1, k).round().astype(int).tolist()) if k else ()):
+                f = its[i]
                 a = read_video(f, 10, 8)[-1] if f.suffix.lower() in VIDEO_EXT else read_image(f)
                 picked.append(_resize(a, size))
-                used[str(f.parent)] = used.get(str(f.parent), 0) + 1
-    return picked[:n], used
+                used[str(src)] = used.get(str(src), 0) + 1
+    return picked, used
 
 
 def _to_model(img: np.ndarray, mean, std) -> np.ndarray:

@@ -422,7 +422,7 @@ def _open(m: torch.Tensor, r: int | tuple[int, int]) -> torch.Tensor:
 
 
 def _saturation(img: torch.Tensor) -> torch.Tensor:
-    """(max - min) / max over the channels (1x1xHxW): 0 for grey and black, 1 for a pure colour."""
+    """(max - min) / max over the channels (Nx1xHxW): 0 for grey and black, 1 for a pure colour."""
     top = img.amax(1, keepdim=True)
     return (top - img.amin(1, keepdim=True)) / (top + 1e-3)
 

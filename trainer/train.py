@@ -286,6 +286,9 @@ def _prepare_csv(path: Path, fields: list[str], fresh: bool) -> None:
             rd = csv.DictReader(f)
             if rd.fieldnames == fields:
                 return
+            if rd.fieldnames and rd.fieldnames[0].isdigit() and len(rd.fieldnames) == len(fields):
+                f.seek(0)  # the header line was lost: the first line is a row of these fields
+                rd = csv.DictReader(f, fieldnames=fields)
             rows = list(rd)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
@@ -301,7 +304,7 @@ def plot_losses(csv_path: Path, png_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(csv_path) as f:  # rows without a step (a log without its header line) are skipped
+    with open(csv_path) as f:  # rows without a step (a damaged log) are skipped
         rows = [r for r in csv.DictReader(f) if str(r.get("step") or "").isdigit()]
     if not rows:
         return
