@@ -87,10 +87,17 @@ def test_derain_int8_runs_the_cards_int8_model_and_scores_what_the_card_says(cap
     assert a != b  # a different engine ran
 
 
-def test_models_lists_the_shipped_plugins():
+def test_models_lists_the_shipped_plugins_with_version_and_int8_state():
+    from streamgan import plugins
+
     r = run_cli("models")
     assert r.returncode == 0
-    assert "derain" in r.stdout and "BROKEN" not in r.stdout.split("derain", 1)[1].split("\n")[0]
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("derain "))
+    assert "BROKEN" not in line
+    card = plugins.load("derain").card
+    assert f"version {card.version};" in line
+    assert ("int8 model: passed" in line) == bool(card.int8 and card.int8.passed)
+    assert ("int8 model: did not pass" in line) == bool(card.int8 and not card.int8.passed)
 
 
 def _paired(name: str, tr) -> tuple[float, float]:
