@@ -70,7 +70,6 @@ def test_near_drops_are_milky_blurred_discs():
     assert pair[0].shape == x.shape and pair[1].shape == x.shape
 
 
-
 def test_lens_drops_are_large():
     """Drops on the lens itself (RobotCar style) are several times the size of drops on the windshield:
     after eroding what they cover by 15 pixels (a twelfth of the short side) a good part is left, where
@@ -88,6 +87,7 @@ def test_lens_drops_are_large():
     assert torch.equal(again, glass_drops(x, torch.Generator().manual_seed(3), density=0.5, lens=True))
     pair = rain_pair(x, torch.Generator().manual_seed(4), p_streaks_only=0.0, p_drops=1.0, p_lens_drops=1.0)
     assert pair[0].shape == x.shape and pair[1].shape == x.shape
+
 
 def _u8(t):
     return (t[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)

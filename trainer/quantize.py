@@ -2,8 +2,8 @@
 
 NNCF post-training quantisation of the OpenVINO model read from the plugin's fp32 ONNX, calibrated on
 real driving frames from the config's training pools (``data.train_a``, and ``data.train_real`` where a
-config has real rainy frames), spread evenly over each pool's sources, never on the evaluation sets (``bench/*``) or the held-out frames
-(``data.holdout_a``/``holdout_b``). The result is saved beside the ONNX as OpenVINO IR
+config has real rainy frames), spread evenly over each pool's sources, never on the evaluation sets
+(``bench/*``) or the held-out frames (``data.holdout_a``/``holdout_b``). The result is saved beside the ONNX as OpenVINO IR
 (``model.int8.xml`` + ``.bin``) and recorded in the card's ``int8`` section with its sha256, its
 calibration, the layers kept in higher precision and its own measured quality beside fp32's.
 
@@ -85,11 +85,10 @@ def calibration_frames(cfg: Config, n: int = 48, size: tuple[int, int] = CALIB_S
     frames, while it has more left to give; a video source gives one frame). Returns the frames and how
     many came from each source."""
     pools = [cfg.data.train_a] + ([cfg.data.train_real] if cfg.data.train_real else [])
-    allowed = {str(f) for f in calibration_files(cfg)}
+    files = calibration_files(cfg)
     picked: list[np.ndarray] = []
     used: dict[str, int] = {}
     for pool, quota in zip(pools, _spread([n] * len(pools), n)):  # n split exactly, the remainder first
-        files = [f for f in list_sources(pool, exclude=list(cfg.data.exclude)) if str(f) in allowed]
         sources = [[f for f in files if f == Path(src) or Path(src) in f.parents] for src in pool]
         for src, its, k in zip(pool, sources, _spread([len(f) for f in sources], quota)):
             for i in sorted(set(np.linspace(0, len(its) - 1, k).round().astype(int).tolist()) if k else ()):
