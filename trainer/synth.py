@@ -194,24 +194,30 @@ def _drop_maps(d: torch.Tensor, h: int, w: int):
 
 
 def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None = None,
-                near: bool = False, lens: bool = False) -> torch.Tensor:
+                near: bool = False, lens: bool = False, dense: bool = False) -> torch.Tensor:
     """Water drops on the windshield or lens (img: 1x3xHxW in [0, 1]), each a small lens.
 
     A drop refracts a flipped, minified, blurred view of the scene around it (it sees a wider field than
     its own footprint), is darker at its rim (light refracted away) and carries a small bright highlight
     (a reflection). The glass is nearer than the scene, so drops are in or out of focus: out-of-focus
     drops are soft blobs. ``density`` in [0, 1]: 0 a few drops, 1 a covered windshield (random if None).
+    ``dense``: a windshield covered with drops of similar size, 1-7% of the short side (the Raindrop
+    pictures), at a density of at least one half; otherwise most drops are specks of a pixel or two.
     ``near``: glass a few centimetres from the lens (:func:`near_drops`). ``lens``: drops on the lens or
     its cover itself (RobotCar style): large (up to a quarter of the short side), many, each still a lens
     that shows the scene around it flipped, with its rim and highlight, all moderately out of focus."""
     _, _, h, w = img.shape
     s = min(h, w)
     dens = _u(gen, 0, 1) ** 2 if density is None else density
+    if dense:
+        dens = 0.5 + 0.5 * dens
     if near:
         return near_drops(img, gen, dens)
     if lens:
         r_lo, r_hi = s * 0.03, s * _u(gen, 0.1, 0.25)
         dens = 0.4 + 0.6 * dens
+    elif dense:
+        r_lo, r_hi = s * 0.012, s * _u(gen, 0.03, 0.07)
     else:
         r_lo, r_hi = max(1.0, s * 0.006), s * _u(gen, 0.02, 0.09)
     mean_area = 3.14 * r_lo * r_hi * 1.3
@@ -340,8 +346,8 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
 
 def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float = 0.25, p_veil: float = 0.5,
               p_drops: float = 0.6, p_spray: float = 0.15, p_wiper: float = 0.1, p_camera: float = 0.8,
-              p_near_drops: float = 0.0, p_lens_drops: float = 0.0, noise_gen: torch.Generator | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+              p_near_drops: float = 0.0, p_lens_drops: float = 0.0, p_dense_drops: float = 0.0,
+              noise_gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(rainy, target) from ``clean`` (NCHW in [0, 1]). Each image gets its own random weather.
 
     In the order light meets them: haze with depth, spray, streaks in the air, drops on the glass, a
@@ -350,6 +356,7 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
     A share ``p_streaks_only`` is Rain12 / Rain100L style: additive achromatic streaks, no camera.
     A share ``p_near_drops`` of the drops on the glass are far out of focus (:func:`near_drops`), and a
     share ``p_lens_drops`` of the rest are large drops on the lens itself (:func:`glass_drops` ``lens``).
+    A share ``p_dense_drops`` of the glass is covered with drops (:func:`glass_drops` ``dense``).
 
     For video, pass a generator seeded the same for every frame as ``gen`` (same rain, same drops on the
     glass) and a per-frame generator as ``noise_gen`` (the streaks move)."""
@@ -375,7 +382,9 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
         if not streaks or _u(gen, 0, 1) < p_drops:
             dry = y
             near = p_near_drops > 0 and _u(gen, 0, 1) < p_near_drops
-            y = glass_drops(y, gen, near=near, lens=not near and p_lens_drops > 0 and _u(gen, 0, 1) < p_lens_drops)
+            lens = not near and p_lens_drops > 0 and _u(gen, 0, 1) < p_lens_drops
+            dense = p_dense_drops > 0 and _u(gen, 0, 1) < p_dense_drops
+            y = glass_drops(y, gen, near=near, lens=lens, dense=dense)
             if _u(gen, 0, 1) < p_wiper:  # the wiper clears the glass, not the air
                 y = wiper(y, dry, gen)
         tgt = img
