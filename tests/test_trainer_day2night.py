@@ -286,6 +286,46 @@ def test_relight_keeps_yellow_lane_paint_dim_and_leaves_the_road_alone():
     assert torch.allclose(out[(slice(None), *road)], lit[(slice(None), *road)], atol=0.02)
 
 
+
+class _GlowingPaint(torch.nn.Module):
+    """A relighting 'generator' that makes yellow paint glow orange, as the trained one does: the scene at
+    0.15 of its brightness, saturated yellow pixels orange and bright."""
+
+    def forward(self, x):
+        x = (x + 1) / 2
+        yellow = ((x[:, :1] > 0.6) & (x[:, 2:] < 0.3)).float()
+        orange = torch.tensor([0.95, 0.45, 0.05]).view(1, 3, 1, 1)
+        return 2 * (x * 0.15 * (1 - yellow) + orange * yellow) - 1
+
+
+def test_relit_dims_yellow_paint_two_pixels_wide_and_keeps_an_amber_tail_lights_glow():
+    """In the shipped graph the renderer runs on a 144x256 grid, where a line two pixels wide at 360x640
+    is less than a cell: the paint found there is dimmed to pale yellow pixel by pixel at the frame's size
+    (not left a salmon line), the road beside it stays as it was, and an amber tail light (paint's colour,
+    paint's place) still glows."""
+    from trainer.networks import Relit
+    from trainer.synth import _lin_luma, srgb_to_linear
+
+    day = torch.full((1, 3, 360, 640), 0.42)
+    day[:, :, 200:360, 300:302] = torch.tensor([0.85, 0.70, 0.15]).view(1, 3, 1, 1)  # yellow line, 2 px
+    car = (slice(None), slice(None), slice(220, 260), slice(420, 520))
+    day[car] = 0.55
+    day[:, :, 232:238, 430:438] = day[:, :, 232:238, 502:510] = torch.tensor([0.9, 0.6, 0.2]).view(1, 3, 1, 1)
+    net = Relit(_GlowingPaint()).eval()
+    with torch.no_grad():
+        out = (net(day * 2 - 1) + 1)[0] / 2
+        plain = (net(torch.where(day[:, :1] > 0.6, 0.42, day) * 2 - 1) + 1)[0] / 2  # no paint, no lights
+    line, beside = out[:, 260:340, 300:302], out[:, 260:340, 306:310]
+    lit = _exposed((_GlowingPaint()(day * 2 - 1) + 1) / 2)[0][:, 260:340, 300:302]  # glowing, undimmed
+    light = lambda t: float(_lin_luma(srgb_to_linear(t)[None]).mean())  # noqa: E731
+    assert light(line) < 0.5 * light(lit)
+    r, g, b = (float(c.mean()) for c in line)
+    assert r > g > b and b < 0.7 * g and g > 0.65 * r  # pale yellow, not salmon or pink
+    assert float(line.mean()) > float(beside.mean())  # still visible paint
+    assert torch.allclose(beside, plain[:, 260:340, 306:310], atol=0.02)
+    tail = out[:, 232:238, 430:438].mean(0)
+    assert float(tail.mean()) > float(plain[:, 232:238, 430:438].mean()) + 0.3  # lit
+
 def test_relight_leaves_wide_yellow_things_alone():
     """Only lines are taken for paint: a wide yellow area (a taxi's side, a sign, dry grass) low in the
     frame keeps the network's rendering."""

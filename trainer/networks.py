@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .synth import relight
+from .synth import dim_paint, paint_lines, relight
 
 
 def norm_layer(kind: str, ch: int) -> nn.Module:
@@ -227,11 +227,14 @@ class Relit(nn.Module):
         night = self.net(x)
         # resized first, then mapped to [0, 1]: the same values, with the arithmetic on the small grid
         grid = lambda t: (nn.functional.interpolate(t, size=self.size, mode="bilinear", align_corners=False) + 1) / 2  # noqa: E731
-        n = grid(night)
-        change = 2 * (relight(grid(x), n) - n)  # back to the [-1, 1] range
         full = (x.shape[2], x.shape[3])
-        up = nn.functional.interpolate(change, size=full, mode="bilinear", align_corners=False)
-        return torch.clamp(night + up, -1.0, 1.0)
+        up = lambda t: nn.functional.interpolate(t, size=full, mode="bilinear", align_corners=False)  # noqa: E731
+        n, day = grid(night), grid(x)
+        lit, light = relight(day, n, paint=False, with_light=True)
+        out = torch.clamp(night + up(2 * (lit - n)), -1.0, 1.0)  # the change, back in the [-1, 1] range
+        # yellow lane paint, a pixel or two wide, is found on the grid and dimmed pixel by pixel at this
+        # size, in sRGB (no conversion of the full frame), where the renderer added no light
+        return 2 * dim_paint((out + 1) / 2, (x + 1) / 2, lines=up(paint_lines(day, light)), srgb=True) - 1
 
 
 class SourceResolution(nn.Module):

@@ -647,11 +647,26 @@ GROUND_MAX = 0.04
 
 def _light_up(lin: torch.Tensor, day: torch.Tensor, light: torch.Tensor, ground: torch.Tensor, pick) -> torch.Tensor:
     """``lin`` (a night rendering of ``day``, linear light) with the light sources of :func:`_glows` added
-    and their pools and reflections lighting what is on the ground (brighter on lighter ground)."""
+    (``light``, already at its strength: :func:`_light_strength`) and their pools and reflections lighting
+    what is on the ground (brighter on lighter ground)."""
     scene_gain = day.mean((1, 2, 3), keepdim=True) * 0.5 + 0.5
     # lit in proportion to how light the ground is, up to a light road's level: a white car under tail lights
     # is not a mirror, and the whole of its body glowing is what gives a fake night away
-    return lin + light * pick(0.1, 0.5) + ground * lin.clamp(0.002, GROUND_MAX) * 40 * scene_gain * pick(0.3, 1.0)
+    return lin + light + ground * lin.clamp(0.002, GROUND_MAX) * 40 * scene_gain * pick(0.3, 1.0)
+
+
+def _light_strength(light: torch.Tensor, pick) -> torch.Tensor:
+    """The light sources of :func:`_glows` at the strength they are added to the scene with."""
+    return light * pick(0.1, 0.5)
+
+
+def _yellow_colour(day: torch.Tensor) -> torch.Tensor:
+    """Yellow to amber, pixel by pixel (Nx1xHxW soft mask of sRGB ``day``): lane paint's colour, also the pale
+    bright cream a washed-out camera records it as (blue at 0.8 of red)."""
+    r, g, b = day[:, :1], day[:, 1:2], day[:, 2:]
+    b_r = b / (r + 1e-3)
+    pale = ((r - 0.8) * 10).clamp(0, 1) * ((0.85 - b_r) * 10).clamp(0, 1)  # bright cream, not warm grey asphalt
+    return ((r - 0.35) * 8).clamp(0, 1) * ((g / (r + 1e-3) - 0.55) * 8).clamp(0, 1) * torch.maximum(((0.75 - b_r) * 6).clamp(0, 1), pale)
 
 
 def _yellow_paint(day: torch.Tensor) -> torch.Tensor:
@@ -659,21 +674,39 @@ def _yellow_paint(day: torch.Tensor) -> torch.Tensor:
     an 18th of the short side, in the lower 60% of the frame. Wider yellow things (a taxi, a sign, dry
     grass) are left (top-hat)."""
     h, w = (int(v) for v in day.shape[2:])  # ints also when traced for ONNX
-    r, g, b = day[:, :1], day[:, 1:2], day[:, 2:]
     rows = torch.linspace(0, 1, h, device=day.device).view(1, 1, h, 1)
-    y = (((r - 0.35) * 8).clamp(0, 1) * ((g / (r + 1e-3) - 0.55) * 8).clamp(0, 1)
-         * ((0.75 - b / (r + 1e-3)) * 6).clamp(0, 1) * ((rows - 0.4) * 8).clamp(0, 1))
+    y = _yellow_colour(day) * ((rows - 0.4) * 8).clamp(0, 1)
     y = (y - _open(y, max(2, round(min(h, w) / 36)))).clamp(0, 1)
     return _gauss_blur(y, 0.7, zeros=True).clamp(0, 1)
 
 
-def _dim_paint(lin: torch.Tensor, day: torch.Tensor) -> torch.Tensor:
-    """Yellow lane paint in a night rendering ``lin`` (linear light) brought back to dim, paler paint: a
-    relighting network tends to make it glow orange, which no night camera records away from headlights."""
-    p = _yellow_paint(day)
-    tint = torch.tensor([1.0, 0.8, 0.45], device=day.device).view(1, 3, 1, 1)
-    pale = lin * 0.4 + _lin_luma(lin) * tint * 0.6
-    return lin * (1 - p) + p * pale * 0.35
+# yellow lane paint at night away from strong light: a dim, pale yellow (linear light, luminance 1), at this
+# share of the luminance the rendering gave it
+PAINT_TINT = (1.0, 0.75, 0.3)
+PAINT_DIM = 0.35
+
+
+def dim_paint(img: torch.Tensor, day: torch.Tensor, lines: torch.Tensor | None = None, srgb: bool = False) -> torch.Tensor:
+    """Yellow lane paint in a night rendering ``img`` (linear light, or sRGB if ``srgb``) brought back to
+    dim, pale yellow paint: a relighting network tends to make it glow orange, which no night camera
+    records away from headlights. ``lines``: where the paint is, found on a coarser grid and resized to
+    this one (lines a pixel or two wide cannot be found again at this size by their shape; each pixel must
+    have paint's colour or touch one that has: the network's orange glow spills past the paint's edge).
+    In sRGB the tint and the dimming are the linear ones carried over (no conversion of the frame: cheap
+    at full size)."""
+    p = _yellow_paint(day) if lines is None else lines * _dilate(_yellow_colour(day), 1)
+    tint, dim = torch.tensor(PAINT_TINT, device=day.device).view(1, 3, 1, 1), PAINT_DIM
+    if srgb:
+        tint, dim = linear_to_srgb(tint), dim ** (1 / 2.2)
+    pale = _lin_luma(img) * tint / _lin_luma(tint)
+    return img * (1 - p) + p * pale * dim
+
+
+def paint_lines(day: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+    """Where :func:`dim_paint` finds lane paint in ``day``, grown by a pixel and made solid (Nx1xHxW), but
+    not where ``light`` (linear, the light sources :func:`relight` added) is a night scene's level or more:
+    paint in a tail light's glow is lit by it. The mask to pass on to a finer grid as its ``lines``."""
+    return (_dilate(_yellow_paint(day), 1) * 3).clamp(0, 1) * (1 - (_lin_luma(light) * 50).clamp(0, 1))
 
 
 # The day2night network's output off the sky sits darker than real night footage (median luma 0.145 against
@@ -690,19 +723,20 @@ OWN_HEADLIGHTS = 1.0
 NIGHT_COLOUR = 0.5
 
 
-def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
+def relight(day: torch.Tensor, night: torch.Tensor, paint: bool = True, with_light: bool = False):
     """Finish a night rendering ``night`` of ``day`` (both NCHW in [0, 1], batched) the way
     :func:`make_night` lights its targets, with each strength at the middle of its range and no noise:
     the day frame's sky set to a dark night-sky level (its clouds faintly kept), the light sources the
     day frame shows (tail and brake lights, red traffic lights, lamp heads on poles) lit with halos, light
-    pools and reflections on the road; yellow lane paint kept dim (:func:`_dim_paint`, here only:
-    :func:`make_night` draws no glowing paint to undo); off the sky, the network's rendering exposed
+    pools and reflections on the road; yellow lane paint kept dim (:func:`dim_paint`, here only:
+    :func:`make_night` draws no glowing paint to undo; ``paint`` False leaves it to the caller); off the sky, the network's rendering exposed
     ``NIGHT_EXPOSURE`` times brighter in linear light, under a grey sky held to ``NIGHT_SKY_CAP``; the
     road ahead lit by the car's own headlights (``OWN_HEADLIGHTS``, a quarter of make_night's range); the
     rendering's colour faded to ``NIGHT_COLOUR`` of its saturation (the light sources, added after, keep
     theirs). Window panes are left to the network: their detector also fires on foliage. A fixed function
     of the two frames (no random numbers), exportable to ONNX at a fixed size (sizes and blur radii follow
-    from the shape it is traced with)."""
+    from the shape it is traced with). ``with_light``: also return the light the sources added (linear,
+    Nx3xHxW), so a caller can tell them from what it changes after."""
     def pick(lo: float, hi: float) -> float:
         return (lo + hi) / 2
 
@@ -718,10 +752,14 @@ def relight(day: torch.Tensor, night: torch.Tensor) -> torch.Tensor:
     lin = lin * (1 - grey_sky + grey_sky * (NIGHT_SKY_CAP / _lin_luma(lin).clamp_min(1e-4)).clamp(max=1))
     sky_lin = torch.tensor([0.8, 0.72, 0.8], device=day.device).view(1, 3, 1, 1) * 0.025 * _horizon(h, day.device)
     lin = lin * (1 - sky) + sky * sky_lin * _sky_texture(lin_day, sky)
-    lin = _dim_paint(lin, day) * (1 + OWN_HEADLIGHTS * _headlight_pool(h, w, day.device))
+    if paint:
+        lin = dim_paint(lin, day)
+    lin = lin * (1 + OWN_HEADLIGHTS * _headlight_pool(h, w, day.device))
     lin = _fade_colour(lin, NIGHT_COLOUR)
     light, ground = _glows(day, raw_sky, pick)
-    return linear_to_srgb(_light_up(lin, day, light, ground, pick)).clamp(0, 1)
+    light = _light_strength(light, pick)
+    out = linear_to_srgb(_light_up(lin, day, light, ground, pick)).clamp(0, 1)
+    return (out, light) if with_light else out
 
 
 def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -749,7 +787,7 @@ def make_night(day: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         temp = [(1.05, 0.95, 0.75), (0.8, 0.9, 1.15), (1.0, 0.9, 0.8), (0.9, 0.95, 1.0)][int(torch.randint(0, 4, (), generator=gen))]
         lin = lin * torch.tensor(temp, device=img.device).view(1, 3, 1, 1)
         light, ground = _glows(img, raw_sky, pick)
-        lin = _light_up(lin, img, light, ground, pick) + windows
+        lin = _light_up(lin, img, _light_strength(light, pick), ground, pick) + windows
         y = linear_to_srgb(lin)
         y = y.clamp(0, 1) ** _u(gen, 0.9, 1.15)
         sigma = _u(gen, 0.004, 0.02)  # gain noise, stronger in the dark, some of it in colour
