@@ -405,6 +405,22 @@ def test_relight_lights_a_washed_out_cameras_dull_tail_lights_but_not_red_flower
     assert float(lum[66:69, 228:231].mean()) < float(lum[55:60, 215:225].mean()) + 0.1  # flowers stay foliage
 
 
+
+def test_relight_lights_dull_tail_lights_one_or_two_cells_wide():
+    """The car ahead a little way off: on the renderer's grid its tail lights are two cells of a faint dull
+    red on a silver body (as the FLIR and DeepTL cameras record them). Both are lit."""
+    from trainer.synth import relight
+
+    day = _washed_out()
+    day[:, :, 95:112, 85:135] = 0.62  # a silver car
+    faint = torch.tensor([0.6, 0.52, 0.5]).view(1, 3, 1, 1)  # red a seventh above green and blue
+    day[:, :, 100:102, 89:91] = day[:, :, 100:102, 128:130] = faint
+    with torch.no_grad():
+        lum = relight(day, day * 0.3)[0].mean(0)
+    road = float(lum[120:].mean())
+    for x in (89, 128):
+        assert float(lum[100:102, x:x + 2].mean()) > road + 0.4
+
 def test_relight_lamp_heads_are_the_tops_of_poles_only():
     """A lamp head is lit at the top of a pole against the sky, not where the pole resumes below a gap (a
     crossing in a lattice tower, a gap between branches)."""

@@ -484,7 +484,7 @@ def _lamps(img: torch.Tensor, raw_sky: torch.Tensor) -> tuple[torch.Tensor, torc
     s = min(h, w)
     r, g, b = img[:, :1], img[:, 1:2], img[:, 2:]
     red = ((r - 0.25) * 6).clamp(0, 1) * ((0.72 - g / (r + 1e-3)) * 8).clamp(0, 1) * ((0.6 - b / (r + 1e-3)) * 8).clamp(0, 1)
-    red = torch.maximum(red, _dull_red(img))
+    red = torch.maximum(red, (1.6 * _dull_red(img)).clamp(0, 1))  # a dull light one or two cells wide: 0.6 is sure
     red = ((_gauss_blur(red, 0.8, zeros=True) - 0.3) * 3).clamp(0, 1)  # a blob of a few pixels, not a stray one
     coloured = (red - _open(red, max(2, round(s / 70)))).clamp(0, 1) * (1 - raw_sky)
     near_sky = _dilate((raw_sky > 0.5).float(), round(s / 30))
