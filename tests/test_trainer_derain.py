@@ -89,7 +89,6 @@ def test_lens_drops_are_large():
     assert pair[0].shape == x.shape and pair[1].shape == x.shape
 
 
-
 def test_dense_drops_cover_the_glass():
     """``p_dense_drops`` 1: the glass of every rainy frame is covered with drops (a tenth of the frame or
     more), where the default draw leaves several frames with a few drops and specks. Measured on what is
@@ -107,6 +106,7 @@ def test_dense_drops_cover_the_glass():
 
     assert covered(p_dense_drops=1.0).min() > 0.1
     assert (covered() < 0.1).sum() >= 3
+
 
 def _u8(t):
     return (t[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)

@@ -217,7 +217,8 @@ class Relit(nn.Module):
     shows (tail and brake lights, red traffic lights, lamp heads on poles) glow, with pools and
     reflections on the road. The renderer runs on a fixed ``size`` grid (its blur radii and masks are
     made for it) and its change to the generator's output is resized to the frame, so one ONNX graph
-    takes any size. Nothing in it is learned."""
+    takes any size. Yellow lane paint is then dimmed at the frame's own size (:func:`trainer.synth.dim_paint`
+    with the lines found on the grid), where the renderer added no light. Nothing in it is learned."""
 
     def __init__(self, net: nn.Module, size: tuple[int, int] = (144, 256)):
         super().__init__()

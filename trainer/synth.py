@@ -209,8 +209,6 @@ def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None =
     _, _, h, w = img.shape
     s = min(h, w)
     dens = _u(gen, 0, 1) ** 2 if density is None else density
-    if dense:
-        dens = 0.5 + 0.5 * dens
     if near:
         return near_drops(img, gen, dens)
     if lens:
@@ -218,6 +216,7 @@ def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None =
         dens = 0.4 + 0.6 * dens
     elif dense:
         r_lo, r_hi = s * 0.012, s * _u(gen, 0.03, 0.07)
+        dens = 0.5 + 0.5 * dens
     else:
         r_lo, r_hi = max(1.0, s * 0.006), s * _u(gen, 0.02, 0.09)
     mean_area = 3.14 * r_lo * r_hi * 1.3
@@ -356,7 +355,7 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
     A share ``p_streaks_only`` is Rain12 / Rain100L style: additive achromatic streaks, no camera.
     A share ``p_near_drops`` of the drops on the glass are far out of focus (:func:`near_drops`), and a
     share ``p_lens_drops`` of the rest are large drops on the lens itself (:func:`glass_drops` ``lens``).
-    A share ``p_dense_drops`` of the glass is covered with drops (:func:`glass_drops` ``dense``).
+    A share ``p_dense_drops`` of the rest is a windshield covered with drops (:func:`glass_drops` ``dense``).
 
     For video, pass a generator seeded the same for every frame as ``gen`` (same rain, same drops on the
     glass) and a per-frame generator as ``noise_gen`` (the streaks move)."""
@@ -383,7 +382,7 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
             dry = y
             near = p_near_drops > 0 and _u(gen, 0, 1) < p_near_drops
             lens = not near and p_lens_drops > 0 and _u(gen, 0, 1) < p_lens_drops
-            dense = p_dense_drops > 0 and _u(gen, 0, 1) < p_dense_drops
+            dense = not near and not lens and p_dense_drops > 0 and _u(gen, 0, 1) < p_dense_drops
             y = glass_drops(y, gen, near=near, lens=lens, dense=dense)
             if _u(gen, 0, 1) < p_wiper:  # the wiper clears the glass, not the air
                 y = wiper(y, dry, gen)
@@ -484,7 +483,9 @@ def _lamps(img: torch.Tensor, raw_sky: torch.Tensor) -> tuple[torch.Tensor, torc
     s = min(h, w)
     r, g, b = img[:, :1], img[:, 1:2], img[:, 2:]
     red = ((r - 0.25) * 6).clamp(0, 1) * ((0.72 - g / (r + 1e-3)) * 8).clamp(0, 1) * ((0.6 - b / (r + 1e-3)) * 8).clamp(0, 1)
-    red = torch.maximum(red, (1.6 * _dull_red(img)).clamp(0, 1))  # a dull light one or two cells wide: 0.6 is sure
+    # a dull red light one or two cells wide scores about 0.6 (its neighbourhood is never quite grey): count
+    # that as a full one, or the blob threshold below drops it
+    red = torch.maximum(red, (_dull_red(img) / 0.6).clamp(0, 1))
     red = ((_gauss_blur(red, 0.8, zeros=True) - 0.3) * 3).clamp(0, 1)  # a blob of a few pixels, not a stray one
     coloured = (red - _open(red, max(2, round(s / 70)))).clamp(0, 1) * (1 - raw_sky)
     near_sky = _dilate((raw_sky > 0.5).float(), round(s / 30))
@@ -670,9 +671,9 @@ def _yellow_colour(day: torch.Tensor) -> torch.Tensor:
 
 
 def _yellow_paint(day: torch.Tensor) -> torch.Tensor:
-    """Yellow road paint in a day frame (Nx1xHxW soft mask): saturated yellow to amber lines, narrower than
-    an 18th of the short side, in the lower 60% of the frame. Wider yellow things (a taxi, a sign, dry
-    grass) are left (top-hat)."""
+    """Yellow road paint in a day frame (Nx1xHxW soft mask): lines of paint's colour (:func:`_yellow_colour`),
+    narrower than an 18th of the short side, in the lower 60% of the frame. Wider yellow things (a taxi, a
+    sign, dry grass) are left (top-hat)."""
     h, w = (int(v) for v in day.shape[2:])  # ints also when traced for ONNX
     rows = torch.linspace(0, 1, h, device=day.device).view(1, 1, h, 1)
     y = _yellow_colour(day) * ((rows - 0.4) * 8).clamp(0, 1)
@@ -680,8 +681,8 @@ def _yellow_paint(day: torch.Tensor) -> torch.Tensor:
     return _gauss_blur(y, 0.7, zeros=True).clamp(0, 1)
 
 
-# yellow lane paint at night away from strong light: a dim, pale yellow (linear light, luminance 1), at this
-# share of the luminance the rendering gave it
+# yellow lane paint at night away from strong light: a dim, pale yellow (linear light; dim_paint normalises the
+# tint to luminance 1), at PAINT_DIM of the luminance the rendering gave it
 PAINT_TINT = (1.0, 0.75, 0.3)
 PAINT_DIM = 0.35
 
@@ -704,9 +705,10 @@ def dim_paint(img: torch.Tensor, day: torch.Tensor, lines: torch.Tensor | None =
 
 def paint_lines(day: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
     """Where :func:`dim_paint` finds lane paint in ``day``, grown by a pixel and made solid (Nx1xHxW), but
-    not where ``light`` (linear, the light sources :func:`relight` added) is a night scene's level or more:
-    paint in a tail light's glow is lit by it. The mask to pass on to a finer grid as its ``lines``."""
-    return (_dilate(_yellow_paint(day), 1) * 3).clamp(0, 1) * (1 - (_lin_luma(light) * 50).clamp(0, 1))
+    not where ``light`` (linear, the light sources :func:`relight` added) reaches a quarter of a dark road's
+    level (0.005): paint in a tail light's glow is lit by it, and a light of paint's colour keeps its glow. The mask to pass on to a finer grid as its ``lines``."""
+    lit = _dilate((_lin_luma(light) * 200).clamp(0, 1), 1)  # grown as the paint is
+    return (_dilate(_yellow_paint(day), 1) * 3).clamp(0, 1) * (1 - lit)
 
 
 # The day2night network's output off the sky sits darker than real night footage (median luma 0.145 against
