@@ -1,11 +1,11 @@
 """``streamgan-train quantize``: an int8 version of a plugin's model for CPUs, with its own quality.
 
-NNCF post-training quantisation of the OpenVINO model read from the plugin's fp32 ONNX, calibrated on
-real driving frames from the config's training pools (``data.train_a``, and ``data.train_real`` where a
-config has real rainy frames), spread evenly over each pool's sources, never on the evaluation sets
-(``bench/*``) or the held-out frames (``data.holdout_a``/``holdout_b``). The result is saved beside the ONNX as OpenVINO IR
-(``model.int8.xml`` + ``.bin``) and recorded in the card's ``int8`` section with its sha256, its
-calibration, the layers kept in higher precision and its own measured quality beside fp32's.
+NNCF post-training quantisation of the OpenVINO model read from the plugin's fp32 ONNX, calibrated on real
+driving frames from the config's training pools (``data.train_a``, and ``data.train_real`` where a config has
+real rainy frames), spread evenly over each pool's sources, never on the evaluation sets (``bench/*``) or the
+held-out frames (``data.holdout_a``/``holdout_b``). The result is saved beside the ONNX as OpenVINO IR
+(``model.int8.xml`` + ``.bin``) and recorded in the card's ``int8`` section with its sha256, its calibration,
+the layers kept in higher precision and its own measured quality beside fp32's.
 
 Quality gate (the same metrics as ``streamgan-train eval``, on the same sets): derain, Y-PSNR on Rain12
 and on the real paired sets (``eval.paired_sets``) within 0.1 dB of fp32; day2night, night distance

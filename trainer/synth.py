@@ -667,7 +667,8 @@ def _yellow_colour(day: torch.Tensor) -> torch.Tensor:
     r, g, b = day[:, :1], day[:, 1:2], day[:, 2:]
     b_r = b / (r + 1e-3)
     pale = ((r - 0.8) * 10).clamp(0, 1) * ((0.85 - b_r) * 10).clamp(0, 1)  # bright cream, not warm grey asphalt
-    return ((r - 0.35) * 8).clamp(0, 1) * ((g / (r + 1e-3) - 0.55) * 8).clamp(0, 1) * torch.maximum(((0.75 - b_r) * 6).clamp(0, 1), pale)
+    yellow = torch.maximum(((0.75 - b_r) * 6).clamp(0, 1), pale)
+    return ((r - 0.35) * 8).clamp(0, 1) * ((g / (r + 1e-3) - 0.55) * 8).clamp(0, 1) * yellow
 
 
 def _yellow_paint(day: torch.Tensor) -> torch.Tensor:
@@ -687,7 +688,8 @@ PAINT_TINT = (1.0, 0.75, 0.3)
 PAINT_DIM = 0.35
 
 
-def dim_paint(img: torch.Tensor, day: torch.Tensor, lines: torch.Tensor | None = None, srgb: bool = False) -> torch.Tensor:
+def dim_paint(img: torch.Tensor, day: torch.Tensor, lines: torch.Tensor | None = None,
+              srgb: bool = False) -> torch.Tensor:
     """Yellow lane paint in a night rendering ``img`` (linear light, or sRGB if ``srgb``) brought back to
     dim, pale yellow paint: a relighting network tends to make it glow orange, which no night camera
     records away from headlights. ``lines``: where the paint is, found on a coarser grid and resized to
@@ -706,7 +708,8 @@ def dim_paint(img: torch.Tensor, day: torch.Tensor, lines: torch.Tensor | None =
 def paint_lines(day: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
     """Where :func:`dim_paint` finds lane paint in ``day``, grown by a pixel and made solid (Nx1xHxW), but
     not where ``light`` (linear, the light sources :func:`relight` added) reaches a quarter of a dark road's
-    level (0.005): paint in a tail light's glow is lit by it, and a light of paint's colour keeps its glow. The mask to pass on to a finer grid as its ``lines``."""
+    level (0.005): paint in a tail light's glow is lit by it, and a light of paint's colour keeps its glow.
+    The mask to pass on to a finer grid as its ``lines``."""
     lit = _dilate((_lin_luma(light) * 200).clamp(0, 1), 1)  # grown as the paint is
     return (_dilate(_yellow_paint(day), 1) * 3).clamp(0, 1) * (1 - lit)
 
@@ -726,19 +729,19 @@ NIGHT_COLOUR = 0.5
 
 
 def relight(day: torch.Tensor, night: torch.Tensor, paint: bool = True, with_light: bool = False):
-    """Finish a night rendering ``night`` of ``day`` (both NCHW in [0, 1], batched) the way
-    :func:`make_night` lights its targets, with each strength at the middle of its range and no noise:
-    the day frame's sky set to a dark night-sky level (its clouds faintly kept), the light sources the
-    day frame shows (tail and brake lights, red traffic lights, lamp heads on poles) lit with halos, light
-    pools and reflections on the road; yellow lane paint kept dim (:func:`dim_paint`, here only:
-    :func:`make_night` draws no glowing paint to undo; ``paint`` False leaves it to the caller); off the sky, the network's rendering exposed
-    ``NIGHT_EXPOSURE`` times brighter in linear light, under a grey sky held to ``NIGHT_SKY_CAP``; the
-    road ahead lit by the car's own headlights (``OWN_HEADLIGHTS``, a quarter of make_night's range); the
+    """Finish a night rendering ``night`` of ``day`` (both NCHW in [0, 1], batched) the way :func:`make_night`
+    lights its targets, with each strength at the middle of its range and no noise: the day frame's sky set to
+    a dark night-sky level (its clouds faintly kept), the light sources the day frame shows (tail and brake
+    lights, red traffic lights, lamp heads on poles) lit with halos, light pools and reflections on the road;
+    yellow lane paint kept dim (:func:`dim_paint`, here only: :func:`make_night` draws no glowing paint to
+    undo; ``paint`` False leaves it to the caller); off the sky, the network's rendering exposed
+    ``NIGHT_EXPOSURE`` times brighter in linear light, under a grey sky held to ``NIGHT_SKY_CAP``; the road
+    ahead lit by the car's own headlights (``OWN_HEADLIGHTS``, a quarter of make_night's range); the
     rendering's colour faded to ``NIGHT_COLOUR`` of its saturation (the light sources, added after, keep
-    theirs). Window panes are left to the network: their detector also fires on foliage. A fixed function
-    of the two frames (no random numbers), exportable to ONNX at a fixed size (sizes and blur radii follow
-    from the shape it is traced with). ``with_light``: also return the light the sources added (linear,
-    Nx3xHxW), so a caller can tell them from what it changes after."""
+    theirs). Window panes are left to the network: their detector also fires on foliage. A fixed function of
+    the two frames (no random numbers), exportable to ONNX at a fixed size (sizes and blur radii follow from
+    the shape it is traced with). ``with_light``: also return the light the sources added (linear, Nx3xHxW),
+    so a caller can tell them from what it changes after."""
     def pick(lo: float, hi: float) -> float:
         return (lo + hi) / 2
 
