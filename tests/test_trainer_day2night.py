@@ -331,6 +331,45 @@ def test_relit_dims_yellow_paint_two_pixels_wide_and_keeps_an_amber_tail_lights_
     assert float(out[tail].mean()) > 0.9 * float(undimmed[tail].mean())  # and as bright as with no paint dimmed
 
 
+class _SalmonNight(torch.nn.Module):
+    """A relighting 'generator' that casts the whole scene salmon pink, as the trained one does on bright
+    concrete and dry grass: a third of the day's brightness, red up and blue down."""
+
+    def forward(self, x):
+        return 2 * ((x + 1) / 2 * 0.3 * torch.tensor([1.9, 1.0, 0.8]).view(1, 3, 1, 1)) - 1
+
+
+def test_relit_turns_salmon_concrete_warm_grey_and_keeps_a_red_car_red(monkeypatch):
+    """Grey concrete that the network renders salmon pink comes out no more magenta than the day frame
+    showed it, as bright as the network made it; a red car keeps its red."""
+    from trainer import networks
+    from trainer.networks import Relit
+    from trainer.synth import _lin_luma, no_magenta
+
+    day = torch.full((1, 3, 360, 640), 0.42)
+    day[:, :, 240:330, 60:300] = torch.tensor([0.78, 0.76, 0.74]).view(1, 3, 1, 1)  # concrete
+    day[:, :, 250:300, 400:520] = torch.tensor([0.70, 0.12, 0.12]).view(1, 3, 1, 1)  # a red car
+    with torch.no_grad():
+        raw = (_SalmonNight()(day * 2 - 1) + 1) / 2
+        fixed = no_magenta(raw, day)
+        out = (Relit(_SalmonNight()).eval()(day * 2 - 1) + 1)[0] / 2
+    concrete, car = (slice(None), slice(260, 310), slice(100, 260)), (slice(None), slice(260, 290), slice(420, 500))
+    tint = lambda t: float(t[1].mean() / ((t[0].mean() + t[2].mean()) / 2))  # noqa: E731
+    assert tint(raw[0][concrete]) < 0.8  # the network's salmon
+    assert tint(out[concrete]) > 0.9 * tint(day[0][concrete])  # through the shipped graph: warm grey
+    r, g, b = (float(c.mean()) for c in out[concrete])
+    assert r >= g >= b  # still warm
+    assert float(_lin_luma(fixed)[0][concrete].mean()) == pytest.approx(
+        float(_lin_luma(raw)[0][concrete].mean()), rel=0.02)  # as bright as the network made it
+    red = lambda t: float(t[car][0].mean() / t[car][1].mean())  # noqa: E731
+    assert red(fixed[0]) > red(day[0])  # red stays red: the bound is the car's own day colour's
+    monkeypatch.setattr(networks, "no_magenta", lambda img, day: img)
+    with torch.no_grad():
+        before = (Relit(_SalmonNight()).eval()(day * 2 - 1) + 1)[0] / 2
+    assert red(out) > 0.8 * red(before)
+    assert tint(before[concrete]) < 0.87  # the graph without it: still salmon (the renderer fades colour)
+
+
 def test_relight_leaves_wide_yellow_things_alone():
     """Only lines are taken for paint: a wide yellow area (a taxi's side, a sign, dry grass) low in the
     frame keeps the network's rendering."""

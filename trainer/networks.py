@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .synth import dim_paint, paint_lines, relight
+from .synth import dim_paint, no_magenta, paint_lines, relight
 
 
 def norm_layer(kind: str, ch: int) -> nn.Module:
@@ -217,15 +217,17 @@ class Relit(nn.Module):
     shows (tail and brake lights, red traffic lights, lamp heads on poles) glow, with pools and
     reflections on the road. The renderer runs on a fixed ``size`` grid (its blur radii and masks are
     made for it) and its change to the generator's output is resized to the frame, so one ONNX graph
-    takes any size. Yellow lane paint is then dimmed at the frame's own size (:func:`trainer.synth.dim_paint`
-    with the lines found on the grid), where the renderer added no light. Nothing in it is learned."""
+    takes any size. The generator's output is first held to no more magenta than the day frame
+    (:func:`trainer.synth.no_magenta`), and yellow lane paint is dimmed at the frame's own size at the end
+    (:func:`trainer.synth.dim_paint` with the lines found on the grid), where the renderer added no light.
+    Nothing in it is learned."""
 
     def __init__(self, net: nn.Module, size: tuple[int, int] = (144, 256)):
         super().__init__()
         self.net, self.size = net, tuple(size)
 
     def forward(self, x):
-        night = self.net(x)
+        night = 2 * no_magenta((self.net(x) + 1) / 2, (x + 1) / 2) - 1  # no salmon-pink concrete
         # resized first, then mapped to [0, 1]: the same values, with the arithmetic on the small grid
         grid = lambda t: (nn.functional.interpolate(t, size=self.size, mode="bilinear", align_corners=False) + 1) / 2  # noqa: E731
         full = (x.shape[2], x.shape[3])

@@ -705,6 +705,21 @@ def dim_paint(img: torch.Tensor, day: torch.Tensor, lines: torch.Tensor | None =
     return img * (1 - p) + p * pale * dim
 
 
+def no_magenta(img: torch.Tensor, day: torch.Tensor, keep: float = 0.95, eps: float = 0.02) -> torch.Tensor:
+    """A night rendering ``img`` (sRGB, [0, 1]) held to no more magenta than its ``day`` frame: a relighting
+    network turns bright concrete and dry grass salmon pink, a colour no street lamp or headlight gives a
+    grey surface (sodium and halogen light are orange to warm white). The tint is green against the mean of
+    red and blue; where the rendering's falls below ``keep`` times the day frame's (capped at grey's), green
+    is raised to that bound and the pixel scaled back to its luminance. Warm orange and yellow paint are
+    left as they are, and red things (tail lights, red cars) stay red: their bound is their own day
+    colour's."""
+    rb = lambda t: (t[:, 0:1] + t[:, 2:3]) / 2  # noqa: E731
+    day_tint = ((day[:, 1:2] + eps) / (rb(day) + eps)).clamp(max=1.0)
+    green = torch.maximum(img[:, 1:2], keep * day_tint * (rb(img) + eps) - eps)
+    out = torch.cat([img[:, 0:1], green, img[:, 2:3]], 1)
+    return out * (_lin_luma(img) + 1e-3) / (_lin_luma(out) + 1e-3)
+
+
 def paint_lines(day: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
     """Where :func:`dim_paint` finds lane paint in ``day``, grown by a pixel and made solid (Nx1xHxW), but
     not where ``light`` (linear, the light sources :func:`relight` added) reaches a quarter of a dark road's
