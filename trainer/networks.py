@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .synth import dim_paint, no_magenta, paint_lines, relight
+from .synth import dim_paint, no_magenta, paint_lines, relight, tail_red_on_grid
 
 
 def norm_layer(kind: str, ch: int) -> nn.Module:
@@ -233,7 +233,9 @@ class Relit(nn.Module):
         full = (x.shape[2], x.shape[3])
         up = lambda t: nn.functional.interpolate(t, size=full, mode="bilinear", align_corners=False)  # noqa: E731
         n, day = grid(night), grid(x)
-        lit, light = relight(day, n, paint=False, with_light=True)
+        # tail lights' red is found at this size too: resized first, a light a few pixels wide blinks on video
+        red = tail_red_on_grid((x + 1) / 2, self.size)
+        lit, light = relight(day, n, paint=False, with_light=True, red=red)
         out = torch.clamp(night + up(2 * (lit - n)), -1.0, 1.0)  # the change, back in the [-1, 1] range
         # yellow lane paint, a pixel or two wide, is found on the grid and dimmed pixel by pixel at this
         # size, in sRGB (no conversion of the full frame), where the renderer added no light

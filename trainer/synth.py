@@ -468,26 +468,48 @@ def _dull_red(img: torch.Tensor) -> torch.Tensor:
     return (dull - _open(dull, (0, max(3, round(s / 36))))).clamp(0, 1)
 
 
-def _lamps(img: torch.Tensor, raw_sky: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _tail_red(img: torch.Tensor) -> torch.Tensor:
+    """Per pixel, how much ``img`` (NCHW sRGB in [0, 1]) has a tail or brake light's red to amber (Nx1xHxW)."""
+    r, g, b = img[:, :1], img[:, 1:2], img[:, 2:]
+    return ((r - 0.25) * 6).clamp(0, 1) * ((0.72 - g / (r + 1e-3)) * 8).clamp(0, 1) * ((0.6 - b / (r + 1e-3)) * 8).clamp(0, 1)
+
+
+def tail_red_on_grid(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The red of tail and brake lights (:func:`_tail_red`, green under half of red: no amber, so no yellow
+    lane paint, whose most orange pixels pass at full size) found at ``img``'s own size and carried to a
+    coarser grid ``size`` (a 3x3 maximum, then a bilinear resize), for :func:`relight` on that grid. A light
+    a few pixels wide, resized first, is sampled at full strength in one frame and at half of it in the
+    next as the car moves, and blinks on video."""
+    r, g = img[:, :1], img[:, 1:2]
+    not_amber = ((0.5 - g / (r + 1e-3)) * 8).clamp(0, 1)
+    red = F.max_pool2d(_tail_red(img) * not_amber, 3, stride=1, padding=1)
+    return F.interpolate(red, size=size, mode="bilinear", align_corners=False)
+
+
+def _lamps(img: torch.Tensor, raw_sky: torch.Tensor,
+           red: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the day frame has something that is lit at night (1x1xHxW masks of the light cores):
     (coloured, lamp heads).
 
     * coloured: small red to amber blobs - tail and brake lights, indicators, red traffic lights, dim ones
       too (a tail light in daylight is dark red; a washed-out camera's dull red, :func:`_dull_red`) - glow
-      in their own hue at full saturation; larger areas (a red car) are left (top-hat), and so are yellow
-      lane lines;
+      in their own hue at full saturation; larger areas (a red car) are left (top-hat), and so are blobs
+      in a red surround (the pieces of a red car's body) and yellow lane lines;
     * lamp heads: the top end of a thin dark pole standing against the sky (darker than what is on
       both sides of it for a length below its top, bright above it, with nothing pole-like above).
-    Both are functions of the frame alone, so a network can learn where lights go at night."""
+    Both are functions of the frame alone, so a network can learn where lights go at night. ``red``: tail
+    lights' red found at a finer size (:func:`tail_red_on_grid`), taken with what is found here."""
     h, w = (int(v) for v in img.shape[2:])  # ints also when traced for ONNX
     s = min(h, w)
-    r, g, b = img[:, :1], img[:, 1:2], img[:, 2:]
-    red = ((r - 0.25) * 6).clamp(0, 1) * ((0.72 - g / (r + 1e-3)) * 8).clamp(0, 1) * ((0.6 - b / (r + 1e-3)) * 8).clamp(0, 1)
+    red = _tail_red(img) if red is None else torch.maximum(_tail_red(img), red)
     # a dull red light one or two cells wide scores about 0.6 (its neighbourhood is never quite grey): count
     # that as a full one, or the blob threshold below drops it
     red = torch.maximum(red, (_dull_red(img) / 0.6).clamp(0, 1))
     red = ((_gauss_blur(red, 0.8, zeros=True) - 0.3) * 3).clamp(0, 1)  # a blob of a few pixels, not a stray one
     coloured = (red - _open(red, max(2, round(s / 70)))).clamp(0, 1) * (1 - raw_sky)
+    # a light is redder than what is around it: on a red car's body the pieces between its highlights are
+    # not lights
+    coloured = coloured * (1 - 4 * _gauss_blur(red, s / 24)).clamp(0, 1)
     near_sky = _dilate((raw_sky > 0.5).float(), round(s / 30))
     d = max(1, round(s / 180))  # poles up to 2d+1 pixels wide
     y = img.mean(1, keepdim=True)
@@ -501,13 +523,15 @@ def _lamps(img: torch.Tensor, raw_sky: torch.Tensor) -> tuple[torch.Tensor, torc
     return coloured, F.max_pool2d(head, 3, stride=1, padding=1)
 
 
-def _glows(img: torch.Tensor, raw_sky: torch.Tensor, pick) -> tuple[torch.Tensor, torch.Tensor]:
-    """Light sources with halos where :func:`_lamps` finds them (``pick(lo, hi)``: a strength in that range).
+def _glows(img: torch.Tensor, raw_sky: torch.Tensor, pick,
+           red: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Light sources with halos where :func:`_lamps` finds them (``pick(lo, hi)``: a strength in that range;
+    ``red`` as :func:`_lamps` takes it).
     Returns (light Nx3xHxW linear,
     ground Nx3xHxW: the pools lamp heads throw on the road below them and wet-road reflections)."""
     h, w = (int(v) for v in img.shape[2:])  # ints also when traced for ONNX
     s = min(h, w)
-    coloured, heads = _lamps(img, raw_sky)
+    coloured, heads = _lamps(img, raw_sky, red)
     # its own hue at full saturation (a washed-out camera's dull red is a tail light's red at night), a
     # little desaturated by the glare
     lo = img.amin(1, keepdim=True)
@@ -743,7 +767,8 @@ OWN_HEADLIGHTS = 1.0
 NIGHT_COLOUR = 0.5
 
 
-def relight(day: torch.Tensor, night: torch.Tensor, paint: bool = True, with_light: bool = False):
+def relight(day: torch.Tensor, night: torch.Tensor, paint: bool = True, with_light: bool = False,
+            red: torch.Tensor | None = None):
     """Finish a night rendering ``night`` of ``day`` (both NCHW in [0, 1], batched) the way :func:`make_night`
     lights its targets, with each strength at the middle of its range and no noise: the day frame's sky set to
     a dark night-sky level (its clouds faintly kept), the light sources the day frame shows (tail and brake
@@ -756,7 +781,8 @@ def relight(day: torch.Tensor, night: torch.Tensor, paint: bool = True, with_lig
     theirs). Window panes are left to the network: their detector also fires on foliage. A fixed function of
     the two frames (no random numbers), exportable to ONNX at a fixed size (sizes and blur radii follow from
     the shape it is traced with). ``with_light``: also return the light the sources added (linear, Nx3xHxW),
-    so a caller can tell them from what it changes after."""
+    so a caller can tell them from what it changes after. ``red``: tail lights' red found at the day
+    frame's own size when ``day`` is a resized copy (:func:`tail_red_on_grid`)."""
     def pick(lo: float, hi: float) -> float:
         return (lo + hi) / 2
 
@@ -776,7 +802,7 @@ def relight(day: torch.Tensor, night: torch.Tensor, paint: bool = True, with_lig
         lin = dim_paint(lin, day)
     lin = lin * (1 + OWN_HEADLIGHTS * _headlight_pool(h, w, day.device))
     lin = _fade_colour(lin, NIGHT_COLOUR)
-    light, ground = _glows(day, raw_sky, pick)
+    light, ground = _glows(day, raw_sky, pick, red)
     light = _light_strength(light, pick)
     out = linear_to_srgb(_light_up(lin, day, light, ground, pick)).clamp(0, 1)
     return (out, light) if with_light else out
