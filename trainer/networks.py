@@ -227,19 +227,20 @@ class Relit(nn.Module):
         self.net, self.size = net, tuple(size)
 
     def forward(self, x):
-        night = 2 * no_magenta((self.net(x) + 1) / 2, (x + 1) / 2) - 1  # no salmon-pink concrete
+        day01 = (x + 1) / 2
+        night = 2 * no_magenta((self.net(x) + 1) / 2, day01) - 1  # no salmon-pink concrete
         # resized first, then mapped to [0, 1]: the same values, with the arithmetic on the small grid
         grid = lambda t: (nn.functional.interpolate(t, size=self.size, mode="bilinear", align_corners=False) + 1) / 2  # noqa: E731
         full = (x.shape[2], x.shape[3])
         up = lambda t: nn.functional.interpolate(t, size=full, mode="bilinear", align_corners=False)  # noqa: E731
         n, day = grid(night), grid(x)
         # tail lights' red is found at this size too: resized first, a light a few pixels wide blinks on video
-        red = tail_red_on_grid((x + 1) / 2, self.size)
+        red = tail_red_on_grid(day01, self.size)
         lit, light = relight(day, n, paint=False, with_light=True, red=red)
         out = torch.clamp(night + up(2 * (lit - n)), -1.0, 1.0)  # the change, back in the [-1, 1] range
         # yellow lane paint, a pixel or two wide, is found on the grid and dimmed pixel by pixel at this
         # size, in sRGB (no conversion of the full frame), where the renderer added no light
-        return 2 * dim_paint((out + 1) / 2, (x + 1) / 2, lines=up(paint_lines(day, light)), srgb=True) - 1
+        return 2 * dim_paint((out + 1) / 2, day01, lines=up(paint_lines(day, light)), srgb=True) - 1
 
 
 class SourceResolution(nn.Module):

@@ -468,10 +468,11 @@ def _dull_red(img: torch.Tensor) -> torch.Tensor:
     return (dull - _open(dull, (0, max(3, round(s / 36))))).clamp(0, 1)
 
 
-def _tail_red(img: torch.Tensor) -> torch.Tensor:
-    """Per pixel, how much ``img`` (NCHW sRGB in [0, 1]) has a tail or brake light's red to amber (Nx1xHxW)."""
+def _tail_red(img: torch.Tensor, green: float = 0.72) -> torch.Tensor:
+    """Per pixel, how much ``img`` (NCHW sRGB in [0, 1]) has a tail or brake light's red to amber (Nx1xHxW):
+    green under ``green`` times red (0.5: red only, no amber)."""
     r, g, b = img[:, :1], img[:, 1:2], img[:, 2:]
-    return ((r - 0.25) * 6).clamp(0, 1) * ((0.72 - g / (r + 1e-3)) * 8).clamp(0, 1) * ((0.6 - b / (r + 1e-3)) * 8).clamp(0, 1)
+    return ((r - 0.25) * 6).clamp(0, 1) * ((green - g / (r + 1e-3)) * 8).clamp(0, 1) * ((0.6 - b / (r + 1e-3)) * 8).clamp(0, 1)
 
 
 def tail_red_on_grid(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -479,10 +480,10 @@ def tail_red_on_grid(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     lane paint, whose most orange pixels pass at full size) found at ``img``'s own size and carried to a
     coarser grid ``size`` (a 3x3 maximum, then a bilinear resize), for :func:`relight` on that grid. A light
     a few pixels wide, resized first, is sampled at full strength in one frame and at half of it in the
-    next as the car moves, and blinks on video."""
-    r, g = img[:, :1], img[:, 1:2]
-    not_amber = ((0.5 - g / (r + 1e-3)) * 8).clamp(0, 1)
-    red = F.max_pool2d(_tail_red(img) * not_amber, 3, stride=1, padding=1)
+    next as the car moves, and blinks on video. The 3x3 maximum covers a resize by up to about 2.5 (a
+    landscape frame at short side 360 onto 144x256); a portrait frame is shrunk more along its long side,
+    where a light two pixels high can still fall between samples."""
+    red = F.max_pool2d(_tail_red(img, green=0.5), 3, stride=1, padding=1)
     return F.interpolate(red, size=size, mode="bilinear", align_corners=False)
 
 
@@ -507,8 +508,9 @@ def _lamps(img: torch.Tensor, raw_sky: torch.Tensor,
     red = torch.maximum(red, (_dull_red(img) / 0.6).clamp(0, 1))
     red = ((_gauss_blur(red, 0.8, zeros=True) - 0.3) * 3).clamp(0, 1)  # a blob of a few pixels, not a stray one
     coloured = (red - _open(red, max(2, round(s / 70)))).clamp(0, 1) * (1 - raw_sky)
-    # a light is redder than what is around it: on a red car's body the pieces between its highlights are
-    # not lights
+    # a blob in a red surround is not a light: on a red car's body the pieces between its highlights are
+    # not lights (the blur takes in the blob's own red too, so a large light dims: at 360x640 a 10x10 light
+    # keeps about 70% of its light, a bar 6x60 about 32%, one 8x120 about 7%)
     coloured = coloured * (1 - 4 * _gauss_blur(red, s / 24)).clamp(0, 1)
     near_sky = _dilate((raw_sky > 0.5).float(), round(s / 30))
     d = max(1, round(s / 180))  # poles up to 2d+1 pixels wide
@@ -734,7 +736,8 @@ def no_magenta(img: torch.Tensor, day: torch.Tensor, keep: float = 0.95, eps: fl
     network turns bright concrete and dry grass salmon pink, a colour no street lamp or headlight gives a
     grey surface (sodium and halogen light are orange to warm white). The tint is green against the mean of
     red and blue; where the rendering's falls below ``keep`` times the day frame's (capped at grey's), green
-    is raised to that bound and the pixel scaled back to its luminance. Warm orange and yellow paint are
+    is raised to that bound and the pixel scaled back to its Rec. 709-weighted sRGB luma (not linear
+    luminance: that falls a few per cent, 3% on the concrete's (137, 86, 73)). Warm orange and yellow paint are
     left as they are, and red things (tail lights, red cars) stay red: their bound is their own day
     colour's."""
     rb = lambda t: (t[:, 0:1] + t[:, 2:3]) / 2  # noqa: E731
