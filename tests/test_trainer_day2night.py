@@ -372,9 +372,9 @@ def test_relit_turns_salmon_concrete_warm_grey_and_keeps_a_red_car_red(monkeypat
 
 def test_relit_keeps_a_small_tail_light_lit_as_the_car_moves():
     """A tail light three pixels wide and two high at 360x640 is found wherever it falls on the renderer's
-    144x256 grid: moved a pixel at a time (a car ahead drifting across the frame), it glows in every frame,
-    as brightly to within a fifth, and does not blink (found on the grid alone, it was lit in none of the
-    six positions)."""
+    144x256 grid: moved a pixel at a time down and across (a car ahead drifting in the frame), it glows in
+    every frame, as brightly to within a fifth, and does not blink (found on the grid alone, it was lit in
+    none of the six positions)."""
     from trainer.networks import Relit
 
     net = Relit(_GlowingPaint()).eval()
