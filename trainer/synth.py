@@ -494,8 +494,8 @@ def _lamps(img: torch.Tensor, raw_sky: torch.Tensor,
 
     * coloured: small red to amber blobs - tail and brake lights, indicators, red traffic lights, dim ones
       too (a tail light in daylight is dark red; a washed-out camera's dull red, :func:`_dull_red`) - glow
-      in their own hue at full saturation; larger areas (a red car) are left (top-hat), and so are blobs
-      in a red surround (the pieces of a red car's body) and yellow lane lines;
+      in their own hue at full saturation; larger areas (a red car) are left (top-hat), and so are yellow
+      lane lines;
     * lamp heads: the top end of a thin dark pole standing against the sky (darker than what is on
       both sides of it for a length below its top, bright above it, with nothing pole-like above).
     Both are functions of the frame alone, so a network can learn where lights go at night. ``red``: tail
@@ -508,10 +508,6 @@ def _lamps(img: torch.Tensor, raw_sky: torch.Tensor,
     red = torch.maximum(red, (_dull_red(img) / 0.6).clamp(0, 1))
     red = ((_gauss_blur(red, 0.8, zeros=True) - 0.3) * 3).clamp(0, 1)  # a blob of a few pixels, not a stray one
     coloured = (red - _open(red, max(2, round(s / 70)))).clamp(0, 1) * (1 - raw_sky)
-    # a blob in a red surround is not a light: on a red car's body the pieces between its highlights are
-    # not lights (the blur takes in the blob's own red too, so a large light dims: at 360x640 a 10x10 light
-    # keeps about 70% of its light, a bar 6x60 about 32%, one 8x120 about 7%)
-    coloured = coloured * (1 - 4 * _gauss_blur(red, s / 24)).clamp(0, 1)
     near_sky = _dilate((raw_sky > 0.5).float(), round(s / 30))
     d = max(1, round(s / 180))  # poles up to 2d+1 pixels wide
     y = img.mean(1, keepdim=True)
@@ -737,9 +733,9 @@ def no_magenta(img: torch.Tensor, day: torch.Tensor, keep: float = 0.95, eps: fl
     grey surface (sodium and halogen light are orange to warm white). The tint is green against the mean of
     red and blue; where the rendering's falls below ``keep`` times the day frame's (capped at grey's), green
     is raised to that bound and the pixel scaled back to its Rec. 709-weighted sRGB luma (not linear
-    luminance: that falls a few per cent, 3% on the concrete's (137, 86, 73)). Warm orange and yellow paint are
-    left as they are, and red things (tail lights, red cars) stay red: their bound is their own day
-    colour's."""
+    luminance: that falls a few per cent, 3% on the concrete's (137, 86, 73)). Warm orange and yellow
+    paint are left as they are, and red things (tail lights, red cars) stay red: their bound is their own
+    day colour's."""
     rb = lambda t: (t[:, 0:1] + t[:, 2:3]) / 2  # noqa: E731
     day_tint = ((day[:, 1:2] + eps) / (rb(day) + eps)).clamp(max=1.0)
     green = torch.maximum(img[:, 1:2], keep * day_tint * (rb(img) + eps) - eps)
