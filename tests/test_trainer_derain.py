@@ -18,7 +18,7 @@ from trainer.export import export_onnx  # noqa: E402
 from trainer.metrics import psnr_y  # noqa: E402
 from trainer.networks import MobileGenerator, SourceResolution  # noqa: E402
 from trainer.options import Config  # noqa: E402
-from trainer.synth import camera, glass_drops, rain_pair  # noqa: E402
+from trainer.synth import camera, glass_drops, rain_pair, rain_streaks  # noqa: E402
 from trainer.train import Trainer  # noqa: E402
 
 from trainer_helpers import make_images, tiny_config  # noqa: E402
@@ -148,6 +148,17 @@ def test_source_resolution_keeps_full_resolution_detail(tmp_path):
     x = np.zeros((1, 3, 72, 200), np.float32)
     y = sess.run(None, {"input": x})[0]
     assert y.shape == x.shape and np.allclose(y, 0.2, atol=1e-4)
+
+
+def test_fine_streaks_are_thinner_and_fainter_not_more():
+    """Rain rendered 1.8 times larger and shrunk to the frame: its brightest streak pixels are fainter and
+    fewer pixels carry a visible streak, while about as much rain falls (mean within a factor of 1.5)."""
+    def stats(fine):
+        r = torch.cat([rain_streaks(320, 480, torch.Generator().manual_seed(s), fine=fine) for s in range(8)])
+        return float(r.mean()), float(torch.quantile(r.flatten()[::7], 0.99)), float((r > 0.08).float().mean())
+    (m1, p1, v1), (m2, p2, v2) = stats(1.0), stats(1.8)
+    assert p2 < 0.8 * p1 and v2 < 0.8 * v1
+    assert m1 / 1.5 < m2 < m1 * 1.5
 
 
 def test_real_rain_term_trains_on_unpaired_frames(tmp_path):

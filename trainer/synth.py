@@ -103,17 +103,22 @@ def streak_layer(h: int, w: int, gen: torch.Generator, density: float, angle: fl
 
 
 def rain_streaks(h: int, w: int, gen: torch.Generator, device=None, heavy: bool = False,
-                 noise_gen: torch.Generator | None = None) -> torch.Tensor:
+                 noise_gen: torch.Generator | None = None, fine: float = 1.0, _per_px: float = 1.0) -> torch.Tensor:
     """Several streak layers (far: dense, short, thin, dim; near: sparse, long, wide, bright).
 
-    ``gen`` draws the rain's parameters; ``noise_gen`` (default: ``gen``) where the streaks fall."""
+    ``gen`` draws the rain's parameters; ``noise_gen`` (default: ``gen``) where the streaks fall. ``fine`` > 1
+    renders the rain ``fine`` times larger and shrinks it to the frame: the same rain seen from further
+    away or by a smaller sensor: as many streaks, as long, but thinner and fainter (Rain12's at 480x320)."""
+    if fine > 1.0:
+        big = rain_streaks(round(h * fine), round(w * fine), gen, device, heavy, noise_gen, _per_px=fine ** -2)
+        return F.interpolate(big, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
     angle = _u(gen, -25, 25)
     n_layers = int(torch.randint(1, 4, (), generator=gen))
     scale = min(h, w) / 320.0
     rain = torch.zeros(1, 1, h, w, device=device)
     for i in range(n_layers):
         depth = i / max(1, n_layers - 1) if n_layers > 1 else _u(gen, 0, 1)  # 0 far .. 1 near
-        density = _u(gen, 0.0006, 0.004) * (1.6 - depth) * (3.0 if heavy else 1.0)
+        density = _u(gen, 0.0006, 0.004) * (1.6 - depth) * (3.0 if heavy else 1.0) * _per_px
         length = _u(gen, 8, 22) * (1 + 1.5 * depth) * max(0.5, scale)
         width = _u(gen, 1.0, 1.6) + 1.2 * depth * _u(gen, 0, 1)
         blur = _u(gen, 0.0, 0.6) + 0.6 * depth * _u(gen, 0, 1)
@@ -346,7 +351,7 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
 def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float = 0.25, p_veil: float = 0.5,
               p_drops: float = 0.6, p_spray: float = 0.15, p_wiper: float = 0.1, p_camera: float = 0.8,
               p_near_drops: float = 0.0, p_lens_drops: float = 0.0, p_dense_drops: float = 0.0,
-              noise_gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              p_fine_streaks: float = 0.0, noise_gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(rainy, target) from ``clean`` (NCHW in [0, 1]). Each image gets its own random weather.
 
     In the order light meets them: haze with depth, spray, streaks in the air, drops on the glass, a
@@ -356,6 +361,7 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
     A share ``p_near_drops`` of the drops on the glass are far out of focus (:func:`near_drops`), and a
     share ``p_lens_drops`` of the rest are large drops on the lens itself (:func:`glass_drops` ``lens``).
     A share ``p_dense_drops`` of the rest is a windshield covered with drops (:func:`glass_drops` ``dense``).
+    A share ``p_fine_streaks`` of the streaks is rendered finer (:func:`rain_streaks` ``fine`` 1-1.8).
 
     For video, pass a generator seeded the same for every frame as ``gen`` (same rain, same drops on the
     glass) and a per-frame generator as ``noise_gen`` (the streaks move)."""
@@ -365,7 +371,8 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
         simple = _u(gen, 0, 1) < p_streaks_only
         streaks = simple or _u(gen, 0, 1) < 0.7
         heavy = not simple and _u(gen, 0, 1) < 0.4
-        rain = rain_streaks(h, w, gen, img.device, heavy=heavy, noise_gen=noise_gen) if streaks else None
+        fine = _u(gen, 1.0, 1.8) if p_fine_streaks > 0 and _u(gen, 0, 1) < p_fine_streaks else 1.0
+        rain = rain_streaks(h, w, gen, img.device, heavy=heavy, noise_gen=noise_gen, fine=fine) if streaks else None
         if simple:
             ins.append((img + rain).clamp(0, 1))
             tgts.append(img)
