@@ -18,7 +18,7 @@ from trainer.export import export_onnx  # noqa: E402
 from trainer.metrics import psnr_y  # noqa: E402
 from trainer.networks import MobileGenerator, SourceResolution  # noqa: E402
 from trainer.options import Config  # noqa: E402
-from trainer.synth import camera, glass_drops, rain_pair, rain_streaks  # noqa: E402
+from trainer.synth import camera, film, glass_drops, rain_pair, rain_streaks  # noqa: E402
 from trainer.train import Trainer  # noqa: E402
 
 from trainer_helpers import make_images, tiny_config  # noqa: E402
@@ -148,6 +148,24 @@ def test_source_resolution_keeps_full_resolution_detail(tmp_path):
     x = np.zeros((1, 3, 72, 200), np.float32)
     y = sess.run(None, {"input": x})[0]
     assert y.shape == x.shape and np.allclose(y, 0.2, atol=1e-4)
+
+
+def test_wet_glass_film_lowers_contrast_and_lifts_the_shadows():
+    """The film of water on the glass veils the view: less contrast, dark places lifted, the bright sky not
+    brightened much; the frame's structure stays (the same edges, only weaker)."""
+    x = torch.zeros(1, 3, 120, 200)
+    x[:, :, :50] = 0.9  # bright sky
+    x[:, :, 50:, ::20] = 0.6  # posts on a dark road
+    lows, stds = [], []
+    for s in range(6):
+        y = film(x, torch.Generator().manual_seed(s))
+        assert y.shape == x.shape
+        stds.append(float(y.std() / x.std()))
+        lows.append(float(y[:, :, 80:, 5:15].mean()))  # the road between two posts, 0 before
+        assert float(y[:, :, :40].mean()) < 0.9 * 1.15
+        assert float((y[:, :, 100, 20] - y[:, :, 100, 25]).mean()) > 0  # a post still stands out
+    assert max(stds) < 0.99 and np.mean(stds) < 0.93 and min(stds) > 0.5
+    assert min(lows) > 0.01
 
 
 def test_fine_streaks_are_thinner_and_fainter_not_more():

@@ -298,6 +298,17 @@ def spray(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
+def film(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Veiling glare of wet glass: the water on it scatters part of the light into a wide halo of the scene
+    (a blur a quarter of the short side wide) a little brighter than the scene (the glass catches light from
+    outside the view), so contrast falls and dark places lift near bright ones, as in the real drop pictures
+    (their rainy frames are 0.04 brighter in Y and 7-20% lower in contrast than the clean ones)."""
+    _, _, h, w = img.shape
+    v = _u(gen, 0.05, 0.3)
+    glare = _wide_blur(img, min(h, w) / 4, zeros=False) * _u(gen, 1.0, 1.3)
+    return (img * (1 - v) + glare * v).clamp(0, 1)
+
+
 def wiper(rainy: torch.Tensor, clean: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """A partial wiper sweep: a wiped sector (``clean``: the view without drops) and the dark blade."""
     _, _, h, w = rainy.shape
@@ -351,7 +362,8 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
 def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float = 0.25, p_veil: float = 0.5,
               p_drops: float = 0.6, p_spray: float = 0.15, p_wiper: float = 0.1, p_camera: float = 0.8,
               p_near_drops: float = 0.0, p_lens_drops: float = 0.0, p_dense_drops: float = 0.0,
-              p_fine_streaks: float = 0.0, noise_gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              p_fine_streaks: float = 0.0, p_film: float = 0.0,
+              noise_gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(rainy, target) from ``clean`` (NCHW in [0, 1]). Each image gets its own random weather.
 
     In the order light meets them: haze with depth, spray, streaks in the air, drops on the glass, a
@@ -361,7 +373,8 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
     A share ``p_near_drops`` of the drops on the glass are far out of focus (:func:`near_drops`), and a
     share ``p_lens_drops`` of the rest are large drops on the lens itself (:func:`glass_drops` ``lens``).
     A share ``p_dense_drops`` of the rest is a windshield covered with drops (:func:`glass_drops` ``dense``).
-    A share ``p_fine_streaks`` of the streaks is rendered finer (:func:`rain_streaks` ``fine`` 1-1.8).
+    A share ``p_fine_streaks`` of the streaks is rendered finer (:func:`rain_streaks` ``fine`` 1-1.8), and
+    a share ``p_film`` of the wet glass veils the view (:func:`film`).
 
     For video, pass a generator seeded the same for every frame as ``gen`` (same rain, same drops on the
     glass) and a per-frame generator as ``noise_gen`` (the streaks move)."""
@@ -391,6 +404,8 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
             lens = not near and p_lens_drops > 0 and _u(gen, 0, 1) < p_lens_drops
             dense = not near and not lens and p_dense_drops > 0 and _u(gen, 0, 1) < p_dense_drops
             y = glass_drops(y, gen, near=near, lens=lens, dense=dense)
+            if p_film > 0 and _u(gen, 0, 1) < p_film:
+                y = film(y, gen)
             if _u(gen, 0, 1) < p_wiper:  # the wiper clears the glass, not the air
                 y = wiper(y, dry, gen)
         tgt = img
