@@ -304,7 +304,7 @@ def film(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     outside the view), so contrast falls and dark places lift near bright ones, as in the real drop pictures
     (their rainy frames are 0.04 brighter in Y and 7-20% lower in contrast than the clean ones)."""
     _, _, h, w = img.shape
-    v = _u(gen, 0.05, 0.3)
+    v = _u(gen, 0.1, 0.4)
     glare = _wide_blur(img, min(h, w) / 4, zeros=False) * _u(gen, 1.0, 1.3)
     return (img * (1 - v) + glare * v).clamp(0, 1)
 
