@@ -162,7 +162,7 @@ def test_wet_glass_film_lowers_contrast_and_lifts_the_shadows():
         assert y.shape == x.shape
         stds.append(float(y.std() / x.std()))
         lows.append(float(y[:, :, 80:, 5:15].mean()))  # the road between two posts, 0 before
-        assert float(y[:, :, :40].mean()) < 0.9 * 1.15
+        assert float(y[:, :, :40].mean()) < 0.95  # the sky (0.9) at most a little brighter
         assert float((y[:, :, 100, 20] - y[:, :, 100, 25]).mean()) > 0  # a post still stands out
     assert max(stds) < 0.99 and np.mean(stds) < 0.93 and min(stds) > 0.5
     assert min(lows) > 0.01
