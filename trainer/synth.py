@@ -103,23 +103,31 @@ def streak_layer(h: int, w: int, gen: torch.Generator, density: float, angle: fl
 
 
 def rain_streaks(h: int, w: int, gen: torch.Generator, device=None, heavy: bool = False,
-                 noise_gen: torch.Generator | None = None, fine: float = 1.0, _per_px: float = 1.0) -> torch.Tensor:
+                 noise_gen: torch.Generator | None = None, fine: float = 1.0) -> torch.Tensor:
     """Several streak layers (far: dense, short, thin, dim; near: sparse, long, wide, bright).
 
     ``gen`` draws the rain's parameters; ``noise_gen`` (default: ``gen``) where the streaks fall. ``fine`` > 1
     renders the rain ``fine`` times larger and shrinks it to the frame: the same rain seen from further
-    away or by a smaller sensor: as many streaks, as long, but thinner and fainter (Rain12's at 480x320)."""
-    if fine > 1.0:
-        big = rain_streaks(round(h * fine), round(w * fine), gen, device, heavy, noise_gen, _per_px=fine ** -2)
-        return F.interpolate(big, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    away or by a smaller sensor, as many streaks per area and as long, but ``fine`` times thinner, so
+    fainter (about 1/``fine`` of the light; Rain12's streaks at 480x320). Without ``noise_gen`` the larger
+    canvas draws more seed positions from ``gen``, so the later layers' parameters differ too."""
+    scale = max(0.5, min(h, w) / 320.0)
+    if fine <= 1.0:
+        return _streak_layers(h, w, gen, device, heavy, noise_gen, scale, 1.0)
+    big = _streak_layers(round(h * fine), round(w * fine), gen, device, heavy, noise_gen, scale * fine, fine ** -2)
+    return F.interpolate(big, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def _streak_layers(h: int, w: int, gen: torch.Generator, device, heavy: bool, noise_gen, scale: float,
+                   per_px: float) -> torch.Tensor:
+    """:func:`rain_streaks` at ``h`` x ``w``: lengths times ``scale``, seed density times ``per_px``."""
     angle = _u(gen, -25, 25)
     n_layers = int(torch.randint(1, 4, (), generator=gen))
-    scale = min(h, w) / 320.0
     rain = torch.zeros(1, 1, h, w, device=device)
     for i in range(n_layers):
         depth = i / max(1, n_layers - 1) if n_layers > 1 else _u(gen, 0, 1)  # 0 far .. 1 near
-        density = _u(gen, 0.0006, 0.004) * (1.6 - depth) * (3.0 if heavy else 1.0) * _per_px
-        length = _u(gen, 8, 22) * (1 + 1.5 * depth) * max(0.5, scale)
+        density = _u(gen, 0.0006, 0.004) * (1.6 - depth) * (3.0 if heavy else 1.0) * per_px
+        length = _u(gen, 8, 22) * (1 + 1.5 * depth) * scale
         width = _u(gen, 1.0, 1.6) + 1.2 * depth * _u(gen, 0, 1)
         blur = _u(gen, 0.0, 0.6) + 0.6 * depth * _u(gen, 0, 1)
         bright = _u(gen, 0.1, 0.35) * (0.6 + 0.6 * depth)
