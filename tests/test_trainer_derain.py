@@ -108,6 +108,34 @@ def test_dense_drops_cover_the_glass():
     assert (covered() < 0.1).sum() >= 3
 
 
+def test_soft_drops_are_bright_translucent_and_out_of_focus():
+    """``soft`` drops (glass a few centimetres before a lens focused on the street, as in the Raindrop
+    pictures): they cover part of the frame, show a brightened view of the scene, and have no hard edge,
+    where drops of the same sizes in focus (``dense``) do. Same seeds, same smooth scene."""
+    h, w = 240, 320
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    x = torch.stack([0.2 + 0.5 * yy, 0.25 + 0.4 * yy, 0.3 + 0.3 * xx])[None]
+
+    def measure(**kw):
+        cover, bright, jump = [], [], []
+        for seed in range(4):
+            d = (glass_drops(x, torch.Generator().manual_seed(seed), density=0.6, **kw) - x).mean(1)[0]
+            c = d.abs() > 0.02
+            cover.append(float(c.float().mean()))
+            bright.append(float(d[c].mean()))
+            step = torch.maximum((d[1:, 1:] - d[1:, :-1]).abs(), (d[1:, 1:] - d[:-1, 1:]).abs())
+            jump.append(float(step.quantile(0.999)))
+        return np.array(cover), np.array(bright), np.array(jump)
+
+    cover, bright, jump = measure(soft=True)
+    assert cover.min() > 0.05 and cover.max() < 0.6
+    assert bright.min() > 0.03
+    assert jump.max() < 0.1 and measure(dense=True)[2].max() > 0.15
+    kw = dict(p_streaks_only=0.0, p_drops=1.0, p_soft_drops=1.0)
+    rainy, clean = rain_pair(x, torch.Generator().manual_seed(4), **kw)
+    assert rainy.shape == x.shape and torch.equal(clean, rain_pair(x, torch.Generator().manual_seed(4), **kw)[1])
+
+
 def _u8(t):
     return (t[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 

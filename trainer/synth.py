@@ -207,7 +207,7 @@ def _drop_maps(d: torch.Tensor, h: int, w: int):
 
 
 def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None = None,
-                near: bool = False, lens: bool = False, dense: bool = False) -> torch.Tensor:
+                near: bool = False, lens: bool = False, dense: bool = False, soft: bool = False) -> torch.Tensor:
     """Water drops on the windshield or lens (img: 1x3xHxW in [0, 1]), each a small lens.
 
     A drop refracts a flipped, minified, blurred view of the scene around it (it sees a wider field than
@@ -218,7 +218,10 @@ def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None =
     pictures), at a density of at least one half; otherwise most drops are specks of a pixel or two.
     ``near``: glass a few centimetres from the lens (:func:`near_drops`). ``lens``: drops on the lens or
     its cover itself (RobotCar style): large (up to a quarter of the short side), many, each still a lens
-    that shows the scene around it flipped, with its rim and highlight, all moderately out of focus."""
+    that shows the scene around it flipped, with its rim and highlight, all moderately out of focus.
+    ``soft``: glass a few centimetres in front of a lens focused on the street (the Raindrop pictures):
+    drops of 1-6% of the short side, many, translucent, each a blurred and brightened flipped view of the
+    scene with a faint rim, and the whole of them out of focus by about 1% of the short side."""
     _, _, h, w = img.shape
     s = min(h, w)
     dens = _u(gen, 0, 1) ** 2 if density is None else density
@@ -230,6 +233,9 @@ def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None =
     elif dense:
         r_lo, r_hi = s * 0.012, s * _u(gen, 0.03, 0.07)
         dens = 0.5 + 0.5 * dens
+    elif soft:
+        r_lo, r_hi = s * 0.01, s * _u(gen, 0.03, 0.06)
+        dens = 0.3 + 0.7 * dens
     else:
         r_lo, r_hi = max(1.0, s * 0.006), s * _u(gen, 0.02, 0.09)
     mean_area = 3.14 * r_lo * r_hi * 1.3
@@ -246,17 +252,22 @@ def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None =
     grid = torch.stack([(sx[:, 0] + 0.5) / w * 2 - 1, (sy[:, 0] + 0.5) / h * 2 - 1], -1)
     scene = _gauss_blur(img, _u(gen, 0.5, 2.5) * s / 360)
     view = F.grid_sample(scene, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    view = view * _u(gen, 0.9, 1.25) + _u(gen, 0.0, 0.08)  # drops gather light
+    if soft:  # a blurred, brighter view, a faint rim
+        view = _gauss_blur(view, _u(gen, 0.002, 0.006) * s) * _u(gen, 1.0, 1.2) + _u(gen, 0.05, 0.15)
+    else:
+        view = view * _u(gen, 0.9, 1.25) + _u(gen, 0.0, 0.08)  # drops gather light
     edge = ((ox ** 2 + oy ** 2).clamp(0, 1)) ** 3  # 0 at the centre .. 1 at the rim
-    view = view * (1 - _u(gen, 0.3, 0.8) * edge)
+    view = view * (1 - (_u(gen, 0.0, 0.25) if soft else _u(gen, 0.3, 0.8)) * edge)
     # a highlight up and to one side of the centre
     hx, hy = _u(gen, -0.45, 0.45), _u(gen, -0.55, -0.25)
     spot = torch.exp(-((ox - hx) ** 2 + (oy - hy) ** 2) / (2 * 0.12 ** 2)) * inside
     view = view + spot * _u(gen, 0.2, 0.7) * (rad > 2.5).float()
     alpha = torch.sigmoid((hgt - 0.05) * 40) * inside
-    focus = 0.0 if lens else _u(gen, 0, 1)
+    if soft:
+        alpha = alpha * _u(gen, 0.7, 0.95)  # translucent
+    focus = 0.0 if lens or soft else _u(gen, 0, 1)
     if focus < 0.6:  # out of focus glass: soft drops (RobotCar-style lens drops)
-        sig = _u(gen, 0.01, 0.035) * s if lens else _u(gen, 0.5, 3.0) * s / 360
+        sig = _u(gen, 0.01, 0.035) * s if lens else _u(gen, 0.002, 0.006) * s if soft else _u(gen, 0.5, 3.0) * s / 360
         comp = img * (1 - alpha) + view.clamp(0, 1) * alpha
         return _gauss_blur(comp, sig) * _gauss_blur(alpha, sig) + img * (1 - _gauss_blur(alpha, sig))
     return img * (1 - alpha) + view.clamp(0, 1) * alpha
@@ -370,7 +381,7 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
 def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float = 0.25, p_veil: float = 0.5,
               p_drops: float = 0.6, p_spray: float = 0.15, p_wiper: float = 0.1, p_camera: float = 0.8,
               p_near_drops: float = 0.0, p_lens_drops: float = 0.0, p_dense_drops: float = 0.0,
-              p_fine_streaks: float = 0.0, p_film: float = 0.0,
+              p_fine_streaks: float = 0.0, p_film: float = 0.0, p_soft_drops: float = 0.0,
               noise_gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(rainy, target) from ``clean`` (NCHW in [0, 1]). Each image gets its own random weather.
 
@@ -380,7 +391,8 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
     A share ``p_streaks_only`` is Rain12 / Rain100L style: additive achromatic streaks, no camera.
     A share ``p_near_drops`` of the drops on the glass are far out of focus (:func:`near_drops`), and a
     share ``p_lens_drops`` of the rest are large drops on the lens itself (:func:`glass_drops` ``lens``).
-    A share ``p_dense_drops`` of the rest is a windshield covered with drops (:func:`glass_drops` ``dense``).
+    A share ``p_dense_drops`` of the rest is a windshield covered with drops (:func:`glass_drops` ``dense``),
+    and a share ``p_soft_drops`` of what is left translucent drops out of focus (``soft``, Raindrop style).
     A share ``p_fine_streaks`` of the streaks is rendered finer (:func:`rain_streaks` ``fine`` 1-1.8), and
     a share ``p_film`` of the wet glass veils the view (:func:`film`).
 
@@ -411,7 +423,8 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
             near = p_near_drops > 0 and _u(gen, 0, 1) < p_near_drops
             lens = not near and p_lens_drops > 0 and _u(gen, 0, 1) < p_lens_drops
             dense = not near and not lens and p_dense_drops > 0 and _u(gen, 0, 1) < p_dense_drops
-            y = glass_drops(y, gen, near=near, lens=lens, dense=dense)
+            soft = not (near or lens or dense) and p_soft_drops > 0 and _u(gen, 0, 1) < p_soft_drops
+            y = glass_drops(y, gen, near=near, lens=lens, dense=dense, soft=soft)
             if p_film > 0 and _u(gen, 0, 1) < p_film:
                 y = film(y, gen)
             if _u(gen, 0, 1) < p_wiper:  # the wiper clears the glass, not the air
