@@ -53,7 +53,8 @@ def make_sample(src: str, out: str, seconds: float = 4.0, seed: int = 3, size: t
 
 
 def synth_sheet(data: str, out: str, n: int = 6, width: int = 320) -> dict:
-    """Real rainy frames (left) beside synthetic rain on real clear frames (right), ``n`` rows."""
+    """Real rainy frames (left) beside synthetic rain on real clear frames (right), ``n`` rows: the default
+    draw, drops near the lens, and soft drops (:func:`trainer.synth.glass_drops` ``soft``)."""
     from PIL import Image
 
     from .data import list_sources, read_image
@@ -79,8 +80,12 @@ def synth_sheet(data: str, out: str, n: int = 6, width: int = 320) -> dict:
             near = {"p_drops": 1.0, "p_near_drops": 1.0} if j % 2 else {}  # right column: out-of-focus drops
             y, _ = rain_pair(x, torch.Generator().manual_seed(500 + j), p_streaks_only=0.0, **near)
             synth.append((y[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+        # the second frame again, with soft drops only (glass before a lens focused on the street)
+        y, _ = rain_pair(x, torch.Generator().manual_seed(700 + k), p_streaks_only=0.0, p_drops=1.0, p_soft_drops=1.0)
+        synth.append((y[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
         rows.append([real[2 * k], real[2 * k + 1], *synth])
-    labels = ["real rain", "real rain", "synthetic (trainer/synth.py)", "synthetic, drops near the lens"]
+    labels = ["real rain", "real rain", "synthetic (trainer/synth.py)", "synthetic, drops near the lens",
+              "synthetic, soft drops"]
     return {"sheet": contact_sheet(rows, labels, Path(out), width=width)}
 
 
