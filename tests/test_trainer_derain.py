@@ -110,30 +110,36 @@ def test_dense_drops_cover_the_glass():
 
 def test_soft_drops_are_bright_translucent_and_out_of_focus():
     """``soft`` drops (glass a few centimetres before a lens focused on the street, as in the Raindrop
-    pictures): they cover part of the frame, show a brightened view of the scene, and have no hard edge,
-    where drops of the same sizes in focus (``dense``) do. Same seeds, same smooth scene."""
+    pictures): they cover part of the frame and show a brightened view of the scene, and their edges are
+    soft: over 16 seeds the steepest steps of the change they make (99.9th percentile) are under half of
+    what ``dense`` drops (a covered windshield, in focus more often than not) make. Same smooth scene."""
     h, w = 240, 320
     yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
     x = torch.stack([0.2 + 0.5 * yy, 0.25 + 0.4 * yy, 0.3 + 0.3 * xx])[None]
 
     def measure(**kw):
         cover, bright, jump = [], [], []
-        for seed in range(4):
+        for seed in range(16):
             d = (glass_drops(x, torch.Generator().manual_seed(seed), density=0.6, **kw) - x).mean(1)[0]
             c = d.abs() > 0.02
             cover.append(float(c.float().mean()))
             bright.append(float(d[c].mean()))
             step = torch.maximum((d[1:, 1:] - d[1:, :-1]).abs(), (d[1:, 1:] - d[:-1, 1:]).abs())
             jump.append(float(step.quantile(0.999)))
-        return np.array(cover), np.array(bright), np.array(jump)
+        return np.array(cover), np.array(bright), np.median(jump)
 
     cover, bright, jump = measure(soft=True)
     assert cover.min() > 0.05 and cover.max() < 0.6
     assert bright.min() > 0.03
-    assert jump.max() < 0.1 and measure(dense=True)[2].max() > 0.15
-    kw = dict(p_streaks_only=0.0, p_drops=1.0, p_soft_drops=1.0)
-    rainy, clean = rain_pair(x, torch.Generator().manual_seed(4), **kw)
-    assert rainy.shape == x.shape and torch.equal(clean, rain_pair(x, torch.Generator().manual_seed(4), **kw)[1])
+    assert jump < 0.5 * measure(dense=True)[2]
+    with pytest.raises(ValueError, match="one kind"):
+        glass_drops(x, torch.Generator().manual_seed(0), soft=True, lens=True)
+    # through rain_pair (no veil, spray, wiper or camera): drops on every frame, blobs that survive a 5x5 erosion
+    kw = dict(p_streaks_only=0.0, p_drops=1.0, p_soft_drops=1.0, p_veil=0.0, p_spray=0.0, p_wiper=0.0, p_camera=0.0)
+    for seed in range(4):
+        rainy, clean = rain_pair(x, torch.Generator().manual_seed(seed), **kw)
+        changed = ((rainy - clean).abs().amax(1, keepdim=True) > 0.02).float()
+        assert float((-F.max_pool2d(-changed, 5, 1, 2)).mean()) > 0.02
 
 
 def _u8(t):

@@ -80,7 +80,8 @@ def synth_sheet(data: str, out: str, n: int = 6, width: int = 320) -> dict:
             near = {"p_drops": 1.0, "p_near_drops": 1.0} if j % 2 else {}  # right column: out-of-focus drops
             y, _ = rain_pair(x, torch.Generator().manual_seed(500 + j), p_streaks_only=0.0, **near)
             synth.append((y[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
-        # the second frame again, with soft drops only (glass before a lens focused on the street)
+        # the second frame again, its drops all soft (glass before a lens focused on the street), with the rest of
+        # the default draw (streaks, haze, spray, wiper, camera)
         y, _ = rain_pair(x, torch.Generator().manual_seed(700 + k), p_streaks_only=0.0, p_drops=1.0, p_soft_drops=1.0)
         synth.append((y[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
         rows.append([real[2 * k], real[2 * k + 1], *synth])

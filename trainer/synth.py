@@ -220,8 +220,11 @@ def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None =
     its cover itself (RobotCar style): large (up to a quarter of the short side), many, each still a lens
     that shows the scene around it flipped, with its rim and highlight, all moderately out of focus.
     ``soft``: glass a few centimetres in front of a lens focused on the street (the Raindrop pictures):
-    drops of 1-6% of the short side, many, translucent, each a blurred and brightened flipped view of the
-    scene with a faint rim, and the whole of them out of focus by about 1% of the short side."""
+    radii from 1% of the short side to 3-6%, many drops, translucent, each a blurred and brightened flipped
+    view of the scene with a faint rim, the whole of them out of focus by 0.2-0.6% of the short side (their
+    highlight blurred with them). At most one of ``near``, ``lens``, ``dense`` and ``soft``."""
+    if near + lens + dense + soft > 1:
+        raise ValueError("glass_drops: one kind of drop at a time (near, lens, dense or soft)")
     _, _, h, w = img.shape
     s = min(h, w)
     dens = _u(gen, 0, 1) ** 2 if density is None else density
