@@ -89,6 +89,13 @@ def test_lens_drops_are_large():
     assert pair[0].shape == x.shape and pair[1].shape == x.shape
 
 
+def _drop_cover(rainy, clean):
+    """Share of the frame that the rain changed, after an erosion of 5x5 pixels (thin streaks and specks go,
+    drops stay)."""
+    changed = ((rainy - clean).abs().amax(1, keepdim=True) > 0.02).float()
+    return float((-F.max_pool2d(-changed, 5, 1, 2)).mean())
+
+
 def test_dense_drops_cover_the_glass():
     """``p_dense_drops`` 1: the glass of every rainy frame is covered with drops (a tenth of the frame or
     more), where the default draw leaves several frames with a few drops and specks. Measured on what is
@@ -99,9 +106,7 @@ def test_dense_drops_cover_the_glass():
     def covered(**extra):
         shares = []
         for seed in range(12):
-            rainy, clean = rain_pair(x, torch.Generator().manual_seed(seed), **kw, **extra)
-            changed = ((rainy - clean).abs().amax(1, keepdim=True) > 0.02).float()
-            shares.append(float((-F.max_pool2d(-changed, 5, 1, 2)).mean()))
+            shares.append(_drop_cover(*rain_pair(x, torch.Generator().manual_seed(seed), **kw, **extra)))
         return np.array(shares)
 
     assert covered(p_dense_drops=1.0).min() > 0.1
@@ -137,9 +142,7 @@ def test_soft_drops_are_bright_translucent_and_out_of_focus():
     # through rain_pair (no veil, spray, wiper or camera): drops on every frame, blobs that survive a 5x5 erosion
     kw = dict(p_streaks_only=0.0, p_drops=1.0, p_soft_drops=1.0, p_veil=0.0, p_spray=0.0, p_wiper=0.0, p_camera=0.0)
     for seed in range(4):
-        rainy, clean = rain_pair(x, torch.Generator().manual_seed(seed), **kw)
-        changed = ((rainy - clean).abs().amax(1, keepdim=True) > 0.02).float()
-        assert float((-F.max_pool2d(-changed, 5, 1, 2)).mean()) > 0.02
+        assert _drop_cover(*rain_pair(x, torch.Generator().manual_seed(seed), **kw)) > 0.02
 
 
 def _u8(t):

@@ -58,7 +58,7 @@ def synth_sheet(data: str, out: str, n: int = 6, width: int = 320) -> dict:
     from PIL import Image
 
     from .data import list_sources, read_image
-    from .evaluate import contact_sheet
+    from .evaluate import _t, _u8, contact_sheet
 
     d = Path(data)
     folders = sorted(f for f in (d / "rain").iterdir() if f.is_dir())
@@ -75,15 +75,14 @@ def synth_sheet(data: str, out: str, n: int = 6, width: int = 320) -> dict:
     for k in range(n):
         synth = []
         for j in (2 * k, 2 * k + 1):
-            img = np.asarray(Image.fromarray(clear[j]).resize((640, 360), Image.BICUBIC))
-            x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
+            x = _t(np.asarray(Image.fromarray(clear[j]).resize((640, 360), Image.BICUBIC)))
             near = {"p_drops": 1.0, "p_near_drops": 1.0} if j % 2 else {}  # right column: out-of-focus drops
             y, _ = rain_pair(x, torch.Generator().manual_seed(500 + j), p_streaks_only=0.0, **near)
-            synth.append((y[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+            synth.append(_u8(y))
         # the second frame again, its drops all soft (glass before a lens focused on the street), with the rest of
         # the default draw (streaks, haze, spray, wiper, camera)
         y, _ = rain_pair(x, torch.Generator().manual_seed(700 + k), p_streaks_only=0.0, p_drops=1.0, p_soft_drops=1.0)
-        synth.append((y[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+        synth.append(_u8(y))
         rows.append([real[2 * k], real[2 * k + 1], *synth])
     labels = ["real rain", "real rain", "synthetic (trainer/synth.py)", "synthetic, drops near the lens",
               "synthetic, soft drops"]
