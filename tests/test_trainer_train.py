@@ -285,3 +285,29 @@ def test_a_stopped_run_checkpoints_and_a_second_trainer_on_its_folder_is_refused
     assert step == summary["step"] >= 4
     _child(_TRAIN + [str(cfg_path), "--resume", "--steps", "3"])  # the lock went with the process
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == step + 3
+
+
+def test_ema_is_the_running_average_of_the_weights_and_what_export_and_resume_use(tmp_path):
+    from trainer.train import generator_state
+
+    cfg = _cfg(tmp_path, optim__steps=4, train__ema=0.5)
+    tr = Trainer(cfg)
+    expect = [p.detach().clone() for p in tr.G.parameters()]
+    for _ in range(2):
+        tr.train_step()
+        expect = [0.5 * e + 0.5 * p.detach() for e, p in zip(expect, tr.G.parameters())]
+    for e, got in zip(expect, tr.G_ema.parameters()):
+        torch.testing.assert_close(got, e)
+    assert any(not torch.equal(e, p) for e, p in zip(tr.G_ema.parameters(), tr.G.parameters()))
+    tr.checkpoint()
+    state, _, ck = generator_state(tmp_path / "run" / "latest.pt")  # export, eval and warm starts read this
+    assert all(torch.equal(state[k], v) for k, v in tr.G_ema.state_dict().items())
+    assert ck["run"]["ema"] == 0.5
+    # resumed, the average goes on from where it was (not restarted from G), as in one uninterrupted run
+    one = Trainer(_cfg(tmp_path / "one", optim__steps=4, train__ema=0.5))
+    one.run()
+    Trainer(_cfg(tmp_path / "two", optim__steps=4, train__ema=0.5), max_steps=2).run()
+    two = Trainer(_cfg(tmp_path / "two", optim__steps=4, train__ema=0.5), resume=True)
+    two.run()
+    for a, b in zip(one.G_ema.parameters(), two.G_ema.parameters()):
+        assert torch.equal(a, b)

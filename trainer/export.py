@@ -123,7 +123,9 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
         notes = (f"{cfg.mode} training, synthesiser '{cfg.data.synth}'"
                  + (f" {run['synth_options']}" if run.get("synth_options") else "")
                  + f", crop {run['crop']}, batch {run['batch_size']} x {ck.get('world_size', 1)} process(es)"
-                 + (f", lr {run['lr']:g}" if "lr" in run else "") + f"; frames: {ck.get('counts')}")
+                 + (f", lr {run['lr']:g}" if "lr" in run else "")
+                 + (f", weights averaged over the steps (EMA decay {run['ema']:g})" if run.get("ema") else "")
+                 + f"; frames: {ck.get('counts')}")
         card = ModelCard(
             task=cfg.task, title=cfg.export.title, direction=cfg.export.direction,
             architecture=(f"{g.kind} generator ngf={g.ngf} n_blocks={g.n_blocks} norm={g.norm}"

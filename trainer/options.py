@@ -126,6 +126,9 @@ class TrainOptions(_Opts):
     sample_every: int = Field(500, ge=1)
     checkpoint_every_s: float = Field(300, gt=0)
     init_generator: str | None = None  # warm start G (A->B) from this checkpoint
+    # an exponential moving average of G's weights (this decay per step; 0: off), kept beside them in the
+    # checkpoint; export, eval and warm starts then use the average, which moves less from step to step
+    ema: float = Field(0.0, ge=0, lt=1)
     warmup_steps: int = Field(0, ge=0)  # cyclegan: first train G alone on synthesiser pairs (paired L1)
     progress: bool = True
 

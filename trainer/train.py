@@ -10,6 +10,7 @@ single-process run stopped with SIGTERM or Ctrl-C ends after the step in progres
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import json
 import math
@@ -193,6 +194,8 @@ def generator_state(path, net: str = "G") -> tuple[dict, dict | None, dict]:
     if str(path).endswith(".onnx"):
         return weights_from_onnx(path), None, {}
     ck = load_checkpoint(path)
+    if net == "G" and "G_ema" in ck["nets"]:  # the run kept an average of G's weights (train.ema): that one
+        net = "G_ema"
     return ck["nets"][net], json.loads(ck["arch"])["model"]["generator"], ck
 
 
@@ -465,6 +468,9 @@ class Trainer:
             load_net(self.G, state, src, "G", saved, now)
             if notes and self.rank == 0:
                 print(f"streamgan-train: warm start from {src}: {'; '.join(notes)}", file=sys.stderr)
+        self.G_ema = None
+        if cfg.train.ema:  # starts from G's first weights (the warm start's, when there is one)
+            self.G_ema = self.nets["G_ema"] = copy.deepcopy(self.G).requires_grad_(False)
         if resume:
             self._resume()
         if self.world > 1:
@@ -526,7 +532,8 @@ class Trainer:
         run may have set values (``--set``) that the config file given to the export does not hold."""
         d = self.cfg.data
         return {"device": self.device.type, "crop": d.crop, "batch_size": d.batch_size,
-                "synth_options": dict(d.synth_options), "lr": self.cfg.optim.lr}
+                "synth_options": dict(d.synth_options), "lr": self.cfg.optim.lr,
+                **({"ema": self.cfg.train.ema} if self.cfg.train.ema else {})}
 
     def _resume(self) -> None:
         path = self.out / CKPT
@@ -538,6 +545,9 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path} was made for another architecture "
                                   f"(checkpoint: {ck['arch']}; config {self.config_path}: {arch})")
         for k, net in self.nets.items():
+            if k == "G_ema" and k not in ck["nets"]:  # the average starts now, from the resumed weights
+                net.load_state_dict(ck["nets"]["G"])
+                continue
             if k not in ck["nets"]:
                 raise CheckpointError(f"checkpoint {path} has no network '{k}'")
             load_net(net, ck["nets"][k], path, k, ck["arch"], arch)
@@ -641,6 +651,7 @@ class Trainer:
             self.scaler.step(self.opt_d)
             logs["D"] = loss_d
         self.scaler.update()
+        self._update_ema()
         self._advance_schedules(d_stepped="D" in logs)
         self.step += 1
         return {k: float(v.detach()) for k, v in logs.items()}
@@ -659,9 +670,20 @@ class Trainer:
                     p.grad /= self.world
         self.scaler.step(self.opt_g)
         self.scaler.update()
+        self._update_ema()
         self._advance_schedules(d_stepped=False)
         self.step += 1
         return {"warmup_l1": float(l1.detach())}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """G_ema <- decay * G_ema + (1 - decay) * G, after each step of G (buffers copied as they are)."""
+        if self.G_ema is None:
+            return
+        for e, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            e.lerp_(p.detach(), 1 - self.cfg.train.ema)
+        for e, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            e.copy_(b)
 
     def _advance_schedules(self, d_stepped: bool) -> None:
         """One step of every learning-rate schedule; D's is kept in step by count when D was not
