@@ -149,6 +149,26 @@ def _u8(t):
     return (t[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 
 
+def test_rain_weight_makes_drops_left_on_the_glass_count(tmp_path):
+    """Drops cover a small share of the frame: with plain L1 a network that leaves them loses little.
+    loss.l1_rain_weight puts weight where input and target differ (the rain), none on the clean rest."""
+    from trainer.losses import l1_emphasis, paired_l1
+
+    clean = torch.rand(1, 3, 120, 160, generator=torch.Generator().manual_seed(1)) * 0.2 + 0.4
+    rainy = glass_drops(clean, torch.Generator().manual_seed(0), density=0.3)
+    s = lambda t: 2 * t - 1  # noqa: E731 - losses take [-1, 1]
+    w = l1_emphasis(s(clean), None, 0.0, 0.0, s(rainy), rain=4.0)
+    diff = (rainy - clean).abs().amax(1, keepdim=True)
+    wet, dry = diff >= 0.05, diff < 0.01
+    assert 0.01 < float(wet.float().mean()) < 0.5 and float(dry.float().mean()) > 0.5
+    assert float(w[dry].max()) == pytest.approx(1.0) and float(w[wet].min()) == pytest.approx(5.0)
+    left = s(rainy)  # an output that leaves every drop where it was
+    plain, weighted = float(paired_l1(left, s(clean))), float(paired_l1(left, s(clean), w))
+    assert weighted > 2 * plain, (weighted, plain)
+    tr = Trainer(Config.model_validate(tiny_config(tmp_path, loss__l1_rain_weight=4.0)))
+    torch.testing.assert_close(tr._l1_weight(s(rainy), s(clean)), w)
+
+
 def test_rain_pair_target_went_through_the_same_camera():
     """The camera (noise, JPEG) is on both sides of the pair: the model is not taught to denoise."""
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 96), indexing="ij")

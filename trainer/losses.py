@@ -99,11 +99,16 @@ def paired_l1(fake: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | N
     return ((fake - target).abs() * weight).sum() / (weight.sum() * fake.shape[1])
 
 
-def l1_emphasis(target: torch.Tensor, sky: torch.Tensor | None, light: float, sky_weight: float) -> torch.Tensor:
-    """Per-pixel L1 weights for day2night (images in [-1, 1]): 1 everywhere, plus ``light`` where the
-    target is bright (light sources: a few pixels that a plain mean would let the network ignore), plus
-    ``sky_weight`` in the day frame's sky (``sky``, Nx1xHxW in [0, 1])."""
+def l1_emphasis(target: torch.Tensor, sky: torch.Tensor | None, light: float, sky_weight: float,
+                inp: torch.Tensor | None = None, rain: float = 0.0) -> torch.Tensor:
+    """Per-pixel L1 weights (images in [-1, 1]): 1 everywhere, plus ``light`` where the target is bright
+    (day2night's light sources: a few pixels that a plain mean would let the network ignore), plus
+    ``sky_weight`` in the day frame's sky (``sky``, Nx1xHxW in [0, 1]), plus ``rain`` where the input
+    differs from the target (derain: the drops and streaks themselves, which a mean over the frame, mostly
+    clean, lets the network leave; a difference of 0.05 in [0, 1] or more counts in full)."""
     w = 1 + light * ((_luma(target) - 0.45) * 4).clamp(0, 1)
+    if rain:
+        w = w + rain * (((inp - target).abs().amax(1, keepdim=True) - 0.02) / 0.08).clamp(0, 1)
     return w if sky is None else w + sky_weight * sky
 
 

@@ -97,6 +97,7 @@ class LossOptions(_Opts):
     lambda_l1: float = Field(0.0, ge=0)  # paired L1 (needs a synthesiser or paired data)
     l1_light_weight: float = Field(0.0, ge=0)  # extra L1 weight where the target is bright (lamps, lights: a few pixels)
     l1_sky_weight: float = Field(0.0, ge=0)  # extra L1 weight in the day frame's sky (day2night)
+    l1_rain_weight: float = Field(0.0, ge=0)  # extra L1 weight where input and target differ (derain: the rain)
     lambda_ssim: float = Field(0.0, ge=0)  # paired (1 - SSIM)
     gan_start: int = Field(0, ge=0)  # paired mode: step at which the lambda_gan term (and D) starts
     lambda_real_gan: float = Field(0.0, ge=0)  # paired mode: adversarial term on outputs for data.train_real

@@ -566,10 +566,10 @@ class Trainer:
     # -- one iteration
     def _l1_weight(self, inp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor | None:
         lo = self.cfg.loss
-        if not (lo.l1_light_weight or lo.l1_sky_weight):
+        if not (lo.l1_light_weight or lo.l1_sky_weight or lo.l1_rain_weight):
             return None
         sky = sky_mask((inp.float() + 1) / 2) if lo.l1_sky_weight else None
-        return L.l1_emphasis(tgt.float(), sky, lo.l1_light_weight, lo.l1_sky_weight)
+        return L.l1_emphasis(tgt.float(), sky, lo.l1_light_weight, lo.l1_sky_weight, inp.float(), lo.l1_rain_weight)
 
     def train_step(self) -> dict[str, float]:
         cfg, lo = self.cfg, self.cfg.loss
