@@ -529,7 +529,7 @@ def tail_red_on_grid(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     next as the car moves, and blinks on video. The 3x3 maximum covers a resize by up to about 2.5 (a
     landscape frame at short side 360 onto 144x256); a portrait frame is shrunk more along its long side,
     where a light two pixels high can still fall between samples."""
-    red = F.max_pool2d(_tail_red(img, green=0.5), 3, stride=1, padding=1)
+    red = _dilate(_tail_red(img, green=0.5), 1)
     return F.interpolate(red, size=size, mode="bilinear", align_corners=False)
 
 
