@@ -38,6 +38,7 @@ log = logging.getLogger("streamgan")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # output types: video containers (FFmpeg muxer) and single images (encoder, pixel format)
 VIDEO_FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm", ".avi": "avi"}
+CONSTANT_RATE = {".avi"}  # containers that count frames at one rate (no timestamps)
 IMAGE_FORMATS = {".png": ("png", "rgb24"), ".jpg": ("mjpeg", "yuvj444p"),
                  ".jpeg": ("mjpeg", "yuvj444p"), ".bmp": ("bmp", "bgr24"),
                  ".tif": ("tiff", "rgb24"), ".tiff": ("tiff", "rgb24")}
@@ -743,6 +744,7 @@ class Sink:
         self.tmp = make_temp(self.path)
         self.frames_written = 0
         self._last_pts = None
+        self._step = None  # constant-rate containers: source ticks -> frame numbers
         try:
             if self.image:
                 self.container = av.open(str(self.tmp), "w", format="image2",
@@ -780,6 +782,13 @@ class Sink:
         s.width, s.height = self.width, self.height
         if self.options.threads:
             s.codec_context.thread_count = int(self.options.threads)
+        if self.path.suffix.lower() in CONSTANT_RATE:
+            # AVI counts frames at one rate and stores them in decode order with no times of their
+            # own: one tick per frame, source times rounded to it, no B-frames (their reordering
+            # would play out of order)
+            self._step = time_base * rate  # source ticks -> frames
+            time_base = 1 / rate
+            s.codec_context.max_b_frames = 0
         s.codec_context.time_base = time_base  # frames keep their source pts: VFR stays VFR
         s.time_base = time_base
         if rotation:
@@ -850,6 +859,8 @@ class Sink:
         if (frame.width, frame.height) != (self.video.width, self.video.height):
             frame = frame.reformat(self.video.width, self.video.height, self.video.pix_fmt,
                                    interpolation="BICUBIC")
+        if pts is not None and self._step is not None:
+            pts = round(pts * self._step)
         if pts is None or (self._last_pts is not None and pts <= self._last_pts):
             pts = 0 if self._last_pts is None else self._last_pts + 1
         frame.pts, frame.time_base = pts, self._tb
