@@ -139,6 +139,26 @@ def _is_url(path) -> bool:
     return bool(_URL.match(str(path)))
 
 
+def folder_images(folder: Path) -> list[Path]:
+    """The images a folder input is read from, in the order FFmpeg reads them (sorted names)."""
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+
+
+def _check_sizes(files: list[Path], size: tuple[int, int]) -> None:
+    """Fail before any work when a folder's images differ in size: a video has one frame size,
+    and FFmpeg would stretch the odd ones to the first one's without a word."""
+    for f in files[1:]:
+        try:
+            with av.open(str(f)) as c:
+                cc = c.streams.video[0].codec_context
+                wh = (cc.width, cc.height)
+        except (av.FFmpegError, IndexError):
+            continue  # unreadable: skipped with a warning when its turn comes
+        if wh != size:
+            raise InputError(f"{redact(f)}: {wh[0]}x{wh[1]}, but {files[0].name} is {size[0]}x{size[1]}; "
+                             "the images of a folder become one video and must share one size")
+
+
 def check_input(path) -> tuple[str, str | None, dict]:
     """Fail at once for a local input that cannot work (missing, empty, a folder without
     images, a pattern matching nothing); returns (path for FFmpeg, format, options). URLs and
@@ -149,7 +169,7 @@ def check_input(path) -> tuple[str, str | None, dict]:
         return path, fmt, opts
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+        files = folder_images(p)
         if not files:
             raise InputError(f"{path}: folder holds no images ({', '.join(IMAGE_EXTS)})")
         exts = {f.suffix.lower() for f in files}
@@ -265,6 +285,16 @@ class Source:
         if not self.width or not self.height:
             self.close()
             raise InputError(f"{redact(path)}: video stream has no frame size (corrupt header?)")
+        # a folder of images: one size for all, and a damaged image is skipped (and named), not
+        # decoded half grey
+        self.images = folder_images(Path(path)) if not _is_url(path) and Path(path).is_dir() else None
+        if self.images:
+            try:
+                _check_sizes(self.images, (self.width, self.height))
+            except InputError:
+                self.close()
+                raise
+            cc.options = {**cc.options, "err_detect": "explode"}
         self.length = self._length()  # seconds, None when the header does not say
         if start and self.length is not None and start >= self.length:
             self.close()
@@ -325,17 +355,20 @@ class Source:
                 pass  # not seekable: frames before start are dropped below
         end = None if self.duration is None else self.start + self.duration
         streams = [self.stream] + ([self.audio_stream] if self.audio_stream else [])
-        index = 0
+        index = packets = 0
         try:
             for packet in self.container.demux(streams):
                 if packet.stream is self.audio_stream:
                     if packet.dts is not None and self._in_range(packet, end):
                         self.audio_packets.append(packet)
                     continue
+                packets += 1
                 try:
                     frames = packet.decode()
                 except av.error.InvalidDataError:
                     self.bad_packets += 1
+                    if self.images and packets <= len(self.images):
+                        log.warning("%s: damaged image skipped", redact(self.images[packets - 1]))
                     continue
                 except av.FFmpegError as e:
                     if _is_eof(e):
@@ -382,7 +415,7 @@ class Source:
         """'' when clean, else e.g. '3 damaged packets skipped, 2 frames decoded with errors'."""
         parts = []
         if self.bad_packets:
-            parts.append(f"{self.bad_packets} damaged packets skipped")
+            parts.append(f"{self.bad_packets} damaged {'images' if self.images else 'packets'} skipped")
         if self.corrupt_frames:
             parts.append(f"{self.corrupt_frames} frames decoded with errors")
         if self.missing_frames:

@@ -135,6 +135,39 @@ def test_image_sequence_folder(identity, tmp_path):
     assert d["frames"][3].mean() == pytest.approx(90, abs=3)
 
 
+def test_image_folder_of_mixed_sizes_is_refused_before_any_work(identity, tmp_path):
+    from PIL import Image
+
+    from streamgan.errors import InputError
+
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((40, 60, 3), 50, np.uint8)).save(folder / f"{i:04d}.jpg")
+    Image.fromarray(np.full((72, 128, 3), 50, np.uint8)).save(folder / "0002.jpg")  # one 16:9 among 3:2
+    out = tmp_path / "seq.mp4"
+    with pytest.raises(InputError, match=r"0002\.jpg: 128x72, but 0000\.jpg is 60x40"):
+        identity.translate_video(folder, out)
+    assert list(tmp_path.iterdir()) == [folder]  # no output, no temp file left
+
+
+def test_damaged_image_in_a_folder_is_skipped_and_named(identity, tmp_path, caplog):
+    from PIL import Image
+
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(folder / f"{i:04d}.jpg")
+    whole = (folder / "0003.jpg").read_bytes()
+    (folder / "0003.jpg").write_bytes(whole[: len(whole) // 3])  # cut off mid-scan
+    out = tmp_path / "seq.mp4"
+    with caplog.at_level("WARNING"):
+        identity.translate_video(folder, out)
+    assert len(read_video(out)["frames"]) == 4  # not decoded half grey into the video
+    assert any("0003.jpg: damaged image skipped" in r.getMessage() for r in caplog.records)
+
+
 def test_processing_resolution_returns_source_size(tiny_generator, udacity_clip, tmp_path):
     _, onnx = tiny_generator
     tr = Translator(onnx, backend="openvino", size=180)
