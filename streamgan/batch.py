@@ -26,14 +26,12 @@ from typing import Callable
 
 from . import errors
 from .errors import InputError, Interrupted, OutputError, UsageError
-from .io import EncodeOptions, redact
+from .io import VIDEO_EXTS, EncodeOptions, redact
 from .jobs import Job, Settings
 
 log = logging.getLogger("streamgan")
 
 LEDGER = "streamgan-ledger.jsonl"
-VIDEO_EXTS = (".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
-              ".m2ts", ".flv", ".wmv", ".3gp", ".gif")
 STOP_WAIT = 60.0  # seconds the workers get to stop at their next frame after Ctrl-C / SIGTERM
 _MAGIC = set("*?[")
 

@@ -74,7 +74,8 @@ def _add_translate(p: argparse.ArgumentParser) -> None:
                    help="video file, image folder, image pattern (%%04d.png) or URL; with "
                         "--out-dir: any number of videos, folders (searched for videos) and "
                         "quoted glob patterns ('clips/**/*.mp4')")
-    p.add_argument("-o", "--output", help="output video (default: <input stem>.<task>.mp4)")
+    p.add_argument("-o", "--output", help="output video or image (default: <input stem>.<task>.mp4 beside the "
+                        "input; for one image, an image of its type)")
     p.add_argument("-y", "--overwrite", action="store_true", help="overwrite an existing output")
     p.add_argument("--keep-partial", action="store_true",
                    help="with -y, let an interrupted run replace the existing output with its "
@@ -216,9 +217,13 @@ def default_output(src: str, task: str) -> Path:
     p = Path(src)
     if "://" in src:
         raise UsageError("give -o OUTPUT for a URL input")
+    from .io import IMAGE_EXTS, IMAGE_FORMATS
+
     stem = p.name if p.is_dir() else p.stem.replace("%", "")
-    folder = p.parent if not p.is_dir() else p.parent
-    return folder / f"{stem}.{Path(task).stem}.mp4"
+    ext = ".mp4"
+    if p.is_file() and p.suffix.lower() in IMAGE_EXTS:  # one image in, one image out
+        ext = p.suffix.lower() if p.suffix.lower() in IMAGE_FORMATS else ".png"
+    return p.parent / f"{stem}.{Path(task).stem}{ext}"
 
 
 def cmd_translate(args) -> int:
@@ -233,14 +238,14 @@ def cmd_translate(args) -> int:
     from .io import EncodeOptions
     from .translator import Translator
 
-    from .io import IMAGE_FORMATS, check_input, check_output
+    from .io import IMAGE_FORMATS, Source, check_input, check_output
 
-    # everything that can be checked without the model first: a mistake fails at once
+    # everything that can be checked without the model first: a mistake fails at once (the input
+    # opened once: one FFmpeg cannot read, a --start past its end, a folder of mixed sizes)
     check_input(args.input)
+    Source(args.input, start=args.start, duration=args.duration).close()
     out = Path(args.output) if args.output else default_output(args.input, args.task)
     check_output(out, args.overwrite, src=args.input)
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError(f"--duration must be more than 0 s (got {args.duration:g})")
     enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio=args.audio,
                         hardware=args.hwaccel, exact_size=args.exact_size)
     image_out = out.suffix.lower() in IMAGE_FORMATS

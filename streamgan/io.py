@@ -36,6 +36,9 @@ from .errors import InputError, OutputError, UsageError
 log = logging.getLogger("streamgan")
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# inputs taken as videos (a folder of them is a batch: --out-dir)
+VIDEO_EXTS = (".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
+              ".m2ts", ".flv", ".wmv", ".3gp", ".gif")
 # output types: video containers (FFmpeg muxer) and single images (encoder, pixel format)
 VIDEO_FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm", ".avi": "avi"}
 CONSTANT_RATE = {".avi"}  # containers that count frames at one rate (no timestamps)
@@ -171,6 +174,9 @@ def check_input(path) -> tuple[str, str | None, dict]:
     if p.is_dir():
         files = folder_images(p)
         if not files:
+            if any(f.suffix.lower() in VIDEO_EXTS for f in p.iterdir()):
+                raise UsageError(f"{path}: folder holds videos, not images; translate each of them "
+                                 f"into a folder with {errors.flag('--out-dir DIR', 'translate_many()')}")
             raise InputError(f"{path}: folder holds no images ({', '.join(IMAGE_EXTS)})")
         exts = {f.suffix.lower() for f in files}
         if len(exts) > 1:

@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from conftest import make_clip, read_video, run_cli
+from conftest import error_line, make_clip, read_video, run_cli
 from streamgan import errors
 from streamgan.pipeline import Pipeline
 
@@ -103,6 +103,38 @@ def test_default_output_name_beside_input(identity_onnx, tmp_path):
     assert (tmp_path / "drive.identity.mp4").exists()
     r = run_cli("run", "--task", identity_onnx, src, "-q")
     assert r.returncode == errors.EXIT_OUTPUT  # second run refuses to overwrite
+
+
+def test_one_image_in_gives_one_image_out_beside_it(identity_onnx, tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "dash.jpg"
+    Image.fromarray(np.full((48, 64, 3), 120, np.uint8)).save(src)
+    r = run_cli("run", "--task", identity_onnx, src, "-q")
+    assert r.returncode == 0, r.stderr
+    with Image.open(tmp_path / "dash.identity.jpg") as out:
+        assert out.size == (64, 48)
+
+
+def test_input_mistakes_fail_before_the_model_is_loaded(identity_onnx, tmp_path):
+    """A file FFmpeg cannot read, --start past the end, a folder of videos without --out-dir: the
+    error comes first, with no "<task> on <backend>" line (the model was never loaded)."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    src = make_clip(clips / "a.mp4", frames=5)
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("not a video")
+    cases = [
+        ([fake], errors.EXIT_INPUT, "not a video or image file FFmpeg can read"),
+        ([src, "--start", "10"], errors.EXIT_USAGE, "--start 10 s is past the end"),
+        ([clips], errors.EXIT_USAGE, "folder holds videos, not images; translate each of them "
+                                     "into a folder with --out-dir DIR"),
+    ]
+    for args, code, text in cases:
+        r = run_cli("run", "--task", identity_onnx, *args, "-o", tmp_path / "o.mp4")
+        assert r.returncode == code and text in error_line(r.stderr), (args, r.stderr)
+        assert " on " not in r.stderr.split("streamgan: error")[0], r.stderr  # no model line first
+        assert not (tmp_path / "o.mp4").exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
