@@ -260,7 +260,7 @@ def cmd_translate(args) -> int:
                              compare=args.compare, progress=not args.quiet,
                              keep_partial=args.keep_partial)
     if not args.quiet:
-        print(f"streamgan: wrote {res.output} ({res.frames} frames, {res.fps:.1f} fps"
+        print(f"streamgan: wrote {res.output} ({res.frames} frame{'s' * (res.frames != 1)}, {res.fps:.1f} fps"
               + (f", {res.bad_frames} damaged or missing" if res.bad_frames else "") + ")",
               file=sys.stderr)
     return errors.EXIT_OK
@@ -404,11 +404,20 @@ def _print_traceback() -> None:
     print(redact(traceback.format_exc()), end="", file=sys.stderr)
 
 
+class _Formatter(logging.Formatter):
+    """'streamgan: WARNING: ...'; a notice (a fallback the run made, said once) is 'streamgan: notice: ...'."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"streamgan: {text}" if text.startswith("notice: ") else f"streamgan: {record.levelname}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="streamgan: %(levelname)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+    for h in logging.getLogger().handlers:
+        h.setFormatter(_Formatter())
     from .io import RedactFilter, redact
 
     for h in logging.getLogger().handlers:  # third-party log lines are redacted too

@@ -81,9 +81,20 @@ def test_unknown_backend_and_precision(identity_onnx):
         engines.create("cuda-magic", identity_onnx)
     with pytest.raises(UsageError, match="unknown precision"):
         engines.create("openvino", identity_onnx, "int3")
-    with pytest.raises(BackendError, match="fp16 needs a CUDA"):
-        pytest.importorskip("torch")
-        engines.create("torch", identity_onnx, "fp16", device="cpu")
+    with pytest.raises(UsageError, match="onnxruntime runs the model as stored"):
+        engines.create("onnxruntime", identity_onnx, "bf16")
+
+
+def test_fp16_on_a_cpu_falls_back_and_says_so(identity_onnx, caplog):
+    """As the README says of every CPU backend: fp16 where the CPU cannot runs bf16, with a notice."""
+    pytest.importorskip("torch")
+    with caplog.at_level("WARNING", logger="streamgan"):
+        b = engines.create("torch", identity_onnx, "fp16", device="cpu")
+    assert b.precision == "bf16" and "torch" in b.describe() and "bf16" in b.describe()
+    assert any(r.getMessage().startswith("notice: the torch backend runs fp16 on CUDA only")
+               for r in caplog.records)
+    x = np.random.default_rng(0).integers(0, 255, (1, 32, 48, 3), dtype=np.uint8)
+    assert np.abs(b.run(x).astype(int) - x).max() <= 2  # the identity model, in bf16
 
 
 def test_broken_onnx_is_a_backend_error(tmp_path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import BackendError
+from .. import errors
+from ..errors import BackendError, UsageError
 from .base import Backend
 
 
@@ -15,7 +16,9 @@ class ONNXRuntimeBackend(Backend):
                  threads: int | None = None):
         super().__init__(onnx_path, precision, mean, std)
         if precision not in ("auto", "fp32"):
-            raise BackendError(f"onnxruntime runs the model as stored (fp32); not '{precision}'")
+            fp32 = errors.flag("--precision fp32", "precision='fp32'")
+            raise UsageError(f"onnxruntime runs the model as stored (fp32), not {precision}; use {fp32} "
+                             "with it, or another backend (openvino runs bf16, fp16 and int8 on CPUs)")
         try:
             import onnxruntime as ort
         except ImportError:

@@ -17,6 +17,8 @@ Importing this module imports torch; the registry only does so when this backend
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ..errors import BackendError
@@ -29,6 +31,8 @@ except ImportError:  # pragma: no cover - checked by the registry before import
     raise BackendError(
         "the torch backend needs PyTorch: pip install torch (CPU: pip install torch==2.13.0)"
     ) from None
+
+log = logging.getLogger("streamgan")
 
 
 def _attrs(node) -> dict:
@@ -360,8 +364,9 @@ class TorchBackend(Backend):
             precision = "fp16" if self.device.type == "cuda" else "fp32"
         if precision not in ("fp32", "fp16", "bf16"):
             raise BackendError(f"torch backend: unknown precision '{precision}'")
-        if precision == "fp16" and self.device.type != "cuda":
-            raise BackendError("torch backend: fp16 needs a CUDA device; use fp32 or bf16 on CPU")
+        if precision == "fp16" and self.device.type != "cuda":  # as OpenVINO does on a CPU without fp16
+            log.warning("notice: the torch backend runs fp16 on CUDA only; running bf16 on the CPU")
+            precision = "bf16"
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         self.precision = precision
         self.module = OnnxModule(onnx_path).to(self.device, self.dtype).eval()
