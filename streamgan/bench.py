@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from . import engines
+from . import engines, errors
 from .errors import InputError, UsageError
 from .io import EncodeOptions, Sink, Source
 from .pipeline import Pipeline
@@ -156,6 +156,9 @@ def end_to_end(translator, src, frames=None, reps=3, encode=None, label=None) ->
 
 
 def check_clip(src, frames=None) -> int:
+    if frames is not None and frames < MIN_FRAMES:  # the option, not the clip
+        raise UsageError(f"{errors.flag('--frames', 'frames')} {frames}: at least {MIN_FRAMES} frames "
+                         "are needed to measure")
     n = _frames_in(src, None, frames)
     if n < MIN_FRAMES:
         raise InputError(f"{src}: {n} frames is too short to measure (at least {MIN_FRAMES})")

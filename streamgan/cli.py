@@ -181,7 +181,7 @@ def build_parser(tasks: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--batch", default="1", help="comma-separated batch sizes for model-only")
     p.add_argument("--resolution", default="640x360", help="comma-separated WxH list")
     p.add_argument("--size", type=_positive_int, default=None, help="model short side override")
-    p.add_argument("--frames", type=_positive_int, default=200, help="frames per run")
+    p.add_argument("--frames", type=_positive_int, default=200, help="frames per run (at least 10)")
     p.add_argument("--iters", type=_positive_int, default=40, help="model-only calls per run")
     p.add_argument("--reps", type=_positive_int, default=3, help="repetitions (median reported)")
     p.add_argument("--json", help="write the results as JSON here")

@@ -61,3 +61,5 @@ def test_bench_clip_too_short(identity_onnx, tmp_path):
     short = make_clip(tmp_path / "short.mp4", frames=4)
     r = run_cli("bench", short, "--task", identity_onnx)
     assert r.returncode == errors.EXIT_INPUT and "too short to measure" in r.stderr
+    r = run_cli("bench", short, "--task", identity_onnx, "--frames", "5")  # the option is at fault
+    assert r.returncode == errors.EXIT_USAGE and "--frames 5: at least 10 frames" in r.stderr, r.stderr
