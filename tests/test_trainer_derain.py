@@ -264,9 +264,9 @@ def test_real_rain_term_needs_real_frames(tmp_path):
         Config.load(p)
 
 
-def _adapt(*args, runs, timeout=600):
+def _adapt(*args, runs, timeout=600, cwd=REPO):
     env = {**os.environ, "STREAMGAN_RUNS": str(runs)}  # the training run stays in the test's folder
-    return subprocess.run([sys.executable, "-m", "trainer", "adapt", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "trainer", "adapt", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -287,13 +287,16 @@ def test_adapt_bad_inputs_name_the_path_and_write_nothing(tmp_path):
 
 
 def test_adapt_writes_a_plugin_that_runs(tmp_path, udacity_clip):
-    """From a real clip (rainy side) and images of another size (clear side) to a plugin the CLI runs."""
+    """From a real clip (rainy side) and images of another size (clear side) to a plugin the CLI runs, run
+    from outside the repository: the public benchmark (Rain12, found from the repository root) is scored for
+    the card, and the card names the user's frames as its training data."""
     clear = make_images(tmp_path / "clear", 3, w=120, h=90)
     out = tmp_path / "fleet"
     r = _adapt("--rainy", udacity_clip, "--clear", clear, "--out", out, "--steps", 2,
                "--set", "data.batch_size=2", "--set", "data.crop=64", "--set", "data.video_stride=40",
-               "--set", "eval.rain12=null", "--set", "eval.paired_sets={}", runs=tmp_path / "runs")
+               "--set", "eval.paired_sets={}", runs=tmp_path / "runs", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("{"), r.stdout[:1000]  # stdout is the JSON result alone
     rep = json.loads(r.stdout)
     assert rep["plugin_dir"] == str(out)
     assert {"model.onnx", "card.yaml", "before_after.png"} <= {p.name for p in out.iterdir()}
@@ -301,6 +304,10 @@ def test_adapt_writes_a_plugin_that_runs(tmp_path, udacity_clip):
 
     model = load(out)
     assert model.card.task == "derain" and model.processing.policy == "source"
+    assert model.card.metrics["rain12_psnr_y"] > 30  # scored (do-nothing is 30.14), not silently skipped
+    data = model.card.training.data
+    assert (data[0].path, data[0].count, data[1].path) == (str(clear), 3, str(udacity_clip)) and data[1].count > 0
+    assert "derain" in data[2].name and model.card.limitations.startswith("Fine-tuned by streamgan-train adapt for 2 steps")
     # the folder works as a task for the CLI
     clip = tmp_path / "in.mp4"
     from conftest import make_clip, read_video

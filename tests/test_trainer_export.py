@@ -5,8 +5,8 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from streamgan.card import ModelCard, sha256_file  # noqa: E402
-from trainer.export import check_onnx, export_onnx, export_plugin  # noqa: E402
+from streamgan.card import Int8, ModelCard, sha256_file  # noqa: E402
+from trainer.export import ExportRefused, check_onnx, export_onnx, export_plugin  # noqa: E402
 from trainer.networks import MobileGenerator, ResnetGenerator  # noqa: E402
 from trainer.options import CheckpointError, Config  # noqa: E402
 from trainer.train import Trainer  # noqa: E402
@@ -51,15 +51,26 @@ def test_export_plugin_writes_valid_card_and_never_half_overwrites(tmp_path):
     assert card.training.steps == 3 and card.task == "derain"
     assert card.weights.opset == 17
     assert card.training.device == "cpu"
-    # the card tells how the weights were trained, also what the run changed that the config file does not say
+    # a plugin in place is not replaced by a model that was not compared with it
     cfg.data.crop += 8
-    export_plugin(cfg, "cfg.yaml", evaluate=False)
+    before = {p.name: p.read_bytes() for p in pdir.iterdir()}
+    with pytest.raises(ExportRefused, match="cannot be compared"):
+        export_plugin(cfg, "cfg.yaml", evaluate=False)
+    assert {p.name: p.read_bytes() for p in pdir.iterdir()} == before
+    # forced: what belonged to the old weights (their int8 model, their before/after picture) goes with them
+    old = ModelCard.load(pdir / "card.yaml")
+    old.model_copy(update={"int8": Int8(sha256="0" * 64, weights_sha256="0" * 64, passed=True)}).dump(pdir / "card.yaml")
+    for name in ("model.int8.xml", "model.int8.bin", "before_after.png"):
+        (pdir / name).write_bytes(b"of the old weights")
+    export_plugin(cfg, "cfg.yaml", evaluate=False, force=True)
+    assert sorted(p.name for p in pdir.iterdir()) == ["card.yaml", "model.onnx"]
+    # the card tells how the weights were trained, also what the run changed that the config file does not say
     notes = ModelCard.load(pdir / "card.yaml").training.notes
     assert f"crop {cfg.data.crop - 8}," in notes and f"batch {cfg.data.batch_size} " in notes
     before = {p.name: p.read_bytes() for p in pdir.iterdir()}
     (tmp_path / "run" / "latest.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError):
-        export_plugin(cfg, "cfg.yaml", evaluate=False)
+        export_plugin(cfg, "cfg.yaml", evaluate=False, force=True)
     assert {p.name: p.read_bytes() for p in pdir.iterdir()} == before
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 40, 56)).astype(np.float32)
     out = ort.InferenceSession(str(pdir / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]

@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 from .data import list_sources, load_frames
-from .options import Config, DataError
+from .options import REPO, Config, DataError, DataNote
 
-REPO = Path(__file__).resolve().parent.parent
 BASE_CONFIG = REPO / "configs" / "train_derain.yaml"
 
 
@@ -89,7 +88,19 @@ def adapt(rainy: list[str], clear: list[str], out: str, plugin: str = "derain", 
     ev = cfg.eval.model_copy(update={
         "rain12": cfg.eval.rain12 if cfg.eval.rain12 and Path(cfg.eval.rain12).is_dir() else None,
         "paired_sets": {k: v for k, v in cfg.eval.paired_sets.items() if Path(v).is_dir()}})
-    cfg = cfg.model_copy(update={"eval": ev})
+    # the card says what this model was trained on: the user's frames, from the starting weights
+    start = model.card
+    data = [DataNote(name="your clear frames, with synthetic rain (trainer/synth.py)", path=", ".join(map(str, clear)),
+                     licence="yours", count=n_c),
+            DataNote(name="your real rainy frames (unpaired adversarial term)", path=", ".join(map(str, rainy)),
+                     licence="yours", count=n_r),
+            DataNote(name=f"starting weights: {plugin} {start.version} (its card lists its own data)",
+                     path=str(model.onnx), licence=start.licence)]
+    limitations = (f"Fine-tuned by streamgan-train adapt for {steps} steps from {plugin} {start.version} on the frames "
+                   "listed; the metrics here, where there are any, are this model's own. The starting model's card "
+                   f"says: {start.limitations or 'nothing on its limitations'}")
+    cfg = cfg.model_copy(update={"eval": ev, "export": cfg.export.model_copy(
+        update={"data_notes": data, "limitations": limitations})})
     t0 = time.time()
     summary = Trainer(cfg, str(BASE_CONFIG)).run()
     if "stopped_by" in summary:  # Ctrl-C or SIGTERM: a half-trained model is not a plugin

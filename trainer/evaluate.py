@@ -30,9 +30,14 @@ class OnnxRunner:
     def __init__(self, path: str | Path):
         import onnxruntime as ort
 
+        if not Path(path).is_file():
+            raise DataError(f"{path}: no such ONNX file")
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
-        self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        try:
+            self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+            raise DataError(f"{path}: not an ONNX model ONNX Runtime can load ({str(e).splitlines()[0][:200]})") from None
         self.path = str(path)
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
@@ -158,6 +163,9 @@ def rain12_scores(run, folder: str | Path) -> dict:
     """Y-PSNR/SSIM of a paired set (rainy/*.png beside clean/*.png), model and do-nothing; the PSNRs also
     colour-aligned (:func:`metrics.psnr_y_colour_aligned`)."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"paired set {folder}: no such folder (relative paths are taken from the current "
+                        "folder, then from the repository root)")
     rainy = sorted((folder / "rainy").glob("*.png"))
     if not rainy:
         raise DataError(f"paired set: no rainy/*.png in {folder}")
@@ -245,7 +253,8 @@ def _eval_derain(cfg: Config, run, out_dir: Path) -> dict:
         ex = r.pop("_examples")
         sheet_rows += ex[:1]
         rep[name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
-    clean = _holdout_frames(cfg.data.holdout_a, tuple(ev.size), ev.synthetic_pairs)
+    # synthetic pairs from held-out frames (`adapt` holds none out: the user's frames are all trained on)
+    clean = _holdout_frames(cfg.data.holdout_a, tuple(ev.size), ev.synthetic_pairs) if cfg.data.holdout_a else []
     bp, bs, p, s = [], [], [], []
     for i, c in enumerate(clean):
         rainy, target = (_u8(t) for t in rain_pair(_t(c), torch.Generator().manual_seed(10_000 + i)))
@@ -254,9 +263,10 @@ def _eval_derain(cfg: Config, run, out_dir: Path) -> dict:
         p.append(M.psnr_y(o, target)), s.append(M.ssim_y(o, target))
         if i % max(1, len(clean) // 3) == 0 and len(sheet_rows) < 9:
             sheet_rows.append([rainy, o, target])
-    rep["synthetic_holdout"] = {"n": len(clean), "size": list(ev.size), "input_psnr": round(float(np.mean(bp)), 4),
-                                "input_ssim": round(float(np.mean(bs)), 4), "psnr": round(float(np.mean(p)), 4),
-                                "ssim": round(float(np.mean(s)), 4)}
+    if clean:
+        rep["synthetic_holdout"] = {"n": len(clean), "size": list(ev.size), "input_psnr": round(float(np.mean(bp)), 4),
+                                    "input_ssim": round(float(np.mean(bs)), 4), "psnr": round(float(np.mean(p)), 4),
+                                    "ssim": round(float(np.mean(s)), 4)}
     if ev.clean_hd:
         rep.update(_clean_hd(ev.clean_hd, run))
     if ev.real_clip:

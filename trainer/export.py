@@ -7,6 +7,7 @@ the old ones only after the check passed, so a failed export never leaves a half
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -98,6 +99,9 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
     net, ck = generator_from_checkpoint(ckpt, cfg.model.generator)
     net = deployable(cfg, net)
     pdir = Path(plugin_dir or cfg.export.plugin_dir)
+    if (pdir / "model.onnx").exists() and not evaluate and not force:
+        raise ExportRefused(f"{pdir} holds a plugin; without the evaluation (--no-eval) the new model cannot be "
+                            "compared with it: export into another --plugin-dir, or pass --force to replace it")
     pdir.mkdir(parents=True, exist_ok=True)
     staged = pdir / "model.onnx.streamgan-tmp"
     t0 = time.time()
@@ -140,8 +144,21 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
+    # what belonged to the replaced weights goes with them: its int8 model (quantize makes the new one) and its
+    # before/after picture when this export makes none
+    stale = []
+    if (pdir / "card.yaml").exists():
+        try:
+            old_int8 = ModelCard.load(pdir / "card.yaml").int8
+            stale += [old_int8.file, old_int8.weights_file] if old_int8 else []
+        except Exception:  # an unreadable old card: nothing known to remove
+            pass
+    if not (report and report.get("before_after")):
+        stale.append("before_after.png")
     os.replace(staged, pdir / "model.onnx")
     card.dump(pdir / "card.yaml")
+    for name in stale:
+        (pdir / name).unlink(missing_ok=True)
     if report and report.get("before_after"):
         import shutil
 
@@ -151,7 +168,7 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
     if evaluate and quantize:  # the int8 model of the new weights, with its own quality gate (trainer/quantize.py)
         from .quantize import quantize_plugin
 
-        int8 = quantize_plugin(cfg, str(pdir))
+        int8 = quantize_plugin(cfg, str(pdir), log=lambda m: print(m, file=sys.stderr))  # stdout: the JSON result
     return {"plugin_dir": str(pdir), "sha256": card.weights.sha256, "steps": card.training.steps,
             "versus_replaced": (report or {}).get("versus_replaced"),
             "export_s": round(time.time() - t0, 1), "metrics": metrics, "int8": int8}

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from streamgan.card import read_yaml_mapping
 
+REPO = Path(__file__).resolve().parent.parent  # the shipped configs' data paths start here
+
 
 class ConfigError(Exception):
     """A config file is missing, is not YAML, or fails validation."""
@@ -207,6 +209,26 @@ class Config(_Opts):
             raise ValueError("export.policy 'source' needs a generator that takes any multiple of 4 (mobile or resnet)")
         return self
 
+    def rooted(self) -> "Config":
+        """Relative data paths are taken from the current folder, else from the repository root, where
+        the shipped configs' ``../shared/data/...`` paths start (so ``streamgan-train eval`` works from
+        any folder, not only from the repository root)."""
+        def at(p):
+            if p is None or Path(p).is_absolute() or Path(p).exists() or not (REPO / p).exists():
+                return p
+            return str(REPO / p)
+
+        d, e, t, lo = self.data, self.eval, self.train, self.loss
+        return self.model_copy(update={
+            "data": d.model_copy(update={k: [at(p) for p in getattr(d, k)]
+                                         for k in ("train_a", "train_b", "train_real", "holdout_a", "holdout_b")}),
+            "eval": e.model_copy(update={"rain12": at(e.rain12), "real_clip": at(e.real_clip), "clip": at(e.clip),
+                                         "paired_sets": {k: at(v) for k, v in e.paired_sets.items()},
+                                         "real_rain": [at(p) for p in e.real_rain],
+                                         "clean_hd": [at(p) for p in e.clean_hd]}),
+            "train": t.model_copy(update={"init_generator": at(t.init_generator)}),
+            "loss": lo.model_copy(update={"teacher": at(lo.teacher)})})
+
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> "Config":
         path = Path(path)
@@ -221,7 +243,7 @@ class Config(_Opts):
                 node = node.setdefault(p, {})
             node[parts[-1]] = yaml.safe_load(val)
         try:
-            return cls.model_validate(raw)
+            return cls.model_validate(raw).rooted()
         except ValidationError as e:
             first = e.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "<root>"

@@ -25,8 +25,11 @@ never a half-written model that loads.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -120,8 +123,12 @@ def quantize_model(onnx: Path, frames: list[np.ndarray], mean, std, keep: list[s
     data = nncf.Dataset([_to_model(f, mean, std) for f in frames])
     scope = nncf.IgnoredScope(names=list(keep), validate=False) if keep else None
     kwargs = {"ignored_scope": scope} if scope else {}
-    return nncf.quantize(model, data, subset_size=len(frames), preset=nncf.QuantizationPreset.MIXED,
-                         target_device=nncf.TargetDevice.CPU, **kwargs)
+    for h in logging.getLogger("nncf").handlers:  # NNCF logs to stdout, which carries the commands' JSON
+        if isinstance(h, logging.StreamHandler) and h.stream is sys.stdout:
+            h.setStream(sys.stderr)
+    with contextlib.redirect_stdout(sys.stderr):  # and its progress bar
+        return nncf.quantize(model, data, subset_size=len(frames), preset=nncf.QuantizationPreset.MIXED,
+                             target_device=nncf.TargetDevice.CPU, **kwargs)
 
 
 def gate_metrics(cfg: Config, run) -> dict:
