@@ -171,6 +171,20 @@ def test_bad_config_names_file_and_field(tmp_path, capsys):
         Config.load(tmp_path / "missing.yaml")
 
 
+def test_bad_onnx_and_counts_are_one_error_line(tmp_path, capsys):
+    p = write_config(tmp_path, tiny_config(tmp_path))
+    text = tmp_path / "notes.onnx"
+    text.write_text("not a model")
+    for onnx, says in ((tmp_path / "nope.onnx", "no such ONNX file"), (text, "not an ONNX model")):
+        assert main(["eval", str(p), "--onnx", str(onnx), "--out", str(tmp_path / "ev")]) == 2
+        err = capsys.readouterr().err
+        assert says in err and str(onnx) in err and "Traceback" not in err
+    for args in (["quantize", str(p), "--frames", "0"], ["train", str(p), "--steps", "-1"]):
+        with pytest.raises(SystemExit) as e:  # argparse: before any work
+            main(args)
+        assert e.value.code == 2 and "must be a positive integer" in capsys.readouterr().err
+
+
 def test_missing_and_empty_data_folders(tmp_path):
     with pytest.raises(DataError, match="not found"):
         Trainer(_cfg(tmp_path, data__train_a=[str(tmp_path / "nope")]))
