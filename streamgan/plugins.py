@@ -117,8 +117,14 @@ def _check_int8(card: ModelCard, folder: Path) -> None:
 
 def load(task_or_path: str | Path) -> Model:
     """Load a plugin by task name, plugin folder, or bare ONNX file (checked: ``check_model``)."""
-    p = Path(task_or_path)
-    if p.suffix.lower() == ".onnx":
+    name = str(task_or_path)
+    p = Path(name)
+    # a bare task name is the installed plugin, even beside a folder of that name in the current folder
+    # (that one is ./derain)
+    installed = discover() if p.name == name and not name.startswith(".") else {}
+    if name in installed:
+        model = load_folder(installed[name])
+    elif p.suffix.lower() == ".onnx":
         if not p.is_file():
             raise ModelError(f"model file {p} not found")
         model = Model(onnx=p, card=None, folder=None)
@@ -127,11 +133,9 @@ def load(task_or_path: str | Path) -> Model:
             raise ModelError(f"{p} is not a plugin folder (no {CARD_FILE})")
         model = load_folder(p)
     else:
-        plugins = discover()
-        if str(task_or_path) not in plugins:
-            known = ", ".join(sorted(plugins)) or "none installed"
-            raise ModelError(f"unknown task '{task_or_path}' (installed: {known})")
-        model = load_folder(plugins[str(task_or_path)])
+        plugins = installed or discover()
+        known = ", ".join(sorted(plugins)) or "none installed"
+        raise ModelError(f"unknown task '{task_or_path}' (installed: {known})")
     check_model(model.onnx, model.processing.size_multiple)
     return model
 

@@ -37,6 +37,18 @@ def test_valid_plugin_folder_loads(tmp_path, identity_onnx):
     assert m.task == "fog" and m.card.processing.size_multiple == 4
 
 
+def test_a_task_name_is_the_installed_plugin_even_beside_a_folder_of_that_name(tmp_path, identity_onnx,
+                                                                               monkeypatch):
+    """A folder ./derain (say, an adapted plugin) does not silently replace the shipped derain for
+    `streamgan derain`; ./derain names it."""
+    local = _plugin(tmp_path, identity_onnx)
+    local.rename(tmp_path / "derain")
+    monkeypatch.chdir(tmp_path)
+    shipped = plugins.load("derain")
+    assert shipped.task == "derain" and shipped.folder.resolve() == plugins.discover()["derain"].resolve()
+    assert plugins.load("./derain").task == "fog"
+
+
 def test_corrupt_weights_are_refused(tmp_path, identity_onnx):
     folder = _plugin(tmp_path, identity_onnx)
     with open(folder / identity_onnx.name, "ab") as f:
