@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import errors
+from .card import sha256_file
 from .errors import Interrupted, StreamganError
 from .io import EncodeOptions, redact
 from .pipeline import Progress
@@ -46,10 +47,16 @@ class Settings:
     cli_wording: bool = False  # messages name options as the command line spells them
 
     def fingerprint(self) -> dict:
-        """What shapes the output (recorded in the ledger: other settings redo the file)."""
+        """What shapes the output (recorded in the ledger: other settings redo the file), the model's
+        weights included: a plugin folder given new weights under the same name redoes the batch."""
+        from .plugins import load
+
         d = asdict(self)
         for k in ("threads", "overwrite", "hwaccel", "batch_size", "cli_wording"):
             d.pop(k)
+        model = load(self.task)
+        d["weights"] = [sha256_file(model.onnx)] + ([model.card.int8.sha256, model.card.int8.weights_sha256]
+                                                    if model.card and model.card.int8 else [])
         return d
 
 

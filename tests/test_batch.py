@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,6 +146,29 @@ def test_rerun_skips_done_and_retries_failed(identity_onnx, clips, tmp_path):
     still = [p for p in done if p.name != "a.identity.mp4"]
     assert _snapshot(still) == {p: before[p] for p in still}
     assert not _temps(out)
+
+
+def test_new_weights_under_the_same_name_redo_the_batch(identity_onnx, tmp_path):
+    """The ledger records the model's weights: a model file replaced in place (an adapted plugin
+    exported again, say) is not taken for the one that made the outputs."""
+    import onnx
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        make_clip(src / f"c{i}.mp4", frames=5, seed=i)
+    model = tmp_path / "fleet.onnx"
+    shutil.copy(identity_onnx, model)
+    out = tmp_path / "out"
+    r = _batch("--task", model, src, "--out-dir", out, "--jobs", "1")
+    assert r.returncode == 0 and "2 done, 0 skipped" in r.stderr, r.stderr
+    r = _batch("--task", model, src, "--out-dir", out, "--jobs", "1")
+    assert r.returncode == 0 and "0 done, 2 skipped" in r.stderr, r.stderr
+    m = onnx.load(str(model))
+    m.producer_name = "retrained"  # other bytes under the same name
+    onnx.save(m, str(model))
+    r = _batch("--task", model, src, "--out-dir", out, "--jobs", "1")
+    assert r.returncode == 0 and "2 done, 0 skipped" in r.stderr, r.stderr
 
 
 def test_sigterm_mid_batch_keeps_finished_files(identity_onnx, tmp_path):
