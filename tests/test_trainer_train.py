@@ -325,3 +325,15 @@ def test_ema_is_the_running_average_of_the_weights_and_what_export_and_resume_us
     two.run()
     for a, b in zip(one.G_ema.parameters(), two.G_ema.parameters()):
         assert torch.equal(a, b)
+
+
+def test_lr_warmup_ramps_then_decays(tmp_path):
+    """optim.warmup: the lr rises linearly over the first steps (a warm start is not jolted by Adam's first
+    full-size steps), then the usual constant-then-linear decay."""
+    from trainer.train import lr_lambda
+
+    cfg = Config.model_validate(tiny_config(tmp_path, optim__steps=100, optim__decay_start=50, optim__warmup=10))
+    f = lr_lambda(cfg)
+    assert [round(f(s), 3) for s in (0, 4, 9, 10, 49, 75, 100)] == [0.1, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0]
+    plain = lr_lambda(Config.model_validate(tiny_config(tmp_path, optim__steps=100, optim__decay_start=50)))
+    assert [plain(s) for s in (0, 49, 75)] == [1.0, 1.0, 0.5]

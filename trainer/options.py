@@ -117,6 +117,9 @@ class OptimOptions(_Opts):
     beta2: float = Field(0.999, ge=0, lt=1)
     steps: int = Field(1000, ge=1)
     decay_start: int | None = None  # constant lr until here, then linear to 0 at ``steps`` (default: steps/2)
+    # the lr rises linearly from lr/warmup to lr over the first ``warmup`` steps: a warm start is not jolted by
+    # Adam's first steps, which move every weight by about lr whatever its gradient
+    warmup: int = Field(0, ge=0)
     pool_size: int = Field(50, ge=0)
 
 

@@ -253,13 +253,14 @@ class Discriminators(nn.Module):
 
 
 def lr_lambda(cfg: Config):
-    steps = cfg.optim.steps
+    steps, warm = cfg.optim.steps, cfg.optim.warmup
     start = cfg.optim.decay_start if cfg.optim.decay_start is not None else steps // 2
 
     def f(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warm) if warm else 1.0  # Adam's first steps are full-size, whatever the gradient
         if step < start:
-            return 1.0
-        return max(0.0, (steps - step) / max(1, steps - start))
+            return ramp
+        return ramp * max(0.0, (steps - step) / max(1, steps - start))
 
     return f
 
