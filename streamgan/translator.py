@@ -63,6 +63,10 @@ class Translator:
             raise UsageError(f"channels must be 'rgb' or 'bgr', not '{channels}'")
         if tile is not None and tile < 64:
             raise UsageError(f"{errors.flag('--tile', 'tile')} {tile} is too small (at least 64)")
+        for name, cli, v in (("size", "--size", size), ("batch_size", "--batch", batch_size),
+                             ("threads", "--threads", threads)):
+            if v is not None and not (isinstance(v, (int, np.integer)) and v > 0):  # as the command line does
+                raise UsageError(f"{errors.flag(cli, name)} must be a positive integer, got {v!r}")
         self.model = plugins.load(task_or_model_path)
         norm = self.model.normalisation
         extra = {"threads": threads} if threads else {}
@@ -113,13 +117,17 @@ class Translator:
 
     def translate(self, frames: np.ndarray) -> np.ndarray:
         """Translate uint8 frames (H x W x 3 or N x H x W x 3, RGB or BGR as constructed)."""
-        arr = np.asarray(frames)
+        try:
+            arr = np.asarray(frames)
+        except ValueError:  # a list of frames of different sizes
+            raise UsageError("translate() takes frames of one size (a list of different sizes: one call "
+                             "per size)") from None
         single = arr.ndim == 3
         if single:
             arr = arr[None]
         if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
             raise UsageError(f"translate() takes uint8 HxWx3 or NxHxWx3 arrays, got "
-                             f"{arr.dtype} {arr.shape}")
+                             f"{arr.dtype} {arr.shape[1:] if single else arr.shape}")
         if arr.size == 0:
             raise UsageError(f"translate() got an empty array {arr.shape}")
         if min(arr.shape[1:3]) < MIN_SIDE:

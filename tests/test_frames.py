@@ -72,3 +72,13 @@ def test_translate_rejects_bad_arrays(identity_onnx):
         tr.translate(np.zeros((8, 8, 3), np.float32))
     with pytest.raises(UsageError):
         tr.translate(np.zeros((8, 8), np.uint8))
+    with pytest.raises(UsageError, match=r"got float32 \(20, 30, 3\)"):  # the shape as given
+        tr.translate(np.zeros((20, 30, 3), np.float32))
+    with pytest.raises(UsageError, match="frames of one size"):
+        tr.translate([np.zeros((32, 32, 3), np.uint8), np.zeros((40, 32, 3), np.uint8)])
+
+
+@pytest.mark.parametrize("kw", [{"batch_size": 0}, {"batch_size": -1}, {"threads": 0}, {"size": 0}])
+def test_translator_refuses_what_the_command_line_refuses(identity_onnx, kw):
+    with pytest.raises(UsageError, match="must be a positive integer"):
+        Translator(identity_onnx, backend="openvino", **kw)

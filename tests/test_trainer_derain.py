@@ -283,6 +283,8 @@ def test_adapt_bad_inputs_name_the_path_and_write_nothing(tmp_path):
     assert r.returncode == 2 and str(bad) in r.stderr and "cannot decode" in r.stderr
     r = _adapt("--rainy", clear, "--out", out, runs=tmp_path / "runs")
     assert r.returncode == 2 and "--clear" in r.stderr
+    r = _adapt("--rainy", clear, "--clear", clear, "--out", tmp_path / "no" / "plugin", runs=tmp_path / "runs")
+    assert r.returncode == 2 and f"{tmp_path / 'no'} does not exist" in r.stderr and not (tmp_path / "no").exists()
     assert not out.exists() and not list(tmp_path.glob(".plugin*"))
 
 

@@ -64,6 +64,8 @@ def adapt(rainy: list[str], clear: list[str], out: str, plugin: str = "derain", 
     out_dir = Path(out)
     if out_dir.exists():
         raise DataError(f"--out {out_dir} exists; choose a new folder (the shipped plugin is never overwritten)")
+    if not out_dir.absolute().parent.is_dir():
+        raise DataError(f"--out {out_dir}: the folder {out_dir.absolute().parent} does not exist")
     stride = 5
     n_r, sizes_r = check_sources(rainy, "--rainy", stride)
     n_c, sizes_c = check_sources(clear, "--clear", stride)
