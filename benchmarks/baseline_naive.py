@@ -11,6 +11,7 @@ card, another architecture) the ONNX graph is evaluated with PyTorch operators i
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
@@ -26,7 +27,7 @@ def load_eager_model(onnx_path):
     card = Path(onnx_path).parent / "card.yaml"
     try:
         from streamgan.card import ModelCard
-        from trainer.networks import build_generator
+        from trainer.networks import Relit, SourceResolution, build_generator
 
         arch = ModelCard.load(card).architecture.split()
         if arch[:2] != ["mobile", "generator"] and arch[1:2] != ["generator"]:
@@ -38,12 +39,25 @@ def load_eager_model(onnx_path):
         net = build_generator(kind=arch[0], **kw)
         weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy())
                    for i in onnx.load(str(onnx_path)).graph.initializer}
-        net.load_state_dict(weights, strict=True)
-        return net.eval(), "trainer nn.Module, eager fp32"
+        # the exported graph wraps the generator as the export did (trainer.export.deployable): the light
+        # renderer (day2night: weights under net.net.) inside the source-resolution wrapper (net.)
+        card = ModelCard.load(card)
+        depth = min(len(re.match(r"(net\.)*", k).group(0)) for k in weights) // 4 if weights else 0
+        mod = net
+        if depth == 2 or (depth == 1 and card.processing.policy != "source"):
+            mod = Relit(mod)
+        if card.processing.policy == "source":
+            mod = SourceResolution(mod, card.processing.short_side,
+                                   gain=not (arch[0] == "mobile" and kw.get("residual") is True))
+        missing, _ = mod.load_state_dict(weights, strict=False)  # constants of the renderer are extra
+        if missing:
+            raise ValueError(f"weights missing from the ONNX file: {missing[:3]}")
+        return mod.eval(), "trainer nn.Module, eager fp32"
     except Exception as e:  # no card / no trainer / names differ: evaluate the ONNX graph
         from streamgan.engines.torch import OnnxModule
 
-        return OnnxModule(onnx_path).eval(), f"ONNX graph on torch ops, eager fp32 ({e})"
+        why = (str(e).splitlines() or [type(e).__name__])[0][:150]  # one line in the results table
+        return OnnxModule(onnx_path).eval(), f"ONNX graph on torch ops, eager fp32 ({why})"
 
 
 def run_naive(onnx_path, src, dst, max_frames: int | None = None, model=None) -> tuple[int, float]:

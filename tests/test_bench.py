@@ -63,3 +63,26 @@ def test_bench_clip_too_short(identity_onnx, tmp_path):
     assert r.returncode == errors.EXIT_INPUT and "too short to measure" in r.stderr
     r = run_cli("bench", short, "--task", identity_onnx, "--frames", "5")  # the option is at fault
     assert r.returncode == errors.EXIT_USAGE and "--frames 5: at least 10 frames" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("task", ["derain", "day2night"])
+def test_baseline_holds_the_shipped_model_as_the_trainers_module(task):
+    """`bench --baseline` times the naive loop with the trainer's nn.Module (docs/PERFORMANCE.md), wrapped
+    as the export wraps it: it must compute what the plugin computes."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from streamgan.bench import _baseline_module
+    from streamgan.plugins import load
+    from trainer.evaluate import OnnxRunner
+
+    onnx = load(task).onnx
+    module, how = _baseline_module().load_eager_model(onnx)
+    assert how == "trainer nn.Module, eager fp32", how[:300]
+    img = np.random.default_rng(0).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    img[:120] = (150, 190, 235)  # a sky over the noise, for the day2night renderer
+    x = torch.from_numpy(img).permute(2, 0, 1).float().div(255).sub(0.5).div(0.5)[None]
+    with torch.no_grad():
+        y = ((module(x)[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    assert np.abs(y.astype(int) - OnnxRunner(onnx)(img).astype(int)).max() <= 2
