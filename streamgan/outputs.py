@@ -297,11 +297,14 @@ def _publish_error(name: str, e: Exception, elapsed: float, timeout: float) -> O
 
 
 def _container_format(path: Path) -> tuple[str, dict]:
+    # every packet goes to the file as it is muxed (not held in FFmpeg's write buffer, which a
+    # well-compressed picture takes seconds to fill): a killed process leaves all but the last part
+    flush = {"flush_packets": "1"}
     ext = path.suffix.lower()
     if ext in (".mp4", ".mov"):
-        return ("mov" if ext == ".mov" else "mp4"), dict(_FRAGMENTED)
+        return ("mov" if ext == ".mov" else "mp4"), {**_FRAGMENTED, **flush}
     return {".mkv": "matroska", ".webm": "webm", ".avi": "avi", ".ts": "mpegts"}.get(
-        ext, "mp4"), {}
+        ext, "mp4"), flush
 
 
 class FileOutput(Output):

@@ -187,3 +187,39 @@ def test_stale_frames_are_skipped_when_a_newer_one_waits():
     assert [i for i, _ in out] == sorted(i for i, _ in out) and out[-1][0] == 39
     # queued frames would have waited up to 8 x 50 ms; skipping keeps them near one call
     assert np.percentile(ages, 90) < 0.15, ages
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv", ".ts"])
+def test_a_killed_recording_keeps_what_was_written_before_its_last_second(tmp_path, ext):
+    """docs/LIVE.md: the recording plays at any moment, even if the process is killed. A dashcam-like
+    picture compresses well, so without a flush after each packet the fragments sat in FFmpeg's write
+    buffer and a process killed seconds in left an empty file."""
+    import subprocess
+    import sys
+
+    rec = tmp_path / f"rec{ext}"
+    code = (
+        "import os, sys\n"
+        "from fractions import Fraction\n"
+        "import numpy as np\n"
+        "from streamgan.io import EncodeOptions\n"
+        "from streamgan.outputs import FileOutput\n"
+        "out = FileOutput(sys.argv[1], encode=EncodeOptions())\n"
+        "out.open(320, 180, Fraction(1, 25), Fraction(25))\n"
+        "for i in range(60):  # 2.4 s at 25 fps: key frames (fragments) at 0, 1 and 2 s\n"
+        "    img = np.zeros((180, 320, 3), np.uint8)\n"
+        "    img[..., 0] = (np.arange(320) + 4 * i) % 256\n"
+        "    img[..., 1] = 90\n"
+        "    out.write(img, i)\n"
+        "os._exit(9)  # killed: nothing closed, nothing flushed by hand\n")
+    r = subprocess.run([sys.executable, "-c", code, str(rec)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 9, r.stderr
+    times = []
+    with av.open(str(rec)) as c:
+        try:
+            for p in c.demux(video=0):
+                times += [float(f.pts * f.time_base) for f in p.decode()]
+        except av.error.InvalidDataError:
+            pass  # the part cut short by the kill
+    t = np.array(times)
+    assert len(t) >= 50 and (np.diff(t) > 0).all(), (rec.stat().st_size, len(t))
