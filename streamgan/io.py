@@ -64,7 +64,8 @@ _SECRET_WORDS = ("token", "password", "passwd", "pwd", "pass", "passphrase", "ke
                  "credentials", "session", "sessionid", "jwt", "bearer", "private", "code")
 _SECRET_NAME = re.compile(r"(?:^|[_.\-])(?:%s)(?:$|[_.\-])|token|secret|passw|apikey|signature"
                           % "|".join(_SECRET_WORDS), re.I)
-_PARAM = re.compile(r"([?&;])([^=&;#\s'\"]+)=([^&;#\s'\"]*)")
+# a value ends at the next separator, or before the ": " of a message ("URL?token=x: cannot open")
+_PARAM = re.compile(r"([?&;])([^=&;#\s'\"]+)=([^&;#\s'\"]*?)(?=[&;#\s'\"]|:\s|:$|$)")
 
 
 def _mask_param(m: re.Match) -> str:

@@ -199,6 +199,9 @@ def test_every_secret_in_a_url_is_redacted(identity_onnx, tmp_path, caplog):
     clean = io.redact(f"error opening '{url}' (see {url})")
     assert not any(v in clean for v in [*SECRETS.values(), "S0userpw"]), clean
     assert "channel=2" in clean and "token=***" in clean and "Key=***" in clean
+    # the ": " after a URL in a message stays (the value ends before it), and a value with a colon goes whole
+    said = io.redact("rtsp://127.0.0.1:9/x.m3u8?token=S1a:b2: cannot open (Connection refused)")
+    assert said == "rtsp://127.0.0.1:9/x.m3u8?token=***: cannot open (Connection refused)", said
 
     # info with --debug: the error line and the traceback
     r = run_cli("info", url, "--debug", timeout=60)
