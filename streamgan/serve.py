@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
     model_validator
 
 from . import live
-from .errors import InputError, ModelError, StreamganError, UsageError
+from .errors import InputError, ModelError, OutputError, StreamganError, UsageError
 from .io import EncodeOptions, redact
 from .outputs import FanOut, make_outputs
 from .pipeline import stack
@@ -593,6 +593,10 @@ def cli_run(args) -> int:
 
     cfg = load_config(args.config)
     if getattr(args, "check", False):
+        missing = sorted({f"{s.name}: {Path(o).parent}" for s in cfg.streams for o in s.outputs
+                          if "://" not in o and not Path(o).parent.is_dir()})
+        if missing:  # the run would fail each of these streams
+            raise OutputError(f"{args.config}: output folder does not exist for " + "; ".join(missing))
         print(f"{args.config}: ok ({len(cfg.streams)} streams)")
         return errors.EXIT_OK
     server = Server(cfg)

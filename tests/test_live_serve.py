@@ -193,9 +193,16 @@ def test_a_stream_the_model_cannot_take_fails_alone(server_factory, udacity_clip
 def test_serve_check_validates_without_running(tmp_path):
     from conftest import run_cli
 
-    r = run_cli("serve", "configs/serve_example.yaml", "--check", timeout=60,
-                cwd=str(Path(__file__).resolve().parent.parent))
+    import shutil
+
+    example = tmp_path / "cams.yaml"  # the shipped example, where its recordings folder exists
+    shutil.copy(Path(__file__).resolve().parent.parent / "configs" / "serve_example.yaml", example)
+    (tmp_path / "recordings").mkdir()
+    r = run_cli("serve", example, "--check", timeout=60)
     assert r.returncode == 0 and "ok (3 streams)" in r.stdout, r.stderr
+    (tmp_path / "recordings").rmdir()  # the run would fail those streams: so does the check
+    r = run_cli("serve", example, "--check", timeout=60)
+    assert r.returncode == 4 and f"front: {tmp_path / 'recordings'}" in r.stderr, r.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: x.onnx\nstreams: []\n")
     r = run_cli("serve", bad, "--check", timeout=60)
