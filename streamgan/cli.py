@@ -51,7 +51,8 @@ def _seconds(v: str) -> float:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no summary lines (warnings and errors still print)")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:

@@ -233,6 +233,16 @@ def _video_stream(container, path):
     return stream
 
 
+def _image_count(path) -> int | None:
+    """Frames of an image input, which no header counts: one image, or a folder's images."""
+    if _is_url(path):
+        return None
+    p = Path(path)
+    if p.is_dir():
+        return len(folder_images(p)) or None
+    return 1 if p.suffix.lower() in IMAGE_EXTS else None
+
+
 def probe(path) -> VideoInfo:
     """What `streamgan info` prints: container, codec, size, rate, duration, frames, audio."""
     container = _open_input(path)
@@ -259,7 +269,7 @@ def probe(path) -> VideoInfo:
             path=redact(str(path)), container=container.format.name, codec=cc.name,
             width=cc.width, height=cc.height, pix_fmt=cc.pix_fmt or "?",
             frame_rate=s.average_rate, time_base=s.time_base or Fraction(1, 25),
-            duration=duration, frames=s.frames or None, rotation=rotation, audio=audio)
+            duration=duration, frames=s.frames or _image_count(path), rotation=rotation, audio=audio)
     finally:
         container.close()
 

@@ -133,6 +133,8 @@ def test_image_sequence_folder(identity, tmp_path):
     d = read_video(out)
     assert len(d["frames"]) == 7
     assert d["frames"][3].mean() == pytest.approx(90, abs=3)
+    # `streamgan info` counts what no header counts: a folder's images, and one image
+    assert probe(folder).frames == 7 and probe(folder / "0003.png").frames == 1
 
 
 def test_image_folder_of_mixed_sizes_is_refused_before_any_work(identity, tmp_path):
