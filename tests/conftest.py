@@ -160,6 +160,19 @@ def tiny_generator(tmp_path_factory):
     return model, path
 
 
+def playable_times(path) -> list[float]:
+    """Timestamps (seconds) of the frames of a recording that a killed process left: what decodes
+    before the part cut short by the kill."""
+    times = []
+    with av.open(str(path)) as c:
+        try:
+            for p in c.demux(video=0):
+                times += [float(f.pts * f.time_base) for f in p.decode()]
+        except av.error.InvalidDataError:
+            pass
+    return times
+
+
 def run_cli(*args, timeout=300, env=None, **kw) -> subprocess.CompletedProcess:
     """Run the real console entry point in a subprocess."""
     e = dict(os.environ)
