@@ -29,7 +29,8 @@ def load_eager_model(onnx_path):
         from streamgan.card import ModelCard
         from trainer.networks import Relit, SourceResolution, build_generator
 
-        arch = ModelCard.load(card).architecture.split()
+        card = ModelCard.load(card)
+        arch = card.architecture.split()
         if arch[:2] != ["mobile", "generator"] and arch[1:2] != ["generator"]:
             raise ValueError(f"unknown architecture {arch}")
         kw = {}
@@ -41,7 +42,6 @@ def load_eager_model(onnx_path):
                    for i in onnx.load(str(onnx_path)).graph.initializer}
         # the exported graph wraps the generator as the export did (trainer.export.deployable): the light
         # renderer (day2night: weights under net.net.) inside the source-resolution wrapper (net.)
-        card = ModelCard.load(card)
         depth = min(len(re.match(r"(net\.)*", k).group(0)) for k in weights) // 4 if weights else 0
         mod = net
         if depth == 2 or (depth == 1 and card.processing.policy != "source"):

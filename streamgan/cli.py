@@ -417,11 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
-    for h in logging.getLogger().handlers:
-        h.setFormatter(_Formatter())
     from .io import RedactFilter, redact
 
     for h in logging.getLogger().handlers:  # third-party log lines are redacted too
+        h.setFormatter(_Formatter())
         h.addFilter(RedactFilter())
     tasks = sorted(set(_tasks()) | {"derain", "day2night"})
     parser = build_parser(tasks)

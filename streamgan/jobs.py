@@ -55,8 +55,9 @@ class Settings:
         for k in ("threads", "overwrite", "hwaccel", "batch_size", "cli_wording"):
             d.pop(k)
         model = load(self.task)
-        d["weights"] = [sha256_file(model.onnx)] + ([model.card.int8.sha256, model.card.int8.weights_sha256]
-                                                    if model.card and model.card.int8 else [])
+        card = model.card  # its sha256 values were checked against the files by load()
+        d["weights"] = ([card.weights.sha256] if card else [sha256_file(model.onnx)]) + (
+            [card.int8.sha256, card.int8.weights_sha256] if card and card.int8 else [])
         return d
 
 

@@ -21,6 +21,8 @@ import signal
 import sys
 from pathlib import Path
 
+from streamgan.cli import _positive_int  # the same check as the streamgan command's
+
 from .options import CheckpointError, Config, ConfigError, DataError
 
 def _user_errors():
@@ -34,20 +36,13 @@ def _exit_status(result: dict) -> int:
     return 128 + int(getattr(signal, result["stopped_by"])) if "stopped_by" in result else 0
 
 
-def _positive(v: str) -> int:
-    n = int(v)
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
-    return n
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamgan-train", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train from a YAML config")
     t.add_argument("config")
     t.add_argument("--resume", action="store_true", help="continue from <train.out>/latest.pt")
-    t.add_argument("--steps", type=_positive, default=None, help="stop after this many more steps")
+    t.add_argument("--steps", type=_positive_int, default=None, help="stop after this many more steps")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     e = sub.add_parser("export", help="export the generator to ONNX into the plugin folder, with card.yaml")
     e.add_argument("config")
@@ -66,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quantize", help="(re)make the plugin's int8 model (NNCF) and record it in its card")
     q.add_argument("config")
     q.add_argument("--plugin-dir", default=None, help="default: the config's export.plugin_dir")
-    q.add_argument("--frames", type=_positive, default=48, help="calibration frames from the training pools")
+    q.add_argument("--frames", type=_positive_int, default=48, help="calibration frames from the training pools")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     s = sub.add_parser("sample", help="make samples/rainy_dashcam.mp4 from the MIT Udacity clip")
     s.add_argument("--src", default=os.path.join(os.environ.get("STREAMGAN_DATA", "../shared/data"), "clips/udacity_lanelines_solidWhiteRight.mp4"))
@@ -79,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--clear", nargs="+", required=True, help="videos, images or folders of clear footage")
     a.add_argument("--out", default="derain-adapted", help="new plugin folder (must not exist)")
     a.add_argument("--plugin", default="derain", help="plugin to start from (task name or folder)")
-    a.add_argument("--steps", type=_positive, default=300)
+    a.add_argument("--steps", type=_positive_int, default=300)
     a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     return p
 
