@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -103,6 +104,9 @@ def _add_translate(p: argparse.ArgumentParser) -> None:
     g.add_argument("--start", type=_seconds, default=0.0, help="start time (s or m:s)")
     g.add_argument("--duration", type=_seconds, default=None, help="duration (s or m:s)")
     g.add_argument("--frames", type=_positive_int, default=None, help="at most this many frames")
+    g.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                   help="refuse inputs whose frames have more pixels than this, before decoding "
+                        "them (default 40000000, about 8K; or STREAMGAN_MAX_PIXELS)")
     _add_batch_options(p)
     _add_live_options(p)
     _add_common(p)
@@ -220,7 +224,7 @@ def default_output(src: str, task: str) -> Path:
         raise UsageError("give -o OUTPUT for a URL input")
     from .io import IMAGE_EXTS, IMAGE_FORMATS
 
-    stem = p.name if p.is_dir() else p.stem.replace("%", "")
+    stem = p.name if p.is_dir() else p.stem if p.is_file() else p.stem.replace("%", "")
     ext = ".mp4"
     if p.is_file() and p.suffix.lower() in IMAGE_EXTS:  # one image in, one image out
         ext = p.suffix.lower() if p.suffix.lower() in IMAGE_FORMATS else ".png"
@@ -228,6 +232,8 @@ def default_output(src: str, task: str) -> Path:
 
 
 def cmd_translate(args) -> int:
+    if args.max_pixels:  # read by io.max_pixels, in this process and in batch workers
+        os.environ["STREAMGAN_MAX_PIXELS"] = str(args.max_pixels)
     inputs = args.input
     if args.out_dir is not None or len(inputs) > 1 or args.cluster or args.jobs:
         return cmd_batch(args)
@@ -240,12 +246,14 @@ def cmd_translate(args) -> int:
     from .translator import Translator
 
     from .io import IMAGE_FORMATS, Source, check_input, check_output
+    from .outputs import split_targets
 
     # everything that can be checked without the model first: a mistake fails at once (the input
     # opened once: one FFmpeg cannot read, a --start past its end, a folder of mixed sizes)
     check_input(args.input)
     Source(args.input, start=args.start, duration=args.duration).close()
-    out = Path(args.output) if args.output else default_output(args.input, args.task)
+    out = Path(split_targets(args.output)[0]) if args.output else \
+        default_output(args.input, args.task)
     check_output(out, args.overwrite, src=args.input)
     enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio=args.audio,
                         hardware=args.hwaccel, exact_size=args.exact_size)

@@ -16,11 +16,13 @@ the same pass as the pixel-format conversion (``to_ndarray(width=, height=)`` on
 from __future__ import annotations
 
 import errno
+import fcntl
 import glob
 import logging
 import os
 import re
 import tempfile
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -148,18 +150,57 @@ def folder_images(folder: Path) -> list[Path]:
     return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTS)
 
 
-def _check_sizes(files: list[Path], size: tuple[int, int]) -> None:
-    """Fail before any work when a folder's images differ in size: a video has one frame size,
-    and FFmpeg would stretch the odd ones to the first one's without a word."""
-    for f in files[1:]:
-        try:
-            with av.open(str(f)) as c:
-                cc = c.streams.video[0].codec_context
-                wh = (cc.width, cc.height)
-        except (av.FFmpegError, IndexError):
+DEFAULT_MAX_PIXELS = 40_000_000  # 8K UHD (7680x4320) is 33.2 million
+
+
+def max_pixels() -> int:
+    """The largest frame (width x height) an input may have: ``STREAMGAN_MAX_PIXELS`` (the CLI's
+    ``--max-pixels``), else 40 million. A larger frame is refused before it is decoded whole."""
+    try:
+        return int(float(os.environ.get("STREAMGAN_MAX_PIXELS", DEFAULT_MAX_PIXELS)))
+    except ValueError:
+        return DEFAULT_MAX_PIXELS
+
+
+def check_frame_size(path, width: int, height: int) -> None:
+    limit = max_pixels()
+    if width * height > limit:
+        raise InputError(f"{redact(path)}: frames of {width}x{height} ({width * height / 1e6:.1f} "
+                         f"million pixels) are above the limit of {limit / 1e6:g} million; "
+                         f"raise it with {errors.flag('--max-pixels N', 'STREAMGAN_MAX_PIXELS')}")
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """An image's size from its header, without decoding it (None: not an image Pillow reads).
+    An image too large even to open is refused here."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.size
+    except Image.DecompressionBombError:
+        raise InputError(f"{redact(path)}: more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:g} million "
+                         f"pixels, above the limit of {max_pixels() / 1e6:g} million") from None
+    except Exception:
+        return None
+
+
+def _check_sizes(files: list[Path], size: tuple[int, int], first: Path) -> None:
+    """Fail before any work when a folder's images differ in size from ``first``'s: a video has
+    one frame size, and FFmpeg would stretch the odd ones to the first one's without a word.
+    Reads headers only."""
+    for f in files:
+        if f == first or not f.stat().st_size:
+            continue
+        wh = image_size(f)
+        if wh is None:
             continue  # unreadable: skipped with a warning when its turn comes
         if wh != size:
-            raise InputError(f"{redact(f)}: {wh[0]}x{wh[1]}, but {files[0].name} is {size[0]}x{size[1]}; "
+            raise InputError(f"{redact(f)}: {wh[0]}x{wh[1]}, but {first.name} is {size[0]}x{size[1]}; "
                              "the images of a folder become one video and must share one size")
 
 
@@ -182,9 +223,15 @@ def check_input(path) -> tuple[str, str | None, dict]:
         exts = {f.suffix.lower() for f in files}
         if len(exts) > 1:
             raise InputError(f"{path}: mixed image types {sorted(exts)}; keep one type")
-        path, fmt = str(p / f"*{files[0].suffix}"), "image2"
-        opts["pattern_type"] = "glob"
-    elif "%" in p.name:
+        # read image by image (Source): FFmpeg's own folder reading ends at an empty image.
+        # The first non-empty one is what the folder's size and format are read from.
+        first = next((f for f in files if f.stat().st_size), None)
+        if first is None:
+            raise InputError(f"{path}: every image in the folder is empty (0 bytes)")
+        path, fmt = str(first), "image2"
+        opts["pattern_type"] = "none"
+        p = first
+    elif "%" in p.name and not p.is_file():  # an existing file is a file, '%' or not
         fmt = "image2"
         if not glob.glob(re.sub(r"%0?\d*d", "*", str(p))):
             raise InputError(f"{path}: no file matches this image-sequence pattern")
@@ -192,6 +239,12 @@ def check_input(path) -> tuple[str, str | None, dict]:
         raise InputError(f"{path}: no such file")
     elif p.is_file() and p.stat().st_size == 0:
         raise InputError(f"{path}: file is empty")
+    elif "%" in p.name and p.suffix.lower() in IMAGE_EXTS:
+        fmt, opts["pattern_type"] = "image2", "none"  # FFmpeg's image reader: not a pattern
+    if p.is_file() and p.suffix.lower() in IMAGE_EXTS:  # its size before FFmpeg decodes it
+        wh = image_size(p)
+        if wh is not None:
+            check_frame_size(p, *wh)
     if fmt == "image2":
         opts["framerate"] = "25"
     return path, fmt, opts
@@ -219,6 +272,9 @@ def _open_input(path, options: dict | None = None, timeout: float | None = None,
     except av.error.EOFError:
         raise InputError(f"{redact(path)}: the video has no frames (it ends after its header)") from None
     except av.FFmpegError as e:
+        if e.errno == errno.EBUSY and not _is_url(path):  # what FFmpeg's readers say of a header
+            raise InputError(f"{redact(path)}: its header declares what FFmpeg refuses to read "
+                             "(a frame size beyond FFmpeg's limits, or a damaged header)") from None
         raise InputError(f"{redact(path)}: cannot open ({redact(e.strerror or e)})") from None
 
 
@@ -265,11 +321,14 @@ def probe(path) -> VideoInfo:
             f"{a.codec_context.channels if hasattr(a.codec_context, 'channels') else ''}ch".strip()
             for a in container.streams.audio
         ]
+        images = _image_count(path)
+        if images and Path(path).is_dir():  # read image by image: the folder's length
+            duration = images * float(s.time_base or Fraction(1, 25))
         return VideoInfo(
             path=redact(str(path)), container=container.format.name, codec=cc.name,
             width=cc.width, height=cc.height, pix_fmt=cc.pix_fmt or "?",
             frame_rate=s.average_rate, time_base=s.time_base or Fraction(1, 25),
-            duration=duration, frames=s.frames or _image_count(path), rotation=rotation, audio=audio)
+            duration=duration, frames=s.frames or images, rotation=rotation, audio=audio)
     finally:
         container.close()
 
@@ -302,16 +361,20 @@ class Source:
         if not self.width or not self.height:
             self.close()
             raise InputError(f"{redact(path)}: video stream has no frame size (corrupt header?)")
+        try:
+            check_frame_size(path, self.width, self.height)
+        except InputError:
+            self.close()
+            raise
         # a folder of images: one size for all, and a damaged image is skipped (and named), not
         # decoded half grey
         self.images = folder_images(Path(path)) if not _is_url(path) and Path(path).is_dir() else None
         if self.images:
             try:
-                _check_sizes(self.images, (self.width, self.height))
+                _check_sizes(self.images, (self.width, self.height), Path(self.container.name))
             except InputError:
                 self.close()
                 raise
-            cc.options = {**cc.options, "err_detect": "explode"}
         self.length = self._length()  # seconds, None when the header does not say
         if start and self.length is not None and start >= self.length:
             self.close()
@@ -335,6 +398,8 @@ class Source:
 
     def _length(self) -> float | None:
         s = self.stream
+        if self.images:
+            return len(self.images) * float(s.time_base or Fraction(1, 25))
         if s.duration is not None and s.time_base:
             return float(s.duration * s.time_base)
         if self.container.duration:
@@ -350,7 +415,7 @@ class Source:
             return 8
 
     def _expected_frames(self) -> int | None:
-        n = self.stream.frames or None
+        n = len(self.images) if self.images else self.stream.frames or None
         if n is None and self.container.duration and self.frame_rate:
             n = int(self.container.duration / av.time_base * self.frame_rate)
         if n is not None and (self.start or self.duration) and self.frame_rate:
@@ -371,6 +436,9 @@ class Source:
             except av.FFmpegError:
                 pass  # not seekable: frames before start are dropped below
         end = None if self.duration is None else self.start + self.duration
+        if self.images:
+            yield from self._image_frames(start_pts, end)
+            return
         streams = [self.stream] + ([self.audio_stream] if self.audio_stream else [])
         index = packets = 0
         try:
@@ -384,8 +452,6 @@ class Source:
                     frames = packet.decode()
                 except av.error.InvalidDataError:
                     self.bad_packets += 1
-                    if self.images and packets <= len(self.images):
-                        log.warning("%s: damaged image skipped", redact(self.images[packets - 1]))
                     continue
                 except av.FFmpegError as e:
                     if _is_eof(e):
@@ -417,10 +483,45 @@ class Source:
                 self.bad_packets += 1
                 log.warning("%s: stopped reading at a damaged part (%s)", redact(self.path), e)
 
+    def _image_frames(self, start_pts: int | None, end: float | None) -> Iterator[Frame]:
+        """A folder's images one by one, each at its place in time (1/25 s apart); an empty or
+        damaged image is skipped and named (its place stays a gap), the rest go on."""
+        tb = self.stream.time_base or Fraction(1, 25)
+        index = 0
+        for pts, f in enumerate(self.images):
+            if start_pts is not None and pts < start_pts:
+                continue
+            if end is not None and float(pts * tb) >= end - 1e-9:
+                return
+            try:
+                if not f.stat().st_size:
+                    raise ValueError("empty")
+                with av.open(str(f), format="image2", options={"pattern_type": "none"}) as c:
+                    stream = c.streams.video[0]
+                    stream.codec_context.options = {**stream.codec_context.options,
+                                                    "err_detect": "explode"}
+                    frame = next(c.decode(stream))
+            except (av.FFmpegError, OSError, ValueError, IndexError, StopIteration):
+                self.bad_packets += 1
+                log.warning("%s: %s image skipped", redact(f),
+                            "empty" if f.exists() and not f.stat().st_size else "damaged")
+                continue
+            if (frame.width, frame.height) != (self.width, self.height):
+                self.bad_packets += 1  # replaced since the size check
+                log.warning("%s: image of another size skipped", redact(f))
+                continue
+            frame.pts, frame.time_base = pts, tb
+            yield self._frame(frame, index)
+            index += 1
+            self.decoded = index
+            if self.max_frames is not None and index >= self.max_frames:
+                return
+        self._ended = not (self.start or self.duration is not None or self.max_frames)
+
     @property
     def missing_frames(self) -> int:
         """Frames the header promised that never decoded (a truncated or damaged file)."""
-        if not self._ended or not self.stream.frames:
+        if not self._ended or self.images or not self.stream.frames:
             return 0
         return max(0, self.stream.frames - self.decoded)
 
@@ -621,15 +722,20 @@ def _same_file(src, dst: Path) -> bool:
         return False
 
 
-def check_output(path, overwrite: bool, src=None) -> Path:
-    """Refuse to clobber or to write over the input, and fail before any work when the folder
-    cannot take a file; removes temp files that killed runs left in that folder."""
-    path = Path(path)
+def refuse_input(path: Path, src) -> None:
+    """OutputError when ``path`` is the input ``src`` (the same name, a link to it, a hard link)."""
     if _same_file(src, path):
         via = "" if str(src) == str(path) else f" ({redact(src)})"
         raise OutputError(f"{redact(path)} is the input file{via}; write the output to another "
                           "path (the input is never overwritten)")
-    if path.exists() and not overwrite:
+
+
+def check_output(path, overwrite: bool, src=None) -> Path:
+    """Refuse to clobber or to write over the input, and fail before any work when the folder
+    cannot take a file; removes temp files that killed runs left in that folder."""
+    path = Path(path)
+    refuse_input(path, src)
+    if (path.exists() or path.is_symlink()) and not overwrite:
         raise OutputError(f"{redact(path)} exists; pass {errors.flag('-y', 'overwrite=True')} "
                           "to overwrite")
     if path.is_dir():
@@ -644,7 +750,7 @@ def check_output(path, overwrite: bool, src=None) -> Path:
         raise OutputError(f"{redact(path)}: unsupported output type '{path.suffix}' "
                           f"({OUTPUT_TYPES})")
     clean_stale_temps(folder)
-    make_temp(path).unlink()  # the folder really takes a file (/proc, /sys, read-only mounts)
+    discard_temp(make_temp(path))  # the folder really takes a file (/proc, /sys, read-only mounts)
     return path
 
 
@@ -662,21 +768,50 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
+_NAME_MAX = 255  # bytes in one file name on Linux file systems
+_held: dict[str, int] = {}  # temp file -> the descriptor holding its lock while this run writes
+
+
+def fit_name(stem: str, tail: str) -> str:
+    """``stem + tail``, the stem cut (at a character boundary) so the name fits in 255 bytes."""
+    room = _NAME_MAX - len(tail.encode())
+    return stem.encode()[:max(room, 1)].decode(errors="ignore") + tail
+
+
 def make_temp(path: Path) -> Path:
-    """A new, empty temp file beside ``path`` with the umask's permissions."""
+    """A new, empty temp file beside ``path`` with the umask's permissions, locked (flock) for as
+    long as this process writes it, so a cleaner in any process, container or PID namespace
+    sharing the folder can tell it from a killed run's (``clean_stale_temps``)."""
     folder = path.parent if str(path.parent) else Path(".")
+    writer = f"{_temp_host}-{os.getpid()}" if _temp_host else str(os.getpid())
+    tail = f".{writer}.XXXXXXXX.streamgan-tmp{path.suffix}"  # mkstemp's 8 random characters
+    prefix = fit_name(f".{path.stem}", tail)[:-len(tail)] + f".{writer}."
     try:
-        writer = f"{_temp_host}-{os.getpid()}" if _temp_host else str(os.getpid())
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{writer}.",
-                                   suffix=f".streamgan-tmp{path.suffix}", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=f".streamgan-tmp{path.suffix}",
+                                   dir=folder)
     except OSError as e:
         raise OutputError(f"{redact(folder)}: cannot create a file here ({e.strerror or e})") \
             from None
     try:
-        os.fchmod(fd, _file_mode())  # mkstemp makes 0600
-    finally:
-        os.close(fd)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass  # a file system without locks: the cleaner then goes by pid and age
+    os.fchmod(fd, _file_mode())  # mkstemp makes 0600
+    _held[tmp] = fd
     return Path(tmp)
+
+
+def release_temp(tmp: Path) -> None:
+    """Let go of a temp file's lock (after it was moved into place or deleted)."""
+    fd = _held.pop(str(tmp), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def discard_temp(tmp: Path) -> None:
+    """Delete a temp file of this run and let go of its lock."""
+    Path(tmp).unlink(missing_ok=True)
+    release_temp(tmp)
 
 
 def _alive(pid: int) -> bool:
@@ -689,9 +824,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_UNLOCKED_AGE = 3600.0  # on a file system without locks: untouched this long, and pid gone
+_GRACE = 5.0  # a temp file this new may be between its creation and its lock
+
+
+def _writer_gone(f: Path, pid: int) -> bool | None:
+    """Whether the run that writes ``f`` is gone: its lock is free (the kernel drops a lock with
+    its holder, whatever namespace or container it ran in). None: the file system has no locks."""
+    try:
+        fd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # held: a run is writing it
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return True
+
+
 def clean_stale_temps(folder: Path) -> list[Path]:
-    """Remove the temp files of runs that were killed (their pid is gone); report the ones
-    whose writer cannot be told (other naming). Returns what was removed."""
+    """Remove the temp files of runs that were killed: their lock is free, their pid is not a
+    live process here and they were not touched in the last seconds (on a file system without
+    locks: pid gone and untouched for an hour). Files of another host's runs and of unknown
+    naming are left (the latter said). Returns what was removed."""
     removed = []
     for f in sorted(Path(folder).glob(_TMP_GLOB)):
         m = _TMP_NAME.match(f.name)
@@ -702,7 +861,14 @@ def clean_stale_temps(folder: Path) -> list[Path]:
         pid = int(m["pid"])
         if m["host"] and m["host"] != _host():
             continue  # another machine's writer: only that machine can tell if it is gone
-        if pid == os.getpid() or _alive(pid):
+        if str(f) in _held or pid == os.getpid() or _alive(pid) or f.is_symlink():
+            continue
+        try:
+            age = time.time() - f.stat().st_mtime
+        except OSError:
+            continue
+        gone = _writer_gone(f, pid)
+        if not (gone and age > _GRACE) and not (gone is None and age > _UNLOCKED_AGE):
             continue
         try:
             f.unlink()
@@ -754,8 +920,9 @@ def move_noreplace(src: Path, dst: Path) -> bool:
 def move_to_free_name(src: Path, dst: Path, tag: str) -> Path:
     """Move ``src`` beside ``dst`` as <stem>.<tag><ext> (or .<tag>-2, -3, ... if taken)."""
     for i in range(1, 10_000):
-        alt = dst.with_name(f"{dst.stem}.{tag}{'' if i == 1 else f'-{i}'}{dst.suffix}")
+        alt = dst.with_name(fit_name(dst.stem, f".{tag}{'' if i == 1 else f'-{i}'}{dst.suffix}"))
         if move_noreplace(src, alt):
+            release_temp(src)
             return alt
     raise OutputError(f"{redact(dst)}: no free name beside it for this run's result")
 
@@ -765,9 +932,11 @@ def publish(tmp: Path, dst: Path, overwrite: bool) -> Path:
     a file that appeared during the run: the result then goes to a sibling name and
     ``OutputError`` (with ``.path``) says where."""
     if overwrite:
-        os.replace(tmp, dst)
+        os.replace(tmp, dst)  # replaces the name: a link there is replaced, never followed
+        release_temp(tmp)
         return dst
     if move_noreplace(tmp, dst):
+        release_temp(tmp)
         return dst
     alt = move_to_free_name(tmp, dst, "new")
     err = OutputError(f"{redact(dst)} was created by something else during this run and was left "
@@ -806,10 +975,10 @@ class Sink:
                 self._add_video(time_base, frame_rate, rotation)
                 self._add_audio(audio_stream)
         except OSError as e:
-            self.tmp.unlink(missing_ok=True)
+            discard_temp(self.tmp)
             raise _output_error(self.path, e) from None
         except BaseException:
-            self.tmp.unlink(missing_ok=True)
+            discard_temp(self.tmp)
             raise
 
     def _add_image(self):
@@ -937,19 +1106,19 @@ class Sink:
                     self._mux(self.audio.encode(None))
             self.container.close()
         except Exception as e:
-            self.tmp.unlink(missing_ok=True)
+            discard_temp(self.tmp)
             if isinstance(e, OSError):
                 raise _output_error(self.path, e) from None
             raise
         if not keep or self.frames_written == 0:
-            self.tmp.unlink(missing_ok=True)
+            discard_temp(self.tmp)
             return None
         try:
             if partial and self.overwrite and not self.keep_partial and self.path.exists():
                 return move_to_free_name(self.tmp, self.path, "partial")
             return publish(self.tmp, self.path, self.overwrite)
         except OSError as e:
-            self.tmp.unlink(missing_ok=True)
+            discard_temp(self.tmp)
             raise _output_error(self.path, e) from None
 
     def abort(self) -> None:
@@ -957,7 +1126,7 @@ class Sink:
             self.container.close()
         except Exception:
             pass
-        self.tmp.unlink(missing_ok=True)
+        discard_temp(self.tmp)
 
 
 def _output_error(path, e: OSError) -> OutputError:

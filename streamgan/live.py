@@ -681,15 +681,11 @@ def run(translator, src, outputs, options: LiveOptions | None = None, *,
 
 
 # -- command line ---------------------------------------------------------------------------
-def _targets(output: str | None) -> list[str]:
-    return [t.strip() for t in (output or "").split(",") if t.strip()]
-
-
 def cli_wants_live(args) -> bool:
     """Whether a translate command goes through the live path (this module)."""
-    from .outputs import is_stream_target
+    from .outputs import is_stream_target, split_targets
 
-    targets = _targets(getattr(args, "output", None))
+    targets = split_targets(getattr(args, "output", None))
     return bool(is_live(args.input) or getattr(args, "realtime", False)
                 or getattr(args, "segment", None) or len(targets) > 1
                 or getattr(args, "drop", None) or getattr(args, "max_wait", None) is not None
@@ -702,13 +698,13 @@ def cli_run(args) -> int:
 
     from . import errors
     from .io import EncodeOptions, check_input
-    from .outputs import make_outputs
+    from .outputs import make_outputs, split_targets
     from .pipeline import Progress
     from .translator import Translator
 
     if not is_live(args.input):
         check_input(args.input)  # a missing file fails before the model is loaded
-    targets = _targets(args.output)
+    targets = split_targets(args.output)
     if not targets:
         raise UsageError("give -o OUTPUT (a file, rtsp://... to publish, or several, "
                          "comma-separated) for a live input")
@@ -723,7 +719,8 @@ def cli_run(args) -> int:
                         hardware=getattr(args, "hwaccel", "auto"),
                         exact_size=getattr(args, "exact_size", False))
     outs = make_outputs(targets, encode=enc, segment=args.segment, overwrite=args.overwrite,
-                        rtsp_transport=args.rtsp_transport)  # file checks before the model
+                        rtsp_transport=args.rtsp_transport,
+                        src=args.input)  # file checks before the model
     kw = {"hwaccel": args.hwaccel} if hasattr(args, "hwaccel") else {}
     tr = Translator(args.task, args.backend, args.precision, size=args.size, tile=args.tile,
                     batch_size=args.batch, **kw)

@@ -38,8 +38,8 @@ import av
 import numpy as np
 
 from .errors import OutputError, StreamganError, UsageError
-from .io import (IMAGE_FORMATS, EncodeOptions, check_output, make_temp, output_size, pad_to,
-                 publish, redact)
+from .io import (IMAGE_FORMATS, EncodeOptions, check_output, discard_temp, make_temp,
+                 output_size, pad_to, publish, redact, refuse_input)
 
 log = logging.getLogger("streamgan")
 
@@ -312,17 +312,21 @@ class FileOutput(Output):
 
     kind = "record"
 
-    def __init__(self, path, *, encode: EncodeOptions, overwrite: bool = False):
-        self.path = _check_file(path, overwrite)
+    def __init__(self, path, *, encode: EncodeOptions, overwrite: bool = False, src=None):
+        self.path = _check_file(path, overwrite, src)
         super().__init__(str(self.path))
-        self.encode, self.overwrite = encode, overwrite
+        self.encode, self.overwrite, self.src = encode, overwrite, src
         self.enc: _Encoder | None = None
 
     def open(self, width, height, time_base, rate) -> None:
         fmt, opts = _container_format(self.path)
         try:
-            if not self.overwrite:  # created here, exclusively: a file made since the check stays
-                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            if self.overwrite and (self.path.exists() or self.path.is_symlink()):
+                refuse_input(self.path, self.src)  # checked again: it may have changed since
+                self.path.unlink()  # a link is removed, never written through
+            # created here, exclusively and not through a link: a file made since stays
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW,
+                             0o666))
         except FileExistsError:
             raise OutputError(f"{self.path} was created by something else before recording "
                               "started; it was left as it is") from None
@@ -355,18 +359,19 @@ class FileOutput(Output):
                 raise OutputError(f"{self.path}: write failed ({e.strerror or e})") from None
 
 
-def _check_file(path, overwrite: bool) -> Path:
+def _check_file(path, overwrite: bool, src=None) -> Path:
     path = Path(path)
     if path.suffix.lower() == ".ts":
         folder = path.parent if str(path.parent) else Path(".")
-        if path.exists() and not overwrite:
+        refuse_input(path, src)
+        if (path.exists() or path.is_symlink()) and not overwrite:
             raise OutputError(f"{path} exists; pass -y to overwrite")
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise OutputError(f"{folder}: output folder does not exist or is not writable")
         return path
     if path.suffix.lower() in IMAGE_FORMATS:
         raise OutputError(f"{path}: a live run records video (mp4, mkv, mov, webm, avi, ts)")
-    return check_output(path, overwrite)
+    return check_output(path, overwrite, src)
 
 
 class SegmentOutput(Output):
@@ -374,7 +379,8 @@ class SegmentOutput(Output):
 
     kind = "segments"
 
-    def __init__(self, path, seconds: float, *, encode: EncodeOptions, overwrite: bool = False):
+    def __init__(self, path, seconds: float, *, encode: EncodeOptions, overwrite: bool = False,
+                 src=None):
         if seconds <= 0:
             raise UsageError("--segment must be a positive number of seconds")
         path = Path(path)
@@ -382,9 +388,10 @@ class SegmentOutput(Output):
             path = path.with_name(f"{path.stem}_%05d{path.suffix or '.mp4'}")
         self.pattern = path
         first = Path(str(path) % 0)
-        _check_file(first, overwrite)
+        _check_file(first, overwrite, src)
         super().__init__(str(path))
         self.seconds, self.encode, self.overwrite = float(seconds), encode, overwrite
+        self.src = src
         self.enc: _Encoder | None = None
         self.index = 0
         self.files: list[Path] = []
@@ -396,6 +403,7 @@ class SegmentOutput(Output):
     def _start(self, pts: int) -> None:
         width, height, time_base, rate = self.geometry
         target = Path(str(self.pattern) % self.index)
+        refuse_input(target, self.src)
         if target.exists() and not self.overwrite:
             raise OutputError(f"{target} exists; pass -y to overwrite")
         self._target = target
@@ -407,7 +415,7 @@ class SegmentOutput(Output):
                                 gop=max(1, round(float(rate or 25))), name=str(target),
                                 ext=target.suffix)
         except OSError as e:
-            self._tmp.unlink(missing_ok=True)
+            discard_temp(self._tmp)
             raise OutputError(f"{target}: cannot write ({e.strerror or e})") from None
         self.seg_start = pts
         self.index += 1
@@ -505,11 +513,26 @@ class FanOut:
         return [(o.name, o.frames, o.error) for o in self.outputs]
 
 
+def split_targets(output: str | None) -> list[str]:
+    """``-o``'s value as outputs: comma-separated (``rtsp://host/out,rec.mp4``); ``\\,`` is a comma
+    inside a name (``-o 'take\\,2.mp4'`` writes ``take,2.mp4``)."""
+    parts = [t.replace("\0", ",").strip()
+             for t in (output or "").replace("\\,", "\0").split(",")]
+    targets = [t for t in parts if t]
+    if len(targets) > 1:
+        for t in targets:
+            if "://" not in t and not Path(t).suffix and not t.startswith("/dev/"):
+                raise UsageError(f"-o {output}: a comma separates outputs, and '{t}' names no "
+                                 "file type; write \\, for a comma inside a file name")
+    return targets
+
+
 def make_outputs(targets: list[str], *, encode: EncodeOptions | None = None,
                  segment: float | None = None, overwrite: bool = False,
                  rtsp_transport: str = "tcp", timeout: float = 10.0,
-                 strict_open: bool = True, reconnect: int = 5) -> FanOut:
-    """Outputs for these targets (URLs publish; files record, in segments when asked)."""
+                 strict_open: bool = True, reconnect: int = 5, src=None) -> FanOut:
+    """Outputs for these targets (URLs publish; files record, in segments when asked). ``src``:
+    the input, which no output may overwrite."""
     encode = encode or EncodeOptions()
     outs: list[Output] = []
     for t in targets:
@@ -521,7 +544,7 @@ def make_outputs(targets: list[str], *, encode: EncodeOptions | None = None,
             raise UsageError(f"{redact(t)}: cannot publish to '{_scheme(t)}://' (use rtsp, "
                              "rtmp, srt or udp)")
         elif segment:
-            outs.append(SegmentOutput(t, segment, encode=encode, overwrite=overwrite))
+            outs.append(SegmentOutput(t, segment, encode=encode, overwrite=overwrite, src=src))
         else:
-            outs.append(FileOutput(t, encode=encode, overwrite=overwrite))
+            outs.append(FileOutput(t, encode=encode, overwrite=overwrite, src=src))
     return FanOut(outs, strict_open=strict_open)

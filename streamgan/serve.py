@@ -203,7 +203,8 @@ class Stream:
             self.outputs = make_outputs(self.cfg.outputs, encode=enc, segment=self.cfg.segment,
                                         overwrite=srv.cfg.overwrite,
                                         rtsp_transport=self.cfg.rtsp_transport,
-                                        strict_open=False, reconnect=self.cfg.reconnect)
+                                        strict_open=False, reconnect=self.cfg.reconnect,
+                                        src=self.cfg.input)
             self.source = self._connect()
             if self.source is None:
                 return

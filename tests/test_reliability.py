@@ -94,6 +94,7 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(tiny_generator, identity_onnx, udac
     dead.wait()  # a pid nobody has any more
     stale = tmp_path / f".o.{dead.pid}.abc123_x.streamgan-tmp.mp4"
     stale.write_bytes(b"left by a killed run")
+    os.utime(stale, (time.time() - 60, time.time() - 60))
     busy = tmp_path / f".o.{os.getpid()}.zz9_y.streamgan-tmp.mp4"
     busy.write_bytes(b"a run still writing")
     out = tmp_path / "o.mp4"
