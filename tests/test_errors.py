@@ -267,3 +267,32 @@ def test_batches_keep_order_and_memory_bounded():
     assert [i for i, _ in out] == list(range(103))
     assert all(v == 1 for _, v in out)
     assert max(sizes) == 4 and sum(sizes) == 103
+
+
+def test_frames_above_the_pixel_limit_are_refused_before_decoding(identity_onnx, tmp_path):
+    """A small file declaring a huge frame (a PNG of 9000x5000 compresses to kilobytes) is refused
+    from its header, before FFmpeg decodes it whole; --max-pixels raises the limit."""
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (9000, 5000)).save(big)
+    assert big.stat().st_size < 1_000_000
+    r = run_cli("run", "--task", identity_onnx, big, "-o", tmp_path / "o.png")
+    assert r.returncode == errors.EXIT_INPUT
+    line = _one_line(r.stderr)
+    assert "9000x5000 (45.0 million pixels) are above the limit of 40 million" in line
+    assert "--max-pixels" in line
+    r = run_cli("run", "--task", identity_onnx, big, "-o", tmp_path / "o.png", "--max-pixels",
+                "50000000", "--backend", "openvino")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "o.png").size == (9000, 5000)
+    # a video's frame size comes from its header
+    y4m = tmp_path / "big.y4m"
+    y4m.write_bytes(b"YUV4MPEG2 W8000 H6000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(1000))
+    r = run_cli("run", "--task", identity_onnx, y4m, "-o", tmp_path / "o.mp4")
+    assert r.returncode == errors.EXIT_INPUT and "8000x6000" in _one_line(r.stderr)
+    # a header FFmpeg refuses outright is said to be one (it read "Device or resource busy")
+    y4m.write_bytes(b"YUV4MPEG2 W100000 H100000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(1000))
+    r = run_cli("info", y4m)
+    assert r.returncode == errors.EXIT_INPUT and "header" in _one_line(r.stderr)
+    assert not list(tmp_path.glob("o.*")) or (tmp_path / "o.png").exists()

@@ -170,6 +170,28 @@ def test_damaged_image_in_a_folder_is_skipped_and_named(identity, tmp_path, capl
     assert any("0003.jpg: damaged image skipped" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("empty", [0, 2])
+def test_an_empty_image_in_a_folder_is_skipped_and_the_rest_goes_on(identity, tmp_path, caplog,
+                                                                    empty):
+    from PIL import Image
+
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((48, 64, 3), 40 * i, np.uint8)).save(folder / f"{i:04d}.png")
+    (folder / f"{empty:04d}.png").write_bytes(b"")
+    out = tmp_path / "seq.mp4"
+    with caplog.at_level("WARNING"):
+        res = identity.translate_video(folder, out)
+    d = read_video(out)
+    assert len(d["frames"]) == 5 and res.bad_frames == 1
+    # each image keeps its place in time: the empty one leaves a gap of one frame
+    want = [i / 25 for i in range(6) if i != empty]
+    assert [t - d["times"][0] for t in d["times"]] == \
+        pytest.approx([t - want[0] for t in want], abs=1e-3)
+    assert any(f"{empty:04d}.png: empty image skipped" in r.getMessage() for r in caplog.records)
+
+
 def test_processing_resolution_returns_source_size(tiny_generator, udacity_clip, tmp_path):
     _, onnx = tiny_generator
     tr = Translator(onnx, backend="openvino", size=180)
