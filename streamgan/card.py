@@ -8,6 +8,7 @@ scored, and the sha256 of its weights so a corrupt or swapped file is caught bef
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,15 @@ class Normalisation(_Strict):
 
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @model_validator(mode="after")
+    def _usable(self):
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise ValueError("mean and std must be finite numbers")
+        if not all(v > 0 for v in self.std):
+            raise ValueError(f"std must be more than 0 for every channel, got {list(self.std)} "
+                             "(a division by it would give infinite values)")
+        return self
 
 
 class Processing(_Strict):

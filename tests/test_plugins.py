@@ -110,3 +110,42 @@ def test_broken_plugin_listed_not_fatal(tmp_path, identity_onnx, monkeypatch):
     from streamgan.cli import main
 
     assert main(["models"]) == 0
+
+
+def _nan_onnx(path, value: float):
+    """A model whose output is its input times ``value`` (NaN or infinity: garbage)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    k = numpy_helper.from_array(np.array(value, np.float32), "k")
+    graph = helper.make_graph([helper.make_node("Mul", ["input", "k"], ["output"])], "nan",
+                              [x], [y], [k])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime", "torch"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_model_that_outputs_nan_or_inf_is_a_model_error(tmp_path, backend, value):
+    from streamgan import errors
+
+    if backend == "torch":
+        pytest.importorskip("torch")
+    onnx_path = _nan_onnx(tmp_path / "broken.onnx", value)
+    clip = make_clip(tmp_path / "in.mp4", frames=6, size=(64, 48))
+    out = tmp_path / "out.mp4"
+    r = run_cli("run", "--task", onnx_path, clip, "-o", out, "--backend", backend,
+                "--precision", "fp32")
+    assert r.returncode == errors.EXIT_MODEL, r.stderr
+    assert "NaN or infinite" in r.stderr and "wrote" not in r.stderr
+    assert not out.exists()
+
+
+def test_a_card_with_std_zero_is_refused(tmp_path, identity_onnx):
+    folder = _plugin(tmp_path, identity_onnx, normalisation={"mean": [0.5] * 3,
+                                                             "std": [0.5, 0.0, 0.5]})
+    with pytest.raises(ModelError, match="std must be more than 0"):
+        plugins.load(folder)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ModelError
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
@@ -35,11 +37,20 @@ def from_model_output(y: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.nd
     return np.rint(y, out=y).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
+def check_finite(finite: bool, onnx_path) -> None:
+    """A model whose output holds NaN or infinity writes garbage (black or frozen frames, read
+    as uint8): the first batch's output is checked, and such a model is refused."""
+    if not finite:
+        raise ModelError(f"{onnx_path}: the model's output holds NaN or infinite values (first "
+                         "frames checked); the model is broken: re-export or replace it")
+
+
 class Backend(ABC):
     """Runs one ONNX generator. Subclasses set ``name`` and implement ``infer``."""
 
     name: str = "?"
     takes_i420: bool = False  # run_i420 is implemented
+    output_checked: bool = False  # the first output was finite (check_finite)
 
     def __init__(
         self,
@@ -60,6 +71,9 @@ class Backend(ABC):
     def run(self, batch: np.ndarray) -> np.ndarray:
         """uint8 NHWC RGB -> uint8 NHWC RGB of the same shape."""
         y = self.infer(to_model_input(batch, self.mean, self.std))
+        if not self.output_checked:
+            check_finite(bool(np.isfinite(y).all()), self.onnx_path)
+            self.output_checked = True
         return from_model_output(y, self.mean, self.std)
 
     def run_i420(self, batch: np.ndarray) -> np.ndarray:

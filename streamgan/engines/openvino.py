@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, ModelError
-from .base import Backend
+from .base import Backend, check_finite
 
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 log = logging.getLogger("streamgan")
@@ -163,12 +163,20 @@ class OpenVINOBackend(Backend):
             self._float[key] = self._compile(self._model.clone(), list(key))
         return self._float[key](x)[0]
 
+    def _checked(self, results):
+        """The image output; the first time, the graph's second output (whether the network's
+        output was all finite, see _with_finite_flag) is checked."""
+        if not self.output_checked:
+            check_finite(bool(results[1] > 0.5), self.model_path)
+            self.output_checked = True
+        return results[0]
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         key = batch.shape
         compiled = self._uint8.get(key)
         if compiled is None:
             compiled = self._uint8[key] = self._compile(self._uint8_model(), list(key))
-        return compiled(batch)[0]
+        return self._checked(compiled(batch))
 
     def run_i420(self, batch: np.ndarray) -> np.ndarray:
         n, rows, w = batch.shape
@@ -179,7 +187,19 @@ class OpenVINOBackend(Backend):
             model = self._i420_model()
             model.reshape({model.inputs[0].any_name: [n, rows, w, 1]})
             compiled = self._i420[key] = self.core.compile_model(model, self.device, self.config)
-        return compiled(batch.reshape(n, rows, w, 1))[0].reshape(n, h * 3 // 2, w)
+        return self._checked(compiled(batch.reshape(n, rows, w, 1))).reshape(n, h * 3 // 2, w)
+
+    def _with_finite_flag(self):
+        """A copy of the graph with a second output: 1 when the network's output is all finite,
+        0 when it holds NaN or infinity (which the uint8 conversion would hide)."""
+        import openvino.opset13 as ops
+
+        model = self._model.clone()
+        y = model.get_results()[0].input_value(0)
+        axes = ops.constant(np.arange(len(y.get_partial_shape()), dtype=np.int64))
+        model.add_results([ops.result(ops.reduce_min(ops.convert(ops.is_finite(y), "f32"),
+                                                     axes, False))])
+        return model
 
     def _i420_model(self):
         """The graph wrapped so it takes and returns I420 frames (N x H*3/2 x W uint8)."""
@@ -187,7 +207,7 @@ class OpenVINOBackend(Backend):
         import openvino.opset13 as ops
         from openvino.preprocess import ColorFormat, PrePostProcessor
 
-        ppp = PrePostProcessor(self._model.clone())
+        ppp = PrePostProcessor(self._with_finite_flag())
         inp = ppp.input()
         inp.tensor().set_element_type(ov.Type.u8).set_color_format(
             ColorFormat.I420_SINGLE_PLANE).set_layout(ov.Layout("NHWC"))
@@ -215,7 +235,7 @@ class OpenVINOBackend(Backend):
             out = ops.concat([flat(y, n), flat(uv, n)], 1)  # Y plane, then U, then V
             return ops.convert(ops.clamp(out, 0.0, 255.0), "u8").output(0)
 
-        ppp.output().postprocess().custom(to_i420)
+        ppp.output(0).postprocess().custom(to_i420)
         return ppp.build()
 
     def _uint8_model(self):
@@ -224,7 +244,7 @@ class OpenVINOBackend(Backend):
         import openvino.opset13 as ops
         from openvino.preprocess import PrePostProcessor
 
-        ppp = PrePostProcessor(self._model.clone())
+        ppp = PrePostProcessor(self._with_finite_flag())
         inp = ppp.input()
         inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
         inp.model().set_layout(ov.Layout("NCHW"))
@@ -241,7 +261,7 @@ class OpenVINOBackend(Backend):
             y = ops.clamp(y, 0.0, 255.0)
             return ops.convert(y, "u8").output(0)
 
-        out = ppp.output()
+        out = ppp.output(0)
         out.postprocess().custom(to_uint8)
         out.model().set_layout(ov.Layout("NCHW"))
         out.tensor().set_layout(ov.Layout("NHWC"))

@@ -22,7 +22,7 @@ import logging
 import numpy as np
 
 from ..errors import BackendError
-from .base import Backend
+from .base import Backend, check_finite
 
 try:
     import torch
@@ -393,5 +393,8 @@ class TorchBackend(Backend):
         t = frames.permute(0, 3, 1, 2).float()
         t = ((t / 255.0 - self._mean) / self._std).to(self.dtype)
         y = self.module(t).float() * self._std + self._mean
+        if not self.output_checked:
+            check_finite(bool(torch.isfinite(y).all()), self.onnx_path)
+            self.output_checked = True
         y = (y * 255.0).clamp_(0, 255).round_().to(torch.uint8)
         return y.permute(0, 2, 3, 1).contiguous()
