@@ -60,14 +60,26 @@ _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
 
 
 # query-string parameters that carry secrets: these words as a whole name or as a part of it
-# (access_token, api_key, X-Amz-Signature, client_secret, ...), any case
+# (access_token, api_key, X-Amz-Signature, client_secret, ...), any case; and names that hold a
+# secret anywhere in them (password, loginpas, hdnts=, hmac=, SRT's streamid)
 _SECRET_WORDS = ("token", "password", "passwd", "pwd", "pass", "passphrase", "key", "apikey",
                  "sig", "signature", "auth", "authorization", "secret", "credential",
-                 "credentials", "session", "sessionid", "jwt", "bearer", "private", "code")
-_SECRET_NAME = re.compile(r"(?:^|[_.\-])(?:%s)(?:$|[_.\-])|token|secret|passw|apikey|signature"
-                          % "|".join(_SECRET_WORDS), re.I)
+                 "credentials", "session", "sessionid", "jwt", "bearer", "private", "code",
+                 "pas", "psw", "hdnts", "hdnea", "hmac", "streamid", "policy")
+_SECRET_NAME = re.compile(r"(?:^|[_.\-])(?:%s)(?:$|[_.\-])|token|secret|pass|pas$|pwd|psw|apikey|"
+                          r"signature|hmac|hdnts|streamid|credential|auth" % "|".join(_SECRET_WORDS),
+                          re.I)
 # a value ends at the next separator, or before the ": " of a message ("URL?token=x: cannot open")
+_END = r"(?=[\s'\"]|:\s|:$|$)"
 _PARAM = re.compile(r"([?&;])([^=&;#\s'\"]+)=([^&;#\s'\"]*?)(?=[&;#\s'\"]|:\s|:$|$)")
+# user:password@ up to the LAST '@' before the path ("rtsp://admin:Pa@ss@cam/" hides "Pa@ss")
+_USERINFO = re.compile(r"(://)[^/\s'\"]*@")
+# RTMP stream keys: the last path element after the application (rtmp://host/live2/KEY)
+_STREAM_KEY = re.compile(r"(rtmps?://[^/\s'\"]+/[^\s'\"?#]*/)[^/\s'\"?#]+?"
+                         r"(?=[\s'\"?#]|:\s|:$|$)", re.I)
+# a URL's #fragment (tokens handed to players), and SRT's streamid, whose value holds '#', ',', '='
+_FRAGMENT = re.compile(r"(://[^\s'\"#]*#)[^\s'\"]+?" + _END)
+_STREAMID = re.compile(r"([?&;]streamid=)[^&\s'\"]+?(?=[&\s'\"]|:\s|:$|$)", re.I)
 
 
 def _mask_param(m: re.Match) -> str:
@@ -76,10 +88,17 @@ def _mask_param(m: re.Match) -> str:
 
 
 def redact(text) -> str:
-    """Hide the credentials in every URL of ``text``: ``user:pass@`` and secret query parameters
-    (``rtsp://u:p@cam/s?token=abc`` -> ``rtsp://***@cam/s?token=***``). Works on any text:
-    a URL, an error message, a traceback."""
-    text = re.sub(r"(://)[^/@\s'\"]+@", r"\1***@", str(text))
+    """Hide the credentials in every URL of ``text``, by the URL's structure and by name:
+    ``user:pass@`` (up to the last '@'), RTMP stream keys, SRT stream ids, the #fragment and
+    secret query parameters (``rtsp://u:p@cam/s?token=abc`` -> ``rtsp://***@cam/s?token=***``).
+    Works on any text: a URL, an error message, a traceback."""
+    text = str(text)
+    if "://" not in text:
+        return text
+    text = _USERINFO.sub(r"\1***@", text)
+    text = _STREAMID.sub(r"\1***", text)
+    text = _FRAGMENT.sub(r"\1***", text)
+    text = _STREAM_KEY.sub(r"\1***", text)
     return _PARAM.sub(_mask_param, text) if "=" in text else text
 
 
@@ -254,27 +273,43 @@ def _open_input(path, options: dict | None = None, timeout: float | None = None,
                 hwaccel: str = "software"):
     """av.open with every failure turned into one clear InputError.
 
+    A network input (a URL) never waits for ever: ``timeout`` seconds (10 by default, as
+    ``--stall-timeout``) bound the connection, every read while opening and every later read
+    (PyAV's interrupt callback; for http/https/tcp also FFmpeg's own ``rw_timeout``).
     ``hwaccel``: "auto" decodes on an NVIDIA GPU when FFmpeg can open one (see gpu_io)."""
     path, fmt, found = check_input(path)
     opts = {**found, **(options or {})}
+    if timeout is None and _is_url(path):
+        timeout = 10.0
+    limit = timeout[0] if isinstance(timeout, tuple) else timeout
+    if limit is not None and path.split("://", 1)[0].lower() in ("http", "https", "tcp"):
+        opts.setdefault("rw_timeout", str(int(limit * 1e6)))  # microseconds
+    t0 = time.monotonic()
     try:
         if hwaccel != "software":  # NVDEC; a device that cannot open falls back (gpu_io)
             from .gpu_io import open_input
 
             return open_input(path, hwaccel, format=fmt, options=opts, timeout=timeout)
         return av.open(path, format=fmt, options=opts, timeout=timeout)
-    except av.error.FileNotFoundError:
-        raise InputError(f"{redact(path)}: no such file") from None
-    except av.error.PermissionError:
-        raise InputError(f"{redact(path)}: permission denied") from None
-    except (av.error.InvalidDataError, av.error.PatchWelcomeError, av.error.DecoderNotFoundError):
-        raise InputError(f"{redact(path)}: not a video or image file FFmpeg can read") from None
-    except av.error.EOFError:
-        raise InputError(f"{redact(path)}: the video has no frames (it ends after its header)") from None
     except av.FFmpegError as e:
-        if e.errno == errno.EBUSY and not _is_url(path):  # what FFmpeg's readers say of a header
-            raise InputError(f"{redact(path)}: its header declares what FFmpeg refuses to read "
-                             "(a frame size beyond FFmpeg's limits, or a damaged header)") from None
+        # a read cut short by the timeout often surfaces as the demuxer's own error
+        # (a header that ends early reads as invalid data): the time taken tells
+        if limit is not None and (isinstance(e, av.error.ExitError) or
+                                  getattr(e, "errno", None) == errno.ETIMEDOUT or
+                                  time.monotonic() - t0 >= 0.9 * limit):
+            raise InputError(f"{redact(path)}: no answer within {limit:g} s (the server is "
+                             "unreachable, or stopped sending)") from None
+        if isinstance(e, av.error.FileNotFoundError):
+            raise InputError(f"{redact(path)}: no such file") from None
+        if isinstance(e, av.error.PermissionError):
+            raise InputError(f"{redact(path)}: permission denied") from None
+        if isinstance(e, (av.error.InvalidDataError, av.error.PatchWelcomeError,
+                          av.error.DecoderNotFoundError)):
+            raise InputError(f"{redact(path)}: not a video or image file FFmpeg can read") \
+                from None
+        if isinstance(e, av.error.EOFError):
+            raise InputError(f"{redact(path)}: the video has no frames (it ends after its "
+                             "header)") from None
         raise InputError(f"{redact(path)}: cannot open ({redact(e.strerror or e)})") from None
 
 
@@ -299,9 +334,10 @@ def _image_count(path) -> int | None:
     return 1 if p.suffix.lower() in IMAGE_EXTS else None
 
 
-def probe(path) -> VideoInfo:
-    """What `streamgan info` prints: container, codec, size, rate, duration, frames, audio."""
-    container = _open_input(path)
+def probe(path, timeout: float | None = None) -> VideoInfo:
+    """What `streamgan info` prints: container, codec, size, rate, duration, frames, audio.
+    ``timeout``: seconds a network input may keep us waiting (see ``_open_input``)."""
+    container = _open_input(path, timeout=timeout)
     try:
         s = _video_stream(container, path)
         cc = s.codec_context

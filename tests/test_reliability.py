@@ -204,6 +204,24 @@ def test_every_secret_in_a_url_is_redacted(identity_onnx, tmp_path, caplog):
     said = io.redact("rtsp://127.0.0.1:9/x.m3u8?token=S1a:b2: cannot open (Connection refused)")
     assert said == "rtsp://127.0.0.1:9/x.m3u8?token=***: cannot open (Connection refused)", said
 
+    # by the URL's structure, not only by names
+    for url, secret, kept in [
+        ("rtsp://admin:Pa@ss@cam.local/stream1", "ss@cam", "rtsp://***@cam.local/stream1"),
+        ("rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl", "abcd", "rtmp://a.rtmp.youtube.com/live2/***"),
+        ("srt://cam:9000?streamid=#!::r=live,m=publish,s=S12sid&latency=200", "S12sid",
+         "srt://cam:9000?streamid=***&latency=200"),
+        ("https://cdn/x.m3u8?hdnts=exp=1~acl=/*~hmac=S13h&ch=2", "S13h", "https://cdn/x.m3u8?hdnts=***&ch=2"),
+        ("https://cdn/x.mp4?hmac=S14h", "S14h", "https://cdn/x.mp4?hmac=***"),
+        ("https://player/x.mp4#access=S15f", "S15f", "https://player/x.mp4#***"),
+        ("http://cam/video.cgi?loginuse=admin&loginpas=S16lp", "S16lp",
+         "http://cam/video.cgi?loginuse=admin&loginpas=***")]:
+        said = io.redact(f"{url}: cannot open")
+        assert secret not in said and said == f"{kept}: cannot open", said
+    r = run_cli("info", "rtmp://127.0.0.1:9/live2/S17key", timeout=60)
+    assert r.returncode == errors.EXIT_INPUT and "S17key" not in r.stderr, r.stderr
+    r = run_cli("info", "rtsp://admin:S18a@S18b@127.0.0.1:9/x", timeout=60)
+    assert r.returncode == errors.EXIT_INPUT and "S18" not in r.stderr, r.stderr
+
     # info with --debug: the error line and the traceback
     r = run_cli("info", url, "--debug", timeout=60)
     assert r.returncode == errors.EXIT_INPUT and "Traceback" in r.stderr
