@@ -21,7 +21,7 @@ import numpy as np
 
 from . import engines, errors
 from .errors import InputError, UsageError
-from .io import EncodeOptions, Sink, Source
+from .io import EncodeOptions, Sink, Source, max_pixels
 from .pipeline import Pipeline
 
 MIN_FRAMES = 10
@@ -196,6 +196,9 @@ def to_json(measures, info, derived) -> str:
                        "stages": [dict(asdict(m), median=m.median) for m in measures]}, indent=2)
 
 
+PLOT_TYPES = (".png", ".svg", ".pdf", ".jpg")
+
+
 def _resolutions(text: str) -> list[tuple[int, int]]:
     out = []
     for part in text.split(","):
@@ -205,6 +208,9 @@ def _resolutions(text: str) -> list[tuple[int, int]]:
             raise UsageError(f"bad resolution '{part}' (use WxH, e.g. 640x360)") from None
         if w < 16 or h < 16 or w % 2 or h % 2:
             raise UsageError(f"resolution {w}x{h}: sides must be even and at least 16")
+        if w * h > max_pixels():
+            raise UsageError(f"resolution {w}x{h}: above the limit of {max_pixels() / 1e6:g} "
+                             "million pixels a frame (STREAMGAN_MAX_PIXELS)")
         out.append((w, h))
     return out
 
@@ -236,12 +242,15 @@ def run(args) -> dict:
     for p in precisions:
         if p not in engines.PRECISIONS:
             raise UsageError(f"unknown precision '{p}'; choose from {', '.join(engines.PRECISIONS)}")
+    resolutions = _resolutions(args.resolution)
+    if args.plot and Path(args.plot).suffix.lower() not in PLOT_TYPES:
+        raise UsageError(f"--plot {args.plot}: the picture is a {', '.join(PLOT_TYPES)} file")
     check_clip(args.input, args.frames)
     measures: list[Measure] = []
     derived: dict = {}
     plot: dict[str, list[tuple[int, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for w, h in _resolutions(args.resolution):
+        for w, h in resolutions:
             clip = make_clip(args.input, Path(tmp) / f"clip_{w}x{h}.mp4", w, h, args.frames)
             tag = f"{w}x{h}"
             io = transcode(clip, reps=args.reps)

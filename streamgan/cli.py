@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -45,8 +46,17 @@ def _seconds(v: str) -> float:
     t = 0.0
     for p in parts:
         t = t * 60 + p
+    if not math.isfinite(t):
+        raise argparse.ArgumentTypeError(f"not a time: {v} (use seconds or [h:]m:s)")
     if t < 0:
         raise argparse.ArgumentTypeError(f"time must not be negative: {v}")
+    return t
+
+
+def _positive_seconds(v: str) -> float:
+    t = _seconds(v)
+    if t <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 s, got {v}")
     return t
 
 
@@ -142,7 +152,7 @@ def _add_live_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-wait", type=float, default=None, metavar="SECONDS",
                    help="longest a batch waits to fill in real-time mode (default 0: a batch "
                         "takes the frames already waiting, never waits for more)")
-    g.add_argument("--segment", type=_seconds, default=None, metavar="SECONDS",
+    g.add_argument("--segment", type=_positive_seconds, default=None, metavar="SECONDS",
                    help="record files in segments of this length, each playable on its own")
     g.add_argument("--rtsp-transport", choices=("tcp", "udp"), default="tcp",
                    help="RTSP transport for input and publishing (default tcp)")
@@ -207,7 +217,7 @@ def build_parser(tasks: list[str]) -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="translate several live streams in one process")
     p.add_argument("config", help="YAML config (see configs/serve_example.yaml)")
-    p.add_argument("--duration", type=_seconds, default=None, help="stop after this long")
+    p.add_argument("--duration", type=_positive_seconds, default=None, help="stop after this long")
     p.add_argument("--check", action="store_true", help="validate the config and exit")
     _add_common(p)
     p.set_defaults(func=cmd_serve)
@@ -231,6 +241,16 @@ def default_output(src: str, task: str) -> Path:
     return p.parent / f"{stem}.{Path(task).stem}{ext}"
 
 
+def _read_once(src: str) -> bool:
+    """A pipe or a device gives its data once: it is opened once, by the translation itself."""
+    import stat
+
+    try:
+        return not stat.S_ISREG(os.stat(src).st_mode) and not os.path.isdir(src)
+    except OSError:
+        return False
+
+
 def cmd_translate(args) -> int:
     if args.max_pixels:  # read by io.max_pixels, in this process and in batch workers
         os.environ["STREAMGAN_MAX_PIXELS"] = str(args.max_pixels)
@@ -251,7 +271,8 @@ def cmd_translate(args) -> int:
     # everything that can be checked without the model first: a mistake fails at once (the input
     # opened once: one FFmpeg cannot read, a --start past its end, a folder of mixed sizes)
     check_input(args.input)
-    Source(args.input, start=args.start, duration=args.duration).close()
+    if not _read_once(args.input):
+        Source(args.input, start=args.start, duration=args.duration).close()
     out = Path(split_targets(args.output)[0]) if args.output else \
         default_output(args.input, args.task)
     check_output(out, args.overwrite, src=args.input)
@@ -286,6 +307,16 @@ def cmd_batch(args) -> int:
     if args.output:
         raise UsageError("-o names the output of a single input; with --out-dir the outputs "
                          "are named after their inputs")
+    if args.keep_partial:
+        raise UsageError("--keep-partial does not apply to a batch (--out-dir): a stopped batch "
+                         "discards its partial files and the next run does them again")
+    live = [name for name, given in (
+        ("--realtime", args.realtime), ("--drop", args.drop is not None),
+        ("--max-wait", args.max_wait is not None), ("--segment", args.segment is not None))
+        if given]
+    if live:
+        raise UsageError(f"{', '.join(live)} cannot be used with --out-dir: real-time pacing and "
+                         "segmented recording are for one input at a time")
     if args.duration is not None and args.duration <= 0:
         raise UsageError(f"--duration must be more than 0 s (got {args.duration:g})")
     enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio=args.audio,

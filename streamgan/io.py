@@ -582,7 +582,25 @@ class Source:
             return True
         return t >= self.start - 1e-9 and (end is None or t < end)
 
+    def dropped_streams(self) -> str:
+        """What of the input the output does not carry ('' when nothing): the first video and
+        the first audio track are kept."""
+        streams, parts = self.container.streams, []
+        if len(streams.video) > 1:
+            parts.append(f"{len(streams.video)} video streams, the first is translated")
+        if len(streams.audio) > 1:
+            parts.append(f"{len(streams.audio)} audio tracks, only the first is kept")
+        if streams.subtitles:
+            n = len(streams.subtitles)
+            parts.append(f"{n} subtitle track{'s' * (n > 1)} not kept")
+        return "; ".join(parts)
+
     def _frame(self, f, index) -> Frame:
+        if (f.width, f.height) != getattr(self, "_last_size", (self.width, self.height)):
+            self._last_size = (f.width, f.height)
+            log.warning("notice: %s: the frame size changes to %dx%d at frame %d; the output "
+                        "stays %dx%d (frames scaled to it)", redact(self.path), f.width,
+                        f.height, index, self.width, self.height)
         if self.i420:
             if f.format.name != "yuv420p" or f.color_range == 2:  # 2: JPEG (full) range
                 f = f.reformat(format="yuv420p", dst_color_range=1)
@@ -667,6 +685,23 @@ class EncodeOptions:
 
     def _check(self, choice) -> None:
         name = choice.name
+        if not choice.hardware:  # a still-image or raw encoder cannot take the video's 4:2:0
+            try:
+                formats = [f.name for f in av.Codec(name, "w").video_formats or ()]
+            except Exception:
+                formats = []
+            want = self.pix_fmt or "yuv420p"
+            if formats and want not in formats and not (self.exact_size and "yuv444p" in formats):
+                raise UsageError(f"the {name} encoder does not take {want} video (it takes "
+                                 f"{', '.join(formats[:4])}); choose {', '.join(CODECS)}")
+            try:  # what it refuses only when opened (a colour range, a strictness level)
+                ctx = av.CodecContext.create(name, "w")
+                ctx.width, ctx.height, ctx.pix_fmt = 64, 64, want
+                ctx.time_base = Fraction(1, 25)
+                ctx.open()
+            except av.FFmpegError as e:
+                raise UsageError(f"the {name} encoder cannot encode {want} video here "
+                                 f"({e.strerror or e}); choose {', '.join(CODECS)}") from None
         crf = errors.flag("--crf", "crf")
         preset = errors.flag("--preset", "preset")
         if self.crf is not None:

@@ -255,6 +255,9 @@ class Translator:
         if source.bit_depth > 8 and not image_out:
             log.warning("notice: %s is %d-bit video (%s); the output is 8-bit", redact(src),
                         source.bit_depth, source.pix_fmt)
+        dropped = source.dropped_streams()
+        if dropped and not image_out:
+            log.warning("notice: %s: %s", redact(src), dropped)
         out_w = source.width * (2 if compare else 1)
         try:
             sink = Sink(dst, width=out_w, height=source.height, time_base=source.time_base,

@@ -296,3 +296,96 @@ def test_frames_above_the_pixel_limit_are_refused_before_decoding(identity_onnx,
     r = run_cli("info", y4m)
     assert r.returncode == errors.EXIT_INPUT and "header" in _one_line(r.stderr)
     assert not list(tmp_path.glob("o.*")) or (tmp_path / "o.png").exists()
+
+
+def test_a_pipe_with_a_one_shot_writer_is_read_once(identity_onnx, tmp_path):
+    """A FIFO gives its data once: it is opened once (it hung, opened again after the check)."""
+    clip = make_clip(tmp_path / "in.mkv", frames=10, size=(64, 48))
+    fifo = tmp_path / "pipe.mkv"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"cat '{clip}' > '{fifo}'"])
+    try:
+        r = run_cli("run", "--task", identity_onnx, fifo, "-o", tmp_path / "o.mp4",
+                    "--backend", "openvino", timeout=60)
+    finally:
+        writer.kill()
+    assert r.returncode == 0, r.stderr
+    assert len(read_video(tmp_path / "o.mp4")["frames"]) == 10
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--codec", "png"], "the png encoder does not take yuv420p video"),
+    (["--codec", "mjpeg"], "the mjpeg encoder cannot encode yuv420p video"),
+    (["--start", "nan"], "not a time: nan"),
+    (["--duration", "inf"], "not a time: inf"),
+    (["--segment", "0"], "--segment: must be more than 0 s"),
+    (["--segment", "nan"], "not a time: nan"),
+])
+def test_values_that_cannot_work_are_usage_errors(identity_onnx, tmp_path, args, text):
+    clip = make_clip(tmp_path / "in.mp4", frames=4, size=(64, 48))
+    r = run_cli("run", "--task", identity_onnx, clip, "-o", tmp_path / "o.mp4", *args)
+    assert r.returncode == errors.EXIT_USAGE, r.stderr
+    assert text in r.stderr and "internal error" not in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--resolution", "100000x100000"], "above the limit of 40 million pixels"),
+    (["--plot", "x.json"], "--plot x.json: the picture is a .png"),
+])
+def test_bench_refuses_what_cannot_work_before_measuring(tmp_path, args, text):
+    r = run_cli("bench", "--frames", "10", *args, cwd=tmp_path)
+    assert r.returncode == errors.EXIT_USAGE and text in _one_line(r.stderr), r.stderr
+
+
+def test_what_the_output_does_not_carry_is_said(identity_onnx, tmp_path):
+    """A second audio track and a change of frame size mid-file are said, not silently lost."""
+    import av
+
+    src = tmp_path / "two.mkv"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        tracks = [c.add_stream("aac", rate=48000) for _ in range(2)]
+        for i in range(10):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), format="rgb24")
+            f.pts = i
+            for p in v.encode(f):
+                c.mux(p)
+        for a in tracks:
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = 48000, 0
+            for p in a.encode(frame):
+                c.mux(p)
+            for p in a.encode(None):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    r = run_cli("run", "--task", identity_onnx, src, "-o", tmp_path / "o.mp4", "--backend",
+                "openvino")
+    assert r.returncode == 0, r.stderr
+    assert "2 audio tracks, only the first is kept" in r.stderr
+
+    def part(path, w, h, start):
+        with av.open(str(path), "w", format="mpegts") as c:
+            s = c.add_stream("libx264", rate=25)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            for i in range(8):
+                f = av.VideoFrame.from_ndarray(np.full((h, w, 3), 30 * i, np.uint8),
+                                               format="rgb24")
+                f.pts = start + i
+                for p in s.encode(f):
+                    c.mux(p)
+            for p in s.encode(None):
+                c.mux(p)
+        return path.read_bytes()
+
+    sizes = tmp_path / "sizes.ts"
+    sizes.write_bytes(part(tmp_path / "a.ts", 96, 64, 0) + part(tmp_path / "b.ts", 128, 96, 8))
+    r = run_cli("run", "--task", identity_onnx, sizes, "-o", tmp_path / "s.mp4", "--backend",
+                "openvino")
+    assert r.returncode == 0, r.stderr
+    assert "frame size changes to 128x96 at frame 8; the output stays 96x64" in r.stderr
+    d = read_video(tmp_path / "s.mp4")
+    assert len(d["frames"]) == 16 and (d["width"], d["height"]) == (96, 64)
