@@ -7,22 +7,33 @@ it), skips what the ledger says is done, and hands the rest to workers: local wo
 (``--jobs N``, the default) or Ray tasks (``cluster=``, ``cluster.py``). Workers run
 ``jobs.run_job``: one model load per worker, one file at a time, the output written to a temp file
 and moved into place only when complete. The driver alone writes the ledger
-(``OUT/streamgan-ledger.jsonl``, one JSON line per finished file, appended and synced), draws the
-one progress bar, and on Ctrl-C / SIGTERM asks the workers to stop, waits for them (bounded),
-records what finished and raises ``Interrupted``.
+(``OUT/streamgan-ledger.jsonl``, one JSON line per file handed to the workers and one per
+outcome, appended and synced), holds ``OUT/streamgan-batch.lock`` for the whole run (one batch per
+output folder), draws the one progress bar, and on Ctrl-C / SIGTERM asks the workers to stop,
+waits for them (bounded), records what finished and raises ``Interrupted``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
 import glob
 import json
 import logging
 import os
+import socket
+import stat
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock on the output folder
+    fcntl = None
 
 from . import errors
 from .errors import InputError, Interrupted, OutputError, UsageError
@@ -32,6 +43,7 @@ from .jobs import Job, Settings
 log = logging.getLogger("streamgan")
 
 LEDGER = "streamgan-ledger.jsonl"
+LOCK = "streamgan-batch.lock"
 STOP_WAIT = 60.0  # seconds the workers get to stop at their next frame after Ctrl-C / SIGTERM
 _MAGIC = set("*?[")
 
@@ -121,20 +133,79 @@ def plan(inputs: list, task: str, out_dir) -> list[Planned]:
     return planned
 
 
-# -- the ledger -----------------------------------------------------------------------------------
+# -- the output folder: its lock and its ledger ---------------------------------------------------
+def _open_plain(path: Path, flags: int, what: str) -> int:
+    """Open ``path``, which must be a plain file, never through a symbolic link (its target
+    could be any file the user can write)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OutputError(f"{path} is a symbolic link; {what} must be a plain file in the "
+                              "output folder (remove the link)") from None
+        if e.errno == errno.EISDIR:
+            raise OutputError(f"{path} is a folder; {what} must be a plain file (move the "
+                              "folder away)") from None
+        raise OutputError(f"{path}: cannot open {what} ({e.strerror or e})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputError(f"{path} is not a plain file; {what} must be one (move it away)")
+    return fd
+
+
+@contextlib.contextmanager
+def out_dir_lock(out_dir: Path):
+    """Hold ``OUT/streamgan-batch.lock`` (flock) while a batch writes ``out_dir``: a second batch
+    on the same folder stops at once, naming the first one's pid and host, instead of writing
+    beside it. The lock goes with the process, however it ends (kill -9 included)."""
+    if fcntl is None:
+        yield
+        return
+    fd = _open_plain(out_dir / LOCK, os.O_RDWR | os.O_CREAT, "the batch's lock file")
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "pid unknown"
+            raise OutputError(f"{out_dir} is being written by another batch ({holder}); wait "
+                              "for it to end, or give another "
+                              f"{errors.flag('--out-dir', 'out_dir')}") from None
+        except OSError as e:  # a file system without locks
+            log.warning("%s: cannot lock the output folder (%s); run one batch at a time into "
+                        "it", out_dir, e.strerror or e)
+        else:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
 class Ledger:
-    """``OUT/streamgan-ledger.jsonl``: one line per file outcome, appended and synced, so a
-    stopped or killed batch leaves every finished file recorded (a torn last line is ignored)."""
+    """``OUT/streamgan-ledger.jsonl``: one line per file handed to the workers (``queued``) and
+    one per outcome, appended and synced, so a stopped or killed batch leaves every finished
+    file recorded (a torn last line is ignored). Opened once, never through a symbolic link."""
 
     def __init__(self, out_dir: Path):
         self.path = Path(out_dir) / LEDGER
+        self._fd = _open_plain(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND,
+                               "the batch ledger")
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self._fd)
 
     def load(self) -> dict[str, dict]:
         """Input path -> its latest record."""
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        with open(self._fd, "rb", closefd=False) as f:
+            text = f.read().decode(errors="replace")
+        if text and not text.endswith("\n"):  # a driver killed mid-line: end the torn line
+            self._write("\n")
         last: dict[str, dict] = {}
-        if not self.path.exists():
-            return last
-        for line in self.path.read_text(errors="replace").splitlines():
+        for line in text.splitlines():
             try:
                 rec = json.loads(line)
                 last[rec["input"]] = rec
@@ -142,11 +213,14 @@ class Ledger:
                 continue
         return last
 
-    def append(self, rec: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec, sort_keys=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+    def append(self, *recs: dict) -> None:
+        self._write("".join(json.dumps(rec, sort_keys=False) + "\n" for rec in recs))
+
+    def _write(self, text: str) -> None:
+        data = memoryview(text.encode())
+        while data:
+            data = data[os.write(self._fd, data):]
+        os.fsync(self._fd)
 
 
 def _identity(path: Path) -> dict:
@@ -157,8 +231,8 @@ def _identity(path: Path) -> dict:
     return {"input_bytes": st.st_size, "input_mtime_ns": st.st_mtime_ns}
 
 
-def _own_output(rec: dict | None, p: Planned) -> bool:
-    """The file at the output path is the one this batch wrote (the ledger has its size)."""
+def _recorded_output(rec: dict | None, p: Planned) -> bool:
+    """The file at the output path is the one this batch recorded as done (same size)."""
     try:
         return bool(rec) and rec.get("status") == "done" and \
             p.output.stat().st_size == rec.get("output_bytes")
@@ -166,11 +240,25 @@ def _own_output(rec: dict | None, p: Planned) -> bool:
         return False
 
 
+def _own_output(rec: dict | None, p: Planned) -> bool:
+    """The file at the output path is this batch's: recorded as done, or the file was queued
+    with its output path free (or holding this batch's own output) and the driver was killed
+    before it learned the outcome (the latest record is still ``queued``). Outputs are moved
+    into place only when complete, and the folder's lock keeps other batches out, so a file
+    there now is what this batch's worker published."""
+    if rec and rec.get("status") == "queued" and rec.get("claimed"):
+        try:
+            return stat.S_ISREG(os.lstat(p.output).st_mode)
+        except OSError:
+            return False
+    return _recorded_output(rec, p)
+
+
 def _is_done(rec: dict | None, p: Planned, settings: dict) -> bool:
     """Done before with this very input and these settings, and the output is still the one
     that run wrote (present, same size)."""
     ident = _identity(p.input)
-    return _own_output(rec, p) and rec.get("settings") == settings and (
+    return _recorded_output(rec, p) and rec.get("settings") == settings and (
         rec.get("input_bytes"), rec.get("input_mtime_ns")) == (ident["input_bytes"],
                                                               ident["input_mtime_ns"])
 
@@ -315,17 +403,20 @@ def _gpu_backend(backend: str) -> bool:
         engines._installed("torch") or engines._installed("tensorrt"))
 
 
-def local_workers(backend: str, jobs: int | None, threads: int | None,
-                  per_gpu: int = 1) -> tuple[int, int | None, list[str]]:
-    """(files at once, backend threads per file, GPUs) for this machine. GPUs: ``per_gpu``
-    files on each. CPUs: one file per core, each backend on one thread (the model's threads
-    never exceed the cores: decode and encode run beside it), or cores / jobs threads each when
-    ``jobs`` is given."""
+def local_workers(backend: str, jobs: int | None, threads: int | None, per_gpu: int = 1,
+                  files: int | None = None) -> tuple[int, int | None, list[str]]:
+    """(files at once, backend threads per file, GPUs) for this machine, never more files at
+    once than ``files`` (the files to do). GPUs: ``per_gpu`` files on each. CPUs: one file per
+    core, each backend on one thread (the model's threads never exceed the cores: decode and
+    encode run beside it), or cores / files at once threads each when ``jobs`` is given or
+    there are fewer files than cores."""
     gpus = visible_gpus() if _gpu_backend(backend) else []
     if gpus:
-        return jobs or len(gpus) * per_gpu, threads, gpus
+        jobs = jobs or len(gpus) * per_gpu
+        return min(jobs, files or jobs), threads, gpus
     cores = cpu_cores()
     jobs = jobs or max(1, cores // (threads or 1))
+    jobs = min(jobs, files or jobs)
     return jobs, threads or max(1, cores // jobs), []
 
 
@@ -333,7 +424,8 @@ def _run_local(todo: list[Job], settings: Settings, n: int, gpus: list[str],
                on_event: Callable[[tuple], None], on_result: Callable[[Job, dict], None]) -> None:
     """Run ``todo`` in ``n`` worker processes (spawned: nothing of the driver's state is
     shared). A worker that dies (killed, out of memory) fails the file it was on; the files
-    not started yet go on in a fresh pool."""
+    not started yet go on in a fresh pool. Workers die with the driver (``jobs._die_with``;
+    the kernel ties that to the thread that started them: this one, which outlives them)."""
     import multiprocessing as mp
     import queue
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -359,7 +451,7 @@ def _run_local(todo: list[Job], settings: Settings, n: int, gpus: list[str],
     while pending:
         with ProcessPoolExecutor(min(n, len(pending)), mp_context=ctx,
                                  initializer=worker.init_local_worker,
-                                 initargs=(stop, events, gpus, counter)) as pool:
+                                 initargs=(stop, events, gpus, counter, os.getpid())) as pool:
             futures = {pool.submit(worker.run_local_job, j, settings): j for j in pending}
             pending = []
             try:
@@ -413,7 +505,8 @@ def translate_many(inputs, task: str = "derain", out_dir="out", *, jobs: int | N
     ``per_gpu``: files sharing one GPU. Rerunning skips the files the ledger records as done
     (same input size and mtime, same settings, output unchanged) and retries the others; an
     output the ledger shows this batch wrote is replaced when its input or the settings changed,
-    any other file at an output path only with ``overwrite``.
+    any other file at an output path only with ``overwrite``. One batch at a time writes into
+    ``out_dir`` (a second one gets ``OutputError`` naming the first one's pid and host).
     Ctrl-C / SIGTERM (as ``KeyboardInterrupt``) stops the workers at their next frame (their
     partial outputs discarded), records what finished and raises ``Interrupted`` with
     ``.report``. ``on_start`` gets one line saying what runs where, once workers are chosen.
@@ -428,6 +521,11 @@ def translate_many(inputs, task: str = "derain", out_dir="out", *, jobs: int | N
         raise OutputError(f"{out_dir} is not a folder")
     planned = plan(inputs, task, out_dir)
     encode.choice(".mp4")  # a codec, preset or crf that cannot work fails before any work
+    settings = Settings(task=str(task), backend=backend, precision=precision, size=size,
+                        tile=tile, batch_size=batch_size, hwaccel=hwaccel, threads=threads,
+                        encode=encode, overwrite=overwrite, start=start, duration=duration,
+                        frames=frames, compare=compare, cli_wording=errors.cli_wording_on())
+    fp = json.loads(json.dumps(settings.fingerprint()))  # loads the model: a bad one fails here
     t0 = time.perf_counter()
     runner = None
     if cluster is not None:
@@ -436,35 +534,36 @@ def translate_many(inputs, task: str = "derain", out_dir="out", *, jobs: int | N
         runner = ray_cluster.connect(cluster)
     startup = time.perf_counter() - t0
     try:
-        if runner is not None:
-            threads = threads or 1
-            describe = runner.plan(backend, threads, per_gpu)
-        else:
-            n, threads, gpus = local_workers(backend, jobs, threads, per_gpu)
-            describe = (f"{n} local worker{'s' if n > 1 else ''}, "
-                        + (f"{per_gpu} per GPU on {len(gpus)} GPU(s)" if gpus
-                           else f"{threads} backend thread{'s' if threads > 1 else ''} each"))
-        settings = Settings(task=str(task), backend=backend, precision=precision, size=size,
-                            tile=tile, batch_size=batch_size, hwaccel=hwaccel, threads=threads,
-                            encode=encode, overwrite=overwrite, start=start, duration=duration,
-                            frames=frames, compare=compare,
-                            cli_wording=errors.cli_wording_on())
-        return _run(planned, settings, out_dir, runner, describe, startup, progress,
-                    on_start, (n, gpus) if runner is None else None)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{out_dir}: cannot create the output folder "
+                              f"({e.strerror or e})") from None
+        with out_dir_lock(out_dir), Ledger(out_dir) as ledger:
+            return _run(planned, settings, fp, ledger, runner, jobs, per_gpu, startup, progress,
+                        on_start)
     finally:
         if runner is not None:
             runner.close()
 
 
-def _run(planned, settings, out_dir, runner, describe, startup, progress, on_start, local):
+def _workers(settings: Settings, files: int, runner, jobs: int | None,
+             per_gpu: int) -> tuple[Settings, str, tuple | None]:
+    """For ``files`` files to do: the settings with the backend threads per file, one line
+    saying what runs where, and (files at once, GPUs) for local workers."""
+    if runner is not None:
+        threads = settings.threads or 1
+        describe = runner.plan(settings.backend, threads, per_gpu)
+        return dataclasses.replace(settings, threads=threads), describe, None
+    n, threads, gpus = local_workers(settings.backend, jobs, settings.threads, per_gpu, files)
+    describe = (f"{n} local worker{'s' if n > 1 else ''}, "
+                + (f"{per_gpu} per GPU on {len(gpus)} GPU(s)" if gpus
+                   else f"{threads} backend thread{'s' if threads > 1 else ''} each"))
+    return dataclasses.replace(settings, threads=threads), describe, (n, gpus)
+
+
+def _run(planned, settings, fp, ledger, runner, jobs, per_gpu, startup, progress, on_start):
     t0 = time.perf_counter()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"{out_dir}: cannot create the output folder ({e.strerror or e})") \
-            from None
-    ledger = Ledger(out_dir)
-    fp = json.loads(json.dumps(settings.fingerprint()))
     before = ledger.load()
     reports: dict[int, FileReport] = {}
     todo: list[Job] = []
@@ -480,6 +579,12 @@ def _run(planned, settings, out_dir, runner, describe, startup, progress, on_sta
                             replace=_own_output(before.get(str(p.input)), p)))
     bar = BatchProgress([planned[j.index] for j in todo], Path(settings.task).stem, progress)
 
+    def record(job: Job, status: str, **fields) -> dict:
+        p = planned[job.index]
+        return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "input": str(p.input),
+                "output": str(p.output), **_identity(p.input), "settings": fp,
+                "status": status, **fields}
+
     def on_result(job: Job, rec: dict) -> None:
         p = planned[job.index]
         if p.error and rec.get("status") != "stopped":
@@ -489,30 +594,36 @@ def _run(planned, settings, out_dir, runner, describe, startup, progress, on_sta
         r.frames, r.seconds = rec.get("frames", 0), rec.get("seconds", 0.0)
         r.fps, r.bad_frames = rec.get("fps", 0.0), rec.get("bad_frames", 0)
         r.error, r.exit_code = rec.get("error"), rec.get("exit_code")
-        ledger.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "input": str(p.input),
-                       "output": str(p.output), **_identity(p.input), "settings": fp,
-                       "status": r.status, "frames": r.frames, "seconds": r.seconds,
-                       "fps": r.fps, "bad_frames": r.bad_frames, "error": r.error,
-                       "exit_code": r.exit_code, "output_bytes": rec.get("output_bytes")})
+        ledger.append(record(job, r.status, frames=r.frames, seconds=r.seconds, fps=r.fps,
+                             bad_frames=r.bad_frames, error=r.error, exit_code=r.exit_code,
+                             output_bytes=rec.get("output_bytes")))
         bar.file_done(p)
 
     missing = [j for j in todo if planned[j.index].error]
     todo = [j for j in todo if not planned[j.index].error]
-    for j in todo:  # the layout under OUT/: made here, before any worker writes
-        Path(j.output).parent.mkdir(parents=True, exist_ok=True)
     for j in missing:  # named but absent: recorded, never sent to a worker
         on_result(j, {})
-    if on_start is not None and todo:
-        on_start(describe)
-    stopped: KeyboardInterrupt | None = None
-    try:
-        if todo and runner is not None:
-            runner.run(todo, settings, bar.event, on_result)
-        elif todo:
-            n, gpus = local
-            _run_local(todo, settings, n, gpus, bar.event, on_result)
-    except KeyboardInterrupt as e:
-        stopped = e
+    describe, stopped = "", None
+    if todo:
+        settings, describe, pool = _workers(settings, len(todo), runner, jobs, per_gpu)
+        for j in todo:  # the layout under OUT/: made here, before any worker writes
+            Path(j.output).parent.mkdir(parents=True, exist_ok=True)
+        # queued: what the output path held (nothing, or this batch's own output: "claimed"),
+        # so that after a driver killed before it learned an outcome, the rerun knows an output
+        # that appeared there for this batch's (_own_output)
+        ledger.append(*(record(j, "queued", claimed=j.replace or not os.path.lexists(j.output))
+                        for j in todo))
+        if on_start is not None:
+            on_start(describe)
+        try:
+            if runner is not None:
+                runner.run(todo, settings, bar.event, on_result)
+            else:
+                _run_local(todo, settings, *pool, bar.event, on_result)
+        except KeyboardInterrupt as e:
+            stopped = e
+            ledger.append(*(record(j, "stopped", error="stopped with the batch")
+                            for j in todo if reports[j.index].status == "not started"))
     bar.finish()
     report = BatchReport([reports[i] for i in range(len(planned))],
                          time.perf_counter() - t0, ledger.path, describe, startup)

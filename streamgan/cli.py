@@ -222,6 +222,11 @@ def build_parser(tasks: list[str]) -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("gst-env", help="print the exports that let GStreamer load the "
+                       "streamgan element: eval \"$(streamgan gst-env)\"")
+    _add_common(p)
+    p.set_defaults(func=cmd_gst_env)
+
     p = sub.add_parser("backends", help="which inference backends can run here")
     _add_common(p)
     p.set_defaults(func=cmd_backends)
@@ -271,8 +276,9 @@ def cmd_translate(args) -> int:
     # everything that can be checked without the model first: a mistake fails at once (the input
     # opened once: one FFmpeg cannot read, a --start past its end, a folder of mixed sizes)
     check_input(args.input)
+    net = args.stall_timeout if "://" in args.input else None  # a URL's reads are bounded
     if not _read_once(args.input):
-        Source(args.input, start=args.start, duration=args.duration).close()
+        Source(args.input, start=args.start, duration=args.duration, timeout=net).close()
     out = Path(split_targets(args.output)[0]) if args.output else \
         default_output(args.input, args.task)
     check_output(out, args.overwrite, src=args.input)
@@ -288,7 +294,7 @@ def cmd_translate(args) -> int:
     res = tr.translate_video(args.input, out, overwrite=args.overwrite, encode=enc,
                              start=args.start, duration=args.duration, frames=args.frames,
                              compare=args.compare, progress=not args.quiet,
-                             keep_partial=args.keep_partial)
+                             keep_partial=args.keep_partial, timeout=net)
     if not args.quiet:
         print(f"streamgan: wrote {res.output} ({res.frames} frame{'s' * (res.frames != 1)}, {res.fps:.1f} fps"
               + (f", {res.bad_frames} damaged or missing" if res.bad_frames else "") + ")",
@@ -391,6 +397,16 @@ def cmd_bench(args) -> int:
     from . import bench
 
     bench.run(args)
+    return errors.EXIT_OK
+
+
+def cmd_gst_env(args) -> int:
+    from .gstreamer import env_lines, loader_python_mismatch
+
+    why = loader_python_mismatch()
+    if why:
+        log.warning("notice: %s", why)
+    print("\n".join(env_lines()))
     return errors.EXIT_OK
 
 

@@ -685,7 +685,8 @@ class EncodeOptions:
 
     def _check(self, choice) -> None:
         name = choice.name
-        if not choice.hardware:  # a still-image or raw encoder cannot take the video's 4:2:0
+        if not choice.hardware and self.codec_for() not in CODECS:
+            # an FFmpeg encoder named by the user (png, mjpeg...) may not take the video's 4:2:0
             try:
                 formats = [f.name for f in av.Codec(name, "w").video_formats or ()]
             except Exception:
@@ -935,11 +936,15 @@ def clean_stale_temps(folder: Path) -> list[Path]:
         if str(f) in _held or pid == os.getpid() or _alive(pid) or f.is_symlink():
             continue
         try:
-            age = time.time() - f.stat().st_mtime
+            st = f.stat()
         except OSError:
             continue
+        age = time.time() - st.st_mtime
         gone = _writer_gone(f, pid)
-        if not (gone and age > _GRACE) and not (gone is None and age > _UNLOCKED_AGE):
+        # an empty, brand-new file may be between its creation and its lock; one with data was
+        # locked before its first byte
+        if not (gone and (st.st_size or age > _GRACE)) and \
+                not (gone is None and age > _UNLOCKED_AGE):
             continue
         try:
             f.unlink()

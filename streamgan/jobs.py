@@ -6,6 +6,8 @@ settings. ``run_job`` never raises for a bad file: the outcome (frames, seconds,
 the error's one line and exit code) comes back as a ``dict`` the driver writes to the ledger.
 A stop request (the driver's stop event, SIGTERM) ends the file at the next frame and discards
 its partial output, so a rerun does the file again and nothing half-written is left in place.
+A local worker dies with its driver, however the driver ends (``kill -9`` included): nothing
+would record the files it went on with.
 """
 
 from __future__ import annotations
@@ -70,14 +72,20 @@ class Job:
 
 
 class _Stop:
-    """Whether this worker was asked to stop: the driver's event, or SIGTERM to the worker."""
+    """Whether this worker was asked to stop: the driver's event, SIGTERM to the worker, or the
+    driver gone (a local worker's parent process)."""
 
     event = None  # a multiprocessing Event (local workers) or None
     signalled = False
+    driver: int | None = None  # a local worker's parent: the batch's driver
+
+    @classmethod
+    def orphaned(cls) -> bool:
+        return cls.driver is not None and os.getppid() != cls.driver
 
     @classmethod
     def requested(cls) -> bool:
-        return cls.signalled or (cls.event is not None and cls.event.is_set())
+        return cls.signalled or (cls.event is not None and cls.event.is_set()) or cls.orphaned()
 
 
 class _Reporter(Progress):
@@ -168,13 +176,35 @@ def run_job(job: Job, settings: Settings, send: Callable[[tuple], None]) -> dict
 _events = None  # multiprocessing Queue to the driver
 
 
-def init_local_worker(stop_event, events, gpus: list[str] | None, counter) -> None:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(driver: int) -> None:
+    """End this worker when its driver ends, however it ends: Linux kills it with SIGKILL
+    (PR_SET_PDEATHSIG; its temp file is removed by the next run into that folder, see
+    ``io.clean_stale_temps``). Elsewhere, and should that fail, the worker sees between frames
+    that its parent changed and stops the file (``_Stop``), then exits (``run_local_job``)."""
+    import ctypes
+    import signal
+
+    _Stop.driver = driver
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (AttributeError, OSError):  # not Linux
+        pass
+    if _Stop.orphaned():  # the driver died before the line above
+        os._exit(1)
+
+
+def init_local_worker(stop_event, events, gpus: list[str] | None, counter,
+                      driver: int) -> None:
     """Runs once in each worker process: Ctrl-C is the driver's to handle (it sets the stop
-    event); SIGTERM sent to the worker itself (systemd stops the whole group) stops it too.
-    With GPUs, each worker gets one, round robin."""
+    event); SIGTERM sent to the worker itself (systemd stops the whole group) stops it too; the
+    worker dies with its ``driver`` (pid). With GPUs, each worker gets one, round robin."""
     import signal
 
     global _events
+    _die_with(driver)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def on_term(signum, frame):
@@ -190,4 +220,7 @@ def init_local_worker(stop_event, events, gpus: list[str] | None, counter) -> No
 
 
 def run_local_job(job: Job, settings: Settings) -> dict:
-    return run_job(job, settings, _events.put)
+    out = run_job(job, settings, _events.put)
+    if _Stop.orphaned():  # no driver to take the outcome or give the next file
+        os._exit(1)
+    return out

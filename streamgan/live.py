@@ -639,6 +639,25 @@ def stream(translator, src, *, on_frame: Callable[[Frame], None] | None = None,
         yield result
 
 
+def close_outputs(outputs, who: str = "") -> None:
+    """``outputs.close()``; then a recording that got no frame (the input never gave one) is
+    removed rather than left as an empty file, and said. Only a file this run made and still
+    had open (never one that was there before, nor one an output failed to open)."""
+    empty = [o for o in outputs.outputs if o.kind == "record" and not o.frames and not o.failed
+             and getattr(o, "enc", None) is not None]
+    outputs.close()
+    for o in empty:
+        if o.failed or o.frames:
+            continue
+        try:
+            if o.path.is_file() and not o.path.is_symlink():
+                o.path.unlink()
+                log.warning("%sno frame recorded; removed the empty %s", who, o.path)
+        except OSError as e:
+            log.warning("%sno frame recorded; could not remove the empty %s (%s)", who, o.path,
+                        e.strerror or e)
+
+
 def run(translator, src, outputs, options: LiveOptions | None = None, *,
         frames: int | None = None, duration: float | None = None, start: float = 0.0,
         stop: threading.Event | None = None, progress=None) -> LiveResult:
@@ -672,7 +691,7 @@ def run(translator, src, outputs, options: LiveOptions | None = None, *,
             raise InputError(f"{e}; frames written before that were kept ({written})") from None
         raise
     finally:
-        outputs.close()
+        close_outputs(outputs)
     pipe, source = info.get("pipeline"), info.get("source")
     return LiveResult(n, pipe.dropped if pipe else 0, time.perf_counter() - t0, latency,
                       source.stats.reconnects if source else 0,

@@ -13,7 +13,9 @@ model) stops that stream only; the others keep running. A slow stream never hold
 when its output queue is full its result is dropped and counted.
 
 A Prometheus text endpoint on 127.0.0.1 (``/metrics``) gives per-stream fps, latency
-(capture to publish, p50/p95/max), drops, reconnects and state, and the engine's batching.
+(capture to publish, p50/p95/max), drops, reconnects and state, and the engine's batching. It
+runs on a bounded budget (``MetricsHTTPServer``: a few connections at once, each for a few
+seconds), so that no client of it can take the descriptors the streams need.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ from .outputs import FanOut, make_outputs
 from .pipeline import stack
 
 log = logging.getLogger("streamgan")
+
+# the metrics endpoint's own budget: at most this many connections at once (more are closed at
+# once), each closed after this many seconds, so it never takes descriptors from the streams
+METRICS_MAX_CONNECTIONS = 16
+METRICS_TIMEOUT = 5.0
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -233,6 +240,8 @@ class Stream:
                     self.source.close()
                 except Exception:
                     pass
+            if self.writer.ident is None and self.outputs is not None and self.outputs.opened:
+                self._close_outputs()  # opened, but no output thread to finalise them
 
     def _connect(self):
         """Open the input; a camera that is down at start is retried like a dropped one."""
@@ -299,13 +308,21 @@ class Stream:
         except Exception as e:
             self.fail(f"{type(e).__name__}: {_first_line(e)}")
         finally:
-            try:
-                self.outputs.close()
-            except Exception as e:
-                log.error("stream %s: %s", self.name, e)
+            self._close_outputs()
             if self.alive:
                 self.state = "ended"
             self.stop.set()
+
+    def _close_outputs(self) -> None:
+        """Finalise the outputs; a recording that got no frame is removed, not left as an
+        empty file."""
+        outs = self.outputs
+        if outs is None:
+            return
+        try:
+            live.close_outputs(outs, f"stream {self.name}: ")
+        except Exception as e:
+            log.error("stream %s: %s", self.name, e)
 
     def deliver(self, frame, out) -> None:
         """From the engine thread. A drop=oldest stream whose outputs lag loses the frame (the
@@ -317,6 +334,63 @@ class Stream:
                 self.done.put_nowait((frame, out))
         except queue.Full:
             self.dropped += 1
+
+
+# -- the metrics endpoint -----------------------------------------------------------------------
+class MetricsHTTPServer(ThreadingHTTPServer):
+    """The ``/metrics`` endpoint on its own bounded budget, so that it can never take the
+    descriptors (or threads) the streams need: at most ``METRICS_MAX_CONNECTIONS`` connections
+    at once (one more is closed as soon as it is accepted) and each closed
+    ``METRICS_TIMEOUT`` seconds after it was accepted, answered or not."""
+
+    daemon_threads = True
+    request_queue_size = 64  # connections beyond the cap are accepted (and closed) quickly
+
+    def __init__(self, address, handler):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._open: dict = {}  # connection -> when it must be closed (monotonic)
+        self._lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        with self._lock:
+            full = len(self._open) >= METRICS_MAX_CONNECTIONS
+            if not full:
+                self._open[request] = time.monotonic() + METRICS_TIMEOUT
+        if full:
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)  # a thread for this connection
+
+    def shutdown_request(self, request):
+        with self._lock:  # never under the reaper below
+            self._open.pop(request, None)
+            super().shutdown_request(request)
+
+    def service_actions(self):
+        """(The accepting thread, at least every half second.) Cut connections past their
+        time: the thread serving one then sees the end of it and closes it."""
+        now = time.monotonic()
+        with self._lock:
+            for conn, deadline in self._open.items():
+                if now >= deadline:
+                    try:
+                        conn.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def server_close(self):
+        super().server_close()
+        with self._lock:
+            for conn in self._open:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def handle_error(self, request, client_address):
+        """A client that went away mid-answer: no traceback on stderr (one with --debug)."""
+        log.debug("metrics: a request from %s failed", client_address[0], exc_info=True)
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -489,6 +563,8 @@ class Server:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = METRICS_TIMEOUT  # seconds per read or write on the connection
+
             def do_GET(self):
                 if self.path.split("?")[0] not in ("/metrics", "/"):
                     self.send_error(404)
@@ -504,12 +580,8 @@ class Server:
                 pass
 
         host = "127.0.0.1" if m.host == "localhost" else m.host
-        class HTTP(ThreadingHTTPServer):
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            daemon_threads = True
-
         try:
-            self.http = HTTP((host, m.port), Handler)
+            self.http = MetricsHTTPServer((host, m.port), Handler)
         except OSError as e:
             raise UsageError(f"metrics: cannot listen on {host}:{m.port} ({e.strerror})") \
                 from None

@@ -230,7 +230,8 @@ class Translator:
                         encode: EncodeOptions | None = None, start: float = 0.0,
                         duration: float | None = None, frames: int | None = None,
                         compare: bool = False, progress: bool | Progress = False,
-                        keep_partial: bool = False, discard_partial: bool = False) -> Result:
+                        keep_partial: bool = False, discard_partial: bool = False,
+                        timeout: float | None = None) -> Result:
         """Translate a whole video into ``dst``; audio and timestamps kept.
 
         Ctrl-C (or SIGTERM/SIGHUP, when the command line turns them into ``KeyboardInterrupt``)
@@ -244,7 +245,7 @@ class Translator:
         check_output(dst, overwrite, src=src)
         t0 = time.perf_counter()
         source = self._open(src, start=start, duration=duration, frames=frames,
-                            keep_source=compare)
+                            keep_source=compare, timeout=timeout)
         image_out = Path(dst).suffix.lower() in IMAGE_FORMATS
         if image_out and (source.expected_frames or 1) > 1:
             source.close()

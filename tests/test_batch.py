@@ -21,14 +21,25 @@ from pathlib import Path
 
 import pytest
 
-from conftest import error_line, make_clip, read_video, run_cli
+from conftest import error_line, make_clip, read_video, run_cli, wait_for
 from streamgan import errors
 
 LEDGER = "streamgan-ledger.jsonl"
+LOCK = "streamgan-batch.lock"
 
 
 def _ledger(out: Path) -> list[dict]:
     return [json.loads(l) for l in (out / LEDGER).read_text().splitlines()]
+
+
+def _outcomes(out: Path) -> list[dict]:
+    """The ledger's outcome records (not the ``queued`` line each file gets as it is handed to
+    the workers)."""
+    return [r for r in _ledger(out) if r["status"] != "queued"]
+
+
+def _has_done(out: Path) -> bool:
+    return (out / LEDGER).exists() and any(r["status"] == "done" for r in _outcomes(out))
 
 
 def _temps(folder: Path) -> list[Path]:
@@ -83,12 +94,12 @@ def test_layout_is_kept_and_every_frame_arrives(identity_onnx, clips, tmp_path):
               clips / "day" / "late" / "vfr.mp4": out / "day" / "late" / "vfr.identity.mp4",
               extra / "two.mp4": out / "two.identity.mp4",
               one: out / "one.identity.mp4"}
-    made = {p for p in out.rglob("*") if p.is_file() and p.name != LEDGER}
+    made = {p for p in out.rglob("*") if p.is_file() and p.name not in (LEDGER, LOCK)}
     assert made == set(expect.values())
     for src, dst in expect.items():
         _same_video(src, dst)
     assert read_video(out / "day" / "b.identity.mp4")["audio"]  # audio kept as in single runs
-    recs = _ledger(out)
+    recs = _outcomes(out)
     assert {r["input"] for r in recs} == {str(p.absolute()) for p in expect}
     assert all(r["status"] == "done" and r["error"] is None for r in recs)
     frames = {Path(r["output"]).name: r["frames"] for r in recs}
@@ -126,13 +137,13 @@ def test_rerun_skips_done_and_retries_failed(identity_onnx, clips, tmp_path):
     assert failed.keys() == {str(bad), str(missing)}
     assert failed[str(bad)]["exit_code"] == errors.EXIT_INPUT and failed[str(bad)]["error"]
     before = _snapshot(done)
-    n_lines = len(_ledger(out))
+    n_lines = len(_outcomes(out))
 
     r = _batch("--task", identity_onnx, clips, missing, "--out-dir", out, "--jobs", "2")
     assert r.returncode == 7, r.stderr
     assert "0 done, 4 skipped (done before), 2 failed" in r.stderr
     assert _snapshot(done) == before
-    new = _ledger(out)[n_lines:]
+    new = _outcomes(out)[n_lines:]
     assert sorted(x["input"] for x in new) == sorted([str(bad), str(missing)])
 
     make_clip(bad, frames=8, seed=9)  # fixed; and one input changed since it was done
@@ -184,10 +195,9 @@ def test_sigterm_mid_batch_keeps_finished_files(identity_onnx, tmp_path):
            "openvino", "--precision", "fp32", str(src), "--out-dir", str(out), "--jobs", "1"]
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (
-            (out / LEDGER).exists() and _temps(out) and (out / LEDGER).read_text()):
+    while time.monotonic() < deadline and not (_temps(out) and _has_done(out)):
         time.sleep(0.05)
-    assert (out / LEDGER).exists(), "the first file never finished"
+    assert _has_done(out), "the first file never finished"
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=150)
     assert p.returncode == 143, err
@@ -289,3 +299,160 @@ def test_a_worker_that_dies_fails_only_its_file(identity_onnx, udacity_clip, tmp
     assert "1 done, 2 skipped (done before), 0 failed" in r.stderr
     assert len(read_video(out / "cam0.identity.mp4")["frames"]) == 221
     assert not _temps(out)
+
+
+def _alive(pid: int) -> bool:
+    """The process runs (a zombie waiting to be reaped has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _writer(temp: Path) -> int:
+    """The pid in a temp file's name (.<stem>.<pid>.<random>.streamgan-tmp.mp4)."""
+    return int(temp.name.split(".")[-4])
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_killed_driver_takes_its_workers_with_it(identity_onnx, tmp_path):
+    """kill -9 of the batch driver (out of memory, a hard stop) while its worker has just
+    published a file it had no time to record: the worker dies with the driver instead of going
+    on with files nobody records, and the rerun takes the unrecorded output for this batch's
+    own (redone, not refused as "exists"): every file done, exit 0, nothing left beside them."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        make_clip(src / f"cam{i}.mp4", frames=300, size=(320, 240), seed=i)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "streamgan", "run", "--task", str(identity_onnx), "--backend",
+           "openvino", "--precision", "fp32", str(src), "--out-dir", str(out), "--jobs", "1"]
+    with open(tmp_path / "driver.err", "w") as err:
+        p = subprocess.Popen(cmd, stderr=err)
+    worker = None
+    try:
+        assert wait_for(lambda: out.exists() and list(out.glob(".cam0.identity.*")), 120), \
+            (tmp_path / "driver.err").read_text()
+        os.kill(p.pid, signal.SIGSTOP)  # the driver frozen: the worker finishes cam0 alone
+        worker = _writer(next(out.glob(".cam0.identity.*")))
+        assert _parent(worker) == p.pid  # a worker of this batch, nothing else
+        assert wait_for((out / "cam0.identity.mp4").exists, 120)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=30)
+        assert wait_for(lambda: not _alive(worker), 10), "the worker outlived its driver"
+    finally:
+        if p.poll() is None:
+            p.kill()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+    recs = _ledger(out) if (out / LEDGER).exists() else []
+    assert not [r for r in recs if r["status"] == "done"]  # cam0 was published, not recorded
+    time.sleep(6)  # the rerun comes later: the dead worker's temp file is past io's grace time
+    r = run_cli(*cmd[3:], timeout=360)
+    assert r.returncode == 0, r.stderr
+    assert "3 done, 0 skipped (done before), 0 failed" in r.stderr
+    assert set(out.glob("*.mp4")) == {out / f"cam{i}.identity.mp4" for i in range(3)}
+    for i in range(3):
+        _same_video(src / f"cam{i}.mp4", out / f"cam{i}.identity.mp4")
+    assert not _temps(out)
+
+
+def test_a_second_batch_on_the_same_out_dir_is_refused(identity_onnx, tmp_path):
+    """Two batches into one --out-dir at once: the second stops at once with exit 4, naming the
+    folder and the first batch's pid; the first finishes as if alone (no duplicate outputs, no
+    failed record), and once it is over the folder is free again."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        make_clip(src / f"cam{i}.mp4", frames=150, size=(320, 240), seed=i)
+    out = tmp_path / "out"
+    args = ["run", "--task", identity_onnx, "--backend", "openvino", "--precision", "fp32", src,
+            "--out-dir", out, "--jobs", "1"]
+    first = subprocess.Popen([sys.executable, "-m", "streamgan", *map(str, args)],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: bool(out.exists() and _temps(out)), 120)
+        second = run_cli(*args, timeout=120)
+        _, err = first.communicate(timeout=240)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert second.returncode == errors.EXIT_OUTPUT == 4, second.stderr
+    line = error_line(second.stderr)
+    assert str(out) in line and f"pid {first.pid}" in line, line
+    assert first.returncode == 0, err
+    assert "2 done, 0 skipped (done before), 0 failed" in err
+    assert set(out.glob("*.mp4")) == {out / "cam0.identity.mp4", out / "cam1.identity.mp4"}
+    assert all(r["status"] != "failed" for r in _ledger(out))
+    for i in range(2):
+        _same_video(src / f"cam{i}.mp4", out / f"cam{i}.identity.mp4")
+    r = run_cli(*args, timeout=120)
+    assert r.returncode == 0 and "0 done, 2 skipped" in r.stderr, r.stderr
+
+
+def test_a_ledger_that_is_a_link_or_a_folder_is_refused(identity_onnx, tmp_path):
+    """The ledger is never written through a symbolic link (its target could be any file the
+    user can write) and a folder in its place is not an internal error: exit 4, one line naming
+    it, the link's target untouched and no output written."""
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "c.mp4", frames=5)
+    target = tmp_path / "precious.txt"
+    target.write_text("not a ledger\n")
+    linked, folder = tmp_path / "linked", tmp_path / "folder"
+    linked.mkdir()
+    (linked / LEDGER).symlink_to(target)
+    (folder / LEDGER).mkdir(parents=True)
+    for out, what in ((linked, "symbolic link"), (folder, "folder")):
+        r = _batch("--task", identity_onnx, src, "--out-dir", out, "--jobs", "1")
+        assert r.returncode == errors.EXIT_OUTPUT, r.stderr
+        line = error_line(r.stderr)
+        assert str(out / LEDGER) in line and what in line, line
+        assert not (out / "c.identity.mp4").exists()
+    assert target.read_text() == "not a ledger\n"
+    assert (linked / LEDGER).is_symlink() and (folder / LEDGER).is_dir()
+
+
+def test_a_torn_last_ledger_line_does_not_swallow_the_next_record(identity_onnx, tmp_path):
+    """A driver killed in the middle of a ledger line: the next run's records still start on a
+    line of their own, so the run after it reads them back and skips the file it did."""
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "c.mp4", frames=5)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LEDGER).write_text('{"input": "/elsewhere/a.mp4", "status": "do')
+    for done, skipped in ((1, 0), (0, 1)):
+        r = _batch("--task", identity_onnx, src, "--out-dir", out, "--jobs", "1")
+        assert r.returncode == 0, r.stderr
+        assert f"{done} done, {skipped} skipped (done before)" in r.stderr, r.stderr
+
+
+def test_options_a_batch_would_ignore_are_refused(identity_onnx, tmp_path):
+    """--keep-partial and the real-time/live options do nothing for a batch: refused with one
+    line naming them (exit 2) before anything is written, not silently dropped."""
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "c.mp4", frames=5)
+    out = tmp_path / "out"
+    for opts in (["--keep-partial"], ["--realtime", "--segment", "2"], ["--drop", "oldest"],
+                 ["--max-wait", "0.1"]):
+        r = _batch("--task", identity_onnx, src, "--out-dir", out, *opts)
+        assert r.returncode == errors.EXIT_USAGE, r.stderr
+        line = error_line(r.stderr)
+        assert all(o in line for o in opts if o.startswith("--")), line
+        assert not out.exists()
+
+
+def test_never_more_workers_than_files(identity_onnx, tmp_path):
+    """--jobs 3 for two files starts two workers, and the summary says so."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        make_clip(src / f"c{i}.mp4", frames=5, seed=i)
+    r = _batch("--task", identity_onnx, src, "--out-dir", tmp_path / "out", "--jobs", "3")
+    assert r.returncode == 0, r.stderr
+    assert "2 local workers" in r.stderr and "3 local workers" not in r.stderr, r.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import read_video
+from conftest import make_clip, read_video, wait_for
 from rtsp_server import free_port
 from test_live_rtsp import (clip_long, file_settled, gray_frames, server_factory,  # noqa: F401
                             small_clip)
@@ -207,3 +207,135 @@ def test_serve_check_validates_without_running(tmp_path):
     bad.write_text("model: x.onnx\nstreams: []\n")
     r = run_cli("serve", bad, "--check", timeout=60)
     assert r.returncode == 2 and "streams" in r.stderr
+
+
+def _serve(cfg: dict, path: Path, *args, nofile: int | None = None) -> subprocess.Popen:
+    """``streamgan serve`` on this config in a subprocess (with at most ``nofile`` descriptors)."""
+    import resource
+
+    path.write_text(yaml.safe_dump(cfg))
+
+    def limit():
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    return subprocess.Popen([sys.executable, "-m", "streamgan", "serve", str(path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=limit)
+
+
+@pytest.mark.timeout(120)
+def test_idle_metrics_connections_never_stop_the_recordings(identity_onnx, tmp_path):
+    """200 connections to the metrics port that never send a request, in a process allowed 64
+    descriptors: the recording goes on to its end, the metrics answer, the idle ones are closed."""
+    import socket
+
+    from streamgan.serve import METRICS_MAX_CONNECTIONS, METRICS_TIMEOUT
+
+    # 20 s paced like a camera (10 fps), recorded in 2 s segments: new files all along
+    clip = make_clip(tmp_path / "cam.mp4", frames=200, size=(320, 180), rate=10)
+    port = free_port()
+    (tmp_path / "rec").mkdir()
+    cfg = {"model": str(identity_onnx), "backend": "openvino", "precision": "fp32",
+           "metrics": {"port": port},
+           "streams": [{"name": "cam", "input": str(clip), "outputs": ["rec/cam.mp4"],
+                        "segment": 2, "drop": "block"}]}
+    proc = _serve(cfg, tmp_path / "serve.yaml", nofile=64)
+    idle: list[socket.socket] = []
+    answered = None
+    most_fds = closed = 0
+    alive = False
+    try:
+        assert wait_for(lambda: (value(scrape(port) or "", "streamgan_frames_total",
+                                       stream="cam") or 0) > 0 or proc.poll() is not None, 40)
+        for _ in range(200):
+            if proc.poll() is not None:
+                break
+            s = socket.socket()
+            s.settimeout(2)
+            try:
+                s.connect(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            idle.append(s)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < METRICS_TIMEOUT + 3 and proc.poll() is None:
+            try:  # descriptors of the serve process while the idle connections are held
+                most_fds = max(most_fds, len(list(Path(f"/proc/{proc.pid}/fd").iterdir())))
+            except OSError:
+                pass
+            answered = answered or scrape(port)
+            time.sleep(0.2)
+        # by now the server has closed every idle connection (beyond the cap at once, the
+        # others after the timeout), while it still runs
+        alive = proc.poll() is None
+        for s in idle:
+            s.settimeout(0.5)
+            try:
+                closed += s.recv(1) == b""
+            except OSError as e:
+                closed += not isinstance(e, socket.timeout)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        for s in idle:
+            s.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-2000:]
+    assert "cam: ended; 200 frames" in err, err[-2000:]
+    segs = sorted((tmp_path / "rec").glob("cam_*.mp4"))
+    assert sum(len(read_video(s)["frames"]) for s in segs) == 200
+    assert answered is not None and value(answered, "streamgan_frames_total", stream="cam") > 0
+    assert len(idle) >= 150, len(idle)
+    assert alive and closed == len(idle), (alive, closed, len(idle))
+    assert most_fds <= 20 + METRICS_MAX_CONNECTIONS, most_fds  # its own budget of descriptors
+    assert "Traceback" not in err
+
+
+def test_a_stream_that_never_got_a_frame_leaves_no_empty_recording(identity_onnx, tmp_path):
+    """A camera whose every frame is undecodable: its recording is not left as an empty file,
+    and the log says so; the other stream records as usual."""
+    from test_live_units import undecodable_clip
+
+    good = make_clip(tmp_path / "good.mp4", frames=20, size=(320, 180))
+    bad = undecodable_clip(tmp_path / "bad.mp4")
+    cfg = {"model": str(identity_onnx), "backend": "openvino", "precision": "fp32",
+           "metrics": None, "streams": [
+               {"name": "good", "input": str(good), "outputs": ["good_rec.mp4"],
+                "drop": "block"},
+               {"name": "empty", "input": str(bad), "outputs": ["empty_rec.mp4"]}]}
+    proc = _serve(cfg, tmp_path / "serve.yaml")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert len(read_video(tmp_path / "good_rec.mp4")["frames"]) == 20
+    assert not (tmp_path / "empty_rec.mp4").exists(), err
+    assert re.search(r"stream empty: no frame recorded; removed the empty .*empty_rec\.mp4",
+                     err), err
+
+
+def test_metrics_port_in_use_is_a_clear_error_before_any_camera(identity_onnx, tmp_path):
+    import socket
+
+    from conftest import error_line
+
+    with socket.socket() as taken, socket.socket() as camera:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)  # another exporter holds the port
+        camera.bind(("127.0.0.1", 0))
+        camera.listen(1)
+        camera.settimeout(0.5)
+        port = taken.getsockname()[1]
+        cfg = {"model": str(identity_onnx), "backend": "openvino", "precision": "fp32",
+               "metrics": {"port": port},
+               "streams": [{"name": "cam", "outputs": ["cam.mp4"], "reconnect": 0,
+                            "input": f"rtsp://127.0.0.1:{camera.getsockname()[1]}/x"}]}
+        proc = _serve(cfg, tmp_path / "serve.yaml")
+        out, err = proc.communicate(timeout=60)
+        with pytest.raises(socket.timeout):
+            camera.accept()  # the camera was never contacted
+    assert proc.returncode == 2, err
+    assert error_line(err) == (f"streamgan: error: metrics: cannot listen on 127.0.0.1:{port} "
+                               "(Address already in use)")
+    assert not (tmp_path / "cam.mp4").exists()

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from conftest import make_clip, playable_times, read_video, run_cli
+from conftest import error_line, make_clip, playable_times, read_video, run_cli
 
 from streamgan import live
 from streamgan.errors import UsageError
@@ -216,3 +216,106 @@ def test_a_killed_recording_keeps_what_was_written_before_its_last_second(tmp_pa
     assert r.returncode == 9, r.stderr
     t = np.array(playable_times(rec))
     assert len(t) >= 50 and (np.diff(t) > 0).all(), (rec.stat().st_size, len(t))
+
+
+# -- a plain HTTP input whose server stalls ------------------------------------------------------
+class _StalledHTTP:
+    """A local HTTP server (a thread) that accepts and then never answers (``headers=False``),
+    or answers 200 with the start of an MP4 and then sends nothing more (``headers=True``)."""
+
+    def __init__(self, headers: bool, head: bytes = b""):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://user:hunter2@127.0.0.1:{self.sock.getsockname()[1]}/clip.mp4"
+        self.headers, self.head = headers, head
+        self.conns: list = []
+        self.done = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.done.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            if self.headers:
+                c.recv(65536)
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: "
+                          + str(10_000_000).encode() + b"\r\n\r\n" + self.head)
+
+    def close(self):
+        self.done.set()
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.fixture(params=["silent", "headers-then-stall"])
+def stalled_http(request, tmp_path):
+    head = make_clip(tmp_path / "head.mp4", frames=5, size=(64, 48)).read_bytes()[:40]
+    srv = _StalledHTTP(headers=request.param != "silent", head=head)
+    yield srv
+    srv.close()
+
+
+def test_info_on_a_stalled_http_server_fails_in_bounded_time(stalled_http):
+    t0 = time.monotonic()
+    r = run_cli("info", stalled_http.url, timeout=40)
+    took = time.monotonic() - t0
+    assert r.returncode == 3, r.stderr  # an input error
+    assert "no answer within 10 s" in error_line(r.stderr), r.stderr
+    assert took < 25, took
+    assert "hunter2" not in r.stderr + r.stdout
+
+
+def test_derain_from_a_stalled_http_server_fails_in_bounded_time(stalled_http, tmp_path):
+    t0 = time.monotonic()
+    r = run_cli("derain", stalled_http.url, "-o", tmp_path / "out.mp4", timeout=40)
+    took = time.monotonic() - t0
+    assert r.returncode == 3, r.stderr
+    assert "no answer within 10 s" in error_line(r.stderr), r.stderr
+    assert took < 30, took
+    r = run_cli("derain", stalled_http.url, "-o", tmp_path / "out.mp4", "--stall-timeout", "2",
+                timeout=40)  # the option bounds a file URL's reads too
+    assert r.returncode == 3 and "no answer within 2 s" in error_line(r.stderr), r.stderr
+    assert "hunter2" not in r.stderr + r.stdout
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_probe_and_source_take_a_network_timeout(stalled_http):
+    from streamgan.errors import InputError
+    from streamgan.io import Source, probe
+
+    for open_ in (lambda: probe(stalled_http.url, timeout=1.0),
+                  lambda: Source(stalled_http.url, timeout=1.0)):
+        t0 = time.monotonic()
+        with pytest.raises(InputError, match=r"no answer within 1 s"):
+            open_()
+        assert time.monotonic() - t0 < 5
+
+
+def undecodable_clip(path):
+    """A clip whose header is fine (320x180, 20 frames) but whose every picture is zeroed: an
+    input that opens and never yields a frame."""
+    make_clip(path, frames=20, size=(320, 180))
+    data = bytearray(path.read_bytes())
+    at = data.index(b"mdat")
+    size = int.from_bytes(data[at - 4:at], "big")
+    data[at + 4:at - 4 + size] = bytes(size - 8)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_live_run_without_a_frame_leaves_no_empty_recording(identity_onnx, tmp_path):
+    bad = undecodable_clip(tmp_path / "bad.mp4")
+    r = run_cli("run", "--task", identity_onnx, "--backend", "openvino", bad,
+                "-o", f"{tmp_path / 'a.mp4'},{tmp_path / 'b.mkv'}", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "0 frames" in r.stderr
+    assert not (tmp_path / "a.mp4").exists() and not (tmp_path / "b.mkv").exists(), r.stderr
+    assert f"no frame recorded; removed the empty {tmp_path / 'a.mp4'}" in r.stderr, r.stderr

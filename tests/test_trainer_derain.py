@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -310,6 +311,13 @@ def test_adapt_writes_a_plugin_that_runs(tmp_path, udacity_clip):
     data = model.card.training.data
     assert (data[0].path, data[0].count, data[1].path) == (str(clear), 3, str(udacity_clip)) and data[1].count > 0
     assert "derain" in data[2].name and model.card.limitations.startswith("Fine-tuned by streamgan-train adapt for 2 steps")
+    # no int8 model unless asked (the runtime then runs bf16/fp32), and nothing of NNCF's on the terminal
+    assert model.card.int8 is None and not list(out.glob("model.int8.*")) and rep["int8"] is None
+    assert ":nncf:" not in r.stderr and "Statistics collection" not in r.stderr
+    # how long each phase took, one line each
+    for phase in ("training", "export", "evaluation"):
+        assert len(re.findall(rf"^adapt: {phase} \d+\.\d s", r.stderr, re.M)) == 1, (phase, r.stderr[-2000:])
+    assert len(re.findall(r"^adapt: int8 quantisation skipped .*--int8", r.stderr, re.M)) == 1, r.stderr[-2000:]
     # the folder works as a task for the CLI
     clip = tmp_path / "in.mp4"
     from conftest import make_clip, read_video
@@ -319,6 +327,48 @@ def test_adapt_writes_a_plugin_that_runs(tmp_path, udacity_clip):
                           str(tmp_path / "o.mp4"), "-q"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert len(read_video(tmp_path / "o.mp4")["frames"]) == 4
+
+
+def _paired_set(folder: Path, n: int = 2) -> Path:
+    """A stand-in for Rain12: rainy/*.png beside clean/*.png of the same names."""
+    make_images(folder / "clean", n, w=96, h=64)
+    make_images(folder / "rainy", n, w=96, h=64, seed=5)
+    return folder
+
+
+def test_adapt_int8_needs_a_benchmark_to_gate_it(tmp_path):
+    """--int8 without a paired benchmark on the machine: one line saying so, before any training."""
+    rainy, clear = make_images(tmp_path / "rainy", 2, seed=3), make_images(tmp_path / "clear", 2)
+    out, runs = tmp_path / "fleet", tmp_path / "runs"
+    r = _adapt("--rainy", rainy, "--clear", clear, "--out", out, "--steps", 1, "--int8",
+               "--set", f"eval.rain12={tmp_path / 'no_rain12'}", runs=runs, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    err = [line for line in r.stderr.splitlines() if "error" in line]
+    assert len(err) == 1 and "--int8" in err[0] and "Rain12" in err[0] and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not out.exists() and not runs.exists()
+
+
+def test_adapt_int8_writes_a_gated_int8_model_quietly(tmp_path, udacity_clip):
+    """Asked for, the int8 model is made (with its gate against fp32 on the paired benchmark), named in
+    the card and in the result at its final place, timed on its own line, and NNCF's lines stay off the
+    terminal."""
+    clear = make_images(tmp_path / "clear", 3, w=120, h=90)
+    out = tmp_path / "fleet"
+    r = _adapt("--rainy", udacity_clip, "--clear", clear, "--out", out, "--steps", 1, "--int8",
+               "--set", "data.batch_size=2", "--set", "data.crop=64", "--set", "data.video_stride=40",
+               "--set", f"eval.rain12={_paired_set(tmp_path / 'r12')}", "--set", "eval.paired_sets={}",
+               runs=tmp_path / "runs")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(r.stdout)
+    from streamgan.plugins import load
+
+    card = load(out).card  # the plugin loads: the int8 files match their card
+    assert card.int8 is not None and (out / card.int8.file).is_file() and (out / card.int8.weights_file).is_file()
+    assert card.int8.of_sha256 == card.weights.sha256 and "rain12_psnr_y" in card.int8.metrics["fp32"]
+    assert rep["int8"]["int8"] == str(out / "model.int8.xml") and rep["int8"]["plugin_dir"] == str(out)
+    assert len(re.findall(r"^adapt: int8 quantisation \d+\.\d s", r.stderr, re.M)) == 1, r.stderr[-2000:]
+    assert ":nncf:" not in r.stderr and "Statistics collection" not in r.stderr
+    assert not list(tmp_path.glob(".fleet*"))
 
 
 def test_adapt_stopped_by_sigterm_writes_no_plugin(tmp_path):

@@ -107,3 +107,33 @@ def test_calibration_spread_over_sources():
     assert _spread([5, 5], 3) == [2, 1]
     assert _spread([2, 2], 10) == [2, 2]  # fewer files than asked: all of them
     assert _spread([], 5) == []
+
+
+def test_quantize_shows_nncf_output_only_with_debug(tmp_path):
+    """``streamgan-train quantize``: stdout is the JSON result, stderr the command's own lines; NNCF's log
+    lines and progress bars show only with --debug."""
+    import json
+    import subprocess
+    import sys
+
+    from trainer_helpers import write_config
+
+    r12 = tmp_path / "r12"
+    make_images(r12 / "clean", 2, w=64, h=48)
+    make_images(r12 / "rainy", 2, w=64, h=48, seed=5)
+    raw = tiny_config(tmp_path, optim__steps=2, eval__rain12=str(r12))
+    cfg = Config.model_validate(raw)
+    Trainer(cfg).run()
+    export_plugin(cfg, "cfg.yaml", evaluate=False)
+    p = write_config(tmp_path, raw)
+    for extra in ([], ["--debug"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "trainer", "quantize", str(p), "--frames", "2", *extra],
+            capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert json.loads(r.stdout)["int8"] == str(tmp_path / "plugin" / "model.int8.xml")
+        assert "quantize: 2 calibration frames" in r.stderr
+        if extra:
+            assert "Statistics collection" in r.stderr
+        else:
+            assert "Statistics collection" not in r.stderr and ":nncf:" not in r.stderr, r.stderr[-2000:]

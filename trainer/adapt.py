@@ -1,6 +1,6 @@
 """``streamgan-train adapt``: fine-tune the shipped derain model to one fleet's cameras and windshields.
 
-    streamgan-train adapt --rainy MY_RAINY_CLIPS --clear MY_CLEAR_CLIPS [--out derain-myfleet] [--steps 300]
+    streamgan-train adapt --rainy MY_RAINY_CLIPS --clear MY_CLEAR_CLIPS [--out derain-myfleet] [--steps 300] [--int8]
 
 The same recipe as the shipped model (configs/train_derain.yaml), started from the shipped weights:
 synthetic rain on the user's clear frames (paired L1 + SSIM) keeps it a deraining model, and the
@@ -8,6 +8,11 @@ adversarial term on its outputs for the user's real rainy frames (judged against
 pulls it towards their cameras. Videos and image folders are both accepted; frames of different sizes are
 fine (training cuts random crops). The plugin is written to a temporary folder and renamed into place only
 when the export and its check passed; a failed run leaves nothing at ``--out``.
+
+No int8 model unless ``--int8``: the card then has no int8 section and the runtime runs the ONNX model (bf16 on
+CPUs that have it, else fp32). With ``--int8`` the plugin also gets the int8 model of ``streamgan-train
+quantize``, gated on the public benchmarks (minutes more: each try is a quantisation and a scoring).
+How long each phase took (training, export, evaluation, int8) is logged on one line each.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ def _user_sheet(rainy: list[str], onnx: Path, path: Path, stride: int, n: int = 
 
 
 def adapt(rainy: list[str], clear: list[str], out: str, plugin: str = "derain", steps: int = 300,
-          overrides: list[str] | None = None, log=print) -> dict:
+          overrides: list[str] | None = None, log=print, int8: bool = False) -> dict:
     from streamgan.plugins import load as load_plugin
 
     from .export import export_plugin
@@ -93,6 +98,10 @@ def adapt(rainy: list[str], clear: list[str], out: str, plugin: str = "derain", 
     ev = cfg.eval.model_copy(update={
         "rain12": cfg.eval.rain12 if cfg.eval.rain12 and Path(cfg.eval.rain12).is_dir() else None,
         "paired_sets": {k: v for k, v in cfg.eval.paired_sets.items() if Path(v).is_dir()}})
+    if int8 and ev.rain12 is None:  # the int8 model's quality gate scores it beside fp32 on the benchmarks
+        where = f"not found at {cfg.eval.rain12}" if cfg.eval.rain12 else "not set"
+        raise DataError(f"--int8: the int8 model is gated on the Rain12 benchmark (eval.rain12), {where}; "
+                        "run without --int8 (the plugin then runs bf16/fp32)")
     # the card says what this model was trained on: the user's frames, from the starting weights
     start = model.card
     data = [DataNote(name="your clear frames, with synthetic rain (trainer/synth.py)", path=", ".join(map(str, clear)),
@@ -108,21 +117,36 @@ def adapt(rainy: list[str], clear: list[str], out: str, plugin: str = "derain", 
         update={"data_notes": data, "limitations": limitations})})
     t0 = time.time()
     summary = Trainer(cfg, str(BASE_CONFIG)).run()
+    train_s = time.time() - t0
     if "stopped_by" in summary:  # Ctrl-C or SIGTERM: a half-trained model is not a plugin
         log(f"adapt: stopped by {summary['stopped_by']} at step {summary['step']}; no plugin written "
             f"(the run is in {run_dir})")
         return {"stopped_by": summary["stopped_by"], "step": summary["step"], "run": str(run_dir)}
+    log(f"adapt: training {train_s:.1f} s ({summary.get('step', steps)} steps)")
     staging = out_dir.with_name(f".{out_dir.name}.streamgan-tmp")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        res = export_plugin(cfg, str(BASE_CONFIG), plugin_dir=str(staging), evaluate=cfg.eval.rain12 is not None)
+        res = export_plugin(cfg, str(BASE_CONFIG), plugin_dir=str(staging), evaluate=cfg.eval.rain12 is not None,
+                            quantize=int8)
         res["before_after"] = str(out_dir / "before_after.png")
+        t_sheet = time.time()
         _user_sheet(rainy, staging / "model.onnx", staging / "before_after.png", stride)
+        sheet_s = time.time() - t_sheet
         os.replace(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    res.update({"plugin_dir": str(out_dir), "train_s": round(time.time() - t0, 1), "steps": summary.get("step", steps),
+    if res["int8"]:  # quantised in the staging folder, which is now --out
+        res["int8"].update({"plugin_dir": str(out_dir), "int8": str(out_dir / Path(res["int8"]["int8"]).name)})
+    scored = ", ".join(["Rain12", *ev.paired_sets]) if ev.rain12 else "no benchmark on this machine"
+    log(f"adapt: export {res['export_s']:.1f} s (ONNX, its check against PyTorch, the card)")
+    log(f"adapt: evaluation {res['eval_s'] + sheet_s:.1f} s ({scored}; before/after of your frames)")
+    if res["int8"]:
+        verdict = "passed its gate" if res["int8"]["passed"] else "failed its gate: --precision auto leaves it out"
+        log(f"adapt: int8 quantisation {res['quantize_s']:.1f} s ({verdict})")
+    else:
+        log("adapt: int8 quantisation skipped (--int8 makes an int8 model)")
+    res.update({"plugin_dir": str(out_dir), "train_s": round(train_s, 1), "steps": summary.get("step", steps),
                 "run": str(run_dir)})
     log(f"adapt: wrote {out_dir} (use: streamgan run --task {out_dir} clip.mp4)")
     return res

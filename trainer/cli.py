@@ -5,7 +5,10 @@
     streamgan-train eval   configs/train_derain.yaml [--onnx plugins/derain/model.onnx] [--out runs/derain/eval]
     streamgan-train quantize configs/train_derain.yaml [--plugin-dir plugins/derain] [--frames 48]
     streamgan-train sample [--out samples/rainy_dashcam.mp4]
-    streamgan-train adapt  --rainy MY_RAINY_CLIPS --clear MY_CLEAR_CLIPS [--out derain-myfleet] [--steps 300]
+    streamgan-train adapt  --rainy MY_RAINY_CLIPS --clear MY_CLEAR_CLIPS [--out derain-myfleet] [--steps 300] [--int8]
+
+Every command takes ``--debug``: without it, third-party log lines, progress bars and warnings (NNCF,
+OpenVINO, ONNX, PyTorch) stay off the terminal (``trainer/quiet.py``).
 
 Errors the user can fix (bad config, missing data, bad checkpoint, a run folder another training process is
 writing) print one line and exit with status 2. A training run stopped with SIGTERM or Ctrl-C writes its
@@ -23,12 +26,9 @@ from pathlib import Path
 
 from streamgan.cli import _positive_int  # the same check as the streamgan command's
 
-from .options import CheckpointError, Config, ConfigError, DataError
-
-def _user_errors():
-    from streamgan.errors import StreamganError
-
-    return (ConfigError, DataError, CheckpointError, StreamganError)
+from . import make_sample
+from .options import USER_ERRORS, Config
+from .quiet import add_debug_flag, configure
 
 
 def _exit_status(result: dict) -> int:
@@ -64,38 +64,32 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--frames", type=_positive_int, default=48, help="calibration frames from the training pools")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     s = sub.add_parser("sample", help="make samples/rainy_dashcam.mp4 from the MIT Udacity clip")
-    s.add_argument("--src", default=os.path.join(os.environ.get("STREAMGAN_DATA", "../shared/data"), "clips/udacity_lanelines_solidWhiteRight.mp4"))
-    s.add_argument("--out", default="samples/rainy_dashcam.mp4")
-    s.add_argument("--seconds", type=float, default=4.0)
-    s.add_argument("--seed", type=int, default=3)
-    s.add_argument("--sheet", default=None, help="also write synthetic-beside-real rain to this PNG")
+    make_sample.add_arguments(s)
     a = sub.add_parser("adapt", help="fine-tune the shipped derain model on your own rainy and clear clips")
     a.add_argument("--rainy", nargs="+", required=True, help="videos, images or folders of real rainy footage")
     a.add_argument("--clear", nargs="+", required=True, help="videos, images or folders of clear footage")
     a.add_argument("--out", default="derain-adapted", help="new plugin folder (must not exist)")
     a.add_argument("--plugin", default="derain", help="plugin to start from (task name or folder)")
     a.add_argument("--steps", type=_positive_int, default=300)
+    a.add_argument("--int8", action="store_true",
+                   help="also make an int8 model (NNCF, gated on the public benchmarks; minutes more)")
     a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    for cmd in sub.choices.values():
+        add_debug_flag(cmd)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    configure(args.debug)
     try:
         if args.cmd == "sample":
-            from .make_sample import make_sample
-
-            print(make_sample(args.src, args.out, args.seconds, args.seed))
-            if args.sheet:
-                from .make_sample import synth_sheet
-
-                print(synth_sheet(os.environ.get("STREAMGAN_DATA", "../shared/data"), args.sheet))
-            return 0
+            return make_sample.run(args)
         if args.cmd == "adapt":
             from .adapt import adapt
 
             res = adapt(args.rainy, args.clear, args.out, args.plugin, args.steps, args.set,
-                        log=lambda m: print(m, file=sys.stderr))
+                        log=lambda m: print(m, file=sys.stderr), int8=args.int8)
             print(json.dumps(res, indent=2))
             return _exit_status(res)
         cfg = Config.load(args.config, args.set)
@@ -103,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             from .train import Trainer
 
             summary = Trainer(cfg, args.config, resume=args.resume, max_steps=args.steps).run()
-            if summary.get("world_size", 1) == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
+            if summary.get("world_size", 1) == 1 or int(os.environ.get("RANK", "0")) == 0:
                 print(json.dumps(summary))
             if "stopped_by" in summary:
                 print(f"streamgan-train: stopped by {summary['stopped_by']} at step {summary['step']}; "
@@ -124,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             from .evaluate import evaluate
 
             print(json.dumps(evaluate(cfg, checkpoint=args.checkpoint, onnx=args.onnx, out=args.out), indent=2))
-    except _user_errors() as e:
+    except USER_ERRORS as e:
         print(f"streamgan-train: error: {e}", file=sys.stderr)
         return 2
     return 0

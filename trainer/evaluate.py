@@ -189,7 +189,7 @@ def evaluate(cfg: Config, checkpoint: str | None = None, onnx: str | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     tmpdir = None
     if onnx is None:
-        from .export import deployable, export_onnx
+        from .deploy import deployable, export_onnx
         from .train import CKPT, generator_from_checkpoint
 
         net, _ = generator_from_checkpoint(checkpoint or Path(cfg.train.out) / CKPT, cfg.model.generator)

@@ -1,4 +1,5 @@
-"""ONNX export (opset 17, dynamic batch/height/width), checked against PyTorch, and the plugin's card.
+"""The plugin: the ONNX export (``trainer/deploy.py``: opset 17, dynamic batch/height/width, checked against
+PyTorch), its evaluation, its card and, after them, its int8 model (``trainer/quantize.py``).
 
 The ONNX file and the card are first written to temporary names in the plugin folder and renamed over
 the old ones only after the check passed, so a failed export never leaves a half-written plugin.
@@ -11,65 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
+from .deploy import OPSET, check_onnx, deployable, export_onnx
 from .options import CheckpointError, Config
 from .train import CKPT, generator_from_checkpoint
-
-OPSET = 17
-
-
-def export_onnx(net: torch.nn.Module, path: str | Path, sample_hw: tuple[int, int] = (64, 96)) -> Path:
-    """Export to ``path`` (via a temp file) and return it."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".streamgan-tmp.onnx")
-    net = net.eval().float().cpu()
-    x = torch.zeros(1, 3, *sample_hw)
-    axes = {0: "batch", 2: "height", 3: "width"}
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, x, str(tmp), input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": axes, "output": axes}, opset_version=OPSET, dynamo=False)
-    os.replace(tmp, path)
-    return path
-
-
-def check_onnx(net: torch.nn.Module, path: str | Path, shapes=((1, 3, 64, 96), (2, 3, 120, 200)),
-               tol: float = 1e-4, seed: int = 0) -> float:
-    """Max abs difference between ONNX Runtime and PyTorch over a few input shapes; raises above ``tol``."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    gen = torch.Generator().manual_seed(seed)
-    worst = 0.0
-    for shp in shapes:
-        x = torch.rand(*shp, generator=gen) * 2 - 1
-        with torch.no_grad():
-            ref = net.eval()(x).numpy()
-        got = sess.run(["output"], {"input": x.numpy()})[0]
-        worst = max(worst, float(np.abs(ref - got).max()))
-    if worst > tol:
-        raise RuntimeError(f"ONNX export of {path} differs from PyTorch by {worst:.2e} (> {tol:.0e})")
-    return worst
-
-
-def deployable(cfg: Config, net: torch.nn.Module) -> torch.nn.Module:
-    """What ships: the generator, wrapped to run at short side and apply its result at full size for policy
-    'source' (a residual generator's correction as it is; any other generator's with a local gain), after the
-    fixed light renderer when ``export.relight`` is set."""
-    if cfg.export.relight:
-        from .networks import Relit
-
-        net = Relit(net).eval()
-    if cfg.export.policy == "source":
-        from .networks import SourceResolution
-
-        g = cfg.model.generator
-        return SourceResolution(net, cfg.export.short_side, gain=not (g.kind == "mobile" and g.residual)).eval()
-    return net
 
 
 class ExportRefused(CheckpointError):
@@ -105,6 +50,7 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
     pdir.mkdir(parents=True, exist_ok=True)
     staged = pdir / "model.onnx.streamgan-tmp"
     t0 = time.time()
+    eval_s = 0.0
     export_onnx(net, staged)
     try:  # nothing in the plugin folder is replaced until the check, evaluation and card pass
         # the light renderer's gamma curves and divisions carry float rounding further: 1e-3 of the [-1, 1]
@@ -116,11 +62,13 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
         if evaluate:
             from .evaluate import evaluate as run_eval
 
+            t_eval = time.time()
             report = run_eval(cfg, onnx=str(staged), out=str(Path(cfg.train.out) / "eval"))
             metrics.update(report["card_metrics"])
             if (pdir / "model.onnx").exists() and not force:
                 report["versus_replaced"] = _compare_with_shipped(cfg, report, pdir / "model.onnx",
                                                                   Path(cfg.train.out) / "eval_replaced")
+            eval_s = time.time() - t_eval
         g = cfg.model.generator
         data = [d.model_dump() for d in cfg.export.data_notes]
         run = ck.get("run") or {"device": "cpu", "crop": cfg.data.crop, "batch_size": cfg.data.batch_size}
@@ -164,14 +112,19 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
 
         shutil.copyfile(report["before_after"], pdir / "before_after.png.tmp")
         os.replace(pdir / "before_after.png.tmp", pdir / "before_after.png")
-    int8 = None
+    export_s = time.time() - t0 - eval_s
+    int8, quantize_s = None, None
     if evaluate and quantize:  # the int8 model of the new weights, with its own quality gate (trainer/quantize.py)
         from .quantize import quantize_plugin
 
+        t_q = time.time()
         int8 = quantize_plugin(cfg, str(pdir), log=lambda m: print(m, file=sys.stderr))  # stdout: the JSON result
+        quantize_s = round(time.time() - t_q, 1)
+    # seconds: the export itself (ONNX, its check, the card), the evaluation (and the comparison with the plugin
+    # it replaces), the int8 model (None: not made)
     return {"plugin_dir": str(pdir), "sha256": card.weights.sha256, "steps": card.training.steps,
-            "versus_replaced": (report or {}).get("versus_replaced"),
-            "export_s": round(time.time() - t0, 1), "metrics": metrics, "int8": int8}
+            "versus_replaced": (report or {}).get("versus_replaced"), "export_s": round(export_s, 1),
+            "eval_s": round(eval_s, 1), "quantize_s": quantize_s, "metrics": metrics, "int8": int8}
 
 
-__all__ = ["export_onnx", "check_onnx", "export_plugin", "CheckpointError", "ExportRefused"]
+__all__ = ["OPSET", "deployable", "export_onnx", "check_onnx", "export_plugin", "CheckpointError", "ExportRefused"]

@@ -10,19 +10,56 @@ libx264 builds).
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from pathlib import Path
 
-import numpy as np
-import torch
+from .options import USER_ERRORS
+from .quiet import add_debug_flag, configure
 
-from .synth import add_rain, rain_pair
+
+def _data() -> str:
+    return os.environ.get("STREAMGAN_DATA", "../shared/data")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``streamgan-train sample`` (also ``python -m trainer.make_sample``)."""
+    p.add_argument("--src", default=os.path.join(_data(), "clips/udacity_lanelines_solidWhiteRight.mp4"))
+    p.add_argument("--out", default="samples/rainy_dashcam.mp4")
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--sheet", default=None, help="also write synthetic-beside-real rain to this PNG")
+
+
+def run(args: argparse.Namespace) -> int:
+    print(make_sample(args.src, args.out, args.seconds, args.seed))
+    if args.sheet:
+        print(synth_sheet(_data(), args.sheet))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="streamgan-train sample")
+    add_arguments(p)
+    add_debug_flag(p)
+    args = p.parse_args(argv)
+    configure(args.debug)
+    try:
+        return run(args)
+    except USER_ERRORS as e:
+        print(f"streamgan-train: error: {e}", file=sys.stderr)
+        return 2
 
 
 def make_sample(src: str, out: str, seconds: float = 4.0, seed: int = 3, size: tuple[int, int] = (640, 360),
                 crf: int = 26) -> dict:
     import av
+    import numpy as np
+    import torch
     from PIL import Image
+
+    from .synth import add_rain
 
     out_p = Path(out)
     out_p.parent.mkdir(parents=True, exist_ok=True)
@@ -55,10 +92,13 @@ def make_sample(src: str, out: str, seconds: float = 4.0, seed: int = 3, size: t
 def synth_sheet(data: str, out: str, n: int = 6, width: int = 320) -> dict:
     """Real rainy frames (left) beside synthetic rain on real clear frames (right), ``n`` rows: the default
     draw, drops near the lens, and soft drops (:func:`trainer.synth.glass_drops` ``soft``)."""
+    import numpy as np
+    import torch
     from PIL import Image
 
     from .data import list_sources, read_image
     from .evaluate import _t, _u8, contact_sheet
+    from .synth import rain_pair
 
     d = Path(data)
     folders = sorted(f for f in (d / "rain").iterdir() if f.is_dir())
@@ -90,8 +130,4 @@ def synth_sheet(data: str, out: str, n: int = 6, width: int = 320) -> dict:
 
 
 if __name__ == "__main__":
-    import sys
-
-    from .cli import main
-
-    sys.exit(main(["sample", *sys.argv[1:]]))
+    sys.exit(main())

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamgan.card import read_yaml_mapping
+from streamgan.errors import StreamganError
 
 REPO = Path(__file__).resolve().parent.parent  # the shipped configs' data paths start here
 
@@ -26,6 +27,10 @@ class DataError(Exception):
 
 class CheckpointError(Exception):
     """A checkpoint is unreadable or was made for another architecture."""
+
+
+# errors the user can fix: the commands print them as one line and exit with status 2
+USER_ERRORS = (ConfigError, DataError, CheckpointError, StreamganError)
 
 
 class _Opts(BaseModel):

@@ -25,11 +25,8 @@ never a half-written model that loads.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -38,6 +35,7 @@ import numpy as np
 from .data import VIDEO_EXT, list_sources, load_frames, normalise_exposure, read_image, read_video
 from .evaluate import OnnxRunner, OpenVinoRunner, _holdout_frames, _resize, rain12_scores
 from .options import CheckpointError, Config, ConfigError, DataError
+from .quiet import nncf_output
 from . import metrics as M
 
 INT8_XML, INT8_BIN = "model.int8.xml", "model.int8.bin"
@@ -123,10 +121,7 @@ def quantize_model(onnx: Path, frames: list[np.ndarray], mean, std, keep: list[s
     data = nncf.Dataset([_to_model(f, mean, std) for f in frames])
     scope = nncf.IgnoredScope(names=list(keep), validate=False) if keep else None
     kwargs = {"ignored_scope": scope} if scope else {}
-    for h in logging.getLogger("nncf").handlers:  # NNCF logs to stdout, which carries the commands' JSON
-        if isinstance(h, logging.StreamHandler) and h.stream is sys.stdout:
-            h.setStream(sys.stderr)
-    with contextlib.redirect_stdout(sys.stderr):  # and its progress bar
+    with nncf_output():  # NNCF's log lines and progress bars: stderr with --debug, else nowhere
         return nncf.quantize(model, data, subset_size=len(frames), preset=nncf.QuantizationPreset.MIXED,
                              target_device=nncf.TargetDevice.CPU, **kwargs)
 

@@ -1,0 +1,69 @@
+"""What ships: the generator wrapped as it runs in a plugin (``deployable``), exported to ONNX (opset 17,
+dynamic batch/height/width) and checked against PyTorch.
+
+``export`` writes plugins with these, ``evaluate`` exports a checkpoint with them to score what would ship.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .options import Config
+
+OPSET = 17
+
+
+def export_onnx(net: torch.nn.Module, path: str | Path, sample_hw: tuple[int, int] = (64, 96)) -> Path:
+    """Export to ``path`` (via a temp file) and return it."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".streamgan-tmp.onnx")
+    net = net.eval().float().cpu()
+    x = torch.zeros(1, 3, *sample_hw)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, x, str(tmp), input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": axes, "output": axes}, opset_version=OPSET, dynamo=False)
+    os.replace(tmp, path)
+    return path
+
+
+def check_onnx(net: torch.nn.Module, path: str | Path, shapes=((1, 3, 64, 96), (2, 3, 120, 200)),
+               tol: float = 1e-4, seed: int = 0) -> float:
+    """Max abs difference between ONNX Runtime and PyTorch over a few input shapes; raises above ``tol``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for shp in shapes:
+        x = torch.rand(*shp, generator=gen) * 2 - 1
+        with torch.no_grad():
+            ref = net.eval()(x).numpy()
+        got = sess.run(["output"], {"input": x.numpy()})[0]
+        worst = max(worst, float(np.abs(ref - got).max()))
+    if worst > tol:
+        raise RuntimeError(f"ONNX export of {path} differs from PyTorch by {worst:.2e} (> {tol:.0e})")
+    return worst
+
+
+def deployable(cfg: Config, net: torch.nn.Module) -> torch.nn.Module:
+    """What ships: the generator, wrapped to run at short side and apply its result at full size for policy
+    'source' (a residual generator's correction as it is; any other generator's with a local gain), after the
+    fixed light renderer when ``export.relight`` is set."""
+    if cfg.export.relight:
+        from .networks import Relit
+
+        net = Relit(net).eval()
+    if cfg.export.policy == "source":
+        from .networks import SourceResolution
+
+        g = cfg.model.generator
+        return SourceResolution(net, cfg.export.short_side, gain=not (g.kind == "mobile" and g.residual)).eval()
+    return net
