@@ -68,6 +68,39 @@ def from_rgb(image: np.ndarray, fmt: str, size: int, offsets, strides) -> bytes:
     return out.tobytes()
 
 
+def to_i420(data, fmt: str, width: int, height: int, offsets, strides) -> np.ndarray:
+    """One raw I420 or NV12 frame of an even size -> H*3/2 x W I420 (Y, then U and V), as
+    ``Translator.translate_i420`` takes it: no colour conversion."""
+    cw, ch = width // 2, height // 2
+    if fmt == "I420":
+        y, u, v = _planes(data, offsets, strides, [height, ch, ch])
+        u, v = u[:, :cw], v[:, :cw]
+    else:
+        y, uv = _planes(data, offsets, strides, [height, ch])
+        u, v = uv[:, 0:2 * cw:2], uv[:, 1:2 * cw:2]
+    return np.concatenate([y[:, :width].ravel(), u.ravel(), v.ravel()]).reshape(
+        height * 3 // 2, width)
+
+
+def from_i420(frame: np.ndarray, fmt: str, size: int, offsets, strides) -> bytes:
+    """H*3/2 x W I420 -> one raw I420 or NV12 frame of ``size`` bytes in GStreamer's layout."""
+    height, width = frame.shape[0] * 2 // 3, frame.shape[1]
+    cw, ch = width // 2, height // 2
+    flat = frame.ravel()
+    y = flat[:width * height].reshape(height, width)
+    u = flat[width * height:width * height + cw * ch].reshape(ch, cw)
+    v = flat[width * height + cw * ch:].reshape(ch, cw)
+    out = np.zeros(size, np.uint8)
+    if fmt == "I420":
+        for dst, src in zip(_planes(out, offsets, strides, [height, ch, ch]), (y, u, v)):
+            dst[:, :src.shape[1]] = src
+    else:
+        dy, duv = _planes(out, offsets, strides, [height, ch])
+        dy[:, :width] = y
+        duv[:, 0:2 * cw:2], duv[:, 1:2 * cw:2] = u, v
+    return out.tobytes()
+
+
 def env_lines(system_python: str = SYSTEM_PYTHON) -> list[str]:
     """Shell exports that let the system GStreamer load the element and import streamgan from
     this environment (``eval "$(streamgan gst-env)"``)."""

@@ -43,6 +43,13 @@ def _resize(image: np.ndarray, w: int, h: int) -> np.ndarray:
     return frame.reformat(w, h, "rgb24", interpolation="AREA" if shrink else "BICUBIC").to_ndarray()
 
 
+@dataclass
+class _Planes:
+    """One I420 frame as the engine stage takes it (``pipeline.stack`` reads ``.image``)."""
+
+    image: np.ndarray
+
+
 class Translator:
     """Translate frames with a plugin (``"derain"``), a plugin folder, or an ``.onnx`` file.
 
@@ -135,16 +142,52 @@ class Translator:
                              f"pixels, got {arr.shape[2]}x{arr.shape[1]}")
         if self.channels == "bgr":
             arr = arr[..., ::-1]
+        out = self._translate_rgb(arr)
+        if self.channels == "bgr":
+            out = np.ascontiguousarray(out[..., ::-1])
+        return out[0] if single else out
+
+    def _translate_rgb(self, arr: np.ndarray) -> np.ndarray:
+        """uint8 NHWC RGB at any size -> the same: scaled to the processing size and back."""
         n, h, w, _ = arr.shape
         pw, ph = self.processing_size(w, h)
         self.prepare(pw, ph, n)
         if (pw, ph) != (w, h):
             small = np.stack([_resize(a, pw, ph) for a in arr])
-            out = np.stack([_resize(o, w, h) for o in self.run_batch(small)])
+            return np.stack([_resize(o, w, h) for o in self.run_batch(small)])
+        return self.run_batch(np.ascontiguousarray(arr))
+
+    def translate_i420(self, frames: np.ndarray) -> np.ndarray:
+        """Translate uint8 I420 frames (H*3/2 x W or N x H*3/2 x W: the Y plane, then U and V
+        at half size, BT.601 limited range as FFmpeg's yuv420p; even sizes) into the same.
+        Where the backend takes I420 and the frame runs at its own size, no colour conversion
+        happens on the host (OpenVINO converts inside its graph); else FFmpeg's swscale
+        converts around ``translate``."""
+        arr = np.asarray(frames)
+        single = arr.ndim == 2
+        if single:
+            arr = arr[None]
+        if arr.ndim != 3 or arr.dtype != np.uint8 or arr.shape[1] % 3 or arr.shape[2] % 2 \
+                or (arr.shape[1] * 2 // 3) % 2:
+            raise UsageError(f"translate_i420() takes uint8 I420 frames of an even size (H*3/2 "
+                             f"x W), got {arr.dtype} {arr.shape}")
+        n, rows, w = arr.shape
+        h = rows * 2 // 3
+        if min(w, h) < MIN_SIDE:
+            raise UsageError(f"translate_i420() needs frames of at least {MIN_SIDE}x{MIN_SIDE} "
+                             f"pixels, got {w}x{h}")
+        if (self.backend.takes_i420 and self.processing_size(w, h) == (w, h)
+                and w % self.multiple == 0 and h % self.multiple == 0
+                and (self.tile is None or max(w, h) <= self.tile)):
+            self.prepare(w, h, n)
+            out = self._process_i420([_Planes(a) for a in arr])
+            out = np.stack(out)
         else:
-            out = self.run_batch(np.ascontiguousarray(arr))
-        if self.channels == "bgr":
-            out = np.ascontiguousarray(out[..., ::-1])
+            rgb = np.stack([av.VideoFrame.from_ndarray(a, format="yuv420p").to_ndarray(
+                format="rgb24") for a in arr])
+            done = self._translate_rgb(rgb)
+            out = np.stack([av.VideoFrame.from_ndarray(o, format="rgb24").reformat(
+                format="yuv420p").to_ndarray() for o in done])
         return out[0] if single else out
 
     # -- videos and streams ---------------------------------------------------------------

@@ -21,7 +21,7 @@ gi.require_version("GstBase", "1.0")
 gi.require_version("GstVideo", "1.0")
 from gi.repository import GLib, GObject, Gst, GstBase, GstVideo  # noqa: E402
 
-from streamgan.gstreamer import FORMATS, from_rgb, to_rgb  # noqa: E402
+from streamgan.gstreamer import FORMATS, from_i420, from_rgb, to_i420, to_rgb  # noqa: E402
 
 _CAPS = Gst.Caps.from_string(
     f"video/x-raw, format=(string){{ {', '.join(FORMATS)} }}, width=(int)[ 16, 32768 ], "
@@ -159,20 +159,25 @@ class StreamganFilter(GstBase.BaseTransform):
         try:
             import numpy as np
 
+            # YUV of an even size goes to the model as I420 (converted inside the backend's
+            # graph where it can, as the command line does); the rest as RGB
+            yuv = fmt in ("I420", "NV12") and info.width % 2 == 0 and info.height % 2 == 0
+            read, run, write = (to_i420, self.translator.translate_i420, from_i420) if yuv \
+                else (to_rgb, self.translator.translate, from_rgb)
             frames = []
             for buf in batch:
                 ok, m = buf.map(Gst.MapFlags.READ)
                 if not ok:
                     raise RuntimeError("cannot read a buffer")
                 try:
-                    frames.append(to_rgb(m.data, fmt, info.width, info.height, offsets, strides))
+                    frames.append(read(m.data, fmt, info.width, info.height, offsets, strides))
                 finally:
                     buf.unmap(m)
             t0 = time.perf_counter()
-            outs = self.translator.translate(np.stack(frames))
+            outs = run(np.stack(frames))
             self.model_seconds = time.perf_counter() - t0
             for buf, out in zip(batch, outs):
-                data = from_rgb(out, fmt, info.size, offsets, strides)
+                data = write(out, fmt, info.size, offsets, strides)
                 new = Gst.Buffer.new_wrapped(data)
                 new.copy_into(buf, _KEEP, 0, buf.get_size())  # timestamps, flags, metadata
                 self.ready.append(new)
