@@ -299,6 +299,9 @@ def _open_input(path, options: dict | None = None, timeout: float | None = None,
                                   time.monotonic() - t0 >= 0.9 * limit):
             raise InputError(f"{redact(path)}: no answer within {limit:g} s (the server is "
                              "unreachable, or stopped sending)") from None
+        if e.errno == errno.EBUSY and not _is_url(path):  # what FFmpeg's readers say of a header
+            raise InputError(f"{redact(path)}: its header declares what FFmpeg refuses to read "
+                             "(a frame size beyond FFmpeg's limits, or a damaged header)") from None
         if isinstance(e, av.error.FileNotFoundError):
             raise InputError(f"{redact(path)}: no such file") from None
         if isinstance(e, av.error.PermissionError):

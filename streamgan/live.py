@@ -461,6 +461,35 @@ class Latency:
         return {"count": self.count, "p50_s": self.p50, "p95_s": self.p95, "max_s": self.max}
 
 
+class Stages:
+    """Where a frame's latency goes: waiting for the engine (capture to the start of its engine
+    call), the model (its engine call) and output (the call's end to published: encode, write,
+    send). Each a ``Latency``."""
+
+    NAMES = ("wait", "model", "output")
+
+    def __init__(self):
+        self.wait, self.model, self.output = Latency(), Latency(), Latency()
+
+    def add(self, frame, published: float) -> None:
+        started = getattr(frame, "started", None)
+        finished = getattr(frame, "finished", None)
+        if started is None or finished is None:
+            return
+        self.wait.add(max(0.0, started - frame.captured))
+        self.model.add(finished - started)
+        self.output.add(max(0.0, published - finished))
+
+    def summary(self) -> str:
+        if not self.model.count:
+            return ""
+        return (f"p95 by stage: waiting {1000 * self.wait.p95:.1f} ms, model "
+                f"{1000 * self.model.p95:.1f} ms, encode+publish {1000 * self.output.p95:.1f} ms")
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name).as_dict() for name in self.NAMES}
+
+
 @dataclass
 class LiveOptions:
     """Real-time knobs shared by the CLI, ``Translator.stream`` and ``serve``."""
@@ -531,6 +560,7 @@ class LiveResult:
     span: float = 0.0  # seconds from the first frame published to the last
     engine_seconds: float = 0.0  # time in engine calls during the run
     batches: int = 0  # engine calls
+    stages: Stages = field(default_factory=Stages)
 
     @property
     def fps(self) -> float:
@@ -540,9 +570,15 @@ class LiveResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def lines(self) -> list[str]:
+        dropped = f"{self.dropped} dropped"
+        if self.dropped and self.frames:
+            share = self.dropped / (self.frames + self.dropped)
+            dropped += f" ({100 * share:.0f}%, spread evenly: the model kept up with " \
+                       f"{self.fps:.1f} fps)"
         out = [f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps), "
-               f"{self.dropped} dropped, {self.reconnects} reconnects",
-               self.latency.summary()]
+               f"{dropped}, {self.reconnects} reconnects", self.latency.summary()]
+        if self.stages.summary():
+            out.append(self.stages.summary())
         for name, n, err in self.outputs:
             out.append(f"  {name}: {n} frames" + (f" (FAILED: {err})" if err else ""))
         return out
@@ -589,12 +625,15 @@ def translate_frames(translator, src, options: LiveOptions | None = None, *,
     # fallen behind) still go in together
     max_wait = options.max_wait if options.max_wait is not None else 0.0
     batch = translator.batch_size
-    qsize = options.queue_size or max(4, 2 * batch)  # absorbs the burst probing leaves
+    # drop=oldest: a latest-frame slot (a batch's worth), so the engine, when free, takes the
+    # newest frame and no queue stands between camera and model; block: nothing is lost
+    qsize = options.queue_size or (batch if drop == "oldest" else max(4, 2 * batch))
     # when behind, translate current frames: one that has waited more than three frame
     # intervals is skipped (counted as dropped) if a newer one is waiting
     max_age = options.max_age if options.max_age is not None else 3.0 / rate
     pipe = Pipeline(source, translator._process, batch_size=batch, max_wait=max_wait,
-                    queue_size=qsize, drop=drop, max_age=max_age if drop == "oldest" else None)
+                    queue_size=qsize, drop=drop, max_age=max_age if drop == "oldest" else None,
+                    out_queue_size=max(4, 2 * batch))  # encoding never holds the engine back
     if stats is not None:
         stats.update(source=source, pipeline=pipe)
     try:
@@ -662,11 +701,12 @@ def run(translator, src, outputs, options: LiveOptions | None = None, *,
         frames: int | None = None, duration: float | None = None, start: float = 0.0,
         stop: threading.Event | None = None, progress=None) -> LiveResult:
     """Translate ``src`` in real time into ``outputs`` (an ``outputs.FanOut``)."""
-    latency = Latency()
+    latency, stages = Latency(), Stages()
     info: dict = {}
     t0 = time.perf_counter()
     n = 0
     first = last = 0.0
+    said = False
     def ready(s):
         outputs.open(s.width, s.height, s.time_base, s.frame_rate)
 
@@ -677,9 +717,18 @@ def run(translator, src, outputs, options: LiveOptions | None = None, *,
             outputs.write(out, frame.pts)
             now = time.perf_counter()
             latency.add(now - frame.captured)
+            stages.add(frame, now)
             first = first if n else now
             last = now
             n += 1
+            pipe = info.get("pipeline")
+            if not said and pipe is not None and pipe.dropped and n >= 30:
+                said = True  # the real-time policy, said once
+                log.warning("notice: the model takes %.0f ms a frame, more than the input's "
+                            "%.0f ms between frames: the newest frame is translated each time "
+                            "and the others are dropped, evenly (counted at the end)",
+                            1000 * stages.model.p50,
+                            1000 * (now - first) / max(n + pipe.dropped - 1, 1))
             if progress is not None:
                 progress.update()
     except KeyboardInterrupt:
@@ -694,9 +743,10 @@ def run(translator, src, outputs, options: LiveOptions | None = None, *,
         close_outputs(outputs)
     pipe, source = info.get("pipeline"), info.get("source")
     return LiveResult(n, pipe.dropped if pipe else 0, time.perf_counter() - t0, latency,
-                      source.stats.reconnects if source else 0,
-                      source.stats.stalls if source else 0, outputs.report(), last - first,
-                      pipe.engine_seconds if pipe else 0.0, pipe.batches if pipe else 0)
+                      getattr(getattr(source, "stats", None), "reconnects", 0),
+                      getattr(getattr(source, "stats", None), "stalls", 0), outputs.report(),
+                      last - first, pipe.engine_seconds if pipe else 0.0,
+                      pipe.batches if pipe else 0, stages)
 
 
 # -- command line ---------------------------------------------------------------------------

@@ -10,7 +10,10 @@ all threads, bounded in time, so nothing hangs.
 
 For live inputs ``drop="oldest"`` makes the decode stage discard the oldest waiting frame (counted
 in ``dropped``) instead of waiting when translation falls behind, so what is translated stays
-current; the default ``"block"`` never loses a frame.
+current; the default ``"block"`` never loses a frame. With ``queue_size`` equal to the batch
+(live runs), the decoded queue is a latest-frame slot: the engine, when free, takes the newest
+frame, and no queue stands between the camera and the model. Each frame gets ``started`` and
+``finished`` (perf_counter) of its engine call.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class _Failure:
 class Pipeline:
     def __init__(self, source: Iterable, process: Callable[[list], list], *, batch_size: int = 1,
                  max_wait: float | None = None, queue_size: int = 8, drop: str = "block",
-                 max_age: float | None = None):
+                 max_age: float | None = None, out_queue_size: int | None = None):
         if drop not in ("block", "oldest"):
             raise ValueError(f"drop policy must be 'block' or 'oldest', not {drop!r}")
         self.source, self.process = source, process
@@ -47,7 +50,8 @@ class Pipeline:
         self.batch_size = max(1, int(batch_size))
         self.max_wait = max_wait
         self._decoded: queue.Queue = queue.Queue(maxsize=max(queue_size, self.batch_size))
-        self._done: queue.Queue = queue.Queue(maxsize=max(queue_size, self.batch_size))
+        self._done: queue.Queue = queue.Queue(
+            maxsize=max(out_queue_size or queue_size, self.batch_size))
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._guard, args=(self._read, self._decoded), daemon=True,
@@ -165,8 +169,11 @@ class Pipeline:
                 continue
             t0 = time.perf_counter()
             outputs = self.process(batch)
-            self.engine_seconds += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            self.engine_seconds += t1 - t0
             self.batches += 1
+            for f in batch:  # when each frame's engine call began and ended (live latency)
+                f.started, f.finished = t0, t1
             for item in zip(batch, outputs):
                 if not self._put(self._done, item):
                     raise _Stopped

@@ -1,10 +1,12 @@
 """``streamgan serve config.yaml``: several live streams through one model in one process.
 
 Each stream has its own reader thread (``live.LiveSource``: reconnect, stall detection) feeding
-a small per-stream queue, and its own output thread (``outputs.FanOut``: publish, record,
-segments). One engine thread takes frames from all the queues in turn and batches them across
-streams into one engine call (as DeepStream's stream muxer does): a batch closes when it holds
-``batch`` frames or when its first frame has waited ``max_wait`` seconds. Frames of different
+a latest-frame slot (``queue: 1``, the default: a newer frame replaces the one waiting, which is
+counted as dropped), and its own output thread (``outputs.FanOut``: publish, record, segments).
+One engine thread takes the newest frame of each stream in turn (round robin, so no camera
+starves) and batches frames of several streams into one engine call only where that adds at most
+a frame interval to the call's time, measured per processing size (on a CPU, where a second frame
+costs a whole frame's time, each call takes one camera; on a GPU, several). Frames of different
 processing sizes go in separate calls. Results go back to each stream's own output queue, so the
 outputs stay separate.
 
@@ -12,22 +14,19 @@ A stream's failure (its camera gone for good, every output failed, its frames br
 model) stops that stream only; the others keep running. A slow stream never holds the engine:
 when its output queue is full its result is dropped and counted.
 
-A Prometheus text endpoint on 127.0.0.1 (``/metrics``) gives per-stream fps, latency
-(capture to publish, p50/p95/max), drops, reconnects and state, and the engine's batching. It
-runs on a bounded budget (``MetricsHTTPServer``: a few connections at once, each for a few
-seconds), so that no client of it can take the descriptors the streams need.
+A Prometheus endpoint on 127.0.0.1 (``/metrics``, ``metrics.py`` through prometheus-client)
+gives per-stream fps, latency histograms (capture to publish and by stage), drops, reconnects
+and state, and the engine's batching, on a bounded budget of connections.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import socket
 import sys
 import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Literal
 
@@ -38,15 +37,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import live
 from .errors import InputError, ModelError, OutputError, StreamganError, UsageError
 from .io import EncodeOptions, redact
+from .metrics import ServeMetrics, serve_metrics
 from .outputs import FanOut, make_outputs
 from .pipeline import stack
 
 log = logging.getLogger("streamgan")
 
-# the metrics endpoint's own budget: at most this many connections at once (more are closed at
-# once), each closed after this many seconds, so it never takes descriptors from the streams
-METRICS_MAX_CONNECTIONS = 16
-METRICS_TIMEOUT = 5.0
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -87,7 +83,7 @@ class ServeConfig(_Strict):
     # backend's preferred batch (a TensorRT engine's optimum) when that is larger
     batch: int | None = Field(default=None, ge=1, le=64)
     max_wait: float = Field(default=0.02, ge=0, le=5)  # seconds a batch may wait to fill
-    queue: int = Field(default=4, ge=1, le=256)  # frames waiting per stream
+    queue: int = Field(default=1, ge=1, le=256)  # frames waiting per stream (1: latest frame)
     codec: str | None = None  # None: H.264, or VP9/AV1 for .webm recordings
     preset: str | None = None
     crf: int | None = None
@@ -159,6 +155,7 @@ class Stream:
         self.dropped = 0
         self.engine_errors = 0
         self.latency = live.Latency()
+        self.stages = live.Stages()
         self._times: deque = deque(maxlen=256)  # publish times, for fps
         self.first_at = self.last_at = None  # monotonic times of the first and last publish
         self.pending: deque = deque()  # frames waiting for the engine (guarded by server.cond)
@@ -290,13 +287,18 @@ class Stream:
                 try:
                     item = self.done.get(timeout=0.1)
                 except queue.Empty:
+                    # done when the input ended and the engine holds nothing of this stream;
+                    # a frame it delivered just before letting go is still in the queue
                     if self.stop.is_set() or (self._input_done and not self.pending and
-                                              self.server.idle_for(self)):
+                                              self.server.idle_for(self) and self.done.empty()):
                         break
                     continue
                 frame, out = item
                 self.outputs.write(out, frame.pts)
-                self.latency.add(time.perf_counter() - frame.captured)
+                now = time.perf_counter()
+                self.latency.add(now - frame.captured)
+                self.stages.add(frame, now)
+                self.server.metrics.observe(self.name, frame, now)
                 self.published += 1
                 now = time.monotonic()
                 self._times.append(now)
@@ -336,63 +338,6 @@ class Stream:
             self.dropped += 1
 
 
-# -- the metrics endpoint -----------------------------------------------------------------------
-class MetricsHTTPServer(ThreadingHTTPServer):
-    """The ``/metrics`` endpoint on its own bounded budget, so that it can never take the
-    descriptors (or threads) the streams need: at most ``METRICS_MAX_CONNECTIONS`` connections
-    at once (one more is closed as soon as it is accepted) and each closed
-    ``METRICS_TIMEOUT`` seconds after it was accepted, answered or not."""
-
-    daemon_threads = True
-    request_queue_size = 64  # connections beyond the cap are accepted (and closed) quickly
-
-    def __init__(self, address, handler):
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._open: dict = {}  # connection -> when it must be closed (monotonic)
-        self._lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def process_request(self, request, client_address):
-        with self._lock:
-            full = len(self._open) >= METRICS_MAX_CONNECTIONS
-            if not full:
-                self._open[request] = time.monotonic() + METRICS_TIMEOUT
-        if full:
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)  # a thread for this connection
-
-    def shutdown_request(self, request):
-        with self._lock:  # never under the reaper below
-            self._open.pop(request, None)
-            super().shutdown_request(request)
-
-    def service_actions(self):
-        """(The accepting thread, at least every half second.) Cut connections past their
-        time: the thread serving one then sees the end of it and closes it."""
-        now = time.monotonic()
-        with self._lock:
-            for conn, deadline in self._open.items():
-                if now >= deadline:
-                    try:
-                        conn.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-    def server_close(self):
-        super().server_close()
-        with self._lock:
-            for conn in self._open:
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def handle_error(self, request, client_address):
-        """A client that went away mid-answer: no traceback on stderr (one with --debug)."""
-        log.debug("metrics: a request from %s failed", client_address[0], exc_info=True)
-
-
 # -- the server ---------------------------------------------------------------------------------
 class Server:
     def __init__(self, cfg: ServeConfig):
@@ -410,26 +355,56 @@ class Server:
         self.frames = 0
         self.engine_seconds = 0.0
         self._warmed: set = set()
+        self._cost: dict = {}  # (processing size, frames) -> seconds a call takes (recent)
         self._warm_lock = threading.Lock()
         self._engine_lock = threading.Lock()  # warm-ups (reader threads) vs the engine thread
         self._inflight: set = set()
-        self.http: ThreadingHTTPServer | None = None
+        self.http = None  # the metrics endpoint (metrics.MetricsHTTPServer) once started
+        self.metrics = ServeMetrics(self)
         self.started = time.monotonic()
 
     def warm(self, size) -> None:
-        """Compile/run the engine once per processing size before its frames arrive."""
+        """Compile/run the engine once per processing size before its frames arrive, and
+        measure a call of one frame and of a full batch there (``affordable``)."""
         with self._warm_lock:
             if size in self._warmed:
                 return
             try:
                 with self._engine_lock:  # a backend runs one call at a time
                     live.warm_up(self.translator, size)
+                    w, h = size
+                    for n in sorted({1, self.batch}):
+                        x = np.zeros((n, h, w, 3), np.uint8)
+                        self.translator.run_batch(x)  # compiled for n (warm_up did 1)
+                        t0 = time.perf_counter()
+                        self.translator.run_batch(x)
+                        self._cost[(size, n)] = time.perf_counter() - t0
             except StreamganError:
                 raise
             except Exception as e:
                 raise ModelError(f"the model cannot run on {size[0]}x{size[1]} frames "
                                  f"({_first_line(e)})") from None
             self._warmed.add(size)
+
+    def affordable(self, size, interval: float) -> int:
+        """How many frames one call at ``size`` may hold: each frame more may add at most
+        ``interval`` (a frame interval) to the call's time (times measured; between the sizes
+        measured, linear)."""
+        known = sorted((n, t) for (sz, n), t in self._cost.items() if sz == size)
+        if not known:
+            return 1
+
+        def cost(n):
+            lo = max((k for k in known if k[0] <= n), default=known[0])
+            hi = min((k for k in known if k[0] >= n), default=known[-1])
+            if hi[0] == lo[0]:
+                return lo[1] * n / lo[0]
+            return lo[1] + (hi[1] - lo[1]) * (n - lo[0]) / (hi[0] - lo[0])
+
+        n = 1
+        while n < self.batch and cost(n + 1) - cost(n) <= interval:
+            n += 1
+        return n
 
     def idle_for(self, stream: Stream) -> bool:
         with self.cond:
@@ -443,20 +418,25 @@ class Server:
         order = list(self.streams)
         start = self.calls % max(1, len(order))
         order = order[start:] + order[:start]  # rotate so no stream always goes first
+        limit = self.batch
         with self.cond:
             while not self.stop.is_set():
                 took = True
-                while len(batch) < self.batch and took:
+                while len(batch) < limit and took:
                     took = False
                     for s in order:
-                        if s.pending and len(batch) < self.batch:
+                        if s.pending and len(batch) < limit:
                             s.skip_stale()
                             batch.append((s, s.pending.popleft()))
                             self._inflight.add(s)
                             took = True
+                            if len(batch) == 1:  # what more frames may cost, for this size
+                                limit = min(self.batch, self.affordable(
+                                    s.size, 1.0 / float(getattr(s.source, "frame_rate", None)
+                                                        or 25)))
                 if batch:
                     self.cond.notify_all()  # room for readers that block
-                if len(batch) >= self.batch:
+                if len(batch) >= limit:
                     break
                 now = time.monotonic()
                 if batch:
@@ -485,6 +465,7 @@ class Server:
                 try:
                     with self._engine_lock:
                         outs = self.translator.run_batch(stack([f for _, f in items]))
+                    t1 = time.perf_counter()
                 except Exception as e:
                     for s, _ in items:
                         s.engine_errors += 1
@@ -493,9 +474,13 @@ class Server:
                     log.error("engine call failed for %s: %s",
                               ", ".join(sorted({s.name for s, _ in items})), _first_line(e))
                     continue
-                self.engine_seconds += time.perf_counter() - t0
+                self.engine_seconds += t1 - t0
                 self.calls += 1
                 self.frames += len(items)
+                key = (items[0][0].size, len(items))
+                self._cost[key] = 0.8 * self._cost.get(key, t1 - t0) + 0.2 * (t1 - t0)
+                for _, f in items:  # when its engine call began and ended (latency by stage)
+                    f.started, f.finished = t0, t1
                 for (s, f), out in zip(items, outs):
                     if s.alive:
                         s.deliver(f, out)
@@ -504,90 +489,15 @@ class Server:
 
     # metrics
     def metrics_text(self) -> str:
-        lines = []
-
-        def metric(name, kind, help_, values):
-            lines.append(f"# HELP streamgan_{name} {help_}")
-            lines.append(f"# TYPE streamgan_{name} {kind}")
-            for labels, v in values:
-                lab = ",".join(f'{k}="{_esc(val)}"' for k, val in labels.items())
-                lines.append(f"streamgan_{name}{{{lab}}} {_num(v)}" if lab
-                             else f"streamgan_{name} {_num(v)}")
-
-        S = self.streams
-        metric("stream_up", "gauge", "1 while frames flow, 0 while starting, ended or failed",
-               [({"stream": s.name, "state": s.state}, int(s.state == "running")) for s in S])
-        metric("frames_in_total", "counter", "frames read from the input",
-               [({"stream": s.name}, s.frames_in) for s in S])
-        metric("frames_total", "counter", "frames translated and written to the outputs",
-               [({"stream": s.name}, s.published) for s in S])
-        metric("dropped_frames_total", "counter", "frames dropped because translation fell behind",
-               [({"stream": s.name}, s.dropped) for s in S])
-        metric("fps", "gauge", "published frames per second over the last 5 s",
-               [({"stream": s.name}, s.fps) for s in S])
-        metric("latency_seconds", "summary", "capture to publish latency per frame",
-               [({"stream": s.name, "quantile": q}, s.latency.percentile(float(q) * 100))
-                for s in S for q in ("0.5", "0.95")] +
-               [({"stream": s.name, "quantile": "1"}, s.latency.max) for s in S])
-        metric("latency_seconds_count", "counter", "frames with a latency measured",
-               [({"stream": s.name}, s.latency.count) for s in S])
-        metric("reconnects_total", "counter", "input reconnections",
-               [({"stream": s.name}, s.source.stats.reconnects if s.source is not None and
-                 hasattr(s.source, "stats") else 0) for s in S])
-        metric("stalls_total", "counter", "times the input stalled",
-               [({"stream": s.name}, s.source.stats.stalls if s.source is not None and
-                 hasattr(s.source, "stats") else 0) for s in S])
-        metric("bad_packets_total", "counter", "input packets the decoder rejected",
-               [({"stream": s.name}, s.source.stats.bad_packets if s.source is not None and
-                 hasattr(s.source, "stats") else 0) for s in S])
-        outs = [(s, o) for s in S if s.outputs for o in s.outputs.outputs]
-        metric("output_frames_total", "counter", "frames written to each output",
-               [({"stream": s.name, "output": o.name}, o.frames) for s, o in outs])
-        metric("output_failed", "gauge", "1 for an output that failed and was dropped",
-               [({"stream": s.name, "output": o.name}, int(o.failed)) for s, o in outs])
-        metric("output_reconnects_total", "counter", "publish reconnections",
-               [({"stream": s.name, "output": o.name}, getattr(o, "reconnects", 0))
-                for s, o in outs if o.kind == "publish"])
-        metric("engine_calls_total", "counter", "engine calls (one batch each)",
-               [({}, self.calls)])
-        metric("engine_frames_total", "counter", "frames through the engine, all streams",
-               [({}, self.frames)])
-        metric("engine_seconds_total", "counter", "time spent in the engine",
-               [({}, self.engine_seconds)])
-        return "\n".join(lines) + "\n"
+        """What ``/metrics`` answers (Prometheus text format)."""
+        return self.metrics.text().decode()
 
     def start_metrics(self) -> None:
         m = self.cfg.metrics
         if m is None or self.http is not None:
             return
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = METRICS_TIMEOUT  # seconds per read or write on the connection
-
-            def do_GET(self):
-                if self.path.split("?")[0] not in ("/metrics", "/"):
-                    self.send_error(404)
-                    return
-                body = server.metrics_text().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):  # no access log on stderr
-                pass
-
-        host = "127.0.0.1" if m.host == "localhost" else m.host
-        try:
-            self.http = MetricsHTTPServer((host, m.port), Handler)
-        except OSError as e:
-            raise UsageError(f"metrics: cannot listen on {host}:{m.port} ({e.strerror})") \
-                from None
+        self.http = serve_metrics(self.metrics, m.host, m.port)
         self.metrics_port = self.http.server_address[1]
-        threading.Thread(target=self.http.serve_forever, name="streamgan-metrics",
-                         daemon=True).start()
 
     # lifecycle
     def run(self, duration: float | None = None) -> None:
@@ -635,7 +545,8 @@ class Server:
         out = []
         for s in self.streams:
             head = (f"{s.name}: {s.state}; {s.published} frames, {s.dropped} dropped, "
-                    f"{s.latency.summary()}")
+                    f"{s.latency.summary()}" + (f"; {s.stages.summary()}"
+                                                if s.stages.summary() else ""))
             out.append(head + (f"; error: {s.error}" if s.error else ""))
             if s.outputs:
                 for name, n, err in s.outputs.report():
@@ -649,16 +560,6 @@ class Server:
 def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return redact(text[0] if text else type(e).__name__)[:300]
-
-
-def _esc(v) -> str:
-    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
-
-
-def _num(v) -> str:
-    if isinstance(v, float) and not np.isfinite(v):
-        return "NaN"
-    return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 def cli_run(args) -> int:

@@ -86,13 +86,22 @@ def test_two_streams_one_engine_metrics_and_isolation(server_factory, clip_long,
     for name in ("front", "rear"):
         assert value(seen, "streamgan_stream_up", stream=name, state="running") == 1
         assert value(seen, "streamgan_fps", stream=name) > 10
-        assert 0 < value(seen, "streamgan_latency_seconds", stream=name, quantile="0.95") < 1
+        assert 0 < value(seen, "streamgan_latency_quantile_seconds", stream=name,
+                         stage="total", quantile="0.95") < 1
+        # the histograms, by stage: every frame published is counted in each
+        total = value(seen, "streamgan_latency_seconds_count", stream=name, stage="total")
+        assert total >= 40
+        for stage in ("wait", "model", "output"):
+            assert value(seen, "streamgan_latency_seconds_count", stream=name,
+                         stage=stage) == total
+        assert value(seen, "streamgan_latency_seconds_bucket", stream=name, stage="total",
+                     le="+Inf") == total
         assert value(seen, "streamgan_dropped_frames_total", stream=name) == 0
     assert value(seen, "streamgan_stream_up", stream="gone", state="failed") == 0
     calls = value(seen, "streamgan_engine_calls_total")
     frames = value(seen, "streamgan_engine_frames_total")
     assert frames / calls > 1.3, (frames, calls)  # frames of both streams share engine calls
-    assert "# TYPE streamgan_latency_seconds summary" in seen
+    assert "# TYPE streamgan_latency_seconds histogram" in seen
     assert value(seen, "streamgan_output_frames_total", stream="front",
                  output=srv.url("/pub")) >= 40
     assert value(seen, "streamgan_output_reconnects_total", stream="front") == 0
@@ -230,7 +239,7 @@ def test_idle_metrics_connections_never_stop_the_recordings(identity_onnx, tmp_p
     descriptors: the recording goes on to its end, the metrics answer, the idle ones are closed."""
     import socket
 
-    from streamgan.serve import METRICS_MAX_CONNECTIONS, METRICS_TIMEOUT
+    from streamgan.metrics import METRICS_MAX_CONNECTIONS, METRICS_TIMEOUT
 
     # 20 s paced like a camera (10 fps), recorded in 2 s segments: new files all along
     clip = make_clip(tmp_path / "cam.mp4", frames=200, size=(320, 180), rate=10)

@@ -319,3 +319,54 @@ def test_a_live_run_without_a_frame_leaves_no_empty_recording(identity_onnx, tmp
     assert "0 frames" in r.stderr
     assert not (tmp_path / "a.mp4").exists() and not (tmp_path / "b.mkv").exists(), r.stderr
     assert f"no frame recorded; removed the empty {tmp_path / 'a.mp4'}" in r.stderr, r.stderr
+
+
+def test_the_engine_takes_the_newest_frame_when_it_is_free(tr, tmp_path, monkeypatch):
+    """A model slower than the camera (60 ms a frame, 25 fps): no queue stands between them;
+    each frame translated is the newest one the camera had given when its engine call began
+    (one frame of slack for the instant between taking it and starting), and the frames between
+    are dropped and counted; the latency by stage is measured for every frame published."""
+    clip = make_clip(tmp_path / "cam.mp4", frames=75, size=(64, 48))  # 3 s at 25 fps
+    process = tr._process
+
+    def slow(batch):
+        time.sleep(0.06)
+        return process(batch)
+
+    monkeypatch.setattr(tr, "_process", slow)
+    seen = []
+
+    class Outs:  # the outputs of a live run, recording what reached them
+        outputs = []
+
+        def open(self, *a):
+            pass
+
+        def write(self, image, pts):
+            pass
+
+        def close(self):
+            pass
+
+        def report(self):
+            return []
+
+    def tap(frames):
+        for frame, out in frames:
+            seen.append(frame)
+            yield frame, out
+
+    translate = live.translate_frames
+    monkeypatch.setattr(live, "translate_frames", lambda *a, **k: tap(translate(*a, **k)))
+    res = live.run(tr, clip, Outs(), live.LiveOptions(realtime=True, drop="oldest"))
+    assert res.frames == len(seen) and res.frames + res.dropped == 75
+    assert res.dropped > 20  # about one frame in three is translated
+    first = seen[0]
+    t0 = first.captured - first.index / 25  # when frame 0 fell due
+    for f in seen[1:]:
+        newest = int((f.started - t0) * 25 + 1e-6)  # the newest frame due when its call began
+        assert f.index >= min(newest, 74) - 1, (f.index, newest)
+    assert [f.index for f in seen] == sorted(f.index for f in seen)
+    assert res.stages.model.count == res.stages.wait.count == res.frames
+    assert res.stages.model.p50 >= 0.06 and "p95 by stage" in "\n".join(res.lines())
+    assert "spread evenly" in res.lines()[0]
