@@ -189,6 +189,9 @@ def main() -> int:
             firsts = [s.first_at for s in serve.streams if s.first_at is not None]
             lasts = [s.last_at for s in serve.streams if s.last_at is not None]
             combined = total / (max(lasts) - min(firsts)) if firsts and total > 1 else 0.0
+            print("serve engine call times: " + ", ".join(
+                f"{n} frames {1000 * t:.1f} ms" for (_, n), t in sorted(serve._cost.items())),
+                flush=True)
             two = {"streams": streams, "combined_fps": combined, "batch": serve.batch,
                    "engine_calls": serve.calls,
                    "frames_per_call": serve.frames / max(1, serve.calls),

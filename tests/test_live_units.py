@@ -370,3 +370,26 @@ def test_the_engine_takes_the_newest_frame_when_it_is_free(tr, tmp_path, monkeyp
     assert res.stages.model.count == res.stages.wait.count == res.frames
     assert res.stages.model.p50 >= 0.06 and "p95 by stage" in "\n".join(res.lines())
     assert "spread evenly" in res.lines()[0]
+
+
+def test_serve_batches_cameras_only_where_the_next_frame_costs_at_most_a_frame_interval(
+        identity_onnx):
+    """Several cameras share an engine call only where each frame more adds at most a frame
+    interval to the call (times measured per size): on a GPU they do, on a CPU they take turns."""
+    from streamgan.serve import Server, ServeConfig
+
+    cfg = ServeConfig.model_validate({
+        "model": str(identity_onnx), "backend": "openvino", "metrics": None, "batch": 4,
+        "streams": [{"name": f"c{i}", "input": "rtsp://127.0.0.1:9/x", "outputs": ["x.mp4"]}
+                    for i in range(4)]})
+    server = Server(cfg)
+    size, interval = (640, 360), 1 / 30
+    assert server.affordable(size, interval) == 1  # nothing measured yet: one frame a call
+    server._cost.update({(size, 1): 0.030, (size, 4): 0.045})  # a GPU: 5 ms a frame more
+    assert server.affordable(size, interval) == 4
+    server._cost.update({(size, 1): 0.040, (size, 4): 0.160})  # a CPU: 40 ms a frame more
+    assert server.affordable(size, interval) == 1
+    server._cost.update({(size, 1): 0.030, (size, 4): 0.120})  # 30 ms more: within 33 ms
+    assert server.affordable(size, interval) == 4
+    assert server.affordable(size, 1 / 60) == 1  # but not within a 60 fps camera's 17 ms
+    assert server.affordable((1280, 720), interval) == 1  # another size: its own times
