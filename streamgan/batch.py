@@ -22,7 +22,6 @@ import glob
 import json
 import logging
 import os
-import socket
 import stat
 import sys
 import time
@@ -30,12 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: no lock on the output folder
-    fcntl = None
-
-from . import errors
+from . import errors, locks
 from .errors import InputError, Interrupted, OutputError, UsageError
 from .io import VIDEO_EXTS, EncodeOptions, redact
 from .jobs import Job, Settings
@@ -158,27 +152,18 @@ def out_dir_lock(out_dir: Path):
     """Hold ``OUT/streamgan-batch.lock`` (flock) while a batch writes ``out_dir``: a second batch
     on the same folder stops at once, naming the first one's pid and host, instead of writing
     beside it. The lock goes with the process, however it ends (kill -9 included)."""
-    if fcntl is None:
-        yield
-        return
     fd = _open_plain(out_dir / LOCK, os.O_RDWR | os.O_CREAT, "the batch's lock file")
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "pid unknown"
-            raise OutputError(f"{out_dir} is being written by another batch ({holder}); wait "
-                              "for it to end, or give another "
-                              f"{errors.flag('--out-dir', 'out_dir')}") from None
-        except OSError as e:  # a file system without locks
-            log.warning("%s: cannot lock the output folder (%s); run one batch at a time into "
-                        "it", out_dir, e.strerror or e)
-        else:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+
+    def busy(holder: str) -> OutputError:
+        return OutputError(f"{out_dir} is being written by another batch ({holder}); wait for it "
+                           f"to end, or give another {errors.flag('--out-dir', 'out_dir')}")
+
+    def unsupported(e: OSError) -> None:
+        log.warning("%s: cannot lock the output folder (%s); run one batch at a time into it",
+                    out_dir, e.strerror or e)
+
+    with locks.hold(fd, busy, unsupported):
         yield
-    finally:
-        os.close(fd)  # and with it the lock
 
 
 class Ledger:

@@ -25,16 +25,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from streamgan import locks
+
 from . import losses as L
 from .data import FramePool, from_model, list_sources, load_frames, looks_like_day, normalise_exposure, to_model
 from .networks import MobileGenerator, build_discriminator, build_generator, init_weights
 from .options import CheckpointError, Config, DataError
 from .synth import SYNTHS, sky_mask
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: runs go without the folder lock
-    fcntl = None
 
 CKPT = "latest.pt"
 LOSS_KEYS = ["warmup_l1", "l1", "ssim", "struct", "G_gan", "real_gan", "cyc_A", "cyc_B", "idt", "distill", "G", "D"]
@@ -51,22 +49,11 @@ def run_lock(out: Path):
     copy of a run that is still going) stops with the first one's pid instead of writing beside it. The lock
     goes with the process, however it ends."""
     out.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
-        yield
-        return
     fd = os.open(out / "run.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise RunInUse(f"{out} is being written by another training process (pid {holder}): stop it "
-                           "first, or train into another train.out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    with locks.hold(fd, lambda holder: RunInUse(
+            f"{out} is being written by another training process ({holder}): stop it first, or "
+            "train into another train.out")):
         yield
-    finally:
-        os.close(fd)  # and with it the lock
 
 
 @contextlib.contextmanager
