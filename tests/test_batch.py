@@ -58,6 +58,19 @@ def _same_video(src: Path, out: Path) -> None:
     assert (b["width"], b["height"]) == (a["width"], a["height"])
 
 
+def _cams(tmp_path: Path, identity_onnx, n: int, frames: int) -> tuple[Path, Path, list[str]]:
+    """``n`` clips of 320x240 in ``tmp_path/in``; the batch command translating them into
+    ``tmp_path/out`` one file at a time: (in, out, command)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(n):
+        make_clip(src / f"cam{i}.mp4", frames=frames, size=(320, 240), seed=i)
+    out = tmp_path / "out"
+    return src, out, [sys.executable, "-m", "streamgan", "run", "--task", str(identity_onnx),
+                      "--backend", "openvino", "--precision", "fp32", str(src), "--out-dir",
+                      str(out), "--jobs", "1"]
+
+
 def _batch(*args, timeout=240):
     return run_cli("run", *args, "--backend", "openvino", "--precision", "fp32", timeout=timeout)
 
@@ -186,13 +199,7 @@ def test_sigterm_mid_batch_keeps_finished_files(identity_onnx, tmp_path):
     """SIGTERM while files are being translated: exit 143, the files finished stay and are in
     the ledger as done, no partial output or temp file is left, no worker outlives the driver;
     the same command then does only the rest."""
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(5):
-        make_clip(src / f"cam{i}.mp4", frames=150, size=(320, 240), seed=i)
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "streamgan", "run", "--task", str(identity_onnx), "--backend",
-           "openvino", "--precision", "fp32", str(src), "--out-dir", str(out), "--jobs", "1"]
+    src, out, cmd = _cams(tmp_path, identity_onnx, 5, 150)
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (_temps(out) and _has_done(out)):
@@ -323,13 +330,7 @@ def test_a_killed_driver_takes_its_workers_with_it(identity_onnx, tmp_path):
     published a file it had no time to record: the worker dies with the driver instead of going
     on with files nobody records, and the rerun takes the unrecorded output for this batch's
     own (redone, not refused as "exists"): every file done, exit 0, nothing left beside them."""
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(3):
-        make_clip(src / f"cam{i}.mp4", frames=300, size=(320, 240), seed=i)
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "streamgan", "run", "--task", str(identity_onnx), "--backend",
-           "openvino", "--precision", "fp32", str(src), "--out-dir", str(out), "--jobs", "1"]
+    src, out, cmd = _cams(tmp_path, identity_onnx, 3, 300)
     with open(tmp_path / "driver.err", "w") as err:
         p = subprocess.Popen(cmd, stderr=err)
     worker = None
@@ -364,15 +365,9 @@ def test_a_second_batch_on_the_same_out_dir_is_refused(identity_onnx, tmp_path):
     """Two batches into one --out-dir at once: the second stops at once with exit 4, naming the
     folder and the first batch's pid; the first finishes as if alone (no duplicate outputs, no
     failed record), and once it is over the folder is free again."""
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(2):
-        make_clip(src / f"cam{i}.mp4", frames=150, size=(320, 240), seed=i)
-    out = tmp_path / "out"
-    args = ["run", "--task", identity_onnx, "--backend", "openvino", "--precision", "fp32", src,
-            "--out-dir", out, "--jobs", "1"]
-    first = subprocess.Popen([sys.executable, "-m", "streamgan", *map(str, args)],
-                             stderr=subprocess.PIPE, text=True)
+    src, out, cmd = _cams(tmp_path, identity_onnx, 2, 150)
+    args = cmd[3:]
+    first = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for(lambda: bool(out.exists() and _temps(out)), 120)
         second = run_cli(*args, timeout=120)
