@@ -208,3 +208,36 @@ def test_a_camera_through_the_element_to_an_rtsp_server(identity_onnx, tmp_path)
     with av.open(str(got)) as c:
         frames = [f for f in c.decode(video=0)]
     assert len(frames) >= 40 and (frames[0].width, frames[0].height) == (160, 96)
+
+
+_LATENCY = r"""
+import sys
+import gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+p = Gst.parse_launch("videotestsrc is-live=true ! video/x-raw,format=RGB,width=64,height=48,"
+                     "framerate=25/1 ! streamgan name=s task=" + sys.argv[1] + " batch=" +
+                     sys.argv[2] + " ! fakesink sync=true")
+p.set_state(Gst.State.PLAYING)
+p.get_state(10 * Gst.SECOND)
+q = Gst.Query.new_latency()
+ok = p.get_by_name("s").get_static_pad("src").query(q)
+live, lo, hi = q.parse_latency()
+print(int(ok), int(live), lo)
+p.set_state(Gst.State.NULL)
+"""
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_the_latency_query_counts_the_frames_a_batch_waits_for(identity_onnx, tmp_path, batch):
+    script = tmp_path / "latency.py"
+    script.write_text(_LATENCY)
+    env = f'eval "$("{sys.executable}" -m streamgan gst-env)"'
+    r = subprocess.run(["bash", "-c", f"{env} && exec /usr/bin/python3 {script} "
+                        f"{identity_onnx} {batch}"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    ok, live, lo = (int(v) for v in r.stdout.split()[-3:])
+    assert ok and live
+    waits = (batch - 1) * 40_000_000  # (batch - 1) frame intervals at 25 fps, in ns
+    assert waits <= lo < waits + 500_000_000, lo  # plus the model's time, which is small here
