@@ -6,9 +6,19 @@
         ...  # frame.image (H x W x 3 uint8 RGB), frame.pts, frame.time
 
 Importing streamgan never imports torch; the torch and TensorRT backends do when chosen.
+streamgan sends nothing over the network: importing OpenVINO sends a usage event to Intel
+(its model converter's telemetry) unless its telemetry package cannot be imported, so it is kept
+from being imported here (OpenVINO and NNCF then skip telemetry, as they do where the package
+is missing); ``STREAMGAN_OPENVINO_TELEMETRY=1`` leaves OpenVINO's choice alone.
 """
 
 from __future__ import annotations
+
+import os
+import sys
+
+if os.environ.get("STREAMGAN_OPENVINO_TELEMETRY") != "1" and "openvino" not in sys.modules:
+    sys.modules.setdefault("openvino_telemetry", None)  # import openvino_telemetry -> ImportError
 
 from .card import ModelCard
 from .errors import StreamganError

@@ -181,3 +181,28 @@ def test_shipped_plugins_have_no_wide_depthwise_rows():
         model = plugins.load(name)
         for path in filter(None, (model.onnx, model.int8)):
             assert wide_row_convolutions(ov.Core().read_model(str(path))) == [], path
+
+
+def test_loading_a_model_sends_nothing_over_the_network():
+    """Importing OpenVINO sends a usage event (its converter's telemetry, from a child process):
+    streamgan keeps it off, so a run starts no such process and makes no connection."""
+    code = """
+import multiprocessing, socket, sys
+started = []
+def refuse(*a, **k):
+    started.append(repr(a)[:200])
+    raise OSError("refused by the test")
+multiprocessing.Process.start = refuse
+socket.socket.connect = refuse
+import numpy as np
+import streamgan
+tr = streamgan.Translator("derain", "openvino")
+tr.translate(np.zeros((64, 64, 3), np.uint8))
+import time; time.sleep(1)  # telemetry is sent from a thread
+print("started", len(started), started)
+"""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "started 0 []" in r.stdout, r.stdout + r.stderr

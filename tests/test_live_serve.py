@@ -300,7 +300,7 @@ def test_idle_metrics_connections_never_stop_the_recordings(identity_onnx, tmp_p
     assert len(idle) >= 150, len(idle)
     assert alive and closed == len(idle), (alive, closed, len(idle))
     assert most_fds <= 20 + METRICS_MAX_CONNECTIONS, most_fds  # its own budget of descriptors
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err
 
 
 def test_a_stream_that_never_got_a_frame_leaves_no_empty_recording(identity_onnx, tmp_path):
