@@ -502,7 +502,7 @@ class LiveOptions:
     open_timeout: float | None = None
     reconnect: int = 5
     queue_size: int | None = None
-    max_age: float | None = None  # drop=oldest: skip frames older than this (default 3 frames)
+    max_age: float | None = None  # drop=oldest: skip frames older than this (default 1 frame)
 
     def check(self) -> "LiveOptions":
         if self.drop not in (None, "oldest", "block"):
@@ -625,12 +625,11 @@ def translate_frames(translator, src, options: LiveOptions | None = None, *,
     # fallen behind) still go in together
     max_wait = options.max_wait if options.max_wait is not None else 0.0
     batch = translator.batch_size
-    # drop=oldest: a latest-frame slot (a batch's worth), so the engine, when free, takes the
-    # newest frame and no queue stands between camera and model; block: nothing is lost
-    qsize = options.queue_size or (batch if drop == "oldest" else max(4, 2 * batch))
-    # when behind, translate current frames: one that has waited more than three frame
-    # intervals is skipped (counted as dropped) if a newer one is waiting
-    max_age = options.max_age if options.max_age is not None else 3.0 / rate
+    qsize = options.queue_size or max(4, 2 * batch)  # absorbs the bursts a network delivers
+    # no standing queue: a frame that has waited more than a frame interval is skipped (counted
+    # as dropped) when a newer one waits, so the engine, when free, takes the newest frame; a
+    # burst of frames arriving together (at connection, after a network hiccup) is kept whole
+    max_age = options.max_age if options.max_age is not None else 1.0 / rate
     pipe = Pipeline(source, translator._process, batch_size=batch, max_wait=max_wait,
                     queue_size=qsize, drop=drop, max_age=max_age if drop == "oldest" else None,
                     out_queue_size=max(4, 2 * batch))  # encoding never holds the engine back

@@ -10,10 +10,11 @@ all threads, bounded in time, so nothing hangs.
 
 For live inputs ``drop="oldest"`` makes the decode stage discard the oldest waiting frame (counted
 in ``dropped``) instead of waiting when translation falls behind, so what is translated stays
-current; the default ``"block"`` never loses a frame. With ``queue_size`` equal to the batch
-(live runs), the decoded queue is a latest-frame slot: the engine, when free, takes the newest
-frame, and no queue stands between the camera and the model. Each frame gets ``started`` and
-``finished`` (perf_counter) of its engine call.
+current; the default ``"block"`` never loses a frame. With ``max_age`` (live runs: a frame
+interval) a frame that has waited longer is skipped when a newer one waits, so the engine, when
+free, takes the newest frame and no queue stands between the camera and the model, while a
+burst of frames arriving together is kept. Each frame gets ``started`` and ``finished``
+(perf_counter) of its engine call.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """``streamgan serve config.yaml``: several live streams through one model in one process.
 
 Each stream has its own reader thread (``live.LiveSource``: reconnect, stall detection) feeding
-a latest-frame slot (``queue: 1``, the default: a newer frame replaces the one waiting, which is
-counted as dropped), and its own output thread (``outputs.FanOut``: publish, record, segments).
+a small queue, in which a frame older than a frame interval is dropped (counted) when a newer one
+waits, and its own output thread (``outputs.FanOut``: publish, record, segments).
 One engine thread takes the newest frame of each stream in turn (round robin, so no camera
 starves) and batches frames of several streams into one engine call only where that adds at most
 a frame interval to the call's time, measured per processing size (on a CPU, where a second frame
@@ -83,7 +83,7 @@ class ServeConfig(_Strict):
     # backend's preferred batch (a TensorRT engine's optimum) when that is larger
     batch: int | None = Field(default=None, ge=1, le=64)
     max_wait: float = Field(default=0.02, ge=0, le=5)  # seconds a batch may wait to fill
-    queue: int = Field(default=1, ge=1, le=256)  # frames waiting per stream (1: latest frame)
+    queue: int = Field(default=4, ge=1, le=256)  # frames waiting per stream
     codec: str | None = None  # None: H.264, or VP9/AV1 for .webm recordings
     preset: str | None = None
     crf: int | None = None
@@ -270,11 +270,12 @@ class Stream:
             cond.notify_all()
 
     def skip_stale(self) -> None:
-        """(Engine thread, lock held.) When behind, translate current frames: a frame that has
-        waited more than three frame intervals is dropped if a newer one of this stream waits."""
+        """(Engine thread, lock held.) No standing queue: a frame that has waited more than a
+        frame interval is dropped if a newer one of this stream waits, so the engine takes the
+        newest frame; a burst arriving together is kept."""
         if self.drop != "oldest" or self.source is None:
             return
-        max_age = 3.0 / float(self.source.frame_rate or 25)
+        max_age = 1.0 / float(self.source.frame_rate or 25)
         now = time.perf_counter()
         while len(self.pending) > 1 and now - self.pending[0].captured > max_age:
             self.pending.popleft()
