@@ -263,10 +263,8 @@ def cmd_translate(args) -> int:
     if args.out_dir is not None or len(inputs) > 1 or args.cluster or args.jobs:
         return cmd_batch(args)
     args.input = inputs[0]
-    from . import live
-
-    if live.cli_wants_live(args):  # live input/outputs or real-time mode: streamgan/live.py
-        return live.cli_run(args)
+    if _wants_live(args):  # live input/outputs or real-time mode: streamgan/live.py
+        return cmd_live(args)
     from .io import EncodeOptions
     from .translator import Translator
 
@@ -299,6 +297,65 @@ def cmd_translate(args) -> int:
         print(f"streamgan: wrote {res.output} ({res.frames} frame{'s' * (res.frames != 1)}, {res.fps:.1f} fps"
               + (f", {res.bad_frames} damaged or missing" if res.bad_frames else "") + ")",
               file=sys.stderr)
+    return errors.EXIT_OK
+
+
+def _wants_live(args) -> bool:
+    """Whether a translate command goes through the live path (streamgan/live.py)."""
+    from .live import is_live
+    from .outputs import is_stream_target, split_targets
+
+    targets = split_targets(getattr(args, "output", None))
+    return bool(is_live(args.input) or getattr(args, "realtime", False)
+                or getattr(args, "segment", None) or len(targets) > 1
+                or getattr(args, "drop", None) or getattr(args, "max_wait", None) is not None
+                or any(is_stream_target(t) for t in targets))
+
+
+def cmd_live(args) -> int:
+    """``streamgan <task> INPUT -o OUT[,OUT...] [--realtime ...]`` for live inputs/outputs."""
+    from .io import EncodeOptions, check_input, redact
+    from .live import LiveOptions, is_live, resolve, run
+    from .outputs import make_outputs, split_targets
+    from .pipeline import Progress
+    from .translator import Translator
+
+    if not is_live(args.input):
+        check_input(args.input)  # a missing file fails before the model is loaded
+    targets = split_targets(args.output)
+    if not targets:
+        raise UsageError("give -o OUTPUT (a file, rtsp://... to publish, or several, "
+                         "comma-separated) for a live input")
+    if getattr(args, "compare", False):
+        raise UsageError("--compare is for files, not live runs")
+    if args.start and is_live(args.input):
+        raise UsageError("--start cannot seek in a live input")
+    options = LiveOptions(realtime=args.realtime or None, drop=args.drop,
+                          max_wait=args.max_wait, rtsp_transport=args.rtsp_transport,
+                          stall_timeout=args.stall_timeout).check()
+    enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio="none",
+                        hardware=getattr(args, "hwaccel", "auto"),
+                        exact_size=getattr(args, "exact_size", False))
+    outs = make_outputs(targets, encode=enc, segment=args.segment, overwrite=args.overwrite,
+                        rtsp_transport=args.rtsp_transport,
+                        src=args.input)  # file checks before the model
+    kw = {"hwaccel": args.hwaccel} if hasattr(args, "hwaccel") else {}
+    tr = Translator(args.task, args.backend, args.precision, size=args.size, tile=args.tile,
+                    batch_size=args.batch, **kw)
+    realtime, drop = resolve(options, args.input)
+    if not args.quiet:
+        print(f"streamgan: {tr.describe()}; {redact(args.input)} -> "
+              f"{', '.join(o.name for o in outs.outputs)}"
+              f"{' (real time, drop ' + drop + ')' if realtime else ''}", file=sys.stderr)
+    bar = Progress(None, enabled=not args.quiet, label=tr.task)
+    # Ctrl-C, SIGTERM and SIGHUP (KeyboardInterrupt, see cli.stop_signals) end a live run the
+    # normal way: outputs finalised, segments closed, exit 0
+    res = run(tr, args.input, outs, options, frames=args.frames, duration=args.duration,
+              start=args.start, progress=bar)
+    bar.finish()
+    if not args.quiet:
+        for line in res.lines():
+            print(f"streamgan: {line}", file=sys.stderr)
     return errors.EXIT_OK
 
 

@@ -758,6 +758,13 @@ def output_size(width: int, height: int, options: EncodeOptions) -> tuple[int, i
     return width, height, pix
 
 
+def resize(image: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Scale one RGB image with FFmpeg's swscale (area when shrinking, bicubic when growing)."""
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    shrink = w * h < image.shape[0] * image.shape[1]
+    return frame.reformat(w, h, "rgb24", interpolation="AREA" if shrink else "BICUBIC").to_ndarray()
+
+
 def pad_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Pad an H x W x 3 image at the right/bottom to (width, height) by repeating the edge."""
     h, w = image.shape[:2]

@@ -34,7 +34,7 @@ import av
 import numpy as np
 
 from .errors import InputError, UsageError
-from .io import Frame, Source, _is_eof, _video_stream, redact
+from .io import Frame, Source, _is_eof, _video_stream, redact, resize
 from .pipeline import Pipeline
 
 log = logging.getLogger("streamgan")
@@ -653,8 +653,6 @@ def stream(translator, src, *, on_frame: Callable[[Frame], None] | None = None,
     Each yielded ``Frame`` has ``captured`` (perf_counter at decode) and ``latency`` (seconds
     from capture until it was handed over, just before ``on_frame``).
     """
-    from .translator import _resize
-
     options = options or LiveOptions()
     if realtime and not options.realtime:
         options = LiveOptions(**{**options.__dict__, "realtime": True})
@@ -668,7 +666,7 @@ def stream(translator, src, *, on_frame: Callable[[Frame], None] | None = None,
                                           duration=duration, start=start, stats=info):
         src_obj = info["source"]
         if src_obj.size:
-            out = _resize(out, src_obj.width, src_obj.height)
+            out = resize(out, src_obj.width, src_obj.height)
         result = Frame(out, frame.pts, frame.time_base, frame.index)
         result.captured = frame.captured
         result.latency = time.perf_counter() - frame.captured
@@ -746,64 +744,3 @@ def run(translator, src, outputs, options: LiveOptions | None = None, *,
                       getattr(getattr(source, "stats", None), "stalls", 0), outputs.report(),
                       last - first, pipe.engine_seconds if pipe else 0.0,
                       pipe.batches if pipe else 0, stages)
-
-
-# -- command line ---------------------------------------------------------------------------
-def cli_wants_live(args) -> bool:
-    """Whether a translate command goes through the live path (this module)."""
-    from .outputs import is_stream_target, split_targets
-
-    targets = split_targets(getattr(args, "output", None))
-    return bool(is_live(args.input) or getattr(args, "realtime", False)
-                or getattr(args, "segment", None) or len(targets) > 1
-                or getattr(args, "drop", None) or getattr(args, "max_wait", None) is not None
-                or any(is_stream_target(t) for t in targets))
-
-
-def cli_run(args) -> int:
-    """``streamgan <task> INPUT -o OUT[,OUT...] [--realtime ...]`` for live inputs/outputs."""
-    import sys
-
-    from . import errors
-    from .io import EncodeOptions, check_input
-    from .outputs import make_outputs, split_targets
-    from .pipeline import Progress
-    from .translator import Translator
-
-    if not is_live(args.input):
-        check_input(args.input)  # a missing file fails before the model is loaded
-    targets = split_targets(args.output)
-    if not targets:
-        raise UsageError("give -o OUTPUT (a file, rtsp://... to publish, or several, "
-                         "comma-separated) for a live input")
-    if getattr(args, "compare", False):
-        raise UsageError("--compare is for files, not live runs")
-    if args.start and is_live(args.input):
-        raise UsageError("--start cannot seek in a live input")
-    options = LiveOptions(realtime=args.realtime or None, drop=args.drop,
-                          max_wait=args.max_wait, rtsp_transport=args.rtsp_transport,
-                          stall_timeout=args.stall_timeout).check()
-    enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio="none",
-                        hardware=getattr(args, "hwaccel", "auto"),
-                        exact_size=getattr(args, "exact_size", False))
-    outs = make_outputs(targets, encode=enc, segment=args.segment, overwrite=args.overwrite,
-                        rtsp_transport=args.rtsp_transport,
-                        src=args.input)  # file checks before the model
-    kw = {"hwaccel": args.hwaccel} if hasattr(args, "hwaccel") else {}
-    tr = Translator(args.task, args.backend, args.precision, size=args.size, tile=args.tile,
-                    batch_size=args.batch, **kw)
-    realtime, drop = resolve(options, args.input)
-    if not args.quiet:
-        print(f"streamgan: {tr.describe()}; {redact(args.input)} -> "
-              f"{', '.join(o.name for o in outs.outputs)}"
-              f"{' (real time, drop ' + drop + ')' if realtime else ''}", file=sys.stderr)
-    bar = Progress(None, enabled=not args.quiet, label=tr.task)
-    # Ctrl-C, SIGTERM and SIGHUP (KeyboardInterrupt, see cli.stop_signals) end a live run the
-    # normal way: outputs finalised, segments closed, exit 0
-    res = run(tr, args.input, outs, options, frames=args.frames, duration=args.duration,
-              start=args.start, progress=bar)
-    bar.finish()
-    if not args.quiet:
-        for line in res.lines():
-            print(f"streamgan: {line}", file=sys.stderr)
-    return errors.EXIT_OK

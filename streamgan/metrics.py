@@ -10,7 +10,6 @@ descriptors or threads the streams need. The endpoint listens on 127.0.0.1 unles
 from __future__ import annotations
 
 import logging
-import math
 import socket
 import threading
 import time

@@ -14,7 +14,8 @@ import numpy as np
 from . import engines, errors, plugins
 from .errors import InputError, Interrupted, ModelError, UsageError
 from .frames import backend_shapes, plan_size, translate_batch
-from .io import IMAGE_FORMATS, MIN_SIDE, EncodeOptions, Frame, Sink, Source, check_output, redact
+from .io import (IMAGE_FORMATS, MIN_SIDE, EncodeOptions, Frame, Sink, Source, check_output,
+                 redact, resize)
 from .pipeline import Pipeline, Progress, stack
 
 log = logging.getLogger("streamgan")
@@ -34,13 +35,6 @@ class Result:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-
-def _resize(image: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Scale one RGB image with FFmpeg's swscale (area when shrinking, bicubic when growing)."""
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-    shrink = w * h < image.shape[0] * image.shape[1]
-    return frame.reformat(w, h, "rgb24", interpolation="AREA" if shrink else "BICUBIC").to_ndarray()
 
 
 @dataclass
@@ -153,8 +147,8 @@ class Translator:
         pw, ph = self.processing_size(w, h)
         self.prepare(pw, ph, n)
         if (pw, ph) != (w, h):
-            small = np.stack([_resize(a, pw, ph) for a in arr])
-            return np.stack([_resize(o, w, h) for o in self.run_batch(small)])
+            small = np.stack([resize(a, pw, ph) for a in arr])
+            return np.stack([resize(o, w, h) for o in self.run_batch(small)])
         return self.run_batch(np.ascontiguousarray(arr))
 
     def translate_i420(self, frames: np.ndarray) -> np.ndarray:
@@ -258,7 +252,7 @@ class Translator:
         try:
             for frame, out in pipe:
                 if source.size:
-                    out = _resize(out, source.width, source.height)
+                    out = resize(out, source.width, source.height)
                 result = Frame(out, frame.pts, frame.time_base, frame.index)
                 if on_frame is not None:
                     on_frame(result)
@@ -323,7 +317,7 @@ class Translator:
                     sink.video.set_display_rotation(source.rotation)
                 if compare:
                     if source.size:
-                        out = _resize(out, source.width, source.height)
+                        out = resize(out, source.width, source.height)
                     out = np.hstack([frame.source, out])
                 sink.write(out, frame.pts, i420=i420)
                 sink.write_audio(source.audio_packets)
