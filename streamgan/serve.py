@@ -288,10 +288,13 @@ class Stream:
                 try:
                     item = self.done.get(timeout=0.1)
                 except queue.Empty:
-                    # done when the input ended and the engine holds nothing of this stream;
-                    # a frame it delivered just before letting go is still in the queue
-                    if self.stop.is_set() or (self._input_done and not self.pending and
-                                              self.server.idle_for(self) and self.done.empty()):
+                    # done when the input ended (its source, closing, also sets ``stop``) and the
+                    # engine holds nothing of this stream: a frame it delivered just before
+                    # letting go is still in the queue; at once when the stream failed or the
+                    # engine stopped
+                    if self.state == "failed" or self.server.stop.is_set() or (
+                            self._input_done and not self.pending and
+                            self.server.idle_for(self) and self.done.empty()):
                         break
                     continue
                 frame, out = item
