@@ -428,6 +428,9 @@ class SegmentOutput(Output):
             enc.close()
         except OSError as e:
             raise OutputError(f"{self._target}: write failed ({e.strerror or e})") from None
+        if not enc.frames:  # stopped between opening a segment and its first frame: no file
+            discard_temp(self._tmp)
+            return
         try:
             done = publish(self._tmp, self._target, self.overwrite)
         except OutputError as e:  # the name was taken meanwhile: kept under another

@@ -393,3 +393,24 @@ def test_serve_batches_cameras_only_where_the_next_frame_costs_at_most_a_frame_i
     assert server.affordable(size, interval) == 4
     assert server.affordable(size, 1 / 60) == 1  # but not within a 60 fps camera's 17 ms
     assert server.affordable((1280, 720), interval) == 1  # another size: its own times
+
+
+def test_a_segment_stopped_before_its_first_frame_leaves_no_file(tmp_path):
+    """Stopped (SIGHUP, Ctrl-C) between opening a segment and writing its first frame: no empty,
+    unplayable segment is published, and no temp file is left."""
+    from fractions import Fraction
+
+    from streamgan import outputs
+    from streamgan.io import EncodeOptions
+
+    seg = outputs.SegmentOutput(tmp_path / "seg.mp4", 1.0, encode=EncodeOptions())
+    seg.open(64, 48, Fraction(1, 25), Fraction(25))
+    image = np.zeros((48, 64, 3), np.uint8)
+    for i in range(30):  # 1.2 s: the first segment done, the second opened
+        seg.write(image, i)
+    seg._finish()
+    seg._start(30)  # the next segment opened; the stop comes before its first frame
+    seg.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["seg_00000.mp4", "seg_00001.mp4"], files
+    assert all(len(read_video(tmp_path / f)["frames"]) > 0 for f in files)
