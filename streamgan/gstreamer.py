@@ -10,6 +10,7 @@ command line converts), and the environment text. See docs/GSTREAMER.md.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shlex
@@ -119,33 +120,39 @@ def env_lines(system_python: str = SYSTEM_PYTHON) -> list[str]:
             f"export GST_REGISTRY={shlex.quote(str(cache / f'gst-registry-{key}.bin'))}"]
 
 
+@functools.lru_cache(maxsize=None)
+def _loader_python(system_python: str) -> tuple[tuple[int, ...], str] | None:
+    """The GStreamer loader's Python, asked once: (its version, the folder holding its GObject
+    bindings, '' without them); None when it does not run."""
+    import subprocess
+
+    code = ("import sys, os\nprint(*sys.version_info[:2])\ntry:\n    import gi\n"
+            "    print(os.path.dirname(os.path.dirname(gi.__file__)))\nexcept ImportError:\n"
+            "    print()")
+    try:
+        r = subprocess.run([system_python, "-c", code], capture_output=True, text=True,
+                           timeout=30)
+        version, gi_dir = (r.stdout.splitlines() + ["", ""])[:2]
+        return tuple(int(v) for v in version.split()), gi_dir.strip()
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
 def _gi_dir(system_python: str) -> list[str]:
     """Where the system Python's GObject bindings are. The loader's embedded Python takes its
     prefix from the first python3 on PATH, an active virtual environment's, and would not find
     them there; they go last, after this environment's packages."""
-    import subprocess
-
-    try:
-        r = subprocess.run([system_python, "-c", "import gi, os; "
-                            "print(os.path.dirname(os.path.dirname(gi.__file__)))"],
-                           capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [r.stdout.strip()] if r.returncode == 0 and r.stdout.strip() else []
+    found = _loader_python(system_python)
+    return [found[1]] if found and found[1] else []
 
 
 def loader_python_mismatch(system_python: str = SYSTEM_PYTHON) -> str:
     """'' when the GStreamer loader's Python can import this environment's compiled packages
     (same major.minor version), else why not."""
-    import subprocess
-
-    try:
-        r = subprocess.run([system_python, "-c", "import sys; print(*sys.version_info[:2])"],
-                           capture_output=True, text=True, timeout=30)
-        theirs = tuple(int(v) for v in r.stdout.split())
-    except (OSError, ValueError, subprocess.TimeoutExpired):
+    found = _loader_python(system_python)
+    if found is None or len(found[0]) != 2:
         return f"{system_python} not found: GStreamer's Python plugin loader runs it"
-    ours = sys.version_info[:2]
+    theirs, ours = found[0], sys.version_info[:2]
     if theirs != ours:
         return (f"GStreamer's Python loader runs Python {theirs[0]}.{theirs[1]} ({system_python}) "
                 f"and streamgan is installed for {ours[0]}.{ours[1]}: install streamgan in an "

@@ -532,8 +532,10 @@ class Source:
                 continue
             if end is not None and float(pts * tb) >= end - 1e-9:
                 return
+            empty = False
             try:
-                if not f.stat().st_size:
+                empty = not f.stat().st_size
+                if empty:
                     raise ValueError("empty")
                 with av.open(str(f), format="image2", options={"pattern_type": "none"}) as c:
                     stream = c.streams.video[0]
@@ -542,8 +544,7 @@ class Source:
                     frame = next(c.decode(stream))
             except (av.FFmpegError, OSError, ValueError, IndexError, StopIteration):
                 self.bad_packets += 1
-                log.warning("%s: %s image skipped", redact(f),
-                            "empty" if f.exists() and not f.stat().st_size else "damaged")
+                log.warning("%s: %s image skipped", redact(f), "empty" if empty else "damaged")
                 continue
             if (frame.width, frame.height) != (self.width, self.height):
                 self.bad_packets += 1  # replaced since the size check
@@ -910,7 +911,7 @@ _UNLOCKED_AGE = 3600.0  # on a file system without locks: untouched this long, a
 _GRACE = 5.0  # a temp file this new may be between its creation and its lock
 
 
-def _writer_gone(f: Path, pid: int) -> bool | None:
+def _writer_gone(f: Path) -> bool | None:
     """Whether the run that writes ``f`` is gone: its lock is free (the kernel drops a lock with
     its holder, whatever namespace or container it ran in). None: the file system has no locks."""
     try:
@@ -950,7 +951,7 @@ def clean_stale_temps(folder: Path) -> list[Path]:
         except OSError:
             continue
         age = time.time() - st.st_mtime
-        gone = _writer_gone(f, pid)
+        gone = _writer_gone(f)
         # an empty, brand-new file may be between its creation and its lock; one with data was
         # locked before its first byte
         if not (gone and (st.st_size or age > _GRACE)) and \

@@ -471,14 +471,22 @@ class Stages:
     def __init__(self):
         self.wait, self.model, self.output = Latency(), Latency(), Latency()
 
-    def add(self, frame, published: float) -> None:
+    @staticmethod
+    def split(frame, published: float) -> tuple[float, float, float] | None:
+        """(wait, model, output) seconds of a frame published at ``published`` (perf_counter);
+        None for a frame that went through no timed engine call."""
         started = getattr(frame, "started", None)
         finished = getattr(frame, "finished", None)
         if started is None or finished is None:
-            return
-        self.wait.add(max(0.0, started - frame.captured))
-        self.model.add(finished - started)
-        self.output.add(max(0.0, published - finished))
+            return None
+        return (max(0.0, started - frame.captured), finished - started,
+                max(0.0, published - finished))
+
+    def add(self, frame, published: float) -> None:
+        times = self.split(frame, published)
+        if times is not None:
+            for lat, seconds in zip((self.wait, self.model, self.output), times):
+                lat.add(seconds)
 
     def summary(self) -> str:
         if not self.model.count:

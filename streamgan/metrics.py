@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .errors import UsageError
+from .live import Stages
 
 log = logging.getLogger("streamgan")
 
@@ -48,11 +49,10 @@ class ServeMetrics:
     def observe(self, stream: str, frame, published: float) -> None:
         """A frame of ``stream`` was published at ``published`` (perf_counter)."""
         self.latency.labels(stream, "total").observe(published - frame.captured)
-        started, finished = getattr(frame, "started", None), getattr(frame, "finished", None)
-        if started is not None and finished is not None:
-            self.latency.labels(stream, "wait").observe(max(0.0, started - frame.captured))
-            self.latency.labels(stream, "model").observe(finished - started)
-            self.latency.labels(stream, "output").observe(max(0.0, published - finished))
+        times = Stages.split(frame, published)
+        if times is not None:
+            for stage, seconds in zip(Stages.NAMES, times):
+                self.latency.labels(stream, stage).observe(seconds)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
@@ -100,7 +100,7 @@ class _State:
         for s in streams:
             fps.add_metric([s.name], s.fps)
             for stage, lat in (("total", s.latency), *((n, getattr(s.stages, n))
-                                                        for n in ("wait", "model", "output"))):
+                                                        for n in Stages.NAMES)):
                 if lat.count:
                     q.add_metric([s.name, stage, "0.5"], lat.p50)
                     q.add_metric([s.name, stage, "0.95"], lat.p95)

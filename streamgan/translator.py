@@ -37,13 +37,6 @@ class Result:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-@dataclass
-class _Planes:
-    """One I420 frame as the engine stage takes it (``pipeline.stack`` reads ``.image``)."""
-
-    image: np.ndarray
-
-
 class Translator:
     """Translate frames with a plugin (``"derain"``), a plugin folder, or an ``.onnx`` file.
 
@@ -170,12 +163,9 @@ class Translator:
         if min(w, h) < MIN_SIDE:
             raise UsageError(f"translate_i420() needs frames of at least {MIN_SIDE}x{MIN_SIDE} "
                              f"pixels, got {w}x{h}")
-        if (self.backend.takes_i420 and self.processing_size(w, h) == (w, h)
-                and w % self.multiple == 0 and h % self.multiple == 0
-                and (self.tile is None or max(w, h) <= self.tile)):
+        if self._runs_i420(w, h):
             self.prepare(w, h, n)
-            out = self._process_i420([_Planes(a) for a in arr])
-            out = np.stack(out)
+            out = self._run_i420(np.ascontiguousarray(arr))
         else:
             rgb = np.stack([av.VideoFrame.from_ndarray(a, format="yuv420p").to_ndarray(
                 format="rgb24") for a in arr])
@@ -208,24 +198,31 @@ class Translator:
         return list(self.run_batch(stack(batch)))
 
     def _process_i420(self, batch: list) -> list:
-        arr = stack(batch)
+        return list(self._run_i420(stack(batch)))
+
+    def _run_i420(self, arr: np.ndarray) -> np.ndarray:
         out = self.backend.run_i420(arr)
         if out.shape != arr.shape:
             raise ModelError(f"{self.model.onnx.name}: the model turns {arr.shape[2]}x"
                              f"{arr.shape[1] * 2 // 3} frames into another size; a generator "
                              "must return an image of its input's size and channels")
-        return list(out)
+        return out
+
+    def _runs_i420(self, w: int, h: int) -> bool:
+        """Whether frames of w x h go to the backend as I420 (its colour conversion inside its
+        graph): where it can, the frame runs at its own size (card policy 'native' or 'source',
+        no --size scaling) and needs no padding or tiles."""
+        return (self.yuv and self.backend.takes_i420 and self.processing_size(w, h) == (w, h)
+                and w % self.multiple == 0 and h % self.multiple == 0 and w % 2 == 0
+                and h % 2 == 0 and (self.tile is None or max(w, h) <= self.tile))
 
     def _i420_path(self, source: Source, sink: Sink, compare: bool) -> bool:
         """Decoder planes straight into the engine and its planes straight into the encoder (no
-        swscale colour conversion): where the backend can, the frame runs at its own size (card
-        policy 'native' or 'source', no --size scaling), needs no padding or tiles, and both
-        ends are 8-bit 4:2:0 of the same size."""
+        swscale colour conversion): where the backend runs I420 at this size (``_runs_i420``)
+        and both ends are 8-bit 4:2:0 of the same size."""
         w, h = source.width, source.height
-        return (self.yuv and self.backend.takes_i420 and not compare and not sink.image
+        return (self._runs_i420(w, h) and not compare and not sink.image
                 and source.size is None and source.pix_fmt == "yuv420p"
-                and w % self.multiple == 0 and h % self.multiple == 0 and w % 2 == 0
-                and h % 2 == 0 and (self.tile is None or max(w, h) <= self.tile)
                 and sink.video.pix_fmt == "yuv420p" and (sink.width, sink.height) == (w, h))
 
     def stream(self, src, *, start: float = 0.0, duration: float | None = None,
