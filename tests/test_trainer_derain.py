@@ -19,7 +19,7 @@ from trainer.export import export_onnx  # noqa: E402
 from trainer.metrics import psnr_y  # noqa: E402
 from trainer.networks import MobileGenerator, SourceResolution  # noqa: E402
 from trainer.options import Config  # noqa: E402
-from trainer.synth import camera, film, glass_drops, rain_pair, rain_streaks  # noqa: E402
+from trainer.rain import camera, film, glass_drops, rain_pair, rain_streaks  # noqa: E402
 from trainer.train import Trainer  # noqa: E402
 
 from trainer_helpers import make_images, tiny_config  # noqa: E402

@@ -2,7 +2,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from trainer.synth import add_rain, darken_filter, line_kernel, make_night, rain_streaks  # noqa: E402
+from trainer.rain import add_rain, line_kernel, rain_streaks  # noqa: E402
+from trainer.synth import darken_filter, make_night  # noqa: E402
 
 
 def _img(seed=0, h=48, w=64):
@@ -95,7 +96,7 @@ def test_wide_blurs_are_the_same_numbers_as_one_row_convolution(sigma, zeros):
 
     import torch.nn.functional as F
 
-    from trainer.synth import _gauss_blur
+    from trainer.imaging import _gauss_blur
 
     x = torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(0))
     r = math.ceil(2.5 * sigma)

@@ -23,7 +23,8 @@ from streamgan.engines.openvino import wide_row_convolutions
 from . import metrics as M
 from .data import VIDEO_EXT, list_sources, load_frames, normalise_exposure, read_image, read_video
 from .options import Config, DataError
-from .synth import darken_filter, make_night, rain_pair, rain_streaks
+from .rain import rain_pair, rain_streaks
+from .synth import darken_filter, make_night
 
 
 class OnnxRunner:

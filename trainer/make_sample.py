@@ -59,7 +59,7 @@ def make_sample(src: str, out: str, seconds: float = 4.0, seed: int = 3, size: t
     import torch
     from PIL import Image
 
-    from .synth import add_rain
+    from .rain import add_rain
 
     out_p = Path(out)
     out_p.parent.mkdir(parents=True, exist_ok=True)
@@ -91,14 +91,14 @@ def make_sample(src: str, out: str, seconds: float = 4.0, seed: int = 3, size: t
 
 def synth_sheet(data: str, out: str, n: int = 6, width: int = 320) -> dict:
     """Real rainy frames (left) beside synthetic rain on real clear frames (right), ``n`` rows: the default
-    draw, drops near the lens, and soft drops (:func:`trainer.synth.glass_drops` ``soft``)."""
+    draw, drops near the lens, and soft drops (:func:`trainer.rain.glass_drops` ``soft``)."""
     import numpy as np
     import torch
     from PIL import Image
 
     from .data import list_sources, read_image
     from .evaluate import _t, _u8, contact_sheet
-    from .synth import rain_pair
+    from .rain import rain_pair
 
     d = Path(data)
     folders = sorted(f for f in (d / "rain").iterdir() if f.is_dir())

@@ -135,10 +135,17 @@ class MobileGenerator(nn.Module):
     """
 
     def __init__(self, ngf: int = 16, n_blocks: int = 6, norm: str = "instance",
-                 skips: bool = True, residual: bool = False, out_kernel: int = 7):
+                 skips: bool = True, residual: bool = False, out_kernel: int = 7, extra_in: int = 0):
         super().__init__()
         self.skips, self.residual = skips, residual
         self.inc = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), norm_layer(norm, ngf), nn.ReLU(True))
+        # ``extra_in`` channels beside the image (a temporal model's features, see TemporalDerain), through a 3x3
+        # convolution added to the first one's: zero at the start, so a warm start begins as the image-only net
+        self.inc_extra = None
+        if extra_in:
+            self.inc_extra = nn.Conv2d(extra_in, ngf, 3, padding=1, padding_mode="replicate")
+            nn.init.zeros_(self.inc_extra.weight)
+            nn.init.zeros_(self.inc_extra.bias)
         self.down1 = nn.Sequential(nn.Conv2d(ngf, ngf * 2, 3, 2, 1), norm_layer(norm, ngf * 2), nn.ReLU(True))
         self.down2 = nn.Sequential(nn.Conv2d(ngf * 2, ngf * 4, 3, 2, 1), norm_layer(norm, ngf * 4), nn.ReLU(True))
         self.blocks = nn.Sequential(*[SeparableBlock(ngf * 4, norm) for _ in range(n_blocks)])
@@ -151,8 +158,12 @@ class MobileGenerator(nn.Module):
             nn.init.zeros_(self.outc[1].weight)
             nn.init.zeros_(self.outc[1].bias)
 
-    def forward(self, x):
-        e0 = self.inc(x)
+    def forward(self, x, extra=None):
+        if self.inc_extra is None:
+            e0 = self.inc(x)
+        else:
+            pad, conv, norm, relu = self.inc
+            e0 = relu(norm(conv(pad(x)) + self.inc_extra(extra)))
         e1 = self.down1(e0)
         y = self.blocks(self.down2(e1))
         y = self.up1(y)
@@ -272,3 +283,53 @@ class SourceResolution(nn.Module):
             return torch.clamp(x + up(out - small), -1.0, 1.0)
         k = torch.clamp((out + 1 + self.eps) / (small + 1 + self.eps), 0.0, 1.5)
         return torch.clamp(up(out) + up(k) * (x - up(small)), -1.0, 1.0)
+
+
+def temporal_features(small: torch.Tensor, state: torch.Tensor, keep: float = 0.8) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed (not learned) temporal statistics of a stream at the network's size, in the model's range.
+
+    ``state`` (N x 8 x h x w, all zero for a new stream): the frames' running mean (3), the running mean of
+    the change between consecutive frames (1), the previous frame (3) and how much history there is (1, from
+    0 to 1). Drops sit on the glass: where the scene moves they stay in the running mean while the scene
+    blurs out of it, and the change there is small beside the change around them. Returns the network's
+    extra input (the frame minus its running mean, the change, the history: 5 channels) and the new state.
+    """
+    mean, act, prev, seen = state[:, 0:3], state[:, 3:4], state[:, 4:7], state[:, 7:8]
+    change = (small - prev).abs().mean(1, keepdim=True) * seen  # nothing to compare on a stream's first frame
+    act = seen * (keep * act + (1 - keep) * change) + (1 - seen) * change
+    mean = seen * (keep * mean + (1 - keep) * small) + (1 - seen) * small
+    seen = torch.clamp(seen + 0.25, max=1.0)
+    new = torch.cat([mean, act, small, seen], 1)
+    return torch.cat([small - mean, 5 * act, seen], 1), new
+
+
+TEMPORAL_STATE = 8  # channels of temporal_features' state
+TEMPORAL_EXTRA = 5  # channels it adds to the network's input
+
+
+class TemporalDerain(nn.Module):
+    """A temporal deraining model: ``(frame, state) -> (derained frame, new state)``.
+
+    The network runs at short side ``short_side`` (as :class:`SourceResolution`, never upscaled) on the frame
+    and the stream's temporal statistics (:func:`temporal_features`), and its correction is added to the
+    full-size frame. The state has the network's size: ``state_size`` gives it for a frame size, the rule the
+    runtime follows (``streamgan.frames.network_size``). A stream starts with a zero state; one image alone
+    runs with it and is derained from its look alone."""
+
+    def __init__(self, net: MobileGenerator, short_side: int = 360, multiple: int = 4, keep: float = 0.8):
+        super().__init__()
+        self.net, self.short_side, self.multiple, self.keep = net, short_side, multiple, keep
+
+    def step(self, small: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network at its own size: derained ``small`` and the new state (training runs this)."""
+        extra, new = temporal_features(small, state, self.keep)
+        return self.net(small, extra), new
+
+    def forward(self, x, state):
+        hw = torch._shape_as_tensor(x)[2:].float()
+        s = torch.clamp(self.short_side / torch.min(hw), max=1.0)
+        small_hw = (torch.floor(hw * s / self.multiple) * self.multiple).long()
+        small = nn.functional.interpolate(x, size=(small_hw[0], small_hw[1]), mode="bilinear", align_corners=False)
+        out, new = self.step(small, state)
+        up = nn.functional.interpolate(out - small, size=(x.shape[2], x.shape[3]), mode="bilinear", align_corners=False)
+        return torch.clamp(x + up, -1.0, 1.0), new

@@ -31,7 +31,11 @@ from . import losses as L
 from .data import FramePool, from_model, list_sources, load_frames, looks_like_day, normalise_exposure, to_model
 from .networks import MobileGenerator, build_discriminator, build_generator, init_weights
 from .options import CheckpointError, Config, DataError
-from .synth import SYNTHS, sky_mask
+from .rain import rain_pair
+from .synth import night_pair, sky_mask
+
+# data.synth -> the (input, target) pair maker
+SYNTHS = {"rain": rain_pair, "night": night_pair}
 
 
 CKPT = "latest.pt"

@@ -1,0 +1,252 @@
+"""Temporal deraining: train a model that sees a stream's history (:class:`trainer.networks.TemporalDerain`).
+
+Training data are clips with time in them: consecutive frames of real driving clips and day stills moved
+the way a dashcam moves (:func:`trainer.rain.move_still`), with rain that stays on the glass while the scene
+moves (:func:`trainer.rain.rain_clip`). The state is fixed arithmetic (:func:`trainer.networks.temporal_features`,
+nothing learned), so a step runs the state over the clip's first frames without gradients and trains the
+network on the last one. A share of the clips is one frame long: a lone image (empty state) must be derained
+too.
+
+Runs keep ``latest.pt`` (generator, optimiser, step, wall time) in their folder, written every few minutes and
+at the end; ``resume=True`` goes on from it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import losses as L
+from .data import list_sources, load_frames, read_video, to_model
+from .networks import TEMPORAL_EXTRA, TemporalDerain, build_generator, temporal_features
+from .rain import move_still, rain_clip
+from .train import load_checkpoint, run_lock, save_checkpoint, weights_from_onnx
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@dataclass
+class TemporalOptions:
+    """What a temporal run trains on and how (saved in its checkpoint and in the plugin's card)."""
+
+    clips: list[str] = field(default_factory=lambda: [
+        str(DATA / "clips/udacity_lanelines_solidWhiteRight.mp4"), str(DATA / "clips/yolop_bdd_input1.gif")])
+    sequences: list[str] = field(default_factory=lambda: [str(DATA / "day/deeptl_lanechange")])
+    stills: list[str] = field(default_factory=lambda: [
+        str(DATA / "day/udacity"), str(DATA / "day/flir_roadscene"), str(DATA / "day/bdd100k"),
+        str(DATA / "day/nuscenes_sample")])
+    holdout: list[str] = field(default_factory=lambda: [
+        "udacity_vehdet_test_video", "advlane_test5", "lanelines_solidYellowCurve2", "697_1515", "697_1516",
+        "697_1517", "697_1518", "697_1519"])
+    synth: dict = field(default_factory=lambda: {
+        "p_streaks_only": 0.2, "p_drops": 0.9, "p_near_drops": 0.2, "p_lens_drops": 0.25,
+        "p_fine_streaks": 0.5, "p_soft_drops": 0.4})
+    crop: int = 160
+    scale: tuple[float, float] = (0.35, 0.9)
+    batch: int = 8
+    frames: tuple[int, int] = (3, 8)  # clip length drawn in this range; p_single of clips are one frame
+    p_single: float = 0.15
+    p_still: float = 0.5
+    clean_fraction: float = 0.1
+    lr: float = 1e-4
+    lr_new: float = 1e-3  # the temporal input's convolution, new in a warm start
+    steps: int = 6000
+    decay_start: int = 3000  # the rates fall linearly to 0 from here to the last step
+    init: str = "plugins/derain/model.onnx"
+    generator: dict = field(default_factory=lambda: {
+        "kind": "mobile", "ngf": 16, "n_blocks": 15, "norm": "none", "skips": True, "residual": True,
+        "out_kernel": 3})
+    keep: float = 0.8
+    threads: int = 1
+    checkpoint_every_s: float = 240.0
+    seed: int = 0
+
+
+def build(opts: TemporalOptions) -> TemporalDerain:
+    net = build_generator(opts.generator["kind"], **{k: v for k, v in opts.generator.items() if k != "kind"},
+                          extra_in=TEMPORAL_EXTRA)
+    return TemporalDerain(net, keep=opts.keep)
+
+
+class ClipPool:
+    """Clips of consecutive frames (real clips and frame sequences) and stills to move, in memory as uint8
+    CHW; ``sample`` cuts the same random window out of every frame of a clip."""
+
+    def __init__(self, opts: TemporalOptions, held_out: bool = False, max_side: int = 640):
+        keep = (lambda p: any(h in str(p) for h in opts.holdout)) if held_out else \
+            (lambda p: not any(h in str(p) for h in opts.holdout))
+        self.opts, self.clips, self.stills = opts, [], []
+        for c in opts.clips:
+            if keep(c):
+                self.clips.append(load_frames([Path(c)], max_side, video_stride=1))
+        for s in opts.sequences:  # a folder of frames named in order: one clip
+            files = [f for f in list_sources([s]) if keep(f)]
+            if files:
+                self.clips.append(load_frames(files, max_side))
+        for s in opts.stills:
+            self.stills += load_frames([f for f in list_sources([s]) if keep(f)], max_side)
+        if held_out:  # the held-out clip of the default options is a video among the clips' names
+            for c in opts.clips + [str(DATA / "clips/udacity_vehdet_test_video.mp4")]:
+                if keep(c) and Path(c).exists() and not any(c == x for x in opts.clips):
+                    frames = read_video(Path(c))
+                    self.clips.append([torch.from_numpy(f.copy()).permute(2, 0, 1) for f in frames])
+
+    def sample(self, n_frames: int, gen: torch.Generator) -> torch.Tensor:
+        """One clip, ``n_frames`` x 3 x crop x crop in [0, 1]."""
+        o = self.opts
+        if self.clips and (not self.stills or float(torch.rand((), generator=gen)) >= o.p_still):
+            clip = self.clips[int(torch.randint(len(self.clips), (), generator=gen))]
+            stride = int(torch.randint(1, 4, (), generator=gen))  # speeds: 1-3 frames a step
+            if len(clip) < 20:
+                stride = 1
+            span = (n_frames - 1) * stride + 1
+            stride = stride if span <= len(clip) else 1
+            start = int(torch.randint(max(1, len(clip) - (n_frames - 1) * stride), (), generator=gen))
+            frames = torch.stack([clip[min(start + i * stride, len(clip) - 1)] for i in range(n_frames)]).float() / 255
+        else:
+            img = self.stills[int(torch.randint(len(self.stills), (), generator=gen))].float()[None] / 255
+            frames = move_still(img, n_frames, gen)
+        _, _, h, w = frames.shape
+        lo, hi = o.scale
+        s = max(lo + (hi - lo) * float(torch.rand((), generator=gen)), o.crop / min(h, w))
+        side = min(int(round(o.crop / s)), h, w)
+        y = int(torch.randint(h - side + 1, (), generator=gen))
+        x = int(torch.randint(w - side + 1, (), generator=gen))
+        patch = frames[:, :, y:y + side, x:x + side]
+        if side != o.crop:
+            patch = F.interpolate(patch, size=(o.crop, o.crop), mode="bilinear", antialias=side > o.crop,
+                                  align_corners=False)
+        if float(torch.rand((), generator=gen)) < 0.5:
+            patch = patch.flip(-1)
+        return patch.clamp(0, 1)
+
+
+def clip_batch(pool: ClipPool, opts: TemporalOptions, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rainy, clean) batches of clips: T x N x 3 x crop x crop, one length T for the batch."""
+    lo, hi = opts.frames
+    t = 1 if float(torch.rand((), generator=gen)) < opts.p_single else int(torch.randint(lo, hi + 1, (), generator=gen))
+    ins, tgts = [], []
+    for _ in range(opts.batch):
+        clean = pool.sample(t, gen)
+        if float(torch.rand((), generator=gen)) < opts.clean_fraction:  # some clips need no change at all
+            ins.append(clean)
+            tgts.append(clean)
+            continue
+        rainy, tgt = rain_clip(clean, gen, **opts.synth)
+        ins.append(rainy)
+        tgts.append(tgt)
+    return torch.stack(ins, 1), torch.stack(tgts, 1)
+
+
+class _Batches(torch.utils.data.IterableDataset):
+    def __init__(self, pool: ClipPool, opts: TemporalOptions, seed: int):
+        self.pool, self.opts, self.seed = pool, opts, seed
+
+    def __iter__(self):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides when to stop
+        torch.set_num_threads(1)
+        gen = torch.Generator().manual_seed(self.seed)
+        while True:
+            yield clip_batch(self.pool, self.opts, gen)
+
+
+def run_state(model: TemporalDerain, clip: torch.Tensor) -> torch.Tensor:
+    """The state after the clip's frames (T x N x 3 x H x W in the model's range), as a stream builds it."""
+    state = torch.zeros(clip.shape[1], 8, *clip.shape[3:])
+    for frame in clip:
+        _, state = temporal_features(frame, state, model.keep)
+    return state
+
+
+def train(out: str | Path, opts: TemporalOptions | None = None, resume: bool = False,
+          max_steps: int | None = None, workers: int = 1) -> dict:
+    """Train (or resume) a temporal derain model into ``out``; returns the last losses."""
+    out = Path(out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    ck_path = out / "latest.pt"
+    with run_lock(out):
+        if resume and ck_path.exists():
+            ck = load_checkpoint(ck_path)
+            opts = TemporalOptions(**json.loads(ck["arch"]))
+        opts = opts or TemporalOptions()
+        torch.set_num_threads(opts.threads)
+        model = build(opts)
+        step, wall = 0, 0.0
+        new = [p for n, p in model.named_parameters() if "inc_extra" in n]
+        old = [p for n, p in model.named_parameters() if "inc_extra" not in n]
+        optim = torch.optim.Adam([{"params": old, "lr": opts.lr}, {"params": new, "lr": opts.lr_new}],
+                                 betas=(0.9, 0.999))
+        if resume and ck_path.exists():
+            model.net.load_state_dict(ck["nets"]["G"])
+            optim.load_state_dict(ck["optims"]["G"])
+            step, wall = int(ck["step"]), float(ck["wall_time_s"])
+        elif opts.init:
+            missing, unexpected = model.net.load_state_dict(weights_from_onnx(opts.init), strict=False)
+            if unexpected or any("inc_extra" not in k for k in missing):
+                raise ValueError(f"{opts.init}: not a warm start for {opts.generator}: "
+                                 f"missing {missing}, unexpected {unexpected}")
+        pool = ClipPool(opts)
+        print(f"streamgan-train temporal: {len(pool.clips)} clips, {len(pool.stills)} stills; "
+              f"from step {step}", file=sys.stderr)
+        loader = iter(torch.utils.data.DataLoader(
+            _Batches(pool, opts, opts.seed * 1000 + step), batch_size=None, num_workers=workers,
+            prefetch_factor=2 if workers else None, multiprocessing_context="spawn" if workers else None))
+        stop: list[str] = []
+        old_int = signal.signal(signal.SIGINT, lambda *_: stop.append("interrupt"))
+        old_term = signal.signal(signal.SIGTERM, lambda *_: stop.append("terminate"))
+
+        def save():
+            save_checkpoint(ck_path, {"step": step, "wall_time_s": wall, "arch": json.dumps(asdict(opts)),
+                                      "nets": {"G": model.net.state_dict()}, "optims": {"G": optim.state_dict()}})
+
+        last_ck, logs = time.time(), {}
+        end = opts.steps if max_steps is None else min(opts.steps, step + max_steps)
+        try:
+            while step < end and not stop:
+                t0 = time.time()
+                rainy, clean = next(loader)
+                rainy, clean = to_model(rainy), to_model(clean)
+                with torch.no_grad():
+                    state = run_state(model, rainy[:-1])
+                pred, _ = model.step(rainy[-1], state)
+                l1 = F.l1_loss(pred, clean[-1])
+                ss = L.ssim_loss(pred, clean[-1])
+                loss = l1 + 0.2 * ss
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                fall = min(1.0, max(0.0, (opts.steps - step) / max(1, opts.steps - opts.decay_start)))
+                for g, lr in zip(optim.param_groups, (opts.lr, opts.lr_new)):
+                    g["lr"] = lr * fall
+                optim.step()
+                step += 1
+                wall += time.time() - t0
+                logs = {"step": step, "l1": round(float(l1), 4), "ssim": round(float(ss), 4),
+                        "frames": int(rainy.shape[0]), "s": round(time.time() - t0, 2)}
+                if step % 25 == 0:
+                    print(json.dumps(logs), file=sys.stderr, flush=True)
+                if time.time() - last_ck > opts.checkpoint_every_s:
+                    save()
+                    last_ck = time.time()
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+            save()
+        return {**logs, "stopped": stop[0] if stop else None, "checkpoint": str(ck_path)}
+
+
+if __name__ == "__main__":  # python -m trainer.temporal OUT [--resume] [--steps N]
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--steps", type=int)
+    a = ap.parse_args()
+    print(json.dumps(train(a.out, resume=a.resume, max_steps=a.steps)))
