@@ -100,6 +100,30 @@ class Int8(_Strict):
     passed: bool
 
 
+class StateTensor(_Strict):
+    """One state tensor of a temporal model: the graph input that takes it, the graph output that
+    returns the new one, its channels. It is float32 N x channels x h x w at the size the model's
+    network runs (``streamgan.temporal.state_size``); a stream starts with zeros."""
+
+    input: str = Field(min_length=1)
+    output: str = Field(min_length=1)
+    channels: int = Field(ge=1)
+
+
+class Temporal(_Strict):
+    """A temporal model: its graph takes the frame plus state and returns the frame plus the new
+    state (the runtime keeps one state per stream, see ``streamgan.temporal``)."""
+
+    state: list[StateTensor] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        names = [n for s in self.state for n in (s.input, s.output)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"state input and output names must all differ, got {names}")
+        return self
+
+
 class ModelCard(_Strict):
     task: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     title: str
@@ -114,6 +138,7 @@ class ModelCard(_Strict):
     metrics: dict[str, float | str | dict] = {}
     limitations: str | None = None
     int8: Int8 | None = None
+    temporal: Temporal | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelCard":
@@ -134,8 +159,9 @@ class ModelCard(_Strict):
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         data = self.model_dump(mode="json")
-        if data.get("int8") is None:
-            data.pop("int8", None)
+        for key in ("int8", "temporal"):
+            if data.get(key) is None:
+                data.pop(key, None)
         tmp.write_text(yaml.safe_dump(data, sort_keys=False))
         tmp.replace(path)
 

@@ -598,7 +598,7 @@ def warm_up(translator, size: tuple[int, int]) -> None:
     w, h = size
     translator.prepare(w, h)  # a backend that builds per shape (TensorRT) does it now
     for n in sorted({1, translator.batch_size}):
-        translator.run_batch(np.zeros((n, h, w, 3), np.uint8))
+        translator.warm_up(n, w, h)
 
 
 def translate_frames(translator, src, options: LiveOptions | None = None, *,
@@ -638,7 +638,8 @@ def translate_frames(translator, src, options: LiveOptions | None = None, *,
     # as dropped) when a newer one waits, so the engine, when free, takes the newest frame; a
     # burst of frames arriving together (at connection, after a network hiccup) is kept whole
     max_age = options.max_age if options.max_age is not None else 1.0 / rate
-    pipe = Pipeline(source, translator._process, batch_size=batch, max_wait=max_wait,
+    key = translator.open_stream(redact(src))
+    pipe = Pipeline(source, translator.processor(key), batch_size=batch, max_wait=max_wait,
                     queue_size=qsize, drop=drop, max_age=max_age if drop == "oldest" else None,
                     out_queue_size=max(4, 2 * batch))  # encoding never holds the engine back
     if stats is not None:
@@ -648,6 +649,7 @@ def translate_frames(translator, src, options: LiveOptions | None = None, *,
             yield frame, out
     finally:
         source.stop.set() if hasattr(source, "stop") else None
+        translator.close_stream(key)
         pipe.close()
         source.close()
 

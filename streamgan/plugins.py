@@ -59,6 +59,12 @@ class Model:
         return self.folder / self.card.int8.file
 
     @property
+    def temporal(self):
+        """The card's temporal section (``card.Temporal``: the state the graph takes and returns),
+        or None for a frame-by-frame model."""
+        return self.card.temporal if self.card else None
+
+    @property
     def int8_passed(self) -> bool:
         """True when the card says the int8 model passed its quality gate."""
         return self.int8 is not None and self.card.int8.passed
@@ -136,7 +142,7 @@ def load(task_or_path: str | Path) -> Model:
         plugins = installed or discover()
         known = ", ".join(sorted(plugins)) or "none installed"
         raise ModelError(f"unknown task '{task_or_path}' (installed: {known})")
-    check_model(model.onnx, model.processing.size_multiple)
+    check_model(model.onnx, model.processing.size_multiple, model.temporal)
     return model
 
 
@@ -145,10 +151,12 @@ def _last_line(e: Exception) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
-def check_model(onnx: Path, multiple: int = 4) -> None:
+def check_model(onnx: Path, multiple: int = 4, temporal=None) -> None:
     """Refuse what is not an image-to-image generator: one input and one output, NCHW images
     with 3 channels, the output the size of the input. Read with OpenVINO's ONNX reader (a
-    core dependency, quiet, ~0.1 s) and its shape inference on a 1x3xSxS input."""
+    core dependency, quiet, ~0.1 s) and its shape inference on a 1x3xSxS input. A temporal
+    model (``temporal``: its card's section) takes and returns its state beside the image: the
+    graph must have exactly the inputs and outputs the card names, the image first."""
     try:
         import openvino as ov
     except ImportError:  # pragma: no cover - a core dependency; the backend checks at run time
@@ -158,9 +166,13 @@ def check_model(onnx: Path, multiple: int = 4) -> None:
         graph = fe.convert(fe.load(str(onnx)))
     except Exception as e:
         raise ModelError(f"{onnx}: not a valid ONNX model ({_last_line(e)})") from None
+    if temporal is not None:
+        _check_state(onnx, graph, temporal)
+        return
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise ModelError(f"{onnx}: has {len(graph.inputs)} inputs and {len(graph.outputs)} "
-                         "outputs; a generator takes one image and returns one")
+                         "outputs; a generator takes one image and returns one (a temporal "
+                         "model names its state in its card's temporal section)")
     shape = graph.inputs[0].get_partial_shape()
     if shape.rank.is_static and shape.rank.get_length() != 4:
         raise ModelError(f"{onnx}: its input {shape} is not an NCHW image batch")
@@ -185,3 +197,31 @@ def check_model(onnx: Path, multiple: int = 4) -> None:
         got = "x".join(map(str, out.get_shape()))
         raise ModelError(f"{onnx}: turns a {'x'.join(map(str, test))} image into {got}; a "
                          "generator must return an image of its input's size and channels")
+
+
+def _check_state(onnx: Path, graph, temporal) -> None:
+    """A temporal graph: the image, then the card's state inputs; the image, then the state
+    outputs; each state rank 4 with the card's channels and float32."""
+    def names(ports):
+        return [p.any_name for p in ports]
+
+    want_in = [s.input for s in temporal.state]
+    want_out = [s.output for s in temporal.state]
+    ins, outs = names(graph.inputs), names(graph.outputs)
+    for kind, want, have in (("inputs", want_in, ins[1:]), ("outputs", want_out, outs[1:])):
+        missing = [n for n in want if n not in have]
+        if missing or len(have) != len(want):
+            raise ModelError(f"{onnx}: its card declares the state {kind} {want}, the graph has "
+                             f"{have} beside the image ({ins[:1] + outs[:1]}); the graph does not "
+                             "take and return the state its card declares")
+    ports = {p.any_name: p for p in list(graph.inputs) + list(graph.outputs)}
+    for s in temporal.state:
+        for name in (s.input, s.output):
+            port = ports[name]
+            shape, kind = port.get_partial_shape(), port.get_element_type().get_type_name()
+            if kind != "f32":
+                raise ModelError(f"{onnx}: state '{name}' is {kind}; a state is float32")
+            if shape.rank.is_static and (shape.rank.get_length() != 4 or (
+                    shape[1].is_static and shape[1].get_length() != s.channels)):
+                raise ModelError(f"{onnx}: state '{name}' has the shape {shape}; its card says "
+                                 f"N x {s.channels} x h x w")

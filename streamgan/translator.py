@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 import av
 import numpy as np
 
-from . import engines, errors, plugins
+from . import engines, errors, plugins, temporal
 from .errors import InputError, Interrupted, ModelError, UsageError
 from .frames import backend_shapes, plan_size, translate_batch
 from .io import (IMAGE_FORMATS, MIN_SIDE, EncodeOptions, Frame, Sink, Source, check_output,
@@ -47,6 +47,10 @@ class Translator:
     ``channels``: "rgb" or "bgr" for arrays given to and returned by ``translate``.
     ``hwaccel``: "auto" (NVDEC when usable), "hardware" (required) or "software" decoding.
     ``threads``: CPU threads the backend may use (default: the backend's own choice, all cores).
+
+    A temporal plugin (its card has a ``temporal`` section) keeps a state per stream: each video,
+    stream or live camera has its own; ``translate`` calls continue one stream (``stream=`` names
+    others) until ``reset()``.
     """
 
     def __init__(self, task_or_model_path: str | Path, backend: str = "auto",
@@ -69,8 +73,17 @@ class Translator:
             if precision == "int8" and self.model.int8 is not None and not self.model.int8_passed:
                 log.warning("notice: %s: its int8 model did not pass its quality gate (see the "
                             "card's int8 section); running it as asked", self.task)
+        if tile is not None and self.model.temporal is not None:
+            raise UsageError(f"{self.task} is a temporal model, which runs whole frames: "
+                             f"{errors.flag('--tile', 'tile')} cannot be used with it")
         self.backend = engines.create(backend, self.model.onnx, precision,
                                       mean=norm.mean, std=norm.std, **extra)
+        # a temporal model's state, per stream (streamgan.temporal); None for frame-by-frame models
+        self.streams = None
+        if self.model.temporal is not None:
+            self.backend.state_io = [(st.input, st.output) for st in self.model.temporal.state]
+            self.streams = temporal.Streams(self.model)
+            self._api_stream = self.streams.open("translate()")
         self.size, self.tile, self.channels = size, tile, channels
         self.hwaccel = hwaccel  # video decoding on an NVIDIA GPU when FFmpeg can (gpu_io)
         self.multiple = self.model.processing.size_multiple
@@ -97,20 +110,80 @@ class Translator:
                                             self.multiple, self.tile))
 
     # -- arrays ---------------------------------------------------------------------------
-    def run_batch(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 NHWC RGB at the processing size -> same; pads/tiles as needed."""
-        return translate_batch(self._run_checked, batch, self.multiple, self.tile)
+    def run_batch(self, batch: np.ndarray, streams: list | None = None,
+                  times: list | None = None) -> np.ndarray:
+        """uint8 NHWC RGB at the processing size -> same; pads/tiles as needed. A temporal model
+        runs each frame with the state of its stream (``streams``: one key per frame, default the
+        ``translate()`` stream; ``times``: each frame's time in seconds, for gaps)."""
+        if self.streams is None:
+            return translate_batch(self._run_checked, batch, self.multiple, self.tile)
+        keys = streams if streams is not None else [self._api_stream] * len(batch)
+        return self.streams.run(self._run_temporal, batch, keys, times)
+
+    def _run_temporal(self, frames: np.ndarray, states_for, i420: bool = False):
+        """One engine call of a temporal model: frames of different streams with their states
+        (``states_for(w, h)``: the states at the size the backend gets)."""
+        new: list = []
+
+        def call(padded):
+            n, h, w = padded.shape[:3]
+            if i420:
+                h = h * 2 // 3
+            given = states_for(w, h)
+            out, state = (self.backend.run_i420 if i420 else self.backend.run)(padded, given)
+            new[:] = self.streams.check(given, state)
+            return self._checked_shape(padded, out, i420)
+
+        out = call(frames) if i420 else translate_batch(call, frames, self.multiple, None)
+        return out, new
+
+    def warm_up(self, n: int, width: int, height: int) -> None:
+        """One engine call of ``n`` frames of this size (a backend compiles for it), touching no
+        stream's state."""
+        x = np.zeros((n, height, width, 3), np.uint8)
+        if self.streams is None:
+            self.run_batch(x)
+            return
+        keys = [self.streams.open("warm-up") for _ in range(n)]
+        try:
+            self.run_batch(x, streams=keys)
+        finally:
+            for k in keys:
+                self.streams.close(k)
+
+    def reset(self, stream=None) -> None:
+        """A temporal model starts over: the ``translate()`` stream (or the named ``stream``)
+        goes back to the empty state. Nothing to do for a frame-by-frame model."""
+        if self.streams is not None:
+            self.streams.reset(self._api_stream if stream is None else stream)
+
+    def open_stream(self, name: str = ""):
+        """A new stream for a temporal model (its own state); None for a frame-by-frame model."""
+        return None if self.streams is None else self.streams.open(name)
+
+    def close_stream(self, key) -> None:
+        if self.streams is not None and key is not None:
+            self.streams.close(key)
 
     def _run_checked(self, batch: np.ndarray) -> np.ndarray:
-        out = self.backend.run(batch)
-        if out.shape != batch.shape:  # shapes only known once run (dynamic models)
-            raise ModelError(f"{self.model.onnx.name}: the model turns {_shape(batch)} into "
-                             f"{_shape(out)}; a generator must return an image of its input's "
-                             "size and channels")
-        return out
+        return self._checked_shape(batch, self.backend.run(batch))
 
-    def translate(self, frames: np.ndarray) -> np.ndarray:
-        """Translate uint8 frames (H x W x 3 or N x H x W x 3, RGB or BGR as constructed)."""
+    def _checked_shape(self, batch: np.ndarray, out: np.ndarray, i420: bool = False) -> np.ndarray:
+        if out.shape == batch.shape:
+            return out
+        if i420:
+            raise ModelError(f"{self.model.onnx.name}: the model turns {batch.shape[2]}x"
+                             f"{batch.shape[1] * 2 // 3} frames into another size; a generator "
+                             "must return an image of its input's size and channels")
+        # shapes only known once run (dynamic models)
+        raise ModelError(f"{self.model.onnx.name}: the model turns {_shape(batch)} into "
+                         f"{_shape(out)}; a generator must return an image of its input's "
+                         "size and channels")
+
+    def translate(self, frames: np.ndarray, stream=None) -> np.ndarray:
+        """Translate uint8 frames (H x W x 3 or N x H x W x 3, RGB or BGR as constructed). A
+        temporal model takes N frames as consecutive frames of one stream, continued by the next
+        call until ``reset()``; ``stream`` (any hashable name) keeps a stream of its own."""
         try:
             arr = np.asarray(frames)
         except ValueError:  # a list of frames of different sizes
@@ -129,27 +202,32 @@ class Translator:
                              f"pixels, got {arr.shape[2]}x{arr.shape[1]}")
         if self.channels == "bgr":
             arr = arr[..., ::-1]
-        out = self._translate_rgb(arr)
+        out = self._translate_rgb(arr, self._keys(stream, len(arr)))
         if self.channels == "bgr":
             out = np.ascontiguousarray(out[..., ::-1])
         return out[0] if single else out
 
-    def _translate_rgb(self, arr: np.ndarray) -> np.ndarray:
+    def _keys(self, stream, n: int) -> list | None:
+        if self.streams is None:
+            return None
+        return [self._api_stream if stream is None else ("api", stream)] * n
+
+    def _translate_rgb(self, arr: np.ndarray, keys: list | None = None) -> np.ndarray:
         """uint8 NHWC RGB at any size -> the same: scaled to the processing size and back."""
         n, h, w, _ = arr.shape
         pw, ph = self.processing_size(w, h)
         self.prepare(pw, ph, n)
         if (pw, ph) != (w, h):
             small = np.stack([resize(a, pw, ph) for a in arr])
-            return np.stack([resize(o, w, h) for o in self.run_batch(small)])
-        return self.run_batch(np.ascontiguousarray(arr))
+            return np.stack([resize(o, w, h) for o in self.run_batch(small, keys)])
+        return self.run_batch(np.ascontiguousarray(arr), keys)
 
-    def translate_i420(self, frames: np.ndarray) -> np.ndarray:
+    def translate_i420(self, frames: np.ndarray, stream=None) -> np.ndarray:
         """Translate uint8 I420 frames (H*3/2 x W or N x H*3/2 x W: the Y plane, then U and V
         at half size, BT.601 limited range as FFmpeg's yuv420p; even sizes) into the same.
         Where the backend takes I420 and the frame runs at its own size, no colour conversion
         happens on the host (OpenVINO converts inside its graph); else FFmpeg's swscale
-        converts around ``translate``."""
+        converts around ``translate``. A temporal model: as ``translate``."""
         arr = np.asarray(frames)
         single = arr.ndim == 2
         if single:
@@ -163,13 +241,14 @@ class Translator:
         if min(w, h) < MIN_SIDE:
             raise UsageError(f"translate_i420() needs frames of at least {MIN_SIDE}x{MIN_SIDE} "
                              f"pixels, got {w}x{h}")
+        keys = self._keys(stream, n)
         if self._runs_i420(w, h):
             self.prepare(w, h, n)
-            out = self._run_i420(np.ascontiguousarray(arr))
+            out = self._run_i420(np.ascontiguousarray(arr), keys)
         else:
             rgb = np.stack([av.VideoFrame.from_ndarray(a, format="yuv420p").to_ndarray(
                 format="rgb24") for a in arr])
-            done = self._translate_rgb(rgb)
+            done = self._translate_rgb(rgb, keys)
             out = np.stack([av.VideoFrame.from_ndarray(o, format="rgb24").reformat(
                 format="yuv420p").to_ndarray() for o in done])
         return out[0] if single else out
@@ -194,19 +273,24 @@ class Translator:
             raise
         return source
 
-    def _process(self, batch: list) -> list:
-        return list(self.run_batch(stack(batch)))
+    def processor(self, stream=None, i420: bool = False) -> Callable[[list], list]:
+        """What a Pipeline runs on a batch of ``Frame``s: the frames of one stream (``stream``,
+        from ``open_stream``: a temporal model's state) in RGB, or I420 where ``i420``."""
+        def process(batch: list) -> list:
+            keys = None if stream is None else [stream] * len(batch)
+            times = [f.time for f in batch]
+            if i420:
+                return list(self._run_i420(stack(batch), keys, times))
+            return list(self.run_batch(stack(batch), keys, times))
+        return process
 
-    def _process_i420(self, batch: list) -> list:
-        return list(self._run_i420(stack(batch)))
-
-    def _run_i420(self, arr: np.ndarray) -> np.ndarray:
-        out = self.backend.run_i420(arr)
-        if out.shape != arr.shape:
-            raise ModelError(f"{self.model.onnx.name}: the model turns {arr.shape[2]}x"
-                             f"{arr.shape[1] * 2 // 3} frames into another size; a generator "
-                             "must return an image of its input's size and channels")
-        return out
+    def _run_i420(self, arr: np.ndarray, keys: list | None = None,
+                  times: list | None = None) -> np.ndarray:
+        if self.streams is None:
+            return self._checked_shape(arr, self.backend.run_i420(arr), i420=True)
+        keys = keys if keys is not None else [self._api_stream] * len(arr)
+        return self.streams.run(lambda f, st: self._run_temporal(f, st, i420=True), arr, keys,
+                                times, i420=True)
 
     def _runs_i420(self, w: int, h: int) -> bool:
         """Whether frames of w x h go to the backend as I420 (its colour conversion inside its
@@ -245,7 +329,8 @@ class Translator:
             return
         source = self._open(src, start=start, duration=duration, frames=frames,
                             options=options, timeout=timeout)
-        pipe = Pipeline(source, self._process, batch_size=self.batch_size)
+        key = self.open_stream(redact(src))
+        pipe = Pipeline(source, self.processor(key), batch_size=self.batch_size)
         try:
             for frame, out in pipe:
                 if source.size:
@@ -257,6 +342,7 @@ class Translator:
         finally:
             pipe.close()
             source.close()
+            self.close_stream(key)
             if source.bad_frames:
                 log.warning("%s: %s", redact(src), source.damage_report())
 
@@ -305,8 +391,8 @@ class Translator:
         bar = progress if isinstance(progress, Progress) else Progress(
             source.expected_frames, enabled=bool(progress), label=self.task)
         i420 = source.i420 = self._i420_path(source, sink, compare)
-        pipe = Pipeline(source, self._process_i420 if i420 else self._process,
-                        batch_size=self.batch_size)
+        key = self.open_stream(redact(src))
+        pipe = Pipeline(source, self.processor(key, i420), batch_size=self.batch_size)
         stopped: KeyboardInterrupt | None = None
         try:
             for frame, out in pipe:
@@ -323,10 +409,12 @@ class Translator:
             stopped = e
         except BaseException:
             pipe.close()
+            self.close_stream(key)
             sink.abort()
             source.close()
             raise
         pipe.close()
+        self.close_stream(key)
         sink.write_audio(source.audio_packets)
         bar.finish()
         if sink.frames_written == 0 and stopped is None:

@@ -17,19 +17,33 @@ from .options import Config
 OPSET = 17
 
 
-def export_onnx(net: torch.nn.Module, path: str | Path, sample_hw: tuple[int, int] = (64, 96)) -> Path:
-    """Export to ``path`` (via a temp file) and return it."""
+# a temporal model's state tensor: its graph input and output (the card's temporal section names them)
+STATE_IN, STATE_OUT = "state", "state_out"
+
+
+def export_onnx(net: torch.nn.Module, path: str | Path, sample_hw: tuple[int, int] = (64, 96),
+                state_channels: int = 0) -> Path:
+    """Export to ``path`` (via a temp file) and return it. ``state_channels``: a temporal model,
+    ``net(x, state) -> (y, new state)``, its state (``STATE_IN`` -> ``STATE_OUT``) with dynamic sizes
+    too (the sample's state: the sample's size, below any processing short side)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".streamgan-tmp.onnx")
     net = net.eval().float().cpu()
     x = torch.zeros(1, 3, *sample_hw)
     axes = {0: "batch", 2: "height", 3: "width"}
+    args, names_in, names_out = (x,), ["input"], ["output"]
+    dyn = {"input": axes, "output": axes}
+    if state_channels:
+        args = (x, torch.zeros(1, state_channels, *sample_hw))
+        names_in, names_out = ["input", STATE_IN], ["output", STATE_OUT]
+        saxes = {0: "batch", 2: "state_height", 3: "state_width"}
+        dyn.update({STATE_IN: saxes, STATE_OUT: saxes})
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, x, str(tmp), input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": axes, "output": axes}, opset_version=OPSET, dynamo=False)
+        torch.onnx.export(net, args, str(tmp), input_names=names_in, output_names=names_out,
+                          dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
     os.replace(tmp, path)
     return path
 

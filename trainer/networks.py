@@ -312,8 +312,8 @@ class TemporalDerain(nn.Module):
 
     The network runs at short side ``short_side`` (as :class:`SourceResolution`, never upscaled) on the frame
     and the stream's temporal statistics (:func:`temporal_features`), and its correction is added to the
-    full-size frame. The state has the network's size: ``state_size`` gives it for a frame size, the rule the
-    runtime follows (``streamgan.frames.network_size``). A stream starts with a zero state; one image alone
+    full-size frame. The state has the network's size, computed in integers (``streamgan.temporal.state_size``
+    follows the same rule). A stream starts with a zero state; one image alone
     runs with it and is derained from its look alone."""
 
     def __init__(self, net: MobileGenerator, short_side: int = 360, multiple: int = 4, keep: float = 0.8):
@@ -326,9 +326,11 @@ class TemporalDerain(nn.Module):
         return self.net(small, extra), new
 
     def forward(self, x, state):
-        hw = torch._shape_as_tensor(x)[2:].float()
-        s = torch.clamp(self.short_side / torch.min(hw), max=1.0)
-        small_hw = (torch.floor(hw * s / self.multiple) * self.multiple).long()
+        # the network's size in integers (exact in every runtime, as the runtime computes it for the state)
+        hw = torch._shape_as_tensor(x)[2:]
+        short = torch.min(hw)
+        scaled = torch.where(short > self.short_side, hw * self.short_side // short, hw)
+        small_hw = scaled // self.multiple * self.multiple
         small = nn.functional.interpolate(x, size=(small_hw[0], small_hw[1]), mode="bilinear", align_corners=False)
         out, new = self.step(small, state)
         up = nn.functional.interpolate(out - small, size=(x.shape[2], x.shape[3]), mode="bilinear", align_corners=False)

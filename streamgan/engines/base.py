@@ -50,6 +50,8 @@ class Backend(ABC):
 
     name: str = "?"
     takes_i420: bool = False  # run_i420 is implemented
+    # a temporal model's state: (graph input, graph output) names, as its card declares them
+    state_io: list[tuple[str, str]] = []
     output_checked: bool = False  # the first output was finite (check_finite)
 
     def __init__(
@@ -65,20 +67,25 @@ class Backend(ABC):
         self.std = np.asarray(std, np.float32)
 
     @abstractmethod
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        """float32 NCHW in model space -> float32 NCHW in model space."""
+    def infer(self, x: np.ndarray, state: list[np.ndarray] | None = None):
+        """float32 NCHW in model space -> float32 NCHW in model space. With ``state`` (a temporal
+        model's state tensors, float32, in ``state_io`` order): (output, [new state tensors])."""
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 NHWC RGB -> uint8 NHWC RGB of the same shape."""
-        y = self.infer(to_model_input(batch, self.mean, self.std))
+    def run(self, batch: np.ndarray, state: list[np.ndarray] | None = None):
+        """uint8 NHWC RGB -> uint8 NHWC RGB of the same shape; with ``state``: (frames, new
+        state), as ``infer``."""
+        x = to_model_input(batch, self.mean, self.std)
+        y, new = self.infer(x, state) if state is not None else (self.infer(x), None)
         if not self.output_checked:
             check_finite(bool(np.isfinite(y).all()), self.onnx_path)
             self.output_checked = True
-        return from_model_output(y, self.mean, self.std)
+        out = from_model_output(y, self.mean, self.std)
+        return out if state is None else (out, new)
 
-    def run_i420(self, batch: np.ndarray) -> np.ndarray:
+    def run_i420(self, batch: np.ndarray, state: list[np.ndarray] | None = None):
         """uint8 N x (H*3/2) x W, I420 (BT.601 limited range: the Y plane, then U and V at half
-        size, as FFmpeg's yuv420p) -> the same for the output. Only where ``takes_i420``."""
+        size, as FFmpeg's yuv420p) -> the same for the output (with ``state``: and the new
+        state, as ``run``). Only where ``takes_i420``."""
         raise NotImplementedError(f"the {self.name} backend takes RGB frames only")
 
     def prepare(self, shapes) -> None:

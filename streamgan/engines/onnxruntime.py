@@ -38,10 +38,16 @@ class ONNXRuntimeBackend(Backend):
         except Exception as e:
             raise BackendError(f"ONNX Runtime cannot load {self.onnx_path}: {e}") from None
         self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
         self.provider = self.session.get_providers()[0]
 
     def describe(self) -> str:
         return f"onnxruntime {self.provider.replace('ExecutionProvider', '')} fp32"
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
+    def infer(self, x: np.ndarray, state: list[np.ndarray] | None = None):
+        feeds = {self.input_name: np.ascontiguousarray(x)}
+        if state is None:
+            return self.session.run([self.output_name], feeds)[0]
+        feeds.update((name, s) for (name, _), s in zip(self.state_io, state))
+        out = self.session.run([self.output_name] + [o for _, o in self.state_io], feeds)
+        return out[0], out[1:]

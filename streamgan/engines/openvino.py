@@ -153,41 +153,50 @@ class OpenVINOBackend(Backend):
             p = f"{p} ({self.precision} not supported here)"
         return f"openvino {self.device} {p}"
 
-    def _compile(self, model, shape):
-        model.reshape({model.inputs[0].any_name: shape})
+    def _compile(self, model, shape, state=None):
+        """Compiled for these shapes: the image input's and, for a temporal model, its state's."""
+        shapes = {model.inputs[0].any_name: shape}
+        shapes.update((name, list(s.shape)) for (name, _), s in zip(self.state_io, state or ()))
+        model.reshape(shapes)
         return self.core.compile_model(model, self.device, self.config)
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        key = x.shape
-        if key not in self._float:
-            self._float[key] = self._compile(self._model.clone(), list(key))
-        return self._float[key](x)[0]
+    def _call(self, cache: dict, make, x: np.ndarray, state):
+        """Run the compiled model for these shapes (compiled the first time): its results, and the
+        inputs it was given."""
+        key = (x.shape,) + tuple(s.shape for s in state or ())
+        compiled = cache.get(key)
+        if compiled is None:
+            compiled = cache[key] = self._compile(make(), list(x.shape), state)
+        inputs = {0: x}
+        inputs.update((name, s) for (name, _), s in zip(self.state_io, state or ()))
+        return compiled(inputs)
+
+    def _state(self, results, state):
+        return None if state is None else [results[out] for _, out in self.state_io]
+
+    def infer(self, x: np.ndarray, state: list[np.ndarray] | None = None):
+        results = self._call(self._float, self._model.clone, x, state)
+        return results[0] if state is None else (results[0], self._state(results, state))
 
     def _checked(self, results):
-        """The image output; the first time, the graph's second output (whether the network's
+        """The image output; the first time, the graph's last output (whether the network's
         output was all finite, see _with_finite_flag) is checked."""
         if not self.output_checked:
-            check_finite(bool(results[1] > 0.5), self.model_path)
+            check_finite(bool(results[len(results) - 1] > 0.5), self.model_path)
             self.output_checked = True
         return results[0]
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        key = batch.shape
-        compiled = self._uint8.get(key)
-        if compiled is None:
-            compiled = self._uint8[key] = self._compile(self._uint8_model(), list(key))
-        return self._checked(compiled(batch))
+    def run(self, batch: np.ndarray, state: list[np.ndarray] | None = None):
+        results = self._call(self._uint8, self._uint8_model, batch, state)
+        out = self._checked(results)
+        return out if state is None else (out, self._state(results, state))
 
-    def run_i420(self, batch: np.ndarray) -> np.ndarray:
+    def run_i420(self, batch: np.ndarray, state: list[np.ndarray] | None = None):
         n, rows, w = batch.shape
         h = rows * 2 // 3
-        key = batch.shape
-        compiled = self._i420.get(key)
-        if compiled is None:
-            model = self._i420_model()
-            model.reshape({model.inputs[0].any_name: [n, rows, w, 1]})
-            compiled = self._i420[key] = self.core.compile_model(model, self.device, self.config)
-        return self._checked(compiled(batch.reshape(n, rows, w, 1))).reshape(n, h * 3 // 2, w)
+        results = self._call(self._i420, self._i420_model, batch.reshape(n, rows, w, 1), state)
+        out = self._checked(results).reshape(n, h * 3 // 2, w)
+        return out if state is None else (out, self._state(results, state))
 
     def _with_finite_flag(self):
         """A copy of the graph with a second output: 1 when the network's output is all finite,
@@ -208,7 +217,7 @@ class OpenVINOBackend(Backend):
         from openvino.preprocess import ColorFormat, PrePostProcessor
 
         ppp = PrePostProcessor(self._with_finite_flag())
-        inp = ppp.input()
+        inp = ppp.input(0)
         inp.tensor().set_element_type(ov.Type.u8).set_color_format(
             ColorFormat.I420_SINGLE_PLANE).set_layout(ov.Layout("NHWC"))
         inp.model().set_layout(ov.Layout("NCHW"))
@@ -245,7 +254,7 @@ class OpenVINOBackend(Backend):
         from openvino.preprocess import PrePostProcessor
 
         ppp = PrePostProcessor(self._with_finite_flag())
-        inp = ppp.input()
+        inp = ppp.input(0)
         inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
         inp.model().set_layout(ov.Layout("NCHW"))
         inp.preprocess().convert_element_type(ov.Type.f32).mean(

@@ -308,15 +308,17 @@ class OnnxModule(torch.nn.Module):
             if node.op_type == "DepthToSpace" and attrs.get("mode", b"DCR") not in (b"CRD", "CRD"):
                 raise BackendError("torch backend: DepthToSpace mode DCR is not supported")
             self.nodes.append((node.op_type, list(node.input), list(node.output), attrs))
-        self.input_name = graph.input[0].name
-        self.output_name = graph.output[0].name
+        self.input_names = [i.name for i in graph.input if i.name not in self.consts]
+        self.output_names = [o.name for o in graph.output]
 
     def _const(self, name):
         v = self.consts[name]
         return getattr(self, v) if isinstance(v, str) else v
 
-    def forward(self, x):
-        env = {self.input_name: x}
+    def forward(self, x, *state):
+        """The image output; with a temporal model's state tensors (the graph's other inputs, in
+        order): the image output and the new state tensors."""
+        env = dict(zip(self.input_names, (x, *state)))
         for op, ins, outs, attrs in self.nodes:
             args = [None if not n else (env[n] if n in env else self._const(n)) for n in ins]
             while args and args[-1] is None:
@@ -329,7 +331,9 @@ class OnnxModule(torch.nn.Module):
                 # ConstantOfShape, would otherwise carry fp32 into an fp16/bf16 convolution
                 y = y.to(x.dtype)
             env[outs[0]] = y
-        return env[self.output_name]
+        if not state:
+            return env[self.output_names[0]]
+        return env[self.output_names[0]], [env[n] for n in self.output_names[1:]]
 
 
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Equal", "Greater", "LessOrEqual", "Where",
@@ -377,24 +381,46 @@ class TorchBackend(Backend):
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
         return f"torch {name} {self.precision}"
 
+    def _states(self, state):
+        """A temporal model's state, on the device in the backend's precision."""
+        return [torch.from_numpy(np.ascontiguousarray(s)).to(self.device, self.dtype) for s in state]
+
+    @staticmethod
+    def _host(new) -> list[np.ndarray]:
+        return [t.float().cpu().numpy() for t in new]
+
     @torch.inference_mode()
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    def infer(self, x: np.ndarray, state: list[np.ndarray] | None = None):
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)
-        return self.module(t).float().cpu().numpy()
+        if state is None:
+            return self.module(t).float().cpu().numpy()
+        y, new = self.module(t, *self._states(state))
+        return y.float().cpu().numpy(), self._host(new)
 
     @torch.inference_mode()
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 NHWC -> uint8 NHWC with the conversions on the backend's device."""
-        return self.run_tensor(torch.from_numpy(batch).to(self.device)).cpu().numpy()
+    def run(self, batch: np.ndarray, state: list[np.ndarray] | None = None):
+        """uint8 NHWC -> uint8 NHWC with the conversions on the backend's device (with ``state``:
+        and the new state)."""
+        frames = torch.from_numpy(batch).to(self.device)
+        if state is None:
+            return self.run_tensor(frames).cpu().numpy()
+        out, new = self.run_tensor(frames, self._states(state))
+        return out.cpu().numpy(), self._host(new)
 
     @torch.inference_mode()
-    def run_tensor(self, frames: "torch.Tensor") -> "torch.Tensor":
-        """uint8 NHWC tensor on the backend's device -> uint8 NHWC tensor on the same device."""
+    def run_tensor(self, frames: "torch.Tensor", state: list | None = None):
+        """uint8 NHWC tensor on the backend's device -> uint8 NHWC tensor on the same device
+        (with ``state``, tensors on the device: and the new state tensors)."""
         t = frames.permute(0, 3, 1, 2).float()
         t = ((t / 255.0 - self._mean) / self._std).to(self.dtype)
-        y = self.module(t).float() * self._std + self._mean
+        if state is None:
+            y = self.module(t)
+        else:
+            y, new = self.module(t, *state)
+        y = y.float() * self._std + self._mean
         if not self.output_checked and y.device.type != "meta":  # meta: shapes, no values
             check_finite(bool(torch.isfinite(y).all()), self.onnx_path)
             self.output_checked = True
         y = (y * 255.0).clamp_(0, 255).round_().to(torch.uint8)
-        return y.permute(0, 2, 3, 1).contiguous()
+        y = y.permute(0, 2, 3, 1).contiguous()
+        return y if state is None else (y, new)

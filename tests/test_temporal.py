@@ -1,0 +1,178 @@
+"""Temporal plugins: the state kept per stream by the runtime (streamgan.temporal), on every backend.
+
+The test model counts: its state is the number of frames its stream has run (one channel at the
+frame's size), and its output image shows that count (pixel value about 10 per frame), so what
+a user relies on, that each stream continues its own history and starts over at a reset, is
+read from the frames it returns."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import make_clip
+from streamgan import Translator
+from streamgan.card import sha256_file
+from streamgan.errors import ModelError, UsageError
+from streamgan.temporal import state_size
+
+STEP = 10  # output pixel value per frame the stream has run
+
+
+class Counter(torch.nn.Module):
+    """(frame, state) -> (grey image showing the count, count + 1); ``bad``: a broken state."""
+
+    def __init__(self, bad: str = ""):
+        super().__init__()
+        self.bad = bad
+
+    def forward(self, x, state):
+        new = state + 1
+        if self.bad == "shape":
+            new = new[:, :, :-1]
+        elif self.bad == "channels":
+            new = torch.cat([new, new], 1)
+        n = new.mean(dim=(1, 2, 3), keepdim=True)
+        y = torch.clamp(x * 0 - 1 + 2 * STEP / 255 * n, -1, 1)
+        return y, new
+
+
+def _export(net, path: Path, names=("input", "state"), outs=("output", "state_out")) -> Path:
+    axes = {0: "n", 2: "h", 3: "w"}
+    torch.onnx.export(net, (torch.zeros(1, 3, 32, 48), torch.zeros(1, 1, 32, 48)), str(path),
+                      input_names=list(names), output_names=list(outs),
+                      dynamic_axes={k: axes for k in (*names, *outs)}, opset_version=17, dynamo=False)
+    return path
+
+
+def plugin(tmp_path: Path, bad: str = "", state=None, name: str = "counter") -> Path:
+    d = tmp_path / name
+    d.mkdir(exist_ok=True)
+    onnx = _export(Counter(bad), d / "model.onnx")
+    card = {"task": "counter", "title": "t", "direction": "a -> b", "architecture": "counter",
+            "licence": "MIT", "weights": {"file": "model.onnx", "sha256": sha256_file(onnx)},
+            "temporal": {"state": state or [{"input": "state", "output": "state_out", "channels": 1}]}}
+    (d / "card.yaml").write_text(yaml.safe_dump(card))
+    return d
+
+
+def counts(frames: np.ndarray) -> list[int]:
+    return [int(round(float(f.mean()) / STEP)) for f in frames]
+
+
+def frame(v: int = 100, size=(48, 32)) -> np.ndarray:
+    return np.full((size[1], size[0], 3), v, np.uint8)
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime", "torch"])
+def test_a_stream_continues_its_state_until_reset(tmp_path, backend):
+    tr = Translator(plugin(tmp_path), backend=backend, precision="fp32")
+    assert counts(tr.translate(np.stack([frame()] * 3))) == [1, 2, 3]  # frames of one stream, in order
+    assert counts([tr.translate(frame())]) == [4]  # the next call continues
+    assert counts([tr.translate(frame(), stream="cam2")]) == [1]  # another stream has its own
+    tr.reset()
+    assert counts([tr.translate(frame())]) == [1]
+    assert counts([tr.translate(frame(), stream="cam2")]) == [2]
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime", "torch"])
+def test_frames_of_several_streams_in_one_call_keep_their_own_state(tmp_path, backend):
+    """serve's engine call: frames of several cameras together, each with its camera's state."""
+    tr = Translator(plugin(tmp_path), backend=backend, precision="fp32")
+    batch = np.stack([frame()] * 5)
+    out = tr.run_batch(batch, streams=["a", "b", "a", "c", "a"])
+    assert counts(out) == [1, 1, 2, 1, 3]
+    assert counts(tr.run_batch(batch[:2], streams=["b", "c"])) == [2, 2]
+
+
+def _video_counts(path: Path) -> list[int]:
+    with av.open(str(path)) as c:
+        return counts([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_each_video_starts_its_own_stream_and_runs_through_in_order(tmp_path, backend):
+    """A file (on OpenVINO the YUV path, frames as I420), then another: each starts at 1."""
+    tr = Translator(plugin(tmp_path), backend=backend, precision="fp32")
+    clip = make_clip(tmp_path / "in.mp4", frames=12, size=(48, 32))
+    for name in ("a.mp4", "b.mp4"):
+        tr.translate_video(clip, tmp_path / name)
+        assert _video_counts(tmp_path / name) == list(range(1, 13))
+    got = [counts([f.image])[0] for f in tr.stream(clip, frames=5)]
+    assert got == [1, 2, 3, 4, 5]
+
+
+def test_a_gap_in_time_resets_the_state_once_and_says_so(tmp_path, caplog):
+    """Frames 0-5 at 25 fps, then a jump of two seconds (frames missing, a seek): state again."""
+    tr = Translator(plugin(tmp_path), backend="onnxruntime")
+    pts = [i * 40 for i in range(6)] + [2000 + i * 40 for i in range(4)] + [3000]
+    clip = make_clip(tmp_path / "gap.mkv", frames=len(pts), size=(48, 32), pts=pts,
+                     time_base=Fraction(1, 1000))
+    with caplog.at_level(logging.DEBUG, logger="streamgan"):
+        got = [counts([f.image])[0] for f in tr.stream(clip)]
+    assert got == [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 1]
+    said = [r.getMessage() for r in caplog.records if "temporal state reset" in r.getMessage()]
+    assert len(said) == 1 and "gap" in said[0], said  # said once per stream and reason
+
+
+def test_time_going_back_and_a_scene_cut_reset_the_state(tmp_path):
+    tr = Translator(plugin(tmp_path), backend="onnxruntime")
+    batch = np.stack([frame(100)] * 3 + [frame(250)] + [frame(250)])
+    assert counts(tr.run_batch(batch, streams=["s"] * 5, times=[0, .04, .08, .12, .16])) == \
+        [1, 2, 3, 1, 2]  # a cut: the whole picture changed
+    assert counts(tr.run_batch(batch[3:], streams=["s"] * 2, times=[.2, .1])) == [3, 1]
+
+
+def test_a_size_change_resets_the_state(tmp_path):
+    tr = Translator(plugin(tmp_path), backend="openvino", precision="fp32")
+    assert counts(tr.translate(np.stack([frame()] * 2))) == [1, 2]
+    assert counts([tr.translate(frame(size=(64, 48)))]) == [1]
+
+
+def test_a_card_naming_a_state_the_graph_lacks_is_refused(tmp_path):
+    p = plugin(tmp_path, state=[{"input": "memory", "output": "memory_out", "channels": 1}])
+    with pytest.raises(ModelError, match="does not take and return the state its card declares"):
+        Translator(p)
+
+
+def test_a_frame_by_frame_card_on_a_temporal_graph_is_refused(tmp_path):
+    p = plugin(tmp_path)
+    card = yaml.safe_load((p / "card.yaml").read_text())
+    del card["temporal"]
+    (p / "card.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(ModelError, match="2 inputs and 2 outputs.*temporal section"):
+        Translator(p)
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime", "torch"])
+def test_a_graph_returning_its_state_in_another_shape_is_a_model_error(tmp_path, backend):
+    tr = Translator(plugin(tmp_path, bad="shape"), backend=backend, precision="fp32")
+    with pytest.raises(ModelError, match="state 'state_out' comes back as float32 .* it was given as"):
+        tr.translate(frame())
+
+
+def test_a_graph_whose_state_has_other_channels_than_its_card_is_refused_on_load(tmp_path):
+    with pytest.raises(ModelError, match=r"state 'state_out' has the shape \[\?,2,\?,\?\]; its card says N x 1"):
+        Translator(plugin(tmp_path, bad="channels"))
+
+
+def test_a_temporal_model_refuses_tiles(tmp_path):
+    with pytest.raises(UsageError, match="temporal model, which runs whole frames: tile"):
+        Translator(plugin(tmp_path), tile=64)
+
+
+def test_the_state_size_follows_the_network_size_rule():
+    from streamgan.card import Processing
+
+    src = Processing(policy="source", short_side=360, size_multiple=4)
+    assert state_size(1920, 1080, src) == (640, 360)
+    assert state_size(1917, 1079, src) == (636, 360)
+    assert state_size(133, 97, src) == (132, 96)  # never upscaled; rounded down to the multiple
+    assert state_size(133, 97, Processing()) == (133, 97)
