@@ -327,13 +327,17 @@ def test_the_engine_takes_the_newest_frame_when_it_is_free(tr, tmp_path, monkeyp
     (one frame of slack for the instant between taking it and starting), and the frames between
     are dropped and counted; the latency by stage is measured for every frame published."""
     clip = make_clip(tmp_path / "cam.mp4", frames=75, size=(64, 48))  # 3 s at 25 fps
-    process = tr._process
+    make = tr.processor
 
-    def slow(batch):
-        time.sleep(0.06)
-        return process(batch)
+    def slow_processor(*a, **k):
+        process = make(*a, **k)
 
-    monkeypatch.setattr(tr, "_process", slow)
+        def slow(batch):
+            time.sleep(0.06)
+            return process(batch)
+        return slow
+
+    monkeypatch.setattr(tr, "processor", slow_processor)
     seen = []
 
     class Outs:  # the outputs of a live run, recording what reached them

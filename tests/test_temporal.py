@@ -176,3 +176,22 @@ def test_the_state_size_follows_the_network_size_rule():
     assert state_size(1917, 1079, src) == (636, 360)
     assert state_size(133, 97, src) == (132, 96)  # never upscaled; rounded down to the multiple
     assert state_size(133, 97, Processing()) == (133, 97)
+
+
+def test_serve_keeps_each_cameras_state_apart(tmp_path):
+    """Two cameras in one serve share engine calls; each recording counts 1, 2, 3... in order: no
+    camera's frame ran with the other's state."""
+    from test_live_serve import _serve
+
+    p = plugin(tmp_path)
+    a = make_clip(tmp_path / "a.mp4", frames=20, size=(96, 64))
+    b = make_clip(tmp_path / "b.mp4", frames=15, size=(96, 64), seed=3)
+    cfg = {"model": str(p), "backend": "openvino", "precision": "fp32", "metrics": None,
+           "batch": 2, "max_wait": 0.05, "streams": [
+               {"name": "a", "input": str(a), "outputs": ["a_rec.mp4"], "drop": "block"},
+               {"name": "b", "input": str(b), "outputs": ["b_rec.mp4"], "drop": "block"}]}
+    proc = _serve(cfg, tmp_path / "serve.yaml")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert _video_counts(tmp_path / "a_rec.mp4") == list(range(1, 21)), err
+    assert _video_counts(tmp_path / "b_rec.mp4") == list(range(1, 16)), err

@@ -68,7 +68,7 @@ def test_night_is_darker_than_day_and_filter_baseline():
 def test_drops_are_whole_ellipses_whatever_their_window():
     """The drop field evaluates each drop in a window sized by its bucket: every drop (round, elongated,
     tilted, trails, cut by the frame's edge) must match the dense whole-frame evaluation."""
-    from trainer import synth
+    from trainer import rain as synth
 
     for seed, (h, w, n, r_lo, r_hi) in enumerate([(96, 160, 300, 1.0, 8.0), (120, 90, 20, 2.0, 30.0),
                                                    (64, 64, 4, 3.0, 60.0)]):
