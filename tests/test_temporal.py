@@ -195,3 +195,14 @@ def test_serve_keeps_each_cameras_state_apart(tmp_path):
     assert proc.returncode == 0, err
     assert _video_counts(tmp_path / "a_rec.mp4") == list(range(1, 21)), err
     assert _video_counts(tmp_path / "b_rec.mp4") == list(range(1, 16)), err
+
+
+def test_tensorrt_says_it_does_not_bind_a_temporal_models_state(tmp_path):
+    """Before TensorRT is even looked for: a clear error naming the state and what runs it (under
+    --backend auto, engines.create then falls back to PyTorch CUDA with a notice)."""
+    from streamgan.engines.tensorrt import TensorRTBackend
+    from streamgan.errors import BackendError
+
+    with pytest.raises(BackendError, match=r"takes state beside the image \(state: a temporal "
+                                           r"model\).*torch backend \(CUDA\)"):
+        TensorRTBackend(plugin(tmp_path) / "model.onnx")

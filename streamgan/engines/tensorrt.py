@@ -131,6 +131,11 @@ class TensorRTBackend(Backend):
                  batch_range=trt_build.DEFAULT_BATCH, resolutions=None,
                  size_multiple: int | None = None, cache_dir=None, engine_path=None, device: int = 0):
         super().__init__(onnx_path, precision, mean, std)
+        extra = trt_build.extra_inputs(self.onnx_path)
+        if extra:  # a temporal model: its state would be more bindings, with profiles of their own
+            raise BackendError(f"TensorRT backend: {self.onnx_path.name} takes state beside the image "
+                               f"({', '.join(extra)}: a temporal model), which the TensorRT backend does "
+                               "not bind yet; it runs on the torch backend (CUDA), openvino or onnxruntime")
         self._trt = trt_build._trt()  # BackendError for a missing or unsupported TensorRT
         import torch
 

@@ -129,6 +129,13 @@ def unsupported_operators(onnx_path: str | Path) -> list[str] | None:
     return sorted(ops - TRT_SUPPORTED_OPS)
 
 
+def extra_inputs(onnx_path) -> list[str]:
+    """Graph inputs beside the image (a temporal model's state), read with OpenVINO's ONNX reader."""
+    import openvino as ov
+
+    return [i.any_name for i in ov.Core().read_model(str(onnx_path)).inputs][1:]
+
+
 # -- profiles ---------------------------------------------------------------------------------
 
 def _round_up(v: int, m: int) -> int:
