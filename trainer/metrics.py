@@ -155,3 +155,50 @@ def flicker(frames: list[np.ndarray]) -> float:
     """Mean absolute change (0-255 scale) between consecutive frames."""
     d = [np.abs(frames[i].astype(np.float32) - frames[i - 1].astype(np.float32)).mean() for i in range(1, len(frames))]
     return float(np.mean(d))
+
+
+def _hessian_blobs(y: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Scale-normalised determinant of the Hessian of 1x1xHxW luma at ``sigma`` (bright and dark blobs
+    give a large positive value; edges and lines, where one curvature is near zero, do not)."""
+    g = _blur_sep(y, sigma)
+    dyy = g[:, :, 2:, 1:-1] - 2 * g[:, :, 1:-1, 1:-1] + g[:, :, :-2, 1:-1]
+    dxx = g[:, :, 1:-1, 2:] - 2 * g[:, :, 1:-1, 1:-1] + g[:, :, 1:-1, :-2]
+    dxy = (g[:, :, 2:, 2:] - g[:, :, 2:, :-2] - g[:, :, :-2, 2:] + g[:, :, :-2, :-2]) / 4
+    return F.pad((dxx * dyy - dxy ** 2) * sigma ** 4, (1, 1, 1, 1))
+
+
+DROP_SCALES = (2.0, 3.5, 6.0)  # pixels at 640x360: the drops of a windshield seen by a dashcam
+DROP_STRENGTH = 0.2  # blob strength against the local contrast (see drop_area) counted as a drop
+DROP_STAY = 0.8  # share of a window's frames a place must be a blob in to count as a drop on the glass
+
+
+def _blob_places(img: np.ndarray) -> torch.Tensor:
+    """Where a frame (at short side 360) shows a drop-sized blob: the determinant of the Hessian
+    (:func:`_hessian_blobs`) at each of ``DROP_SCALES`` over the local variance of luma around it (three
+    times that scale), above ``DROP_STRENGTH``; each blob with the disc around it. Against the local
+    contrast, so a faint drop on fog counts as much as a dark one on the road, and texture does not."""
+    y = torch.from_numpy(rgb_to_y(_resize_short(img, 360))).float()[None, None]
+    hit = torch.zeros_like(y, dtype=torch.bool)
+    for sigma in DROP_SCALES:
+        mu = _blur_sep(y, 3 * sigma)
+        var = (_blur_sep(y * y, 3 * sigma) - mu * mu).clamp_min(0)
+        blob = (_hessian_blobs(y, sigma) / (var + 1e-4) > DROP_STRENGTH).float()
+        r = int(round(sigma))
+        hit |= F.max_pool2d(blob, 2 * r + 1, 1, r) > 0
+    return hit[0, 0]
+
+
+def drop_area(frames: list[np.ndarray], window: int = 15) -> float:
+    """Share of the picture covered by drops that stay on the glass (0..1), for a clip (frames in order).
+
+    In windows of ``window`` consecutive frames, a place counts where a drop-sized blob
+    (:func:`_blob_places`) is seen in at least ``DROP_STAY`` of the frames: drops on the glass stay, what
+    the scene shows moves on. The mean over the windows. The constants were set on clean clips and
+    synthetic drops only: clean driving clips score about 0.01 (Udacity's two clips: 0.010, 0.008),
+    synthetic drops on the glass 0.04 over one of them, and blurring (1.5 px at 360p) does not lower it
+    (0.047): removing the drops does."""
+    shares = []
+    for s in range(0, max(1, len(frames) - window + 1), window):
+        seen = torch.stack([_blob_places(f) for f in frames[s:s + window]]).float().mean(0)
+        shares.append(float((seen >= DROP_STAY).float().mean()))
+    return float(np.mean(shares))
