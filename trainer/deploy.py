@@ -12,13 +12,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from streamgan.card import Processing
+
 from .options import Config
 
 OPSET = 17
 
 
-# a temporal model's state tensor: its graph input and output (the card's temporal section names them)
+# a temporal model's state tensor: its graph input and output (the card's temporal section names them), and
+# where its network runs (trainer.networks.TemporalDerain's default; the card's processing section)
 STATE_IN, STATE_OUT = "state", "state_out"
+TEMPORAL_PROCESSING = Processing(policy="source", short_side=360, size_multiple=4)
 
 
 def export_onnx(net: torch.nn.Module, path: str | Path, sample_hw: tuple[int, int] = (64, 96),

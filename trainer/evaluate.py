@@ -19,10 +19,12 @@ import numpy as np
 import torch
 
 from streamgan.engines.openvino import wide_row_convolutions
+from streamgan.temporal import state_size
 
 from . import metrics as M
 from .data import VIDEO_EXT, list_sources, load_frames, normalise_exposure, read_image, read_video
 from .options import Config, DataError
+from .deploy import STATE_IN, STATE_OUT, TEMPORAL_PROCESSING
 from .rain import rain_pair, rain_streaks
 from .synth import darken_filter, make_night
 
@@ -40,16 +42,40 @@ class OnnxRunner:
         except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
             raise DataError(f"{path}: not an ONNX model ONNX Runtime can load ({str(e).splitlines()[0][:200]})") from None
         self.path = str(path)
+        # a temporal model (trainer.temporal): one image runs with the empty state, a clip (``clip``) with the state
+        # carried from frame to frame
+        self.state = next((i.shape[1] for i in self.sess.get_inputs() if i.name == STATE_IN), None)
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         """uint8 HxWx3 -> uint8 HxWx3 (padded to a multiple of 4 with reflection, cropped back)."""
+        return self._step(img, None)[0]
+
+    def clip(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """Frames of one clip in order: a temporal model carries its state through them."""
+        outs, state = [], None
+        for f in frames:
+            o, state = self._step(f, state)
+            outs.append(o)
+        return outs
+
+    def _step(self, img: np.ndarray, state):
         h, w = img.shape[:2]
         ph, pw = (-h) % 4, (-w) % 4
         x = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else img
-        x = (x.astype(np.float32) / 255.0 - 0.5) / 0.5
-        y = self.sess.run(["output"], {"input": x.transpose(2, 0, 1)[None]})[0][0]
+        x = ((x.astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None]
+        feeds = {"input": x}
+        if self.state:
+            sw, sh = state_size(x.shape[3], x.shape[2], TEMPORAL_PROCESSING)
+            if state is None or state.shape[2:] != (sh, sw):
+                state = np.zeros((1, self.state, sh, sw), np.float32)
+            feeds[STATE_IN] = state
+        got = self._run(feeds)
+        y = got[0][0]
         y = ((y.transpose(1, 2, 0) * 0.5 + 0.5) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
-        return y[:h, :w]
+        return y[:h, :w], (got[1] if self.state else None)
+
+    def _run(self, feeds: dict) -> list:
+        return self.sess.run(["output"] + ([STATE_OUT] if self.state else []), feeds)
 
 
 class OpenVinoRunner(OnnxRunner):
@@ -59,20 +85,17 @@ class OpenVinoRunner(OnnxRunner):
         import openvino as ov
 
         self.core, self.path, self.compiled = ov.Core(), str(path), {}
+        m = self.core.read_model(self.path)
+        self.state = next((i.get_partial_shape()[1].get_length() for i in m.inputs if i.any_name == STATE_IN), None)
 
-    def __call__(self, img: np.ndarray) -> np.ndarray:
-        h, w = img.shape[:2]
-        ph, pw = (-h) % 4, (-w) % 4
-        x = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else img
-        key = x.shape[:2]
+    def _run(self, feeds: dict) -> list:
+        key = tuple(v.shape for v in feeds.values())
         if key not in self.compiled:
             m = self.core.read_model(self.path)
-            m.reshape([1, 3, *key])
+            m.reshape({k: list(v.shape) for k, v in feeds.items()})
             self.compiled[key] = self.core.compile_model(m, "CPU")
-        x = ((x.astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None]
-        y = self.compiled[key]({0: x})[0][0]
-        y = ((y.transpose(1, 2, 0) * 0.5 + 0.5) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
-        return y[:h, :w]
+        res = self.compiled[key](feeds)
+        return [res[0]] + ([res[STATE_OUT]] if self.state else [])
 
 
 def _type_name(t) -> str:
@@ -80,23 +103,27 @@ def _type_name(t) -> str:
 
 
 def openvino_fps(path: str | Path, w: int = 640, h: int = 360, iters: int = 20) -> dict:
-    """Model-only frames per second with OpenVINO on CPU (default precision), static 1x3xHxW, median."""
+    """Model-only frames per second with OpenVINO on CPU (default precision), static 1x3xHxW (a temporal
+    model with its state at its network's size), median."""
     try:
         import openvino as ov
     except ImportError:
         return {"error": "openvino not installed"}
     core = ov.Core()
     m = core.read_model(str(path))
-    m.reshape([1, 3, h, w])
+    feeds = {m.inputs[0].any_name: np.random.default_rng(0).uniform(-1, 1, (1, 3, h, w)).astype(np.float32)}
+    for i in m.inputs[1:]:  # a temporal model's state
+        sw, sh = state_size(w, h, TEMPORAL_PROCESSING)
+        feeds[i.any_name] = np.zeros((1, i.get_partial_shape()[1].get_length(), sh, sw), np.float32)
+    m.reshape({k: list(v.shape) for k, v in feeds.items()})
     c = core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"} if wide_row_convolutions(m) else {})
     req = c.create_infer_request()
-    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, h, w)).astype(np.float32)
     for _ in range(3):
-        req.infer({0: x})
+        req.infer(feeds)
     ts = []
     for _ in range(iters):
         t = time.perf_counter()
-        req.infer({0: x})
+        req.infer(feeds)
         ts.append(time.perf_counter() - t)
     return {"fps": round(1.0 / float(np.median(ts)), 1), "precision": _type_name(c.get_property("INFERENCE_PRECISION_HINT")),
             "shape": [1, 3, h, w]}
@@ -230,7 +257,7 @@ def _flicker(cfg: Config, run, transform=None) -> dict | None:
     frames = [_resize(f, (w, h)) for f in frames]
     if transform:
         frames = [transform(f) for f in frames]
-    outs = [run(f) for f in frames]
+    outs = run.clip(frames)
     fi, fo = M.flicker(frames), M.flicker(outs)
     return {"clip": ev.clip, "frames": len(frames), "input": round(fi, 3), "output": round(fo, 3),
             "ratio": round(fo / max(fi, 1e-9), 3)}
@@ -272,7 +299,7 @@ def _eval_derain(cfg: Config, run, out_dir: Path) -> dict:
         rep.update(_clean_hd(ev.clean_hd, run))
     if ev.real_clip:
         frames = frames_of([ev.real_clip], limit=ev.clip_frames)
-        outs = [run(f) for f in frames]
+        outs = run.clip(frames)
         fi, fo = M.flicker(frames), M.flicker(outs)
         rep["real_flicker"] = {"clip": ev.real_clip, "frames": len(frames), "input": round(fi, 3),
                                "output": round(fo, 3), "ratio": round(fo / max(fi, 1e-9), 3)}
