@@ -14,6 +14,7 @@ at the end; ``resume=True`` goes on from it.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from . import losses as L
-from .data import list_sources, load_frames, read_video, to_model
+from .data import list_sources, load_frames, to_model
 from .networks import TEMPORAL_EXTRA, TemporalDerain, build_generator, temporal_features
 from .rain import move_still, rain_clip
 from .train import load_checkpoint, run_lock, save_checkpoint, weights_from_onnx
@@ -83,8 +84,9 @@ class ClipPool:
         keep = (lambda p: any(h in str(p) for h in opts.holdout)) if held_out else \
             (lambda p: not any(h in str(p) for h in opts.holdout))
         self.opts, self.clips, self.stills = opts, [], []
-        for c in opts.clips:
-            if keep(c):
+        extra = [str(DATA / "clips/udacity_vehdet_test_video.mp4")] if held_out else []  # the held-out clip
+        for c in list(opts.clips) + extra:
+            if keep(c) and Path(c).exists():
                 self.clips.append(load_frames([Path(c)], max_side, video_stride=1))
         for s in opts.sequences:  # a folder of frames named in order: one clip
             files = [f for f in list_sources([s]) if keep(f)]
@@ -92,11 +94,6 @@ class ClipPool:
                 self.clips.append(load_frames(files, max_side))
         for s in opts.stills:
             self.stills += load_frames([f for f in list_sources([s]) if keep(f)], max_side)
-        if held_out:  # the held-out clip of the default options is a video among the clips' names
-            for c in opts.clips + [str(DATA / "clips/udacity_vehdet_test_video.mp4")]:
-                if keep(c) and Path(c).exists() and not any(c == x for x in opts.clips):
-                    frames = read_video(Path(c))
-                    self.clips.append([torch.from_numpy(f.copy()).permute(2, 0, 1) for f in frames])
 
     def sample(self, n_frames: int, gen: torch.Generator) -> torch.Tensor:
         """One clip, ``n_frames`` x 3 x crop x crop in [0, 1]."""
@@ -239,6 +236,86 @@ def train(out: str | Path, opts: TemporalOptions | None = None, resume: bool = F
             signal.signal(signal.SIGTERM, old_term)
             save()
         return {**logs, "stopped": stop[0] if stop else None, "checkpoint": str(ck_path)}
+
+
+# ------------------------------------------------------------------------------------------- export
+def export(run: str | Path, plugin_dir: str | Path, metrics: dict | None = None, notes: str = "",
+           limitations: str | None = None) -> Path:
+    """Write the run's model as a temporal derain plugin: ``model.onnx`` (image and state in, image and new
+    state out, checked against PyTorch) and ``card.yaml`` (the shipped derain card's processing and data,
+    its ``temporal`` section, the run's options and ``metrics``)."""
+    from streamgan.card import ModelCard, sha256_file
+
+    from .deploy import STATE_IN, STATE_OUT, export_onnx
+    from .networks import TEMPORAL_STATE
+
+    ck = load_checkpoint(Path(run).expanduser() / "latest.pt")
+    opts = TemporalOptions(**json.loads(ck["arch"]))
+    model = build(opts)
+    model.net.load_state_dict(ck["nets"]["G"])
+    model.eval()
+    pdir = Path(plugin_dir)
+    pdir.mkdir(parents=True, exist_ok=True)
+    onnx = export_onnx(model, pdir / "model.onnx.tmp", state_channels=TEMPORAL_STATE)
+    err = _check_export(model, onnx)
+    base = ModelCard.load(Path(__file__).resolve().parents[1] / "plugins" / "derain" / "card.yaml")
+    data = [d.model_dump() for d in base.training.data if "synthetic rain" not in d.name]
+    data.append({"name": "BDD100K clip (consecutive frames)", "path": "clips/yolop_bdd_input1.gif",
+                 "licence": "BDD100K terms (research / non-commercial)", "count": 72})
+    data.append({"name": "synthetic rain clips (drops that stay on the glass)", "path": "trainer/rain.py rain_clip",
+                 "licence": "MIT", "count": None})
+    g = opts.generator
+    card = ModelCard(
+        task="derain", title="Rain removal (temporal: drops found by what stays on the glass while the scene moves)",
+        direction=base.direction,
+        architecture=(f"temporal {g['kind']} generator ngf={g['ngf']} n_blocks={g['n_blocks']} norm={g['norm']} "
+                      f"skips={g['skips']} residual={g['residual']} out_kernel={g['out_kernel']}; state: running "
+                      f"mean, change and previous frame at the network's size (keep {opts.keep})"),
+        version=time.strftime("%Y.%m.%d"), licence=base.licence, normalisation=base.normalisation,
+        processing=base.processing,
+        weights={"file": "model.onnx", "sha256": sha256_file(onnx), "opset": 17},
+        temporal={"state": [{"input": STATE_IN, "output": STATE_OUT, "channels": TEMPORAL_STATE}]},
+        training={"config": "trainer/temporal.py TemporalOptions", "data": data, "steps": int(ck["step"]),
+                  "wall_time_s": round(float(ck["wall_time_s"]), 1), "device": "cpu",
+                  "notes": (f"warm start from {opts.init}; clips of {opts.frames[0]}-{opts.frames[1]} frames "
+                            f"({opts.p_single:g} single frames), crop {opts.crop}, batch {opts.batch}, lr {opts.lr:g} "
+                            f"(temporal input {opts.lr_new:g}), synthesiser {opts.synth}. {notes}").strip()},
+        metrics={"onnx_max_abs_err_vs_torch": float(f"{err:.3g}"), **(metrics or {})},
+        limitations=limitations,
+    )
+    os.replace(onnx, pdir / "model.onnx")
+    card.dump(pdir / "card.yaml")
+    for stale in ("model.int8.xml", "model.int8.bin"):  # the int8 model of other weights
+        (pdir / stale).unlink(missing_ok=True)
+    return pdir
+
+
+def _check_export(model: TemporalDerain, onnx: Path, tol: float = 1e-4) -> float:
+    """Max abs difference between ONNX Runtime and PyTorch over three frames of one stream, at two sizes."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from streamgan.temporal import state_size
+
+    from .deploy import STATE_IN, STATE_OUT, TEMPORAL_PROCESSING
+    from .networks import TEMPORAL_STATE
+
+    sess = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for h, w in ((120, 200), (720, 1280)):
+        sw, sh = state_size(w, h, TEMPORAL_PROCESSING)
+        st = torch.zeros(1, TEMPORAL_STATE, sh, sw)
+        s_onnx = st.numpy()
+        for _ in range(3):
+            x = torch.rand(1, 3, h, w, generator=gen) * 2 - 1
+            with torch.no_grad():
+                ref, st = model(x, st)
+            got, s_onnx = sess.run(["output", STATE_OUT], {"input": x.numpy(), STATE_IN: s_onnx})
+            worst = max(worst, float(np.abs(ref.numpy() - got).max()), float(np.abs(st.numpy() - s_onnx).max()))
+    if worst > tol:
+        raise RuntimeError(f"ONNX export of {onnx} differs from PyTorch by {worst:.2e} (> {tol:.0e})")
+    return worst
 
 
 if __name__ == "__main__":  # python -m trainer.temporal OUT [--resume] [--steps N]

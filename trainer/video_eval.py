@@ -1,0 +1,151 @@
+"""What a derain plugin does to video, through the streamgan runtime (the backend a user gets by default).
+
+* :func:`windshield` - a real rainy clip through a windshield (evaluation only: never trained or tuned on):
+  a before/after video side by side, a contact sheet of 8 frames, :func:`trainer.metrics.drop_area` of the
+  input and the output, flicker of both.
+* :func:`synthetic_clips` - held-out clips (frames and stills kept out of training) with synthetic rain that
+  stays on the glass (:func:`trainer.rain.rain_clip`): Y-PSNR against the clean clip, frame by frame, each
+  clip one stream (a temporal model carries its state through it).
+* :func:`fps` - end-to-end frames per second of ``streamgan derain`` on a clip, plugins alternated.
+
+    python -m trainer.video_eval PLUGIN [--against plugins/derain] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from . import metrics as M
+from .evaluate import contact_sheet
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+WINDSHIELD = DATA / "clips" / "real_rain_windshield.mp4"
+
+
+def _frames(path: Path, limit: int | None = None) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        out = []
+        for f in c.decode(video=0):
+            out.append(f.to_ndarray(format="rgb24"))
+            if limit and len(out) >= limit:
+                break
+        return out
+
+
+def windshield(plugin: str, out_dir: Path, clip: Path = WINDSHIELD, frames: int | None = None) -> dict:
+    from streamgan import Translator
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    video = out_dir / "windshield_before_after.mp4"
+    tr = Translator(plugin)
+    tr.translate_video(clip, video, overwrite=True, compare=True, frames=frames)
+    both = _frames(video)
+    w = both[0].shape[1] // 2
+    before, after = [f[:, :w] for f in both], [f[:, w:] for f in both]
+    pick = np.linspace(0, len(both) - 1, 8).round().astype(int)
+    sheet = contact_sheet([[before[i], after[i]] for i in pick], ["input (real windshield)", "output"],
+                          out_dir / "windshield_sheet.png", width=320)
+    da_in, da_out = M.drop_area(before), M.drop_area(after)
+    fi, fo = M.flicker(before), M.flicker(after)
+    return {"clip": str(clip), "frames": len(both), "video": str(video), "sheet": sheet,
+            "drop_area_input": round(da_in, 4), "drop_area_output": round(da_out, 4),
+            "drop_area_ratio": round(da_out / max(da_in, 1e-9), 3),
+            "flicker_input": round(fi, 3), "flicker_output": round(fo, 3), "flicker_ratio": round(fo / max(fi, 1e-9), 3)}
+
+
+def clean_clip(plugin: str, clip: Path) -> dict:
+    """A clean clip: the drop area of input and output (near zero both: nothing invented)."""
+    from streamgan import Translator
+
+    frames = [_small(f) for f in _frames(clip)]
+    tr = Translator(plugin)
+    outs = list(tr.translate(np.stack(frames)))
+    return {"clip": str(clip), "frames": len(frames), "drop_area_input": round(M.drop_area(frames), 4),
+            "drop_area_output": round(M.drop_area(outs), 4),
+            "psnr_y_to_input": round(float(np.mean([M.psnr_y(o, f) for o, f in zip(outs, frames)])), 2)}
+
+
+def _small(f: np.ndarray, size=(640, 360)) -> np.ndarray:
+    t = torch.from_numpy(f).permute(2, 0, 1)[None].float()
+    t = torch.nn.functional.interpolate(t, size=size[::-1], mode="bilinear", antialias=True, align_corners=False)
+    return t[0].permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
+
+
+def synthetic_clips(plugins: dict[str, str], n: int = 12, length: int = 12, seed: int = 20_000) -> dict:
+    """Held-out clips with rain on the glass, each through every plugin as one stream."""
+    from streamgan import Translator
+
+    from .rain import rain_clip
+    from .temporal import ClipPool, TemporalOptions
+
+    opts = TemporalOptions(crop=360, scale=(1.0, 1.0))
+    pool = ClipPool(opts, held_out=True, max_side=640)
+    gen = torch.Generator().manual_seed(seed)
+    clips = []
+    for _ in range(n):
+        clean = pool.sample(length, gen)  # 360 x 360 windows of 640-wide frames
+        rainy, target = rain_clip(clean, gen, **opts.synth)
+        u8 = lambda t: [(x.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8) for x in t]  # noqa: E731
+        clips.append((u8(rainy), u8(target)))
+    rep: dict = {"clips": n, "frames": length, "size": "360x360 windows of held-out 640-wide frames",
+                 "input": _psnr(clips, [c[0] for c in clips])}
+    for name, plugin in plugins.items():
+        tr = Translator(plugin, precision="fp32")
+        outs = [list(tr.translate(np.stack(r), stream=i)) for i, (r, _) in enumerate(clips)]
+        rep[name] = _psnr(clips, outs)
+    return rep
+
+
+def _psnr(clips, outs) -> dict:
+    every = [M.psnr_y(o, t) for (r, tg), oc in zip(clips, outs) for o, t in zip(oc, tg)]
+    later = [M.psnr_y(o, t) for (r, tg), oc in zip(clips, outs) for o, t in list(zip(oc, tg))[4:]]
+    return {"psnr_y": round(float(np.mean(every)), 3), "psnr_y_from_frame_5": round(float(np.mean(later)), 3)}
+
+
+def fps(plugins: dict[str, str], clip: Path = WINDSHIELD, frames: int = 300, rounds: int = 2) -> dict:
+    """End-to-end fps of translate_video (decode, model, encode) per plugin, alternated ``rounds`` times;
+    the best of each."""
+    import tempfile
+
+    from streamgan import Translator
+
+    trs = {k: Translator(v) for k, v in plugins.items()}
+    best: dict = {k: 0.0 for k in plugins}
+    with tempfile.TemporaryDirectory() as d:
+        for _ in range(rounds):
+            for k, tr in trs.items():
+                t0 = time.perf_counter()
+                tr.translate_video(clip, Path(d) / f"{k}.mp4", overwrite=True, frames=frames)
+                best[k] = max(best[k], frames / (time.perf_counter() - t0))
+    return {"clip": str(clip), "frames": frames, **{k: round(v, 1) for k, v in best.items()}}
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("plugin")
+    ap.add_argument("--against", default=str(Path(__file__).resolve().parents[1] / "plugins" / "derain"))
+    ap.add_argument("--out", default="video_eval")
+    ap.add_argument("--skip", nargs="*", default=[])
+    a = ap.parse_args()
+    out = Path(a.out)
+    rep: dict = {}
+    both = {"new": a.plugin, "shipped": a.against}
+    if "windshield" not in a.skip:
+        rep["windshield"] = {k: windshield(v, out / k) for k, v in both.items()}
+    if "clean" not in a.skip:
+        rep["clean"] = {k: clean_clip(v, DATA / "clips" / "udacity_vehdet_test_video.mp4") for k, v in both.items()}
+    if "synthetic" not in a.skip:
+        rep["synthetic_clips"] = synthetic_clips(both)
+    if "fps" not in a.skip:
+        rep["fps"] = fps(both)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(rep, indent=2))
+    print(json.dumps(rep, indent=2))
