@@ -6,6 +6,9 @@
     streamgan-train quantize configs/train_derain.yaml [--plugin-dir plugins/derain] [--frames 48]
     streamgan-train sample [--out samples/rainy_dashcam.mp4]
     streamgan-train adapt  --rainy MY_RAINY_CLIPS --clear MY_CLEAR_CLIPS [--out derain-myfleet] [--steps 300] [--int8]
+    streamgan-train temporal train  [--run DIR] [--resume] [--steps N] [--total N]
+    streamgan-train temporal export [--run DIR] --plugin-dir DIR [--no-eval]
+    streamgan-train temporal eval   --plugin-dir DIR [--against plugins/derain] [--out DIR]
 
 Every command takes ``--debug``: without it, third-party log lines, progress bars and warnings (NNCF,
 OpenVINO, ONNX, PyTorch) stay off the terminal (``trainer/quiet.py``).
@@ -74,6 +77,16 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--int8", action="store_true",
                    help="also make an int8 model (NNCF, gated on the public benchmarks; minutes more)")
     a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    tm = sub.add_parser("temporal", help="the temporal derain model (trainer/temporal.py): train, export, evaluate")
+    tm.add_argument("action", choices=["train", "export", "eval"])
+    tm.add_argument("--run", default="~/.cache/streamgan/runs/derain_temporal", help="the run's folder")
+    tm.add_argument("--resume", action="store_true")
+    tm.add_argument("--steps", type=_positive_int, default=None, help="stop after this many more steps")
+    tm.add_argument("--total", type=_positive_int, default=None, help="the run's length in steps")
+    tm.add_argument("--plugin-dir", default=None)
+    tm.add_argument("--no-eval", action="store_true")
+    tm.add_argument("--against", default=None, help="the plugin to compare with (default: the shipped derain)")
+    tm.add_argument("--out", default=None, help="where eval writes its report, videos and sheets")
     for cmd in sub.choices.values():
         add_debug_flag(cmd)
     return p
@@ -92,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                         log=lambda m: print(m, file=sys.stderr), int8=args.int8)
             print(json.dumps(res, indent=2))
             return _exit_status(res)
+        if args.cmd == "temporal":
+            return _temporal(args)
         cfg = Config.load(args.config, args.set)
         if args.cmd == "train":
             from .train import Trainer
@@ -121,6 +136,24 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"streamgan-train: error: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _temporal(args) -> int:
+    from . import temporal
+
+    if args.action == "train":
+        res = temporal.train(args.run, resume=args.resume, max_steps=args.steps, total=args.total)
+        print(json.dumps(res))
+        return 128 + int(signal.SIGINT if res["stopped"] == "interrupt" else signal.SIGTERM) if res["stopped"] else 0
+    if not args.plugin_dir:
+        raise SystemExit(f"streamgan-train temporal {args.action}: --plugin-dir is needed")
+    if args.action == "export":
+        print(json.dumps(temporal.export_evaluated(args.run, args.plugin_dir, evaluate=not args.no_eval,
+                                                   against=args.against), indent=2))
+    else:
+        print(json.dumps(temporal.evaluate(args.plugin_dir, args.out or str(Path(args.run).expanduser() / "eval"),
+                                           against=args.against), indent=2))
     return 0
 
 
