@@ -149,7 +149,7 @@ def _temporal(args) -> int:
     if not args.plugin_dir:
         raise SystemExit(f"streamgan-train temporal {args.action}: --plugin-dir is needed")
     if args.action == "export":
-        print(json.dumps(temporal.export_evaluated(args.run, args.plugin_dir, evaluate=not args.no_eval,
+        print(json.dumps(temporal.export_evaluated(args.run, args.plugin_dir, scored=not args.no_eval,
                                                    against=args.against), indent=2))
     else:
         print(json.dumps(temporal.evaluate(args.plugin_dir, args.out or str(Path(args.run).expanduser() / "eval"),

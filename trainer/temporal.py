@@ -361,15 +361,16 @@ def card_metrics(rep: dict) -> dict:
     return m
 
 
-def export_evaluated(run: str | Path, plugin_dir: str | Path, evaluate: bool = True,
+def export_evaluated(run: str | Path, plugin_dir: str | Path, scored: bool = True,
                      against: str | Path | None = None) -> dict:
-    """Export the run as a plugin and, unless ``evaluate`` is off, score it and put the scores in its card."""
+    """Export the run as a plugin and, unless ``scored`` is off, score it (``evaluate``) and put the scores in
+    its card."""
     from streamgan.card import ModelCard
 
     pdir = export(run, plugin_dir)
-    if not evaluate:
+    if not scored:
         return {"plugin_dir": str(pdir)}
-    rep = globals()["evaluate"](pdir, Path(run).expanduser() / "eval", against)
+    rep = evaluate(pdir, Path(run).expanduser() / "eval", against)
     card = ModelCard.load(pdir / "card.yaml")
     card.model_copy(update={"metrics": {**card.metrics, **card_metrics(rep)}}).dump(pdir / "card.yaml")
     return {"plugin_dir": str(pdir), "metrics": card_metrics(rep)}
