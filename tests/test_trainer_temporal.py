@@ -1,0 +1,140 @@
+"""The temporal derain model's pieces: rain clips, the fixed state, training and resuming, the exported
+plugin through the runtime, and the drop-area measure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from conftest import DATA, need  # noqa: E402
+from trainer.networks import TEMPORAL_EXTRA, TEMPORAL_STATE, MobileGenerator, TemporalDerain, temporal_features  # noqa: E402
+from trainer.rain import move_still, rain_clip  # noqa: E402
+
+
+def _scene(h=96, w=160, seed=0) -> torch.Tensor:
+    """A textured still (1x3xHxW in [0, 1]): moving it shows motion everywhere."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, h // 8, w // 8, generator=g)
+    return torch.nn.functional.interpolate(x, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def test_a_moved_still_starts_as_the_still_and_then_moves():
+    img = _scene()
+    seq = move_still(img, 6, torch.Generator().manual_seed(1))
+    assert seq.shape == (6, 3, 96, 160)
+    assert torch.allclose(seq[0], img[0], atol=1e-4)
+    assert float((seq[5] - img[0]).abs().mean()) > 0.01
+
+
+def test_drops_stay_on_the_glass_while_the_scene_moves():
+    """The places rain changes are the same in the first and the last frame (drops are where they were),
+    though the scene behind them moved."""
+    seq = move_still(_scene(), 8, torch.Generator().manual_seed(2))
+    rainy, clean = rain_clip(seq, torch.Generator().manual_seed(3), p_streaks_only=0.0, p_drops=1.0, p_wipe=0.0,
+                             p_arrivals=0.0, p_camera=0.0, p_veil=0.0, p_spray=0.0)
+    assert torch.equal(clean, seq)
+    wet = [((r - c).abs().amax(0) > 0.08) for r, c in zip(rainy, clean)]
+    first, last = wet[0], wet[-1]
+    assert first.float().mean() > 0.02  # there is rain
+    overlap = (first & last).float().sum() / (first | last).float().sum()
+    assert overlap > 0.5, float(overlap)
+    assert float((clean[0] - clean[-1]).abs().mean()) > 0.01  # and the scene moved
+
+
+def test_a_wiper_clears_the_drops_for_the_frames_after_it():
+    seq = move_still(_scene(seed=4), 6, torch.Generator().manual_seed(5))
+    opts = dict(p_streaks_only=0.0, p_drops=1.0, p_arrivals=0.0, p_camera=0.0, p_veil=0.0, p_spray=0.0)
+    wet, clean = rain_clip(seq, torch.Generator().manual_seed(6), p_wipe=0.0, **opts)
+    wiped, _ = rain_clip(seq, torch.Generator().manual_seed(6), p_wipe=1.0, **opts)
+    assert torch.equal(wet[0], wiped[0])  # before the sweep: the same glass
+    assert float((wiped[-1] - clean[-1]).abs().mean()) < 0.5 * float((wet[-1] - clean[-1]).abs().mean())
+
+
+def test_the_state_starts_empty_and_accumulates():
+    small = torch.rand(2, 3, 16, 24) * 2 - 1
+    state = torch.zeros(2, TEMPORAL_STATE, 16, 24)
+    extra, state = temporal_features(small, state)
+    assert extra.shape == (2, TEMPORAL_EXTRA, 16, 24)
+    assert torch.equal(extra[:, :3], torch.zeros_like(extra[:, :3]))  # no history: the mean is the frame
+    assert torch.equal(extra[:, 3:4], torch.zeros_like(extra[:, 3:4]))  # nothing to compare with yet
+    moved = small.roll(3, dims=3)
+    extra, state = temporal_features(moved, state)
+    assert float(extra[:, 3:4].mean()) > 0  # it saw change
+    assert float(state[:, 7:8].min()) == pytest.approx(0.5)
+
+
+def test_a_warm_started_temporal_model_begins_as_the_frame_by_frame_one():
+    """The temporal input's convolution starts at zero: before training, the temporal model gives what the
+    image-only network gives, whatever its state."""
+    kw = dict(ngf=4, n_blocks=1, norm="none", skips=True, residual=True, out_kernel=3)
+    base = MobileGenerator(**kw)
+    torch.nn.init.normal_(base.outc[1].weight, 0, 0.1)
+    tmp = MobileGenerator(**kw, extra_in=TEMPORAL_EXTRA)
+    missing, _ = tmp.load_state_dict(base.state_dict(), strict=False)
+    assert sorted(missing) == ["inc_extra.bias", "inc_extra.weight"]
+    model = TemporalDerain(tmp)
+    x = torch.rand(1, 3, 64, 96) * 2 - 1
+    state = torch.rand(1, TEMPORAL_STATE, 64, 96)
+    with torch.no_grad():
+        y, _ = model(x, state)
+        assert torch.allclose(y, torch.clamp(x + (base(x) - x), -1, 1), atol=1e-5)
+
+
+def _tiny_opts(tmp_path):
+    from trainer.temporal import TemporalOptions
+
+    clip = need(DATA / "clips" / "udacity_lanelines_solidWhiteRight.mp4")
+    return TemporalOptions(clips=[str(clip)], sequences=[], stills=[str(need(DATA / "day" / "udacity"))],
+                           init="", crop=64, batch=2, frames=(2, 3), steps=4, decay_start=2,
+                           generator={"kind": "mobile", "ngf": 4, "n_blocks": 1, "norm": "none", "skips": True,
+                                      "residual": True, "out_kernel": 3},
+                           checkpoint_every_s=1e9)
+
+
+def test_training_resumes_and_the_export_runs_as_a_temporal_plugin(tmp_path):
+    """Two steps, stop, two more resumed; exported, the plugin loads in the runtime with its temporal card
+    and each stream carries its state."""
+    from streamgan import Translator
+    from trainer.temporal import export, train
+
+    run = tmp_path / "run"
+    first = train(run, _tiny_opts(tmp_path), max_steps=2, workers=0)
+    assert first["step"] == 2
+    second = train(run, resume=True, workers=0)
+    assert second["step"] == 4 and second["stopped"] is None
+    pdir = export(run, tmp_path / "plugin")
+    card = (pdir / "card.yaml").read_text()
+    assert "temporal:" in card and "state_out" in card
+    tr = Translator(pdir, backend="onnxruntime")
+    frames = np.random.default_rng(0).integers(0, 255, (3, 72, 128, 3), dtype=np.uint8)
+    a = tr.translate(frames)
+    tr.reset()
+    b = tr.translate(frames)
+    assert np.array_equal(a, b)  # reset: the same frames give the same output again
+
+
+def test_drop_area_is_near_zero_on_a_clean_clip_and_not_lowered_by_blur():
+    """Clean driving scores near zero; synthetic drops that stay on the glass score several times that, and
+    a blur of the rainy clip does not bring it down (a model cannot score by blurring)."""
+    from trainer import metrics as M
+    from trainer.data import read_video
+    from trainer.imaging import _gauss_blur
+
+    clean = read_video(need(DATA / "clips" / "udacity_lanelines_solidWhiteRight.mp4"), limit=30)
+    t = torch.from_numpy(np.stack(clean)).permute(0, 3, 1, 2).float() / 255
+    t = torch.nn.functional.interpolate(t, size=(360, 640), mode="bilinear", align_corners=False)
+    rainy, _ = rain_clip(t, torch.Generator().manual_seed(1), p_streaks_only=0.0, p_drops=1.0)
+    u8 = lambda x: [(f.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for f in x]  # noqa: E731
+    d_clean = M.drop_area([f for f in u8(t)])
+    d_rain = M.drop_area(u8(rainy))
+    d_blur = M.drop_area(u8(_gauss_blur(rainy, 1.5)))
+    assert d_clean < 0.02, d_clean
+    assert d_rain > 2 * d_clean and d_rain > 0.02, (d_rain, d_clean)
+    assert d_blur > 0.8 * d_rain, (d_blur, d_rain)
+    assert json.dumps({"clean": d_clean})  # plain floats for the report
