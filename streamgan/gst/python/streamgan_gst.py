@@ -106,6 +106,11 @@ class StreamganFilter(GstBase.BaseTransform):
 
     # -- frames -------------------------------------------------------------------------------
     def do_submit_input_buffer(self, is_discont, buf):
+        if is_discont and self.translator is not None:  # a gap in the stream: a temporal model
+            ret = self._run_pending()  # starts over after the frames before it
+            if ret != Gst.FlowReturn.OK:
+                return ret
+            self.translator.reset()
         self.pending.append(buf)
         if len(self.pending) >= max(1, self.props_["batch"]):
             return self._run_pending()
@@ -125,8 +130,10 @@ class StreamganFilter(GstBase.BaseTransform):
                 if self.srcpad.push(self.ready.pop(0)) not in (Gst.FlowReturn.OK,
                                                                Gst.FlowReturn.FLUSHING):
                     break
-        elif event.type == Gst.EventType.FLUSH_STOP:
+        elif event.type == Gst.EventType.FLUSH_STOP:  # a seek: a temporal model starts over
             self.pending, self.ready = [], []
+            if self.translator is not None:
+                self.translator.reset()
         return GstBase.BaseTransform.do_sink_event(self, event)
 
     def _src_query(self, pad, parent, query):
