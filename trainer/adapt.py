@@ -104,7 +104,7 @@ def adapt(rainy: list[str], clear: list[str], out: str, plugin: str = "derain", 
                         "run without --int8 (the plugin then runs bf16/fp32)")
     # the card says what this model was trained on: the user's frames, from the starting weights
     start = model.card
-    data = [DataNote(name="your clear frames, with synthetic rain (trainer/synth.py)", path=", ".join(map(str, clear)),
+    data = [DataNote(name="your clear frames, with synthetic rain (trainer/rain.py)", path=", ".join(map(str, clear)),
                      licence="yours", count=n_c),
             DataNote(name="your real rainy frames (unpaired adversarial term)", path=", ".join(map(str, rainy)),
                      licence="yours", count=n_r),
