@@ -162,7 +162,8 @@ def _drop_maps(d: torch.Tensor, h: int, w: int):
 
 
 def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None = None,
-                near: bool = False, lens: bool = False, dense: bool = False, soft: bool = False) -> torch.Tensor:
+                near: bool = False, lens: bool = False, dense: bool = False, soft: bool = False,
+                p_focus: float = 0.4) -> torch.Tensor:
     """Water drops on the windshield or lens (img: 1x3xHxW in [0, 1]), each a small lens.
 
     A drop refracts a flipped, minified, blurred view of the scene around it (it sees a wider field than
@@ -177,7 +178,9 @@ def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None =
     ``soft``: glass a few centimetres in front of a lens focused on the street (the Raindrop pictures):
     radii from 1% of the short side to 3-6%, many drops, translucent, each a blurred and brightened flipped
     view of the scene with a faint rim, the whole of them out of focus by 0.2-0.6% of the short side (their
-    highlight blurred with them). At most one of ``near``, ``lens``, ``dense`` and ``soft``."""
+    highlight blurred with them). At most one of ``near``, ``lens``, ``dense`` and ``soft``. Other drops are
+    in focus (sharp lenses, as a dashcam focused far away still sees the windshield's drops) with probability
+    ``p_focus``."""
     if near + lens + dense + soft > 1:
         raise ValueError("glass_drops: one kind of drop at a time (near, lens, dense or soft)")
     _, _, h, w = img.shape
@@ -224,7 +227,7 @@ def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None =
     if soft:
         alpha = alpha * _u(gen, 0.7, 0.95)  # translucent
     focus = 0.0 if lens or soft else _u(gen, 0, 1)
-    if focus < 0.6:  # out of focus glass: soft drops (RobotCar-style lens drops)
+    if focus < 1 - p_focus:  # out of focus glass: soft drops (RobotCar-style lens drops)
         sig = _u(gen, 0.01, 0.035) * s if lens else _u(gen, 0.002, 0.006) * s if soft else _u(gen, 0.5, 3.0) * s / 360
         comp = img * (1 - alpha) + view.clamp(0, 1) * alpha
         return _gauss_blur(comp, sig) * _gauss_blur(alpha, sig) + img * (1 - _gauss_blur(alpha, sig))
@@ -340,7 +343,7 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
               p_drops: float = 0.6, p_spray: float = 0.15, p_wiper: float = 0.1, p_camera: float = 0.8,
               p_near_drops: float = 0.0, p_lens_drops: float = 0.0, p_dense_drops: float = 0.0,
               p_fine_streaks: float = 0.0, p_film: float = 0.0, p_soft_drops: float = 0.0,
-              noise_gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              p_focus: float = 0.4, noise_gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(rainy, target) from ``clean`` (NCHW in [0, 1]). Each image gets its own random weather.
 
     In the order light meets them: haze with depth, spray, streaks in the air, drops on the glass, a
@@ -352,7 +355,8 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
     A share ``p_dense_drops`` of the rest is a windshield covered with drops (:func:`glass_drops` ``dense``),
     and a share ``p_soft_drops`` of what is left translucent drops out of focus (``soft``, Raindrop style).
     A share ``p_fine_streaks`` of the streaks is rendered finer (:func:`rain_streaks` ``fine`` 1-1.8), and
-    a share ``p_film`` of the wet glass veils the view (:func:`film`).
+    a share ``p_film`` of the wet glass veils the view (:func:`film`). The other drops are in focus with probability
+    ``p_focus`` (:func:`glass_drops`).
 
     For video, pass a generator seeded the same for every frame as ``gen`` (same rain, same drops on the
     glass) and a per-frame generator as ``noise_gen`` (the streaks move)."""
@@ -382,7 +386,7 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
             lens = not near and p_lens_drops > 0 and _u(gen, 0, 1) < p_lens_drops
             dense = not near and not lens and p_dense_drops > 0 and _u(gen, 0, 1) < p_dense_drops
             soft = not (near or lens or dense) and p_soft_drops > 0 and _u(gen, 0, 1) < p_soft_drops
-            y = glass_drops(y, gen, near=near, lens=lens, dense=dense, soft=soft)
+            y = glass_drops(y, gen, near=near, lens=lens, dense=dense, soft=soft, p_focus=p_focus)
             if p_film > 0 and _u(gen, 0, 1) < p_film:
                 y = film(y, gen)
             if _u(gen, 0, 1) < p_wiper:  # the wiper clears the glass, not the air

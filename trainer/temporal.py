@@ -163,7 +163,8 @@ def run_state(model: TemporalDerain, clip: torch.Tensor) -> torch.Tensor:
 
 
 def train(out: str | Path, opts: TemporalOptions | None = None, resume: bool = False,
-          max_steps: int | None = None, workers: int = 1, total: int | None = None) -> dict:
+          max_steps: int | None = None, workers: int = 1, total: int | None = None,
+          synth: dict | None = None) -> dict:
     """Train (or resume) a temporal derain model into ``out``; returns the last losses. ``total``: the run's
     length in steps (a resumed run too), its rates falling from its middle (or the run's decay start, if
     earlier) to 0 at its end."""
@@ -177,6 +178,8 @@ def train(out: str | Path, opts: TemporalOptions | None = None, resume: bool = F
         opts = opts or TemporalOptions()
         if total:
             opts.steps, opts.decay_start = total, min(opts.decay_start, total // 2)
+        if synth is not None:  # a new stage of the run with another rain mix
+            opts.synth = dict(synth)
         torch.set_num_threads(opts.threads)
         model = build(opts)
         step, wall = 0, 0.0
@@ -384,5 +387,6 @@ if __name__ == "__main__":  # python -m trainer.temporal OUT [--resume] [--steps
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--steps", type=int, help="stop after this many more steps")
     ap.add_argument("--total", type=int, help="the run's length in steps (its rates fall to 0 there)")
+    ap.add_argument("--synth", type=json.loads, help="the rain mix from here on (JSON of rain_pair's options)")
     a = ap.parse_args()
-    print(json.dumps(train(a.out, resume=a.resume, max_steps=a.steps, total=a.total)))
+    print(json.dumps(train(a.out, resume=a.resume, max_steps=a.steps, total=a.total, synth=a.synth)))
