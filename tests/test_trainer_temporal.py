@@ -138,3 +138,23 @@ def test_drop_area_is_near_zero_on_a_clean_clip_and_not_lowered_by_blur():
     assert d_rain > 2 * d_clean and d_rain > 0.02, (d_rain, d_clean)
     assert d_blur > 0.8 * d_rain, (d_blur, d_rain)
     assert json.dumps({"clean": d_clean})  # plain floats for the report
+
+
+def test_adapt_from_a_temporal_plugin_says_what_to_use_instead(tmp_path):
+    """adapt fine-tunes frame-by-frame plugins: a temporal one is refused in one line, before any work."""
+    import subprocess
+    import sys
+
+    from test_temporal import plugin
+    from trainer_helpers import make_images
+
+    p = plugin(tmp_path)
+    card = (p / "card.yaml").read_text().replace("task: counter", "task: derain")
+    (p / "card.yaml").write_text(card + "processing: {policy: source, short_side: 360}\n")
+    clear = make_images(tmp_path / "clear", 2)
+    r = subprocess.run([sys.executable, "-m", "trainer", "adapt", "--rainy", str(clear), "--clear", str(clear),
+                        "--out", str(tmp_path / "fleet"), "--plugin", str(p)], capture_output=True, text=True,
+                       timeout=120, env={**__import__("os").environ, "STREAMGAN_RUNS": str(tmp_path / "runs")})
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "a temporal model" in r.stderr and "streamgan-train temporal train" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "fleet").exists() and not (tmp_path / "runs").exists()

@@ -77,6 +77,9 @@ def adapt(rainy: list[str], clear: list[str], out: str, plugin: str = "derain", 
     model = load_plugin(plugin)
     if model.card is None or model.card.task != "derain" or model.processing.policy != "source":
         raise DataError(f"--plugin {plugin}: adapt starts from a derain plugin exported with policy 'source'")
+    if model.temporal is not None:
+        raise DataError(f"--plugin {plugin}: a temporal model (its card has a temporal section); adapt fine-tunes "
+                        "frame-by-frame derain plugins: train a temporal one with `streamgan-train temporal train`")
     log(f"adapt: {n_r} rainy frames ({len(sizes_r)} size(s)), {n_c} clear frames ({len(sizes_c)} size(s)); "
         f"starting from {model.onnx}")
     runs = os.environ.get("STREAMGAN_RUNS") or os.path.expanduser("~/.cache/streamgan/runs")
