@@ -434,8 +434,9 @@ def cmd_models(args) -> int:
         res = "native" if p.policy == "native" else f"short side {p.short_side}"
         int8 = ("none" if c.int8 is None else "passed its quality gate" if c.int8.passed
                 else "did not pass its quality gate (--precision auto leaves it out)")
-        print(f"{task:12s} {c.title} [{c.direction}] version {c.version}; {c.architecture}, runs at {res}; "
-              f"int8 model: {int8}; licence {c.licence}; {folder}")
+        temporal = "; temporal (a state per stream)" if c.temporal else ""
+        print(f"{task:12s} {c.title} [{c.direction}] version {c.version}; {c.architecture}, runs at {res}"
+              f"{temporal}; int8 model: {int8}; licence {c.licence}; {folder}")
         if args.verbose:
             print("  " + yaml.safe_dump(c.model_dump(mode="json"), sort_keys=False)
                   .replace("\n", "\n  "))
