@@ -98,7 +98,9 @@ class Streams:
             elif s.interval is not None and dt > GAP * s.interval:
                 self._forget(s, "a gap in time", f" of {dt:.3g} s (frames missing, a seek or "
                              "frames dropped)")
-            if dt > 0:
+                s.interval = dt  # a live engine that keeps skipping frames: its new pace (the
+                # next shorter step brings the interval back down at once)
+            elif dt > 0:
                 s.interval = dt if s.interval is None else min(dt, 0.9 * s.interval + 0.1 * dt)
         s.time = t
         thumb = _thumb(image)

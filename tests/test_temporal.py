@@ -206,3 +206,12 @@ def test_tensorrt_says_it_does_not_bind_a_temporal_models_state(tmp_path):
     with pytest.raises(BackendError, match=r"takes state beside the image \(state: a temporal "
                                            r"model\).*torch backend \(CUDA\)"):
         TensorRTBackend(plugin(tmp_path) / "model.onnx")
+
+
+def test_a_live_engine_skipping_frames_steadily_resets_once_not_every_frame(tmp_path):
+    """A camera at 30 fps and a model that takes every third frame: after the first jump the state runs
+    on; a seek later still resets it."""
+    tr = Translator(plugin(tmp_path), backend="onnxruntime")
+    times = [0.0, 1 / 30] + [1 / 30 + k * 0.1 for k in range(1, 6)] + [5.0, 5.1]
+    out = tr.run_batch(np.stack([frame()] * len(times)), streams=["cam"] * len(times), times=times)
+    assert counts(out) == [1, 2, 1, 2, 3, 4, 5, 1, 2]
