@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _temporal(args) -> int:
-    from . import temporal
+    from . import temporal, video_eval
 
     if args.action == "train":
         res = temporal.train(args.run, resume=args.resume, max_steps=args.steps, total=args.total)
@@ -149,10 +149,10 @@ def _temporal(args) -> int:
     if not args.plugin_dir:
         raise SystemExit(f"streamgan-train temporal {args.action}: --plugin-dir is needed")
     if args.action == "export":
-        print(json.dumps(temporal.export_evaluated(args.run, args.plugin_dir, scored=not args.no_eval,
+        print(json.dumps(video_eval.export_evaluated(args.run, args.plugin_dir, scored=not args.no_eval,
                                                    against=args.against), indent=2))
     else:
-        print(json.dumps(temporal.evaluate(args.plugin_dir, args.out or str(Path(args.run).expanduser() / "eval"),
+        print(json.dumps(video_eval.evaluate(args.plugin_dir, args.out or str(Path(args.run).expanduser() / "eval"),
                                            against=args.against), indent=2))
     return 0
 

@@ -325,60 +325,6 @@ def _check_export(model: TemporalDerain, onnx: Path, tol: float = 1e-4) -> float
     return worst
 
 
-# ------------------------------------------------------------------------------------------- evaluation
-SHIPPED = Path(__file__).resolve().parents[1] / "plugins" / "derain"
-
-
-def evaluate(plugin_dir: str | Path, out: str | Path, against: str | Path | None = None) -> dict:
-    """Score a temporal derain plugin beside another (default: the shipped one). Frame by frame, on the
-    benchmarks (``streamgan-train eval`` with configs/train_derain.yaml: Rain12, RobotCarDrops and
-    RaindropGlass raw and colour-aligned, held-out synthetic pairs, clean 720p, flicker); as video
-    (:mod:`trainer.video_eval`: the real windshield clip, a clean clip, held-out synthetic rain clips as
-    streams, end-to-end fps). The report is also written to ``out``/report.json."""
-    from . import video_eval as V
-    from .evaluate import evaluate as frame_eval
-    from .options import REPO, Config
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = Config.load(REPO / "configs" / "train_derain.yaml", [])
-    both = {"new": str(plugin_dir), "against": str(against or SHIPPED)}
-    rep: dict = {"frames": frame_eval(cfg, onnx=str(Path(plugin_dir) / "model.onnx"), out=str(out / "frames"))}
-    rep["windshield"] = {k: V.windshield(v, out / f"windshield_{k}") for k, v in both.items()}
-    rep["clean_clip"] = {k: V.clean_clip(v, V.DATA / "clips" / "udacity_vehdet_test_video.mp4") for k, v in both.items()}
-    rep["synthetic_clips"] = V.synthetic_clips(both)
-    rep["fps"] = V.fps(both)
-    (out / "report.json").write_text(json.dumps(rep, indent=2))
-    return rep
-
-
-def card_metrics(rep: dict) -> dict:
-    """The card's metrics from an ``evaluate`` report."""
-    m = dict(rep["frames"]["card_metrics"])
-    w, c, s, f = rep["windshield"]["new"], rep["clean_clip"]["new"], rep["synthetic_clips"], rep["fps"]
-    m.update({"real_windshield_drop_area": w["drop_area_output"], "real_windshield_input_drop_area": w["drop_area_input"],
-              "real_windshield_flicker_ratio": w["flicker_ratio"], "clean_clip_drop_area": c["drop_area_output"],
-              "synthetic_clips_psnr_y": s["new"]["psnr_y"], "synthetic_clips_input_psnr_y": s["input"]["psnr_y"],
-              "synthetic_clips_psnr_y_frame_by_frame_model": s["against"]["psnr_y"],
-              "end_to_end_fps_vs_frame_by_frame_model": round(f["new"] / max(f["against"], 1e-9), 3)})
-    return m
-
-
-def export_evaluated(run: str | Path, plugin_dir: str | Path, scored: bool = True,
-                     against: str | Path | None = None) -> dict:
-    """Export the run as a plugin and, unless ``scored`` is off, score it (``evaluate``) and put the scores in
-    its card."""
-    from streamgan.card import ModelCard
-
-    pdir = export(run, plugin_dir)
-    if not scored:
-        return {"plugin_dir": str(pdir)}
-    rep = evaluate(pdir, Path(run).expanduser() / "eval", against)
-    card = ModelCard.load(pdir / "card.yaml")
-    card.model_copy(update={"metrics": {**card.metrics, **card_metrics(rep)}}).dump(pdir / "card.yaml")
-    return {"plugin_dir": str(pdir), "metrics": card_metrics(rep)}
-
-
 if __name__ == "__main__":  # python -m trainer.temporal OUT [--resume] [--steps N]
     import argparse
 

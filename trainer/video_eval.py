@@ -7,6 +7,8 @@
   stays on the glass (:func:`trainer.rain.rain_clip`): Y-PSNR against the clean clip, frame by frame, each
   clip one stream (a temporal model carries its state through it).
 * :func:`fps` - end-to-end frames per second of ``streamgan derain`` on a clip, plugins alternated.
+* :func:`evaluate` - all of these and the frame-by-frame benchmarks for a temporal derain plugin beside another;
+  :func:`export_evaluated` exports a temporal run (:func:`trainer.temporal.export`) with those scores in its card.
 
     python -m trainer.video_eval PLUGIN [--against plugins/derain] [--out DIR]
 """
@@ -124,6 +126,61 @@ def fps(plugins: dict[str, str], clip: Path = WINDSHIELD, frames: int = 300, rou
                 tr.translate_video(clip, Path(d) / f"{k}.mp4", overwrite=True, frames=frames)
                 best[k] = max(best[k], frames / (time.perf_counter() - t0))
     return {"clip": str(clip), "frames": frames, **{k: round(v, 1) for k, v in best.items()}}
+
+
+# ------------------------------------------------------------------------------------------- a temporal plugin
+SHIPPED = Path(__file__).resolve().parents[1] / "plugins" / "derain"
+
+
+def evaluate(plugin_dir: str | Path, out: str | Path, against: str | Path | None = None) -> dict:
+    """Score a temporal derain plugin beside another (default: the shipped one). Frame by frame, on the
+    benchmarks (``streamgan-train eval`` with configs/train_derain.yaml: Rain12, RobotCarDrops and
+    RaindropGlass raw and colour-aligned, held-out synthetic pairs, clean 720p, flicker); as video
+    (this module: the real windshield clip, a clean clip, held-out synthetic rain clips as
+    streams, end-to-end fps). The report is also written to ``out``/report.json."""
+    from .evaluate import evaluate as frame_eval
+    from .options import REPO, Config
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = Config.load(REPO / "configs" / "train_derain.yaml", [])
+    both = {"new": str(plugin_dir), "against": str(against or SHIPPED)}
+    rep: dict = {"frames": frame_eval(cfg, onnx=str(Path(plugin_dir) / "model.onnx"), out=str(out / "frames"))}
+    rep["windshield"] = {k: windshield(v, out / f"windshield_{k}") for k, v in both.items()}
+    rep["clean_clip"] = {k: clean_clip(v, DATA / "clips" / "udacity_vehdet_test_video.mp4") for k, v in both.items()}
+    rep["synthetic_clips"] = synthetic_clips(both)
+    rep["fps"] = fps(both)
+    (out / "report.json").write_text(json.dumps(rep, indent=2))
+    return rep
+
+
+def card_metrics(rep: dict) -> dict:
+    """The card's metrics from an ``evaluate`` report."""
+    m = dict(rep["frames"]["card_metrics"])
+    w, c, s, f = rep["windshield"]["new"], rep["clean_clip"]["new"], rep["synthetic_clips"], rep["fps"]
+    m.update({"real_windshield_drop_area": w["drop_area_output"], "real_windshield_input_drop_area": w["drop_area_input"],
+              "real_windshield_flicker_ratio": w["flicker_ratio"], "clean_clip_drop_area": c["drop_area_output"],
+              "synthetic_clips_psnr_y": s["new"]["psnr_y"], "synthetic_clips_input_psnr_y": s["input"]["psnr_y"],
+              "synthetic_clips_psnr_y_frame_by_frame_model": s["against"]["psnr_y"],
+              "end_to_end_fps_vs_frame_by_frame_model": round(f["new"] / max(f["against"], 1e-9), 3)})
+    return m
+
+
+def export_evaluated(run: str | Path, plugin_dir: str | Path, scored: bool = True,
+                     against: str | Path | None = None) -> dict:
+    """Export the run as a plugin and, unless ``scored`` is off, score it (``evaluate``) and put the scores in
+    its card."""
+    from streamgan.card import ModelCard
+
+    from .temporal import export
+
+    pdir = export(run, plugin_dir)
+    if not scored:
+        return {"plugin_dir": str(pdir)}
+    rep = evaluate(pdir, Path(run).expanduser() / "eval", against)
+    card = ModelCard.load(pdir / "card.yaml")
+    card.model_copy(update={"metrics": {**card.metrics, **card_metrics(rep)}}).dump(pdir / "card.yaml")
+    return {"plugin_dir": str(pdir), "metrics": card_metrics(rep)}
 
 
 if __name__ == "__main__":
