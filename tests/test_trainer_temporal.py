@@ -158,3 +158,17 @@ def test_adapt_from_a_temporal_plugin_says_what_to_use_instead(tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     assert "a temporal model" in r.stderr and "streamgan-train temporal train" in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "fleet").exists() and not (tmp_path / "runs").exists()
+
+
+def test_running_drops_move_down_the_glass():
+    """The running layer alone (the same clip with and without it): it is there and its centre of mass goes
+    down from frame to frame."""
+    still = _scene(seed=7).expand(6, -1, -1, -1).contiguous()
+    opts = dict(p_streaks_only=0.0, p_drops=1.0, p_arrivals=0.0, p_camera=0.0, p_wipe=0.0, p_veil=0.0, p_spray=0.0)
+    plain, _ = rain_clip(still, torch.Generator().manual_seed(8), p_running=0.0, **opts)
+    run, _ = rain_clip(still, torch.Generator().manual_seed(8), p_running=1.0, **opts)
+    layer = (run - plain).abs().sum(1)  # T x H x W
+    assert float(layer[0].sum()) > 1.0
+    rows = torch.arange(layer.shape[1], dtype=torch.float32).view(1, -1, 1)
+    centre = (layer * rows).sum((1, 2)) / layer.sum((1, 2))
+    assert float(centre[3]) > float(centre[0]) + 1, centre.tolist()

@@ -10,7 +10,7 @@ seed gives the same output bit for bit (on one device).
   the glass (defocus, sensor noise, JPEG at dashcam quality).
 * :func:`rain_clip` - the same over a sequence of frames: drops that stay on the glass while the scene
   moves behind them (the frames of a real clip, or a still moved the way a camera moves, :func:`move_still`),
-  drops that grow, run down and get wiped, streaks that move (see ``temporal`` below).
+  drops that land, run down and get wiped, streaks that move.
 """
 
 from __future__ import annotations
@@ -427,14 +427,16 @@ def move_still(img: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def rain_clip(clean: torch.Tensor, gen: torch.Generator, p_wipe: float = 0.15, p_arrivals: float = 0.5,
-              p_camera: float = 0.8, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+              p_camera: float = 0.8, p_running: float = 0.0, **kw) -> tuple[torch.Tensor, torch.Tensor]:
     """(rainy, target) clips from one clean clip (T x 3 x H x W in [0, 1], consecutive frames of one
     camera), with :func:`rain_pair`'s weather (``kw``: its options) held for the whole clip: the drops stay
     on the glass where they are while the scene moves behind them (each frame refracts its own scene), the
     streaks fall and move (drawn anew every frame). New drops land during the clip (``p_arrivals``) and a
     wiper may sweep the glass clear once (``p_wipe``: the blade on one frame, no drops after it until new
     ones land). The camera after the glass (defocus, JPEG) is the same for the clip, its noise new every
-    frame; the target is the clean clip through the same camera."""
+    frame; the target is the clean clip through the same camera. With probability ``p_running`` some drops
+    run down the glass, 0.3-2% of the frame's height a frame (drawn from their own generator: the other
+    draws stay as they are)."""
     t = clean.shape[0]
     seed = int(torch.randint(0, 2 ** 62, (), generator=gen))
     wipe = int(torch.randint(1, t, (), generator=gen)) if t > 1 and _u(gen, 0, 1) < p_wipe else t
@@ -442,6 +444,11 @@ def rain_clip(clean: torch.Tensor, gen: torch.Generator, p_wipe: float = 0.15, p
     if _u(gen, 0, 1) < p_arrivals:
         for _ in range(int(torch.randint(1, 4, (), generator=gen))):
             arrivals.append((int(torch.randint(0, t, (), generator=gen)), int(torch.randint(0, 2 ** 62, (), generator=gen))))
+    running = None
+    rg = torch.Generator().manual_seed(seed + 99)
+    if p_running > 0 and _u(rg, 0, 1) < p_running:
+        running = (int(torch.randint(0, 2 ** 62, (), generator=rg)), _u(rg, 0.003, 0.02) * clean.shape[2],
+                   _u(rg, 0.0, 0.2))
     cam = None
     if _u(gen, 0, 1) < p_camera:
         cam = {"blur": _u(gen, 0, 0.8), "sigma": _u(gen, 0.0, 0.02), "quality": int(_u(gen, 35, 90)),
@@ -459,6 +466,11 @@ def rain_clip(clean: torch.Tensor, gen: torch.Generator, p_wipe: float = 0.15, p
         for at, s in arrivals:
             if k >= at and not (at < wipe <= k):  # drops that landed before the sweep are gone after it
                 y = glass_drops(y, torch.Generator().manual_seed(s), density=_u(torch.Generator().manual_seed(s + 1), 0, 0.3))
+        if running is not None:  # drops placed on the frame moved up, then moved back down with their change
+            s_run, speed, dens = running
+            d = int(round(speed * k))
+            up = torch.roll(y, -d, dims=2)
+            y = y + torch.roll(glass_drops(up, torch.Generator().manual_seed(s_run), density=dens) - up, d, dims=2)
         tgt = img
         if cam is not None:
             params = {**cam, "noise": torch.randn(img.shape, generator=moving)}

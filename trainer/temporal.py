@@ -46,9 +46,11 @@ class TemporalOptions:
     holdout: list[str] = field(default_factory=lambda: [
         "udacity_vehdet_test_video", "advlane_test5", "lanelines_solidYellowCurve2", "697_1515", "697_1516",
         "697_1517", "697_1518", "697_1519"])
+    # rain_clip's options: windshield drops, mostly in focus (a dashcam focused far away sees them sharp), and a
+    # share of streaks alone (Rain12 style) so streak removal is kept
     synth: dict = field(default_factory=lambda: {
-        "p_streaks_only": 0.2, "p_drops": 0.9, "p_near_drops": 0.2, "p_lens_drops": 0.25,
-        "p_fine_streaks": 0.5, "p_soft_drops": 0.4})
+        "p_streaks_only": 0.15, "p_drops": 0.95, "p_near_drops": 0.1, "p_lens_drops": 0.1, "p_dense_drops": 0.35,
+        "p_fine_streaks": 0.5, "p_soft_drops": 0.15, "p_focus": 0.8, "p_running": 0.3})
     crop: int = 160
     scale: tuple[float, float] = (0.35, 0.9)
     batch: int = 8
