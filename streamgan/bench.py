@@ -131,14 +131,25 @@ def transcode(src, size=None, frames=None, reps=3, encode=None, process=None,
     return Measure(label, _timed(once, reps), encode.choice().describe())
 
 
-def model_only(backend, width, height, batch=1, iters=30, reps=3) -> Measure:
-    """The backend alone on uint8 frames already in memory."""
+def model_only(backend, width, height, batch=1, iters=30, reps=3, model=None) -> Measure:
+    """The backend alone on uint8 frames already in memory; a temporal model (``model``: its
+    ``plugins.Model``) with its state fed back as a stream does."""
     frames = np.random.default_rng(0).integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
     backend.prepare([(batch, height, width)])  # a TensorRT build happens here, not in the timing
+    state = None
+    if model is not None and model.temporal is not None:
+        from .temporal import state_size
+
+        sw, sh = state_size(width, height, model.processing)
+        state = [np.zeros((batch, st.channels, sh, sw), np.float32) for st in model.temporal.state]
 
     def once():
+        nonlocal state
         for _ in range(iters):
-            backend.run(frames)
+            if state is None:
+                backend.run(frames)
+            else:
+                _, state = backend.run(frames, state)
         return iters * batch
 
     return Measure(f"model only {width}x{height} b{batch}", _timed(once, reps, warmup=1),
@@ -266,7 +277,7 @@ def run(args) -> dict:
                     pw, ph = tr.processing_size(w, h)
                     for b in batches:
                         m = model_only(tr.backend, pw, ph, batch=b, reps=args.reps,
-                                       iters=max(4, args.iters // b))
+                                       iters=max(4, args.iters // b), model=tr.model)
                         m.stage = f"{tag} model only at {pw}x{ph} b{b}"
                         measures.append(m)
                         plot.setdefault(tr.backend.describe(), []).append((w * h, m.median))

@@ -215,3 +215,11 @@ def test_a_live_engine_skipping_frames_steadily_resets_once_not_every_frame(tmp_
     times = [0.0, 1 / 30] + [1 / 30 + k * 0.1 for k in range(1, 6)] + [5.0, 5.1]
     out = tr.run_batch(np.stack([frame()] * len(times)), streams=["cam"] * len(times), times=times)
     assert counts(out) == [1, 2, 1, 2, 3, 4, 5, 1, 2]
+
+
+def test_bench_times_a_temporal_model_alone_with_its_state(tmp_path):
+    from streamgan import bench
+
+    tr = Translator(plugin(tmp_path), backend="openvino", precision="fp32")
+    m = bench.model_only(tr.backend, 48, 32, batch=2, iters=3, reps=1, model=tr.model)
+    assert m.median > 0
