@@ -14,7 +14,8 @@ from trainer.data import normalise_exposure  # noqa: E402
 from trainer.export import ExportRefused, export_onnx, export_plugin  # noqa: E402
 from trainer.networks import SourceResolution  # noqa: E402
 from trainer.options import Config, DataError  # noqa: E402
-from trainer.synth import make_night, srgb_to_linear  # noqa: E402
+from trainer.imaging import srgb_to_linear  # noqa: E402
+from trainer.synth import make_night  # noqa: E402
 from trainer.train import Trainer, save_checkpoint  # noqa: E402
 
 from trainer_helpers import make_images, tiny_config  # noqa: E402
@@ -170,7 +171,7 @@ def test_structure_term_leaves_the_daylit_sky_free_to_go_dark():
     """With struct_off_sky the structure loss ignores the day frame's sky (clouds may vanish at night)
     and still counts every edge below it."""
     from trainer.losses import STRUCT_REACH, structure_loss
-    from trainer.synth import sky_mask
+    from trainer.lights import sky_mask
 
     day = _day(96, 128).copy()
     day[5:15, 20:60] = 250  # a bright cloud in the sky
@@ -194,7 +195,7 @@ def test_l1_emphasis_makes_a_missed_light_and_a_bright_sky_count():
     loss.l1_light_weight / l1_sky_weight make the missed light and a still-bright sky count, and with both
     at 0 the trainer's paired L1 is the plain mean."""
     from trainer.losses import l1_emphasis, paired_l1
-    from trainer.synth import sky_mask
+    from trainer.lights import sky_mask
 
     day = torch.from_numpy(_street()).permute(2, 0, 1)[None].float() / 255
     target = make_night(day, torch.Generator().manual_seed(0))
@@ -226,8 +227,8 @@ def test_trainer_uses_the_emphasis_only_when_asked(tmp_path):
 def _exposed(x: torch.Tensor) -> torch.Tensor:
     """A network's night rendering as the light renderer passes it on off the sky and the lights: exposed
     for night, the road ahead lit by the car's own headlights, its colour faded."""
-    from trainer.synth import (NIGHT_COLOUR, NIGHT_EXPOSURE, OWN_HEADLIGHTS, _fade_colour, _headlight_pool,
-                               linear_to_srgb, srgb_to_linear)
+    from trainer.imaging import linear_to_srgb, srgb_to_linear
+    from trainer.lights import NIGHT_COLOUR, NIGHT_EXPOSURE, OWN_HEADLIGHTS, _fade_colour, _headlight_pool
 
     pool = _headlight_pool(*x.shape[2:])
     lin = srgb_to_linear(x) * NIGHT_EXPOSURE * (1 + OWN_HEADLIGHTS * pool)
@@ -265,7 +266,8 @@ def test_relight_keeps_yellow_lane_paint_dim_and_leaves_the_road_alone():
     """A relighting network tends to make yellow lane paint glow orange; the renderer brings it back to dim,
     paler paint. White paint and the road around are left as the network made them (at the night exposure,
     in the car's own headlights)."""
-    from trainer.synth import _lin_luma, relight, srgb_to_linear
+    from trainer.imaging import _lin_luma, srgb_to_linear
+    from trainer.lights import relight
 
     day = torch.full((1, 3, 180, 320), 0.42)
     day[:, :, 120:180, 100:106] = torch.tensor([0.85, 0.70, 0.15]).view(1, 3, 1, 1)  # yellow centre line
@@ -304,7 +306,7 @@ def test_relit_dims_yellow_paint_two_pixels_wide_and_keeps_an_amber_tail_lights_
     paint's place) still glows."""
     from trainer import networks
     from trainer.networks import Relit
-    from trainer.synth import _lin_luma, srgb_to_linear
+    from trainer.imaging import _lin_luma, srgb_to_linear
 
     day = torch.full((1, 3, 360, 640), 0.42)
     day[:, :, 200:360, 300:302] = torch.tensor([0.85, 0.70, 0.15]).view(1, 3, 1, 1)  # yellow line, 2 px
@@ -344,7 +346,8 @@ def test_relit_turns_salmon_concrete_warm_grey_and_keeps_a_red_car_red(monkeypat
     showed it, as bright as the network made it; a red car keeps its red."""
     from trainer import networks
     from trainer.networks import Relit
-    from trainer.synth import _lin_luma, no_magenta
+    from trainer.imaging import _lin_luma
+    from trainer.lights import no_magenta
 
     day = torch.full((1, 3, 360, 640), 0.42)
     day[:, :, 240:330, 60:300] = torch.tensor([0.78, 0.76, 0.74]).view(1, 3, 1, 1)  # concrete
@@ -394,7 +397,7 @@ def test_relit_keeps_a_small_tail_light_lit_as_the_car_moves():
 def test_relight_leaves_wide_yellow_things_alone():
     """Only lines are taken for paint: a wide yellow area (a taxi's side, a sign, dry grass) low in the
     frame keeps the network's rendering."""
-    from trainer.synth import relight
+    from trainer.lights import relight
 
     day = torch.full((1, 3, 180, 320), 0.42)
     day[:, :, 110:170, 60:160] = torch.tensor([0.85, 0.70, 0.15]).view(1, 3, 1, 1)  # a yellow taxi's side
@@ -422,7 +425,8 @@ def _overcast(h: int, w: int) -> torch.Tensor:
 def test_relight_darkens_a_grey_wire_crossed_sky_at_the_grid_size_and_above(hw):
     """A network that leaves an overcast sky bright: the renderer takes it to night on its 144x256 grid as at
     360x640 (the sky's smoothness is judged per fraction of the frame, not per pixel), and leaves the road."""
-    from trainer.synth import _lin_luma, relight
+    from trainer.imaging import _lin_luma
+    from trainer.lights import relight
 
     h, w = hw
     day = _overcast(h, w)
@@ -456,7 +460,7 @@ def _washed_out(h=144, w=256) -> torch.Tensor:
 def test_relight_lights_a_washed_out_cameras_dull_tail_lights_but_not_red_flowers():
     """A low-saturation camera records tail lights as a dull pure red: they are lit (a red glow around an
     over-exposed core); the same colour among green foliage is not."""
-    from trainer.synth import relight
+    from trainer.lights import relight
 
     day = _washed_out()
     with torch.no_grad():
@@ -473,7 +477,7 @@ def test_relight_lights_a_washed_out_cameras_dull_tail_lights_but_not_red_flower
 def test_relight_lights_dull_tail_lights_one_or_two_cells_wide():
     """The car ahead a little way off: on the renderer's grid its tail lights are two cells of a faint dull
     red on a silver body (as the FLIR and DeepTL cameras record them). Both are lit."""
-    from trainer.synth import relight
+    from trainer.lights import relight
 
     day = _washed_out()
     day[:, :, 95:112, 85:135] = 0.62  # a silver car
@@ -489,7 +493,7 @@ def test_relight_lights_dull_tail_lights_one_or_two_cells_wide():
 def test_relight_lamp_heads_are_the_tops_of_poles_only():
     """A lamp head is lit at the top of a pole against the sky, not where the pole resumes below a gap (a
     crossing in a lattice tower, a gap between branches)."""
-    from trainer.synth import relight
+    from trainer.lights import relight
 
     day = _washed_out()
     with torch.no_grad():
@@ -502,7 +506,7 @@ def test_relight_reflections_do_not_light_up_a_white_car():
     """Wet-road reflections of tail lights scale with how light the ground is only up to a light road's level:
     a white car's body below its own tail lights is not turned into a lamp (at most 0.02 brighter than with
     the tail lights painted over)."""
-    from trainer.synth import relight
+    from trainer.lights import relight
 
     day = _washed_out()
     night = day * 0.3

@@ -103,7 +103,7 @@ def normalise_exposure(img: torch.Tensor, target: float) -> torch.Tensor:
     Night cameras with strong auto-gain (the FLIR dashcam) record night as a grey dusk; the scale is
     applied in linear light with highlights kept (lamps and headlights stay at full brightness):
     ``lin' = k lin + (1 - k) lin^6``. Frames already at or below ``target`` are left as they are."""
-    from .synth import linear_to_srgb, srgb_to_linear
+    from .imaging import linear_to_srgb, srgb_to_linear
 
     lin = srgb_to_linear(img.float() / 255)
     med = float(srgb_to_linear(_luma(img)).median())

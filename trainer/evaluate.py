@@ -403,7 +403,7 @@ def _night_looks(day: list[np.ndarray], outs: list[np.ndarray]) -> dict:
     synthesiser finds it);
     its mean luma in the output, per frame. Lights: output pixels brighter than 0.75 luma that were not
     already that bright in the day frame (share of the frame, per frame)."""
-    from .synth import sky_mask
+    from .lights import sky_mask
 
     sky_luma, lights = [], []
     for d, o in zip(day, outs):

@@ -55,3 +55,17 @@ def _wide_blur(x: torch.Tensor, sigma: float, zeros: bool = True, min_sigma: flo
         return _gauss_blur(x, sigma, zeros=zeros)
     small = _gauss_blur(F.avg_pool2d(x, f, ceil_mode=True), sigma / f, zeros=zeros)
     return F.interpolate(small, size=x.shape[2:], mode="bilinear", align_corners=False)
+
+
+def _lin_luma(lin: torch.Tensor) -> torch.Tensor:
+    """Luminance (Rec. 709 weights) of linear RGB, Nx1xHxW."""
+    return 0.2126 * lin[:, 0:1] + 0.7152 * lin[:, 1:2] + 0.0722 * lin[:, 2:3]
+
+
+def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp(0, 1)
+    return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp_min(1e-8) ** (1 / 2.4) - 0.055)

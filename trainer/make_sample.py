@@ -124,7 +124,7 @@ def synth_sheet(data: str, out: str, n: int = 6, width: int = 320) -> dict:
         y, _ = rain_pair(x, torch.Generator().manual_seed(700 + k), p_streaks_only=0.0, p_drops=1.0, p_soft_drops=1.0)
         synth.append(_u8(y))
         rows.append([real[2 * k], real[2 * k + 1], *synth])
-    labels = ["real rain", "real rain", "synthetic (trainer/synth.py)", "synthetic, drops near the lens",
+    labels = ["real rain", "real rain", "synthetic (trainer/rain.py)", "synthetic, drops near the lens",
               "synthetic, soft drops"]
     return {"sheet": contact_sheet(rows, labels, Path(out), width=width)}
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .synth import dim_paint, no_magenta, paint_lines, relight, tail_red_on_grid
+from .lights import dim_paint, no_magenta, paint_lines, relight, tail_red_on_grid
 
 
 def norm_layer(kind: str, ch: int) -> nn.Module:
@@ -224,13 +224,13 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> None:
 
 class Relit(nn.Module):
     """A day->night generator followed by the fixed light renderer of the night synthesiser
-    (:func:`trainer.synth.relight`): the day frame's sky goes dark, and the light sources the day frame
+    (:func:`trainer.lights.relight`): the day frame's sky goes dark, and the light sources the day frame
     shows (tail and brake lights, red traffic lights, lamp heads on poles) glow, with pools and
     reflections on the road. The renderer runs on a fixed ``size`` grid (its blur radii and masks are
     made for it) and its change to the generator's output is resized to the frame, so one ONNX graph
     takes any size. The generator's output is first held to no more magenta than the day frame
-    (:func:`trainer.synth.no_magenta`), and yellow lane paint is dimmed at the frame's own size at the end
-    (:func:`trainer.synth.dim_paint` with the lines found on the grid), where the renderer added no light.
+    (:func:`trainer.lights.no_magenta`), and yellow lane paint is dimmed at the frame's own size at the end
+    (:func:`trainer.lights.dim_paint` with the lines found on the grid), where the renderer added no light.
     Nothing in it is learned."""
 
     def __init__(self, net: nn.Module, size: tuple[int, int] = (144, 256)):

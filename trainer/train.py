@@ -32,7 +32,8 @@ from .data import FramePool, from_model, list_sources, load_frames, looks_like_d
 from .networks import MobileGenerator, build_discriminator, build_generator, init_weights
 from .options import CheckpointError, Config, DataError
 from .rain import rain_pair
-from .synth import night_pair, sky_mask
+from .lights import sky_mask
+from .synth import night_pair
 
 # data.synth -> the (input, target) pair maker
 SYNTHS = {"rain": rain_pair, "night": night_pair}
