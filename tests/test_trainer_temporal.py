@@ -4,7 +4,6 @@ plugin through the runtime, and the drop-area measure."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
