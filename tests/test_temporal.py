@@ -223,3 +223,20 @@ def test_bench_times_a_temporal_model_alone_with_its_state(tmp_path):
     tr = Translator(plugin(tmp_path), backend="openvino", precision="fp32")
     m = bench.model_only(tr.backend, 48, 32, batch=2, iters=3, reps=1, model=tr.model)
     assert m.median > 0
+
+
+def test_each_file_of_a_batch_job_has_its_own_state(tmp_path):
+    """Three files through one worker (the model loaded once): each output counts from 1."""
+    from streamgan import translate_many
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, n in enumerate((6, 9, 4)):
+        make_clip(src / f"c{i}.mp4", frames=n, size=(48, 32), seed=i)
+    report = translate_many([str(src)], str(plugin(tmp_path)), str(tmp_path / "out"), jobs=1,
+                            backend="onnxruntime")
+    assert not report.failed, [(f.input, f.error) for f in report.failed]
+    for i, n in enumerate((6, 9, 4)):
+        outs = list((tmp_path / "out").rglob(f"c{i}*.mp4"))
+        assert len(outs) == 1, outs
+        assert _video_counts(outs[0]) == list(range(1, n + 1))

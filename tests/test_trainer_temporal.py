@@ -171,3 +171,25 @@ def test_running_drops_move_down_the_glass():
     rows = torch.arange(layer.shape[1], dtype=torch.float32).view(1, -1, 1)
     centre = (layer * rows).sum((1, 2)) / layer.sum((1, 2))
     assert float(centre[3]) > float(centre[0]) + 1, centre.tolist()
+
+
+def test_eval_runners_size_the_state_as_the_plugins_card_says(tmp_path):
+    """A temporal plugin whose card runs its network at short side 16: the state the runners feed has that
+    size, as the runtime's."""
+    import yaml
+
+    from streamgan.card import Processing
+    from streamgan.temporal import state_size
+    from test_temporal import plugin
+    from trainer.evaluate import OnnxRunner, OpenVinoRunner
+
+    p = plugin(tmp_path)
+    card = yaml.safe_load((p / "card.yaml").read_text())
+    card["processing"] = {"policy": "source", "short_side": 16, "size_multiple": 4}
+    (p / "card.yaml").write_text(yaml.safe_dump(card))
+    img = np.zeros((32, 48, 3), np.uint8)
+    want = state_size(48, 32, Processing(**card["processing"]))
+    assert want == (24, 16)
+    for runner in (OnnxRunner, OpenVinoRunner):
+        _, state = runner(p / "model.onnx")._step(img, None)
+        assert state.shape[2:] == (want[1], want[0]), runner
