@@ -155,7 +155,7 @@ class Translator:
         """A temporal model starts over: the ``translate()`` stream (or the named ``stream``)
         goes back to the empty state. Nothing to do for a frame-by-frame model."""
         if self.streams is not None:
-            self.streams.reset(self._api_stream if stream is None else stream)
+            self.streams.reset(self._keys(stream, 1)[0])
 
     def open_stream(self, name: str = ""):
         """A new stream for a temporal model (its own state); None for a frame-by-frame model."""

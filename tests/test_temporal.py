@@ -80,6 +80,9 @@ def test_a_stream_continues_its_state_until_reset(tmp_path, backend):
     tr.reset()
     assert counts([tr.translate(frame())]) == [1]
     assert counts([tr.translate(frame(), stream="cam2")]) == [2]
+    tr.reset("cam2")  # a named stream starts over; the default one runs on
+    assert counts([tr.translate(frame(), stream="cam2")]) == [1]
+    assert counts([tr.translate(frame())]) == [2]
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime", "torch"])
