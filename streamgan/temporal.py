@@ -112,8 +112,9 @@ class Streams:
     def run(self, call, batch: np.ndarray, keys: list, times: list | None = None,
             i420: bool = False) -> np.ndarray:
         """Run ``batch`` (N frames, uint8 RGB NHWC or I420 N x H*3/2 x W) through
-        ``call(frames, states, state_wh) -> (out, new states)``: frames in order, at most one
-        frame of a stream per call, each frame with its stream's state."""
+        ``call(frames, states_for) -> (out, new states)`` (``states_for(w, h)``: the group's
+        states at the size the backend gets): frames in order, at most one frame of a stream per
+        call, each frame with its stream's state."""
         times = times if times is not None else [None] * len(keys)
         out: list = [None] * len(keys)
         todo = list(range(len(keys)))

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from . import losses as L
 from .data import list_sources, load_frames, to_model
-from .networks import TEMPORAL_EXTRA, TemporalDerain, build_generator, temporal_features
+from .networks import TEMPORAL_EXTRA, TEMPORAL_STATE, TemporalDerain, build_generator, temporal_features
 from .rain import move_still, rain_clip
 from .train import load_checkpoint, run_lock, save_checkpoint, weights_from_onnx
 
@@ -158,7 +158,7 @@ class _Batches(torch.utils.data.IterableDataset):
 
 def run_state(model: TemporalDerain, clip: torch.Tensor) -> torch.Tensor:
     """The state after the clip's frames (T x N x 3 x H x W in the model's range), as a stream builds it."""
-    state = torch.zeros(clip.shape[1], 8, *clip.shape[3:])
+    state = torch.zeros(clip.shape[1], TEMPORAL_STATE, *clip.shape[3:])
     for frame in clip:
         _, state = temporal_features(frame, state, model.keep)
     return state
@@ -256,7 +256,6 @@ def export(run: str | Path, plugin_dir: str | Path, metrics: dict | None = None,
     from streamgan.card import ModelCard, sha256_file
 
     from .deploy import STATE_IN, STATE_OUT, export_onnx
-    from .networks import TEMPORAL_STATE
 
     ck = load_checkpoint(Path(run).expanduser() / "latest.pt")
     opts = TemporalOptions(**json.loads(ck["arch"]))
@@ -307,7 +306,6 @@ def _check_export(model: TemporalDerain, onnx: Path, tol: float = 1e-4) -> float
     from streamgan.temporal import state_size
 
     from .deploy import STATE_IN, STATE_OUT, TEMPORAL_PROCESSING
-    from .networks import TEMPORAL_STATE
 
     sess = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     gen = torch.Generator().manual_seed(0)

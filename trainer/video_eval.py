@@ -19,25 +19,15 @@ import json
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
 from . import metrics as M
+from .data import read_video
 from .evaluate import contact_sheet
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WINDSHIELD = DATA / "clips" / "real_rain_windshield.mp4"
-
-
-def _frames(path: Path, limit: int | None = None) -> list[np.ndarray]:
-    with av.open(str(path)) as c:
-        out = []
-        for f in c.decode(video=0):
-            out.append(f.to_ndarray(format="rgb24"))
-            if limit and len(out) >= limit:
-                break
-        return out
 
 
 def windshield(plugin: str, out_dir: Path, clip: Path = WINDSHIELD, frames: int | None = None) -> dict:
@@ -47,7 +37,7 @@ def windshield(plugin: str, out_dir: Path, clip: Path = WINDSHIELD, frames: int 
     video = out_dir / "windshield_before_after.mp4"
     tr = Translator(plugin)
     tr.translate_video(clip, video, overwrite=True, compare=True, frames=frames)
-    both = _frames(video)
+    both = read_video(video)
     w = both[0].shape[1] // 2
     before, after = [f[:, :w] for f in both], [f[:, w:] for f in both]
     pick = np.linspace(0, len(both) - 1, 8).round().astype(int)
@@ -65,7 +55,7 @@ def clean_clip(plugin: str, clip: Path) -> dict:
     """A clean clip: the drop area of input and output (near zero both: nothing invented)."""
     from streamgan import Translator
 
-    frames = [_small(f) for f in _frames(clip)]
+    frames = [_small(f) for f in read_video(clip)]
     tr = Translator(plugin)
     outs = list(tr.translate(np.stack(frames)))
     return {"clip": str(clip), "frames": len(frames), "drop_area_input": round(M.drop_area(frames), 4),

@@ -161,8 +161,8 @@ class OpenVINOBackend(Backend):
         return self.core.compile_model(model, self.device, self.config)
 
     def _call(self, cache: dict, make, x: np.ndarray, state):
-        """Run the compiled model for these shapes (compiled the first time): its results, and the
-        inputs it was given."""
+        """Run the compiled model for these shapes (compiled the first time) on ``x`` and ``state``:
+        its results."""
         key = (x.shape,) + tuple(s.shape for s in state or ())
         compiled = cache.get(key)
         if compiled is None:
