@@ -32,9 +32,11 @@ __all__ = ["Translator", "translate_video", "translate_many", "stream", "list_pl
 
 
 def translate_video(src, dst, task: str = "derain", *, backend: str = "auto",
-                    precision: str = "auto", **kwargs) -> Result:
-    """Translate ``src`` into ``dst`` with one task; see ``Translator.translate_video``."""
-    return Translator(task, backend, precision).translate_video(src, dst, **kwargs)
+                    precision: str = "auto", night_exposure: str | None = None, **kwargs) -> Result:
+    """Translate ``src`` into ``dst`` with one task; see ``Translator.translate_video``
+    (``night_exposure``: a day-to-night model's look, e.g. "dashcam" or "bright")."""
+    return Translator(task, backend, precision, night_exposure=night_exposure).translate_video(
+        src, dst, **kwargs)
 
 
 def translate_many(inputs, task: str = "derain", out_dir="out", **kwargs):
@@ -47,9 +49,9 @@ def translate_many(inputs, task: str = "derain", out_dir="out", **kwargs):
 
 
 def stream(src, task: str = "derain", *, backend: str = "auto", precision: str = "auto",
-           **kwargs):
+           night_exposure: str | None = None, **kwargs):
     """Yield translated frames with their timestamps; see ``Translator.stream``."""
-    return Translator(task, backend, precision).stream(src, **kwargs)
+    return Translator(task, backend, precision, night_exposure=night_exposure).stream(src, **kwargs)
 
 
 def list_plugins() -> dict:

@@ -474,7 +474,8 @@ def translate_many(inputs, task: str = "derain", out_dir="out", *, jobs: int | N
                    cluster: str | None = None, backend: str = "auto", precision: str = "auto",
                    size: int | None = None, tile: int | None = None,
                    batch_size: int | None = None, threads: int | None = None,
-                   per_gpu: int = 1, hwaccel: str = "auto", encode: EncodeOptions | None = None,
+                   per_gpu: int = 1, hwaccel: str = "auto", night_exposure: str | None = None,
+                   encode: EncodeOptions | None = None,
                    overwrite: bool = False, start: float = 0.0, duration: float | None = None,
                    frames: int | None = None, compare: bool = False,
                    progress: bool = False, on_start: Callable[[str], None] | None = None
@@ -508,7 +509,7 @@ def translate_many(inputs, task: str = "derain", out_dir="out", *, jobs: int | N
     encode.choice(".mp4")  # a codec, preset or crf that cannot work fails before any work
     settings = Settings(task=str(task), backend=backend, precision=precision, size=size,
                         tile=tile, batch_size=batch_size, hwaccel=hwaccel, threads=threads,
-                        encode=encode, overwrite=overwrite, start=start, duration=duration,
+                        night_exposure=night_exposure, encode=encode, overwrite=overwrite, start=start, duration=duration,
                         frames=frames, compare=compare, cli_wording=errors.cli_wording_on())
     fp = json.loads(json.dumps(settings.fingerprint()))  # loads the model: a bad one fails here
     t0 = time.perf_counter()

@@ -272,7 +272,8 @@ def run(args) -> dict:
             first = None
             for name in backends:
                 for prec in precisions:
-                    tr = Translator(args.task, name, prec, size=args.size)
+                    tr = Translator(args.task, name, prec, size=args.size,
+                                    night_exposure=getattr(args, "night_exposure", None))
                     first = first or tr
                     pw, ph = tr.processing_size(w, h)
                     for b in batches:

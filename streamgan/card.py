@@ -124,6 +124,29 @@ class Temporal(_Strict):
         return self
 
 
+class NightExposure(_Strict):
+    """The night exposures a day-to-night plugin offers (``--night-exposure``), each its own graph:
+    ``default`` is the weights' graph; ``others`` maps each further name to its file (the same network,
+    its renderer set to that exposure). ``about``: one line per name for ``streamgan models``."""
+
+    default: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    others: dict[str, Weights] = {}
+    about: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _names(self):
+        if self.default in self.others:
+            raise ValueError(f"'{self.default}' is the default (the weights' graph) and in others too")
+        bad = [n for n in self.others if not n.replace("_", "").isalnum() or not n[:1].isalpha()]
+        if bad:
+            raise ValueError(f"exposure names must be lower-case words, got {bad}")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [self.default, *self.others]
+
+
 class ModelCard(_Strict):
     task: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     title: str
@@ -139,6 +162,7 @@ class ModelCard(_Strict):
     limitations: str | None = None
     int8: Int8 | None = None
     temporal: Temporal | None = None
+    night_exposure: NightExposure | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelCard":
@@ -159,7 +183,7 @@ class ModelCard(_Strict):
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         data = self.model_dump(mode="json")
-        for key in ("int8", "temporal"):
+        for key in ("int8", "temporal", "night_exposure"):
             if data.get(key) is None:
                 data.pop(key, None)
         tmp.write_text(yaml.safe_dump(data, sort_keys=False))

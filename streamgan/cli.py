@@ -79,6 +79,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tile", type=_positive_int, default=None,
                    help="process frames larger than this in overlapping tiles")
     g.add_argument("--batch", type=_positive_int, default=None, help="frames per engine call")
+    g.add_argument("--night-exposure", default=None, metavar="NAME",
+                   help="day2night: dashcam (default: as dark as an ordinary dashcam records night, "
+                        "the road lit by the car's own headlights) or bright (a camera that gains "
+                        "night up)")
 
 
 def _add_translate(p: argparse.ArgumentParser) -> None:
@@ -196,6 +200,8 @@ def build_parser(tasks: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--batch", default="1", help="comma-separated batch sizes for model-only")
     p.add_argument("--resolution", default="640x360", help="comma-separated WxH list")
     p.add_argument("--size", type=_positive_int, default=None, help="model short side override")
+    p.add_argument("--night-exposure", default=None, metavar="NAME",
+                   help="day2night: dashcam (default) or bright")
     p.add_argument("--frames", type=_positive_int, default=200, help="frames per run (at least 10)")
     p.add_argument("--iters", type=_positive_int, default=40, help="model-only calls per run")
     p.add_argument("--reps", type=_positive_int, default=3, help="repetitions (median reported)")
@@ -285,7 +291,8 @@ def cmd_translate(args) -> int:
     image_out = out.suffix.lower() in IMAGE_FORMATS
     choice = None if image_out else enc.choice(out.suffix)
     tr = Translator(args.task, args.backend, args.precision, size=args.size, tile=args.tile,
-                    batch_size=args.batch, hwaccel=args.hwaccel)
+                    batch_size=args.batch, hwaccel=args.hwaccel,
+                    night_exposure=args.night_exposure)
     if not args.quiet:
         what = f"image {out.suffix[1:]}" if choice is None else choice.describe()
         print(f"streamgan: {tr.describe()}; {what}", file=sys.stderr)
@@ -341,7 +348,7 @@ def cmd_live(args) -> int:
                         src=args.input)  # file checks before the model
     kw = {"hwaccel": args.hwaccel} if hasattr(args, "hwaccel") else {}
     tr = Translator(args.task, args.backend, args.precision, size=args.size, tile=args.tile,
-                    batch_size=args.batch, **kw)
+                    batch_size=args.batch, night_exposure=args.night_exposure, **kw)
     realtime, drop = resolve(options, args.input)
     if not args.quiet:
         print(f"streamgan: {tr.describe()}; {redact(args.input)} -> "
@@ -391,7 +398,8 @@ def cmd_batch(args) -> int:
             args.input, args.task, args.out_dir, jobs=args.jobs, cluster=args.cluster,
             backend=args.backend, precision=args.precision, size=args.size, tile=args.tile,
             batch_size=args.batch, threads=args.threads, per_gpu=args.per_gpu,
-            hwaccel=args.hwaccel, encode=enc, overwrite=args.overwrite, start=args.start,
+            hwaccel=args.hwaccel, night_exposure=args.night_exposure, encode=enc,
+            overwrite=args.overwrite, start=args.start,
             duration=args.duration, frames=args.frames, compare=args.compare,
             progress=not args.quiet, on_start=say)
     except Interrupted as e:
@@ -435,8 +443,12 @@ def cmd_models(args) -> int:
         int8 = ("none" if c.int8 is None else "passed its quality gate" if c.int8.passed
                 else "did not pass its quality gate (--precision auto leaves it out)")
         temporal = "; temporal (a state per stream)" if c.temporal else ""
+        ne = c.night_exposure
+        night = (f"; --night-exposure {' or '.join(ne.names)} (default {ne.default})" if ne else "")
         print(f"{task:12s} {c.title} [{c.direction}] version {c.version}; {c.architecture}, runs at {res}"
-              f"{temporal}; int8 model: {int8}; licence {c.licence}; {folder}")
+              f"{temporal}{night}; int8 model: {int8}; licence {c.licence}; {folder}")
+        for name, about in (ne.about.items() if ne else ()):
+            print(f"{'':12s}   night exposure {name}: {about}")
         if args.verbose:
             print("  " + yaml.safe_dump(c.model_dump(mode="json"), sort_keys=False)
                   .replace("\n", "\n  "))

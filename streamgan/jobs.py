@@ -40,6 +40,7 @@ class Settings:
     batch_size: int | None = None
     hwaccel: str = "auto"
     threads: int | None = None  # backend CPU threads per file (None: the backend's default)
+    night_exposure: str | None = None  # a day-to-night plugin's exposure (None: its card's default)
     encode: EncodeOptions = field(default_factory=EncodeOptions)
     overwrite: bool = False
     start: float = 0.0
@@ -56,10 +57,11 @@ class Settings:
         d = asdict(self)
         for k in ("threads", "overwrite", "hwaccel", "batch_size", "cli_wording"):
             d.pop(k)
-        model = load(self.task)
+        model = load(self.task, self.night_exposure)
         card = model.card  # its sha256 values were checked against the files by load()
-        d["weights"] = ([card.weights.sha256] if card else [sha256_file(model.onnx)]) + (
-            [card.int8.sha256, card.int8.weights_sha256] if card and card.int8 else [])
+        d["weights"] = [sha256_file(model.onnx)] + (
+            [card.int8.sha256, card.int8.weights_sha256] if model.int8 else [])
+        d["night_exposure"] = model.exposure  # the default named: a new default redoes the batch
         return d
 
 
@@ -129,7 +131,8 @@ def translator(settings: Settings):
         _cached = None
         tr = Translator(settings.task, settings.backend, settings.precision, size=settings.size,
                         tile=settings.tile, batch_size=settings.batch_size,
-                        hwaccel=settings.hwaccel, threads=settings.threads)
+                        hwaccel=settings.hwaccel, threads=settings.threads,
+                        night_exposure=settings.night_exposure)
         _cached = (settings, tr)
     return _cached[1]
 

@@ -24,7 +24,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from .card import CARD_FILE, ModelCard, Normalisation, Processing, sha256_file
-from .errors import ModelError
+from .errors import ModelError, UsageError, flag
 
 log = logging.getLogger("streamgan")
 GROUP = "streamgan.plugins"
@@ -38,6 +38,7 @@ class Model:
     onnx: Path
     card: ModelCard | None
     folder: Path | None
+    exposure: str | None = None  # the night exposure chosen (its card's night_exposure), else None
 
     @property
     def task(self) -> str:
@@ -54,7 +55,8 @@ class Model:
     @property
     def int8(self) -> Path | None:
         """The int8 OpenVINO IR the card names (checked on load), or None."""
-        if self.card is None or self.card.int8 is None or self.folder is None:
+        if self.card is None or self.card.int8 is None or self.folder is None or \
+                self.onnx.name != self.card.weights.file:  # the int8 model is of the weights' graph only
             return None
         return self.folder / self.card.int8.file
 
@@ -100,6 +102,33 @@ def load_folder(folder: Path) -> Model:
     return Model(onnx=onnx, card=card, folder=folder)
 
 
+def with_exposure(model: Model, name: str | None) -> Model:
+    """``model`` running the graph of night exposure ``name`` (checked against its sha256); a name
+    its card does not offer is a UsageError naming those it does."""
+    choices = model.card.night_exposure if model.card else None
+    if choices is None:
+        if name is not None:
+            raise UsageError(f"{flag('--night-exposure', 'night_exposure')} is for day-to-night "
+                             f"models; {model.task} has no night exposures")
+        return model
+    if name is None or name == choices.default:
+        return Model(onnx=model.onnx, card=model.card, folder=model.folder, exposure=choices.default)
+    if name not in choices.others:
+        raise UsageError(f"{flag('--night-exposure', 'night_exposure')} {name!r} is not one of "
+                         f"{model.task}'s: {', '.join(choices.names)}")
+    w = choices.others[name]
+    onnx = model.folder / w.file
+    if not onnx.is_file():
+        raise ModelError(f"plugin '{model.task}': the graph of night exposure '{name}', {onnx}, "
+                         "is missing")
+    digest = sha256_file(onnx)
+    if digest != w.sha256:
+        raise ModelError(f"plugin '{model.task}': {onnx} does not match its card (sha256 "
+                         f"{digest[:12]}..., card says {w.sha256[:12]}...): the file is corrupt "
+                         "or was replaced")
+    return Model(onnx=onnx, card=model.card, folder=model.folder, exposure=name)
+
+
 def _check_int8(card: ModelCard, folder: Path) -> None:
     """The int8 files the card names must be there and match their sha256: a plugin whose int8
     model is missing or swapped is refused as a whole (never silently run in fp32 instead)."""
@@ -121,8 +150,10 @@ def _check_int8(card: ModelCard, folder: Path) -> None:
                              "is corrupt or was replaced")
 
 
-def load(task_or_path: str | Path) -> Model:
-    """Load a plugin by task name, plugin folder, or bare ONNX file (checked: ``check_model``)."""
+def load(task_or_path: str | Path, night_exposure: str | None = None) -> Model:
+    """Load a plugin by task name, plugin folder, or bare ONNX file (checked: ``check_model``).
+    ``night_exposure``: one of the exposures its card offers (a day-to-night plugin's graphs), by
+    name; None is the card's default."""
     name = str(task_or_path)
     p = Path(name)
     # a bare task name is the installed plugin, even beside a folder of that name in the current folder
@@ -142,6 +173,7 @@ def load(task_or_path: str | Path) -> Model:
         plugins = installed or discover()
         known = ", ".join(sorted(plugins)) or "none installed"
         raise ModelError(f"unknown task '{task_or_path}' (installed: {known})")
+    model = with_exposure(model, night_exposure)
     check_model(model.onnx, model.processing.size_multiple, model.temporal)
     return model
 

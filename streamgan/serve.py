@@ -78,6 +78,7 @@ class ServeConfig(_Strict):
     precision: str = "auto"
     size: int | None = Field(default=None, ge=16)
     tile: int | None = Field(default=None, ge=64)
+    night_exposure: str | None = None  # a day-to-night model's exposure (None: its card's default)
     # frames per engine call, across streams; None: one per stream (at most 8), or the
     # backend's preferred batch (a TensorRT engine's optimum) when that is larger
     batch: int | None = Field(default=None, ge=1, le=64)
@@ -348,7 +349,8 @@ class Server:
 
         self.cfg = cfg
         self.translator = Translator(cfg.model, cfg.backend, cfg.precision, size=cfg.size,
-                                     tile=cfg.tile, batch_size=cfg.batch)
+                                     tile=cfg.tile, batch_size=cfg.batch,
+                                     night_exposure=cfg.night_exposure)
         self.batch = cfg.batch or max(self.translator.batch_size, min(8, len(cfg.streams)))
         self.cond = threading.Condition()
         self.streams = [Stream(s, self) for s in cfg.streams]

@@ -56,7 +56,7 @@ class Translator:
     def __init__(self, task_or_model_path: str | Path, backend: str = "auto",
                  precision: str = "auto", *, size: int | None = None, tile: int | None = None,
                  channels: str = "rgb", batch_size: int | None = None, hwaccel: str = "auto",
-                 threads: int | None = None):
+                 threads: int | None = None, night_exposure: str | None = None):
         if channels not in ("rgb", "bgr"):
             raise UsageError(f"channels must be 'rgb' or 'bgr', not '{channels}'")
         if tile is not None and tile < 64:
@@ -65,7 +65,7 @@ class Translator:
                              ("threads", "--threads", threads)):
             if v is not None and not (isinstance(v, (int, np.integer)) and v > 0):  # as the command line does
                 raise UsageError(f"{errors.flag(cli, name)} must be a positive integer, got {v!r}")
-        self.model = plugins.load(task_or_model_path)
+        self.model = plugins.load(task_or_model_path, night_exposure)
         norm = self.model.normalisation
         extra = {"threads": threads} if threads else {}
         if precision == "int8" or (precision == "auto" and self.model.int8_passed):
@@ -97,7 +97,8 @@ class Translator:
         return self.model.task
 
     def describe(self) -> str:
-        return f"{self.task} on {self.backend.describe()}"
+        exposure = f" ({self.model.exposure} night)" if self.model.exposure else ""
+        return f"{self.task}{exposure} on {self.backend.describe()}"
 
     def processing_size(self, width: int, height: int) -> tuple[int, int]:
         p = self.model.processing

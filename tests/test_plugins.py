@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import yaml
 
@@ -148,4 +149,85 @@ def test_a_card_with_std_zero_is_refused(tmp_path, identity_onnx):
     folder = _plugin(tmp_path, identity_onnx, normalisation={"mean": [0.5] * 3,
                                                              "std": [0.5, 0.0, 0.5]})
     with pytest.raises(ModelError, match="std must be more than 0"):
+        plugins.load(folder)
+
+
+def _halve_onnx(path):
+    """An ONNX model that halves the brightness ([-1, 1] range: (x + 1) / 2 - 1)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
+    nodes = [helper.make_node("Mul", ["input", "half"], ["m"]),
+             helper.make_node("Sub", ["m", "half"], ["output"])]
+    graph = helper.make_graph(nodes, "halve", [x], [y], initializer=[half])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _night_plugin(tmp_path, identity_onnx):
+    """A day-to-night plugin with two night exposures: 'dashcam' (the weights: identity) and 'bright' (its
+    own graph: half brightness, so the two are told apart)."""
+    folder = _plugin(tmp_path, identity_onnx, task="nightfall")
+    other = _halve_onnx(folder / "model.bright.onnx")
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    card["night_exposure"] = {"default": "dashcam", "others": {"bright": {"file": other.name,
+                                                                          "sha256": sha256_file(other)}}}
+    (folder / "card.yaml").write_text(yaml.safe_dump(card))
+    return folder
+
+
+def test_night_exposure_runs_the_graph_of_the_exposure_asked_for(tmp_path, identity_onnx):
+    from streamgan.translator import Translator
+
+    folder = _night_plugin(tmp_path, identity_onnx)
+    frame = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    default = Translator(folder, "onnxruntime")
+    assert default.model.exposure == "dashcam" and "(dashcam night)" in default.describe()
+    np.testing.assert_array_equal(default.translate(frame), frame)
+    bright = Translator(folder, "onnxruntime", night_exposure="bright")
+    assert bright.model.onnx.name == "model.bright.onnx" and bright.model.int8 is None
+    assert np.abs(bright.translate(frame).astype(int) - frame // 2).max() <= 1
+    assert Translator(folder, "onnxruntime", night_exposure="dashcam").model.onnx.name == identity_onnx.name
+
+
+def test_a_night_exposure_not_offered_is_a_usage_error_naming_those_that_are(tmp_path, identity_onnx):
+    from streamgan.errors import UsageError
+
+    folder = _night_plugin(tmp_path, identity_onnx)
+    with pytest.raises(UsageError, match="'dim' is not one of nightfall's: dashcam, bright"):
+        plugins.load(folder, night_exposure="dim")
+    (tmp_path / "plain").mkdir()
+    plain = _plugin(tmp_path / "plain", identity_onnx)
+    with pytest.raises(UsageError, match="fog has no night exposures"):
+        plugins.load(plain, night_exposure="bright")
+    with open(folder / "model.bright.onnx", "ab") as f:
+        f.write(b"\x00")
+    with pytest.raises(ModelError, match="model.bright.onnx does not match its card"):
+        plugins.load(folder, night_exposure="bright")
+    assert plugins.load(folder).exposure == "dashcam"  # the default graph is not the tampered one
+
+
+def test_cli_refuses_an_unknown_night_exposure_before_writing_anything(tmp_path, identity_onnx):
+    folder = _night_plugin(tmp_path, identity_onnx)
+    clip = make_clip(tmp_path / "in.mp4", frames=4)
+    out = tmp_path / "out.mp4"
+    r = run_cli("run", "--task", str(folder), str(clip), "-o", str(out), "--night-exposure", "dim")
+    assert r.returncode == 2, r.stderr
+    assert "--night-exposure 'dim' is not one of nightfall's: dashcam, bright" in r.stderr
+    assert not out.exists() and not list(tmp_path.glob("out*"))
+    r = run_cli("run", "--task", str(folder), str(clip), "-o", str(out), "--night-exposure", "bright")
+    assert r.returncode == 0, r.stderr
+    assert len(read_video(out)["frames"]) == 4
+
+
+@pytest.mark.parametrize("section", [
+    {"default": "dashcam", "others": {"dashcam": {"file": "x.onnx", "sha256": "0" * 64}}},
+    {"default": "Dash cam"},
+])
+def test_a_card_with_a_bad_night_exposure_section_is_refused(tmp_path, identity_onnx, section):
+    folder = _plugin(tmp_path, identity_onnx, night_exposure=section)
+    with pytest.raises(ModelError, match="night_exposure"):
         plugins.load(folder)

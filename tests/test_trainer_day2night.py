@@ -517,3 +517,46 @@ def test_relight_reflections_do_not_light_up_a_white_car():
         lit, unlit = relight(day, night)[0].mean(0), relight(off, night)[0].mean(0)
     assert float(lit[64:67, 154:158].mean()) > 0.9  # its tail lights are on
     assert float(lit[72:84, 160:190].mean()) < float(unlit[72:84, 160:190].mean()) + 0.02
+
+
+def test_relight_dashcam_exposure_darkens_the_scene_lights_the_road_ahead_and_keeps_the_lights():
+    """Night exposure 'dashcam': off the headlight cone the scene is at DASHCAM_GAIN of the 'bright' exposure in
+    linear light, the road ahead in the cone is lit above that, and a tail light is as bright as in 'bright'.
+    An unknown exposure is refused, naming the ones there are."""
+    from trainer.imaging import _lin_luma, srgb_to_linear
+    from trainer.lights import DASHCAM_GAIN, relight
+
+    lin = lambda t: float(_lin_luma(srgb_to_linear(t)[None]).mean())  # noqa: E731
+    ground = torch.full((1, 3, 144, 256), 0.3)  # asphalt and verges under a night sky: no sky, no lights
+    with torch.no_grad():
+        bright, dash = (relight(ground, ground * 0.5, exposure=e)[0] for e in ("bright", "dashcam"))
+    verge = (slice(None), slice(85, 95), slice(0, 20))  # beside the road, out of the beam
+    assert lin(dash[verge]) == pytest.approx(DASHCAM_GAIN * lin(bright[verge]), rel=0.05)
+    ahead = (slice(None), slice(125, 144), slice(100, 156))  # the road ahead in the beam
+    assert lin(dash[ahead]) > 2.5 * DASHCAM_GAIN * lin(bright[ahead])
+    day = _washed_out()
+    with torch.no_grad():
+        bright, dash = (relight(day, day * 0.3, exposure=e)[0] for e in ("bright", "dashcam"))
+    light = (slice(None), slice(64, 67), slice(154, 158))  # the white car's tail light
+    assert float(dash[light].mean()) > 0.9 and float(dash[light].mean()) == pytest.approx(
+        float(bright[light].mean()), abs=0.03)
+    with pytest.raises(ValueError, match="dashcam, bright"):
+        relight(day, day * 0.3, exposure="dim")
+
+
+def test_relit_dashcam_darkens_the_frames_own_detail_with_it():
+    """At full size the day frame's detail is darkened with the scene, not added back at day contrast (it would
+    stand out as bright noise on a near-black frame)."""
+    from trainer.networks import Relit
+
+    torch.manual_seed(0)
+    day = (torch.full((1, 3, 288, 512), 0.5) + 0.2 * torch.rand(1, 3, 288, 512)).clamp(0, 1)
+    day[:, :, :80] = 0.35  # no sky
+    with torch.no_grad():
+        b, d = ((Relit(_Halve(), exposure=e).eval()(day * 2 - 1) + 1) / 2 for e in ("bright", "dashcam"))
+    def contrast(t):  # the detail (neighbour differences) against the level, out of the beam
+        p = t[:, :, 100:180, 0:100]
+        return float((p[..., 1:] - p[..., :-1]).abs().mean() / p.mean())
+
+    assert float(d.mean()) < 0.7 * float(b.mean())
+    assert contrast(d) < 1.25 * contrast(b)  # added at day contrast it would be about twice as strong

@@ -88,3 +88,18 @@ def test_night_distance_orders_sets():
 def test_flicker():
     f = [np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 10, np.uint8), np.zeros((4, 4, 3), np.uint8)]
     assert M.flicker(f) == pytest.approx(10.0)
+
+
+def test_night_distance_gives_each_reference_set_an_equal_share():
+    """A clip of many frames does not outweigh a set of a few stills: outputs half like each set are as near
+    to the two sets pooled by set as outputs like one set are far from them."""
+    from trainer import metrics as M
+
+    rng = np.random.default_rng(0)
+    dark = [rng.integers(0, 20, (64, 64, 3), dtype=np.uint8) for _ in range(12)]
+    lit = [rng.integers(100, 200, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
+    half = dark[:2] + lit
+    by_set = M.night_distance(half, {"clip": dark, "stills": lit})
+    pooled = M.night_distance(half, dark + lit)
+    assert by_set < 0.5 * pooled
+    assert M.night_distance(dark, {"clip": dark, "stills": lit}) > 3 * by_set

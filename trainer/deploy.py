@@ -71,14 +71,16 @@ def check_onnx(net: torch.nn.Module, path: str | Path, shapes=((1, 3, 64, 96), (
     return worst
 
 
-def deployable(cfg: Config, net: torch.nn.Module) -> torch.nn.Module:
+def deployable(cfg: Config, net: torch.nn.Module, exposure: str | None = None) -> torch.nn.Module:
     """What ships: the generator, wrapped to run at short side and apply its result at full size for policy
     'source' (a residual generator's correction as it is; any other generator's with a local gain), after the
-    fixed light renderer when ``export.relight`` is set."""
+    fixed light renderer when ``export.relight`` is set (at night ``exposure``: default the config's first of
+    ``export.night_exposures``, else "bright")."""
     if cfg.export.relight:
         from .networks import Relit
 
-        net = Relit(net).eval()
+        exposure = exposure or (cfg.export.night_exposures or ["bright"])[0]
+        net = Relit(net, exposure=exposure).eval()
     if cfg.export.policy == "source":
         from .networks import SourceResolution
 

@@ -399,6 +399,9 @@ def _eval_day2night(cfg: Config, run, out_dir: Path) -> dict:
                          "model": round(float(np.mean([M.rgb_to_y(o).mean() for o in outs])), 4),
                          "night": round(float(np.mean([M.rgb_to_y(n).mean() for n in night])), 4)}}
     rep.update(_night_looks(day, outs))
+    real = night_real(cfg)
+    if real:
+        rep["night_realism"] = night_realism(real, day, {"model": outs, "input": day, "darken_filter": dark})
     rep["flicker"] = _flicker(cfg, run)
     idx = np.linspace(0, len(day) - 1, min(5, len(day))).round().astype(int)
     rows = [[day[i], dark[i], outs[i], _resize(night[k % len(night)], (day[i].shape[1], day[i].shape[0]))]
@@ -408,6 +411,50 @@ def _eval_day2night(cfg: Config, run, out_dir: Path) -> dict:
     rep["before_after"] = contact_sheet([r[:3] for r in rows[1:4:2]], labels[:3], out_dir / "before_after.png",
                                         width=300)
     return rep
+
+
+def night_real(cfg: Config) -> dict[str, list[np.ndarray]]:
+    """The real dashcam night frames of ``eval.night_real`` by set, as recorded (no exposure normalisation;
+    a clip: every ``eval.night_real_stride``-th frame)."""
+    ev = cfg.eval
+    return {name: frames_of(src, f"eval.night_real.{name}", stride=ev.night_real_stride)
+            for name, src in ev.night_real.items()}
+
+
+def _luma(imgs: list[np.ndarray]) -> np.ndarray:
+    """Full-range BT.601 luma (0-255) of every pixel of ``imgs``."""
+    return np.concatenate([i.reshape(-1, 3).astype(np.float32) @ np.float32([0.299, 0.587, 0.114]) for i in imgs])
+
+
+def night_realism(real: dict[str, list[np.ndarray]], day: list[np.ndarray], sides: dict[str, list[np.ndarray]]) -> dict:
+    """How close each side (outputs of the held-out ``day`` frames) comes to real dashcam night: the patch
+    distance (``metrics.night_distance``) to the sets of ``real`` pooled (each set an equal share) and to
+    each set alone, the mean and percentiles of luma (0-255), the real sets' own beside them."""
+    def luma(imgs):
+        y = _luma(imgs)
+        return {"mean": round(float(y.mean()), 1), "p50": round(float(np.median(y)), 1),
+                "p90": round(float(np.percentile(y, 90)), 1), "p99": round(float(np.percentile(y, 99)), 1)}
+
+    rep: dict = {"real": {name: {"frames": len(f), "luma": luma(f)} for name, f in real.items()}}
+    for side, outs in sides.items():
+        rep[side] = {"distance": round(M.night_distance(outs, real), 4),
+                     "by_set": {name: round(M.night_distance(outs, f), 4) for name, f in real.items()},
+                     "luma": luma(outs)}
+    return rep
+
+
+def night_exposure_scores(cfg: Config, onnx: str | Path) -> dict:
+    """Night realism, structure and sky of another exposure's graph on the held-out day frames (for the card)."""
+    run = OnnxRunner(onnx)
+    day = _holdout_frames(cfg.data.holdout_a, tuple(cfg.eval.size), cfg.eval.synthetic_pairs)
+    outs = [run(d) for d in day]
+    real = night_real(cfg)
+    looks = _night_looks(day, outs)
+    scores = {"structure_score": round(float(np.mean([M.structure_score(d, o) for d, o in zip(day, outs)])), 4),
+              "mean_luma": round(float(_luma(outs).mean()), 1), "sky": looks["sky"]}
+    if real:
+        scores["night_realism"] = night_realism(real, day, {"model": outs})["model"]["distance"]
+    return scores
 
 
 def _night_looks(day: list[np.ndarray], outs: list[np.ndarray]) -> dict:
@@ -434,6 +481,8 @@ def _night_looks(day: list[np.ndarray], outs: list[np.ndarray]) -> dict:
 
 def primary_score(rep: dict) -> tuple[float, str]:
     """One number to compare two models of a task (higher is better) and what it is."""
+    if "night_realism" in rep:
+        return -rep["night_realism"]["model"]["distance"], "night realism distance (lower is better)"
     if "night_distance" in rep:
         return -rep["night_distance"]["model"], "night distance (lower is better)"
     keys = [k for k in ("rain12", "robotcar_drops", "raindrop_glass", "synthetic_holdout") if k in rep]
@@ -471,6 +520,10 @@ def _card_metrics(rep: dict) -> dict:
         m["night_distance"] = rep["night_distance"]
         m["structure_score"] = rep["structure"]
         m["sky"], m["lights"] = rep["sky"], rep["lights"]
+    if "night_realism" in rep:  # against real dashcam night as recorded
+        m["night_realism"] = {k: {"distance": v["distance"], "mean_luma": v["luma"]["mean"]}
+                              for k, v in rep["night_realism"].items() if k != "real"}
+        m["night_realism"]["real_mean_luma"] = {k: v["luma"]["mean"] for k, v in rep["night_realism"]["real"].items()}
     if rep.get("flicker"):
         m["flicker_ratio"] = rep["flicker"]["ratio"]
     fps = rep.get("openvino_640x360", {})

@@ -36,14 +36,39 @@ def _compare_with_shipped(cfg: Config, report: dict, shipped: Path, out: Path) -
     return {"metric": what, "new": round(abs(new_s), 4), "replaced": round(abs(old_s), 4)}
 
 
+# what ``streamgan models`` says of each night exposure
+EXPOSURE_ABOUT = {
+    "dashcam": "as dark as an ordinary dashcam records night: black sky, the road ahead in the car's own "
+               "headlights, the rest near black",
+    "bright": "a camera that gains night up: the scene visible throughout, as the FLIR night frames",
+}
+
+
+def _staged(path: Path) -> Path:
+    return path.with_name(path.name + ".streamgan-tmp")
+
+
+def _card_training(folder: Path) -> dict | None:
+    """The training section of the card in ``folder`` (None if there is none or it cannot be read)."""
+    from streamgan.card import ModelCard
+
+    try:
+        return ModelCard.load(folder / "card.yaml").training.model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - no readable card: the checkpoint's own (empty) record is used
+        return None
+
+
 def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, plugin_dir: str | None = None,
                   evaluate: bool = True, force: bool = False, quantize: bool = True) -> dict:
     from streamgan.card import ModelCard, sha256_file
 
     ckpt = Path(checkpoint or Path(cfg.train.out) / CKPT)
-    net, ck = generator_from_checkpoint(ckpt, cfg.model.generator)
-    net = deployable(cfg, net)
+    gen, ck = generator_from_checkpoint(ckpt, cfg.model.generator)
+    net = deployable(cfg, gen)
     pdir = Path(plugin_dir or cfg.export.plugin_dir)
+    # a plugin's own ONNX file as the checkpoint: the same network with another wrapper or renderer; its
+    # training is the card's beside it
+    old_training = _card_training(ckpt.parent) if not ck else None
     if (pdir / "model.onnx").exists() and not evaluate and not force:
         raise ExportRefused(f"{pdir} holds a plugin; without the evaluation (--no-eval) the new model cannot be "
                             "compared with it: export into another --plugin-dir, or pass --force to replace it")
@@ -52,19 +77,28 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
     t0 = time.time()
     eval_s = 0.0
     export_onnx(net, staged)
+    # the further night exposures (export.night_exposures after the first): the same network, each its own graph
+    others = {name: (deployable(cfg, gen, name), pdir / f"model.{name}.onnx")
+              for name in (cfg.export.night_exposures[1:] if cfg.export.relight else [])}
+    for other, path in others.values():
+        export_onnx(other, _staged(path))
     try:  # nothing in the plugin folder is replaced until the check, evaluation and card pass
         # the light renderer's gamma curves and divisions carry float rounding further: 1e-3 of the [-1, 1]
         # range is an eighth of a uint8 level
-        err = check_onnx(net, staged, shapes=((1, 3, 64, 96), (2, 3, 120, 200), (1, 3, 720, 1280)),
-                         tol=1e-3 if cfg.export.relight else 1e-4)
+        err = max(check_onnx(n, f, shapes=((1, 3, 64, 96), (2, 3, 120, 200), (1, 3, 720, 1280)),
+                             tol=1e-3 if cfg.export.relight else 1e-4)
+                  for n, f in [(net, staged)] + [(o, _staged(p)) for o, p in others.values()])
         metrics: dict = {"onnx_max_abs_err_vs_torch": float(f"{err:.3g}")}
         report = None
         if evaluate:
-            from .evaluate import evaluate as run_eval
+            from .evaluate import evaluate as run_eval, night_exposure_scores
 
             t_eval = time.time()
             report = run_eval(cfg, onnx=str(staged), out=str(Path(cfg.train.out) / "eval"))
             metrics.update(report["card_metrics"])
+            if others:
+                metrics["night_exposures"] = {name: night_exposure_scores(cfg, _staged(p))
+                                              for name, (_, p) in others.items()}
             if (pdir / "model.onnx").exists() and not force:
                 report["versus_replaced"] = _compare_with_shipped(cfg, report, pdir / "model.onnx",
                                                                   Path(cfg.train.out) / "eval_replaced")
@@ -85,12 +119,19 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
             version=time.strftime("%Y.%m.%d"), licence=cfg.export.licence,
             processing={"policy": cfg.export.policy, "short_side": cfg.export.short_side, "size_multiple": 4},
             weights={"file": "model.onnx", "sha256": sha256_file(staged), "opset": OPSET},
-            training={"config": config_path, "data": data, "steps": int(ck["step"]),
-                      "wall_time_s": round(float(ck["wall_time_s"]), 1), "device": run["device"], "notes": notes},
+            training=old_training or {
+                "config": config_path, "data": data, "steps": int(ck["step"]),
+                "wall_time_s": round(float(ck["wall_time_s"]), 1), "device": run["device"], "notes": notes},
             metrics=metrics, limitations=cfg.export.limitations,
+            night_exposure=({"default": cfg.export.night_exposures[0],
+                             "others": {n: {"file": p.name, "sha256": sha256_file(_staged(p)), "opset": OPSET}
+                                        for n, (_, p) in others.items()},
+                             "about": {n: EXPOSURE_ABOUT[n] for n in cfg.export.night_exposures}}
+                            if cfg.export.relight and cfg.export.night_exposures else None),
         )
     except BaseException:
-        staged.unlink(missing_ok=True)
+        for f in [staged] + [_staged(p) for _, p in others.values()]:
+            f.unlink(missing_ok=True)
         raise
     # what belonged to the replaced weights goes with them: its int8 model (quantize makes the new one) and its
     # before/after picture when this export makes none
@@ -104,6 +145,8 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
     if not (report and report.get("before_after")):
         stale.append("before_after.png")
     os.replace(staged, pdir / "model.onnx")
+    for _, p in others.values():
+        os.replace(_staged(p), p)
     card.dump(pdir / "card.yaml")
     for name in stale:
         (pdir / name).unlink(missing_ok=True)

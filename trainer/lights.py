@@ -373,8 +373,32 @@ OWN_HEADLIGHTS = 1.0
 NIGHT_COLOUR = 0.5
 
 
+# How dark the night is (``relight``'s ``exposure``). "bright": the network's night as it is, a camera that
+# gains night up (the FLIR frames it was tuned against: mean luma about 125 of 255 there, about 30 on day
+# frames of ours). "dashcam": what an ordinary dashcam records: the scene at DASHCAM_GAIN of that in linear
+# light wherever the car's own headlights do not reach, the road ahead lit by them (DASHCAM_CONE at the
+# brightest), the light sources as bright as before (they over-expose in both).
+EXPOSURES = ("dashcam", "bright")
+DASHCAM_GAIN = 0.25
+DASHCAM_CONE = 3.0
+DASHCAM_SKY = 0.3  # the night sky darker again: no city glow on an open road
+
+
+def headlight_cone(h: int, w: int, device=None) -> torch.Tensor:
+    """Where a car's own low beams light the road ahead (1x1xHxW gain shape, 1 at the brightest): below the
+    horizon (taken at 55% of the height), a wedge widening towards the bottom, brightest a little way ahead
+    and fading into the distance as the light spreads over more road."""
+    yy = torch.linspace(0, 1, h, device=device).view(1, 1, h, 1)
+    xx = torch.linspace(-1, 1, w, device=device).view(1, 1, 1, w)
+    t = ((yy - 0.55) / 0.45).clamp(0, 1)  # 0 at the horizon, 1 at the bottom row
+    half = 0.08 + 0.9 * t  # the wedge's half-width (of half the frame's width)
+    across = torch.exp(-(xx / half) ** 4)  # flat across the beam, soft edges
+    along = (t * 2.5).clamp(0, 1) ** 2 * (1 - 0.3 * t)  # dark at the horizon, brightest some way ahead
+    return across * along
+
+
 def relight(day: torch.Tensor, night: torch.Tensor, paint: bool = True, with_light: bool = False,
-            red: torch.Tensor | None = None):
+            red: torch.Tensor | None = None, exposure: str = "bright"):
     """Finish a night rendering ``night`` of ``day`` (both NCHW in [0, 1], batched) the way :func:`make_night`
     lights its targets, with each strength at the middle of its range and no noise: the day frame's sky set to
     a dark night-sky level (its clouds faintly kept), the light sources the day frame shows (tail and brake
@@ -410,5 +434,11 @@ def relight(day: torch.Tensor, night: torch.Tensor, paint: bool = True, with_lig
     lin = _fade_colour(lin, NIGHT_COLOUR)
     light, ground = _glows(day, raw_sky, pick, red)
     light = _light_strength(light, pick)
-    out = linear_to_srgb(_light_up(lin, day, light, ground, pick)).clamp(0, 1)
+    lit = _light_up(lin, day, light, ground, pick)
+    if exposure == "dashcam":  # the scene darkened, its own headlights on the road; lights and reflections kept
+        gain = DASHCAM_GAIN * (1 + DASHCAM_CONE * headlight_cone(h, w, day.device)) * (1 - sky * (1 - DASHCAM_SKY))
+        lit = lit + lin * (gain - 1)
+    elif exposure != "bright":
+        raise ValueError(f"unknown night exposure {exposure!r} (expected one of {', '.join(EXPOSURES)})")
+    out = linear_to_srgb(lit).clamp(0, 1)
     return (out, light) if with_light else out

@@ -133,17 +133,21 @@ def patch_features(img: np.ndarray, short: int = 256) -> torch.Tensor:
     return torch.cat([patches] + extra, 1)[0].T  # L x 28
 
 
-def night_distance(outputs: list[np.ndarray], night: list[np.ndarray], n: int = 20000,
-                   projections: int = 256, seed: int = 0) -> float:
-    """Sliced Wasserstein-1 distance (x100) between patch features of two image sets; lower is closer."""
+def night_distance(outputs: list[np.ndarray], night: list[np.ndarray] | dict[str, list[np.ndarray]],
+                   n: int = 20000, projections: int = 256, seed: int = 0) -> float:
+    """Sliced Wasserstein-1 distance (x100) between patch features of two image sets; lower is closer.
+    ``night`` as a dict of sets (e.g. stills of one dataset, frames of one clip): each set gives an
+    equal share of the reference patches, however many frames it has."""
     gen = torch.Generator().manual_seed(seed)
 
-    def sample(imgs):
+    def sample(imgs, k):
         feats = torch.cat([patch_features(i) for i in imgs])
-        idx = torch.randint(len(feats), (n,), generator=gen)
+        idx = torch.randint(len(feats), (k,), generator=gen)
         return feats[idx].double()
 
-    a, b = sample(outputs), sample(night)
+    a = sample(outputs, n)
+    sets = list(night.values()) if isinstance(night, dict) else [night]
+    b = torch.cat([sample(s, n // len(sets) + (i < n % len(sets))) for i, s in enumerate(sets)])
     dirs = torch.randn(a.shape[1], projections, generator=gen, dtype=torch.float64)
     dirs = dirs / dirs.norm(dim=0, keepdim=True)
     pa, _ = torch.sort(a @ dirs, dim=0)

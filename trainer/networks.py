@@ -233,9 +233,9 @@ class Relit(nn.Module):
     (:func:`trainer.lights.dim_paint` with the lines found on the grid), where the renderer added no light.
     Nothing in it is learned."""
 
-    def __init__(self, net: nn.Module, size: tuple[int, int] = (144, 256)):
+    def __init__(self, net: nn.Module, size: tuple[int, int] = (144, 256), exposure: str = "bright"):
         super().__init__()
-        self.net, self.size = net, tuple(size)
+        self.net, self.size, self.exposure = net, tuple(size), exposure
 
     def forward(self, x):
         day01 = (x + 1) / 2
@@ -247,8 +247,12 @@ class Relit(nn.Module):
         n, day = grid(night), grid(x)
         # tail lights' red is found at this size too: resized first, a light a few pixels wide blinks on video
         red = tail_red_on_grid(day01, self.size)
-        lit, light = relight(day, n, paint=False, with_light=True, red=red)
-        out = torch.clamp(night + up(2 * (lit - n)), -1.0, 1.0)  # the change, back in the [-1, 1] range
+        lit, light = relight(day, n, paint=False, with_light=True, red=red, exposure=self.exposure)
+        if self.exposure == "bright":
+            out = torch.clamp(night + up(2 * (lit - n)), -1.0, 1.0)  # the change, back in the [-1, 1] range
+        else:  # darker: the frame's own detail darkened with it (added as it is, it would stand out as noise)
+            k = ((lit + 0.02) / (n + 0.02)).clamp(0, 1.5)
+            out = torch.clamp(2 * (up(lit) + up(k) * ((night + 1) / 2 - up(n))) - 1, -1.0, 1.0)
         # yellow lane paint, a pixel or two wide, is found on the grid and dimmed pixel by pixel at this
         # size, in sRGB (no conversion of the full frame), where the renderer added no light
         return 2 * dim_paint((out + 1) / 2, day01, lines=up(paint_lines(day, light)), srgb=True) - 1

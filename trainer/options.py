@@ -169,6 +169,9 @@ class ExportOptions(_Opts):
     # day2night: the generator's output finished by the fixed light renderer (networks.Relit: dark sky,
     # lit tail lights and lamp heads where the day frame shows them)
     relight: bool = False
+    # with relight: the night exposures exported (trainer.lights.EXPOSURES), each its own graph; the first is
+    # the plugin's default (model.onnx), the others go beside it as model.<name>.onnx (``--night-exposure``)
+    night_exposures: list[Literal["dashcam", "bright"]] = []
     limitations: str | None = None
     data_notes: list[DataNote] = []  # [{name, path, licence, count}] for the card
 
@@ -184,6 +187,10 @@ class EvalOptions(_Opts):
     clip_frames: int = Field(50, ge=2)
     synthetic_pairs: int = Field(24, ge=1)  # from holdout_a frames
     size: tuple[int, int] = (640, 360)  # W, H used for held-out pairs / day2night evaluation
+    # day2night: real dashcam night as it is recorded (not exposure-normalised), by set: each set (stills of one
+    # dataset, frames of one clip: every night_real_stride-th) an equal share of the night-realism reference
+    night_real: dict[str, list[str]] = {}
+    night_real_stride: int = Field(30, ge=1)
 
 
 class Config(_Opts):
@@ -232,6 +239,7 @@ class Config(_Opts):
                                          for k in ("train_a", "train_b", "train_real", "holdout_a", "holdout_b")}),
             "eval": e.model_copy(update={"rain12": at(e.rain12), "real_clip": at(e.real_clip), "clip": at(e.clip),
                                          "paired_sets": {k: at(v) for k, v in e.paired_sets.items()},
+                                         "night_real": {k: [at(p) for p in v] for k, v in e.night_real.items()},
                                          "real_rain": [at(p) for p in e.real_rain],
                                          "clean_hd": [at(p) for p in e.clean_hd]}),
             "train": t.model_copy(update={"init_generator": at(t.init_generator)}),
