@@ -103,6 +103,9 @@ def main() -> int:
                     help="serve: batch wait (default: one frame interval)")
     ap.add_argument("--reps", type=int, default=1, help="alternate one/two streams this often")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--auto-size", action="store_true",
+                    help="also run the one stream with --size auto (streamgan/autosize.py), alternating")
+    ap.add_argument("--only-one", action="store_true", help="leave out the two-stream serve runs")
     args = ap.parse_args()
 
     from rtsp_server import Server, unavailable
@@ -150,10 +153,12 @@ def main() -> int:
         print(f"engine: {tr.describe()}; model alone at {psize[0]}x{psize[1]}: "
               f"{1000 * t1:.1f} ms (batch 1), {1000 * t2:.1f} ms (batch 2)", flush=True)
 
-        def one_stream() -> dict:
+        def one_stream(auto: bool = False) -> dict:
             outs = outputs.FanOut([outputs.StreamOutput(srv.url("/pub1"),
                                                         encode=outputs.EncodeOptions())])
-            res = live.run(tr, srv.url("/cam1"), outs, live.LiveOptions(reconnect=0))
+            res = live.run(tr, srv.url("/cam1"), outs, live.LiveOptions(reconnect=0, auto_size=auto))
+            if auto:
+                print("size auto: " + "; ".join(res.autosize.lines()), flush=True)
             in_run = res.engine_seconds / max(1, res.batches)  # the model's own time
             one = {"published": res.frames, "dropped": res.dropped, "fps": res.fps,
                    "latency": lat(res.latency), "model_ms_in_run": 1000 * in_run,
@@ -163,6 +168,8 @@ def main() -> int:
             one["stages_p95_ms"] = {k: 1000 * v["p95_s"] for k, v in
                                     res.stages.as_dict().items()} if res.stages.model.count else {}
             one["target_fps"] = want
+            # per frame: capture to publish less that frame's own engine call (waiting + output)
+            one["beyond_own_call_p95_ms"] = 1000 * res.stages.beyond.p95 if res.stages.model.count else None
             print(f"one stream: {res.frames}/{n} frames published, {res.dropped} dropped, "
                   f"{res.fps:.1f} fps (target >= {want:.1f}); latency p50 "
                   f"{one['latency']['p50_ms']:.1f} ms, p95 {one['latency']['p95_ms']:.1f} ms, "
@@ -212,13 +219,16 @@ def main() -> int:
                   f"{two['engine_ms_per_call']:.1f} ms per call", flush=True)
             return two
 
-        ones, twos = [], []
+        ones, twos, autos = [], [], []
         for _ in range(args.reps):  # alternate, so both see the same machine
             ones.append(one_stream())
-            twos.append(two_streams())
-        report["one_stream"], report["two_streams"] = ones, twos
+            if args.auto_size:
+                autos.append(one_stream(auto=True))
+            if not args.only_one:
+                twos.append(two_streams())
+        report["one_stream"], report["two_streams"], report["one_stream_size_auto"] = ones, twos, autos
         med_one = float(np.median([o["fps"] for o in ones]))
-        med_two = float(np.median([t["combined_fps"] for t in twos]))
+        med_two = float(np.median([t["combined_fps"] for t in twos])) if twos else float("nan")
         report["median"] = {"one_stream_fps": med_one, "two_streams_combined_fps": med_two}
         print(f"median over {args.reps}: two streams combined {med_two:.1f} fps vs one stream "
               f"alone {med_one:.1f} fps", flush=True)

@@ -37,6 +37,17 @@ def _positive_int(v: str) -> int:
     return n
 
 
+def _size(v: str):
+    """--size: a positive short side, or 'auto' (live runs: streamgan/autosize.py)."""
+    return "auto" if v == "auto" else _positive_int(v)
+
+
+def _no_auto_size(args) -> None:
+    if getattr(args, "size", None) == "auto" or getattr(args, "min_size", None) is not None:
+        raise UsageError("--size auto (and --min-size) are for live runs: a camera or stream URL, "
+                         "--realtime, or -o rtsp://...; give a short side in pixels for files")
+
+
 def _seconds(v: str) -> float:
     """'12.5', '90' or '1:30' / '0:01:30' -> seconds."""
     try:
@@ -74,8 +85,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", default="auto",
                    help="auto (bf16 on CPUs with it, fp16 on GPUs, the card's int8 model on CPUs "
                         "with VNNI/AMX where it passed its gate), fp32 (exact), bf16, fp16, int8")
-    g.add_argument("--size", type=_positive_int, default=None,
-                   help="run the model at this short side (default: the model card's policy)")
+    g.add_argument("--size", type=_size, default=None,
+                   help="run the model at this short side (default: the model card's policy); "
+                        "live runs: auto lowers it while the model cannot keep up with the camera "
+                        "(not below --min-size) and raises it again when it can")
     g.add_argument("--tile", type=_positive_int, default=None,
                    help="process frames larger than this in overlapping tiles")
     g.add_argument("--batch", type=_positive_int, default=None, help="frames per engine call")
@@ -162,6 +175,9 @@ def _add_live_options(p: argparse.ArgumentParser) -> None:
                    help="RTSP transport for input and publishing (default tcp)")
     g.add_argument("--stall-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="a live input with no frame for this long is reconnected (default 10)")
+    g.add_argument("--min-size", type=_positive_int, default=None, metavar="PIXELS",
+                   help="with --size auto: the smallest short side the model may run at "
+                        "(default 0.6 of where it starts)")
 
 
 def build_parser(tasks: list[str]) -> argparse.ArgumentParser:
@@ -271,6 +287,7 @@ def cmd_translate(args) -> int:
     args.input = inputs[0]
     if _wants_live(args):  # live input/outputs or real-time mode: streamgan/live.py
         return cmd_live(args)
+    _no_auto_size(args)
     from .io import EncodeOptions
     from .translator import Translator
 
@@ -337,9 +354,13 @@ def cmd_live(args) -> int:
         raise UsageError("--compare is for files, not live runs")
     if args.start and is_live(args.input):
         raise UsageError("--start cannot seek in a live input")
+    auto = args.size == "auto"
     options = LiveOptions(realtime=args.realtime or None, drop=args.drop,
                           max_wait=args.max_wait, rtsp_transport=args.rtsp_transport,
-                          stall_timeout=args.stall_timeout).check()
+                          stall_timeout=args.stall_timeout, auto_size=auto,
+                          min_size=args.min_size).check()
+    if auto and not resolve(options, args.input)[0]:
+        _no_auto_size(args)
     enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio="none",
                         hardware=getattr(args, "hwaccel", "auto"),
                         exact_size=getattr(args, "exact_size", False))
@@ -347,8 +368,8 @@ def cmd_live(args) -> int:
                         rtsp_transport=args.rtsp_transport,
                         src=args.input)  # file checks before the model
     kw = {"hwaccel": args.hwaccel} if hasattr(args, "hwaccel") else {}
-    tr = Translator(args.task, args.backend, args.precision, size=args.size, tile=args.tile,
-                    batch_size=args.batch, night_exposure=args.night_exposure, **kw)
+    tr = Translator(args.task, args.backend, args.precision, size=None if auto else args.size,
+                    tile=args.tile, batch_size=args.batch, night_exposure=args.night_exposure, **kw)
     realtime, drop = resolve(options, args.input)
     if not args.quiet:
         print(f"streamgan: {tr.describe()}; {redact(args.input)} -> "
@@ -371,6 +392,7 @@ def cmd_batch(args) -> int:
     from .errors import BatchError, Interrupted
     from .io import EncodeOptions
 
+    _no_auto_size(args)
     if args.out_dir is None:
         raise UsageError("several inputs (or --jobs, --cluster) need --out-dir DIR; -o names "
                          "the output of a single input")

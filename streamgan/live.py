@@ -366,14 +366,30 @@ class _Stall(Exception):
     pass
 
 
-class PacedSource:
+class _Wrapped:
+    """A file source's geometry seen through a wrapper; ``size`` (what the decoder scales to) is the
+    wrapped source's own, so a change (``--size auto``) reaches the decoder."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        for name in ("width", "height", "time_base", "frame_rate", "audio_stream"):
+            setattr(self, name, getattr(source, name))
+
+    @property
+    def size(self):
+        return self.source.size
+
+    @size.setter
+    def size(self, value) -> None:
+        self.source.size = value
+
+
+class PacedSource(_Wrapped):
     """A file played at the pace of its own timestamps (``--realtime``), like a camera."""
 
     def __init__(self, source: Source, stop: threading.Event | None = None):
-        self.source = source
+        super().__init__(source)
         self.stop = stop or threading.Event()
-        for name in ("width", "height", "time_base", "frame_rate", "audio_stream", "size"):
-            setattr(self, name, getattr(source, name))
         self.name = redact(source.path)
         self.stats = LiveStats(connected=True)
 
@@ -397,13 +413,11 @@ class PacedSource:
         self.source.close()
 
 
-class CaptureStamped:
+class CaptureStamped(_Wrapped):
     """A file read as fast as the pipeline takes it, each frame stamped when decoded."""
 
     def __init__(self, source: Source):
-        self.source = source
-        for name in ("width", "height", "time_base", "frame_rate", "audio_stream", "size"):
-            setattr(self, name, getattr(source, name))
+        super().__init__(source)
         self.name = redact(source.path)
         self.stats = LiveStats(connected=True)
         self.stop = threading.Event()
@@ -466,10 +480,11 @@ class Stages:
     call), the model (its engine call) and output (the call's end to published: encode, write,
     send). Each a ``Latency``."""
 
-    NAMES = ("wait", "model", "output")
+    NAMES = ("wait", "model", "output", "beyond")
 
     def __init__(self):
         self.wait, self.model, self.output = Latency(), Latency(), Latency()
+        self.beyond = Latency()  # per frame: its latency beyond its own engine call (wait + output)
 
     @staticmethod
     def split(frame, published: float) -> tuple[float, float, float] | None:
@@ -487,12 +502,14 @@ class Stages:
         if times is not None:
             for lat, seconds in zip((self.wait, self.model, self.output), times):
                 lat.add(seconds)
+            self.beyond.add(times[0] + times[2])
 
     def summary(self) -> str:
         if not self.model.count:
             return ""
         return (f"p95 by stage: waiting {1000 * self.wait.p95:.1f} ms, model "
-                f"{1000 * self.model.p95:.1f} ms, encode+publish {1000 * self.output.p95:.1f} ms")
+                f"{1000 * self.model.p95:.1f} ms, encode+publish {1000 * self.output.p95:.1f} ms; "
+                f"beyond each frame's own engine call {1000 * self.beyond.p95:.1f} ms")
 
     def as_dict(self) -> dict:
         return {name: getattr(self, name).as_dict() for name in self.NAMES}
@@ -511,6 +528,8 @@ class LiveOptions:
     reconnect: int = 5
     queue_size: int | None = None
     max_age: float | None = None  # drop=oldest: skip frames older than this (default 1 frame)
+    auto_size: bool = False  # --size auto: the model's size follows the engine (streamgan.autosize)
+    min_size: int | None = None  # its floor (short side; default autosize.FLOOR_SHARE of the start)
 
     def check(self) -> "LiveOptions":
         if self.drop not in (None, "oldest", "block"):
@@ -521,6 +540,9 @@ class LiveOptions:
             raise UsageError(f"--rtsp-transport must be tcp or udp, not '{self.rtsp_transport}'")
         if self.stall_timeout <= 0:
             raise UsageError("--stall-timeout must be positive")
+        if self.min_size is not None and (not self.auto_size or self.min_size < 16):
+            raise UsageError("--min-size is the floor of --size auto (a short side of at least 16)"
+                             if self.auto_size else "--min-size goes with --size auto")
         return self
 
 
@@ -569,6 +591,7 @@ class LiveResult:
     engine_seconds: float = 0.0  # time in engine calls during the run
     batches: int = 0  # engine calls
     stages: Stages = field(default_factory=Stages)
+    autosize: object = None  # the run's AutoSize (--size auto), else None
 
     @property
     def fps(self) -> float:
@@ -587,6 +610,8 @@ class LiveResult:
                f"{dropped}, {self.reconnects} reconnects", self.latency.summary()]
         if self.stages.summary():
             out.append(self.stages.summary())
+        if self.autosize is not None:
+            out += self.autosize.lines()
         for name, n, err in self.outputs:
             out.append(f"  {name}: {n} frames" + (f" (FAILED: {err})" if err else ""))
         return out
@@ -599,6 +624,17 @@ def warm_up(translator, size: tuple[int, int]) -> None:
     translator.prepare(w, h)  # a backend that builds per shape (TensorRT) does it now
     for n in sorted({1, translator.batch_size}):
         translator.warm_up(n, w, h)
+
+
+def _frame_time(translator, size: tuple[int, int], calls: int = 3) -> float:
+    """The engine's time for one frame at ``size`` (the median of a few calls, engine warm)."""
+    warm_up(translator, size)
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        translator.warm_up(1, *size)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
 
 
 def translate_frames(translator, src, options: LiveOptions | None = None, *,
@@ -618,8 +654,14 @@ def translate_frames(translator, src, options: LiveOptions | None = None, *,
     source = open_source(src, translator, opts, frames=frames, duration=duration, start=start,
                          stop=stop)
     t_setup = time.perf_counter()
+    auto = None
     try:
         warm_up(translator, source.size or (source.width, source.height))
+        if options.auto_size and realtime:
+            from .autosize import AutoSize
+
+            auto = AutoSize(source, float(source.frame_rate or 25), options.min_size)
+            auto.calibrate(lambda size: _frame_time(translator, size))  # every size built now
         if on_ready is not None:
             on_ready(source)
     except BaseException:
@@ -639,11 +681,12 @@ def translate_frames(translator, src, options: LiveOptions | None = None, *,
     # burst of frames arriving together (at connection, after a network hiccup) is kept whole
     max_age = options.max_age if options.max_age is not None else 1.0 / rate
     key = translator.open_stream(redact(src))
-    pipe = Pipeline(source, translator.processor(key), batch_size=batch, max_wait=max_wait,
+    process = translator.processor(key) if auto is None else auto.wrap(translator.processor(key))
+    pipe = Pipeline(source, process, batch_size=batch, max_wait=max_wait,
                     queue_size=qsize, drop=drop, max_age=max_age if drop == "oldest" else None,
                     out_queue_size=max(4, 2 * batch))  # encoding never holds the engine back
     if stats is not None:
-        stats.update(source=source, pipeline=pipe)
+        stats.update(source=source, pipeline=pipe, autosize=auto)
     try:
         for frame, out in pipe:
             yield frame, out
@@ -753,4 +796,4 @@ def run(translator, src, outputs, options: LiveOptions | None = None, *,
                       getattr(getattr(source, "stats", None), "reconnects", 0),
                       getattr(getattr(source, "stats", None), "stalls", 0), outputs.report(),
                       last - first, pipe.engine_seconds if pipe else 0.0,
-                      pipe.batches if pipe else 0, stages)
+                      pipe.batches if pipe else 0, stages, info.get("autosize"))

@@ -42,7 +42,8 @@ class ServeMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.latency = Histogram(
             "streamgan_latency_seconds", "per frame: capture to publish (stage total), waiting "
-            "for the engine (wait), the model's call (model), encode and publish (output)",
+            "for the engine (wait), the model's call (model), encode and publish (output), and wait "
+            "plus output (beyond: the latency beyond the frame's own engine call)",
             ["stream", "stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.registry.register(_State(server))
 
@@ -51,7 +52,7 @@ class ServeMetrics:
         self.latency.labels(stream, "total").observe(published - frame.captured)
         times = Stages.split(frame, published)
         if times is not None:
-            for stage, seconds in zip(Stages.NAMES, times):
+            for stage, seconds in zip(Stages.NAMES, (*times, times[0] + times[2])):
                 self.latency.labels(stream, stage).observe(seconds)
 
     def text(self) -> bytes:

@@ -1,0 +1,131 @@
+"""--size auto: the model's size follows the engine in live runs (streamgan/autosize.py)."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from conftest import error_line, make_clip, read_video, run_cli
+
+from streamgan import autosize, live, outputs
+from streamgan.io import EncodeOptions
+from streamgan.translator import Translator
+
+
+class Clock:
+    """perf_counter for the controller, moved by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    c = Clock()
+    monkeypatch.setattr(autosize.time, "perf_counter", c)
+    return c
+
+
+def _camera(w=640, h=360):
+    return SimpleNamespace(width=w, height=h, size=None)
+
+
+def _feed(auto, clock, full, seconds, fps=30):
+    """Engine calls of one frame at the camera's rate for ``seconds``, each taking ``full`` seconds at
+    640x360 and in proportion to the pixels at the size it runs at."""
+    for _ in range(int(seconds * fps)):
+        clock.now += 1 / fps
+        auto.observe(full * auto.size[0] * auto.size[1] / (640 * 360), 1)
+
+
+def test_the_ladder_and_the_first_size_come_from_timing_each_rung(clock):
+    cam = _camera()
+    auto = autosize.AutoSize(cam, rate=30)
+    assert auto.ladder == [360, 320, 288, 256, 224, 216] and auto.floor == 216
+    timed = []
+
+    def timer(size):  # 45 ms a frame at 640x360, in proportion to the pixels
+        timed.append(size)
+        return 0.045 * size[0] * size[1] / (640 * 360)
+    auto.calibrate(timer)
+    assert timed == [auto.size_of(s) for s in auto.ladder]  # every rung built before frames flow
+    # the largest within 0.6 of the 33 ms interval (20 ms): 224 (17.4 ms); 256 would take 22.8
+    assert auto.short == 224 and cam.size == (398, 224) == auto.size
+    assert auto.changes[0][1:3] == (360, 224)
+
+
+def test_too_slow_goes_down_room_goes_up_one_rung_never_back_to_a_slow_size(clock, caplog):
+    cam = _camera()
+    auto = autosize.AutoSize(cam, rate=30, floor=224)
+    auto.calibrate(lambda size: 0.018 * size[0] * size[1] / (640 * 360))  # 18 ms at 360: it fits
+    assert auto.short == 360 and cam.size is None and not auto.changes
+    _feed(auto, clock, 0.040, 2)  # the machine got busy: 40 ms a frame
+    assert auto.short == 256 and cam.size == (456, 256)  # 40 * (256/360)^2 = 20 ms <= 0.7 * 33
+    assert "it runs at short side 256 now (was 360" in caplog.text
+    _feed(auto, clock, 0.012, 10)  # room again: up a rung at a time, every 3 s
+    assert auto.short == 320  # 288 and 320, never 360 within 30 s of it being too slow
+    _feed(auto, clock, 0.012, 40)
+    assert auto.short == 360 and cam.size is None
+    _feed(auto, clock, 0.100, 5)  # far too slow: down to the floor (within a second or two), not below
+    assert auto.short == 224 == auto.floor
+    steps = [c[1:3] for c in auto.changes]
+    assert steps[:4] == [(360, 256), (256, 288), (288, 320), (320, 360)] and steps[-1][1] == 224
+    assert "360 -> 256 at" in auto.lines()[0] and "ended at short side 224" in auto.lines()[0]
+
+
+def test_frames_decoded_before_a_change_are_scaled_to_the_new_size(clock):
+    cam = _camera()
+    auto = autosize.AutoSize(cam, rate=30)
+    auto.calibrate(lambda size: 0.045 * size[0] * size[1] / (640 * 360))
+    got = []
+    run = auto.wrap(lambda batch: got.extend(f.image.shape for f in batch) or [f.image for f in batch])
+    old = SimpleNamespace(image=np.zeros((360, 640, 3), np.uint8))
+    new = SimpleNamespace(image=np.zeros((224, 398, 3), np.uint8))
+    run([old, new])
+    assert got == [(224, 398, 3), (224, 398, 3)]
+
+
+@pytest.fixture
+def tr(identity_onnx):
+    return Translator(identity_onnx, backend="openvino", precision="fp32")
+
+
+def test_a_live_run_with_a_model_too_slow_for_the_camera_lowers_its_size(tr, tmp_path, monkeypatch):
+    """A model that takes 60 ms a frame at the camera's size, in proportion to the pixels, against a
+    25 fps camera (40 ms): it runs smaller from the first frame, nearly every frame is published, and
+    the recording keeps the camera's size, frame count and timestamps."""
+    clip = make_clip(tmp_path / "cam.mp4", frames=50, size=(160, 96))  # 2 s at 25 fps
+    run = tr.backend.run
+
+    def slow(batch, *a, **k):
+        time.sleep(0.06 * batch.shape[1] * batch.shape[2] / (160 * 96) * len(batch))
+        return run(batch, *a, **k)
+
+    monkeypatch.setattr(tr.backend, "run", slow)
+    out = tmp_path / "out.mp4"
+    outs = outputs.make_outputs([str(out)], encode=EncodeOptions(), src=clip)
+    res = live.run(tr, clip, outs, live.LiveOptions(realtime=True, drop="oldest", auto_size=True))
+    assert res.autosize.changes and res.autosize.changes[0][1] == 96
+    assert res.autosize.short < 96 and res.autosize.short >= res.autosize.floor
+    assert res.frames >= 45, res.lines()  # without it about two frames in three are dropped
+    info = read_video(out)
+    assert (info["width"], info["height"]) == (160, 96) and len(info["frames"]) == res.frames
+    assert any(line.startswith("size auto:") for line in res.lines())
+
+
+def test_size_auto_is_refused_for_a_file_translated_as_fast_as_it_goes(tmp_path, identity_onnx):
+    clip = make_clip(tmp_path / "in.mp4", frames=4)
+    for extra in (["--size", "auto"], ["--min-size", "200"]):
+        r = run_cli("run", "--task", identity_onnx, clip, "-o", tmp_path / "out.mp4", *extra)
+        assert r.returncode == 2, r.stderr
+        assert "are for live runs" in error_line(r.stderr)
+        assert not (tmp_path / "out.mp4").exists()
+    r = run_cli("run", "--task", identity_onnx, clip, "-o", tmp_path / "out.mp4", "--realtime",
+                "--min-size", "200")
+    assert r.returncode == 2 and "--min-size goes with --size auto" in error_line(r.stderr)
