@@ -178,8 +178,9 @@ def main() -> int:
                   f"{1000 * interval:.1f} ms); {res.stages.summary()}", flush=True)
             return one
 
-        def two_streams() -> dict:
+        def two_streams(auto: bool = False) -> dict:
             cfg = ServeConfig(model=model, backend=args.backend, precision=args.precision,
+                              size="auto" if auto else None,
                               batch=args.batch, max_wait=args.max_wait
                               if args.max_wait is not None else interval, metrics=None,
                               streams=[{"name": "cam1", "input": srv.url("/cam1"),
@@ -188,6 +189,9 @@ def main() -> int:
                                         "outputs": [srv.url("/pub3")], "reconnect": 0}])
             serve = Serve(cfg)
             serve.run(duration=args.seconds + 30)
+            if auto:
+                print("serve size auto: " + "; ".join(line.strip() for s in serve.streams
+                                                      for line in s.auto.lines()), flush=True)
             streams = {s.name: {"published": s.published, "dropped": s.dropped,
                                 "state": s.state, "error": s.error, "latency": lat(s.latency)}
                        for s in serve.streams}
@@ -219,19 +223,27 @@ def main() -> int:
                   f"{two['engine_ms_per_call']:.1f} ms per call", flush=True)
             return two
 
-        ones, twos, autos = [], [], []
+        ones, twos, autos, twos_auto = [], [], [], []
         for _ in range(args.reps):  # alternate, so both see the same machine
             ones.append(one_stream())
             if args.auto_size:
                 autos.append(one_stream(auto=True))
             if not args.only_one:
                 twos.append(two_streams())
+                if args.auto_size:
+                    twos_auto.append(two_streams(auto=True))
         report["one_stream"], report["two_streams"], report["one_stream_size_auto"] = ones, twos, autos
+        report["two_streams_size_auto"] = twos_auto
         med_one = float(np.median([o["fps"] for o in ones]))
         med_two = float(np.median([t["combined_fps"] for t in twos])) if twos else float("nan")
         report["median"] = {"one_stream_fps": med_one, "two_streams_combined_fps": med_two}
         print(f"median over {args.reps}: two streams combined {med_two:.1f} fps vs one stream "
               f"alone {med_one:.1f} fps", flush=True)
+        if autos and twos_auto:
+            a1 = float(np.median([o["fps"] for o in autos]))
+            a2 = float(np.median([t["combined_fps"] for t in twos_auto]))
+            print(f"size auto, median over {args.reps}: two streams combined {a2:.1f} fps vs one "
+                  f"stream alone {a1:.1f} fps", flush=True)
     finally:
         srv.stop()
     if args.json:

@@ -93,6 +93,17 @@ class _State:
             for s in streams:
                 f.add_metric([s.name], get(s))
             yield f
+        sized = [s for s in streams if getattr(s, "auto", None) is not None]
+        if sized:  # size auto (streamgan.autosize)
+            side = family("gauge", "model_short_side", "the short side the model runs at for the "
+                          "stream (size auto: lowered while the engine cannot keep up)", ("stream",))
+            changes = family("counter", "size_changes", "times size auto changed the stream's "
+                             "model size", ("stream",))
+            for s in sized:
+                side.add_metric([s.name], s.auto.short)
+                changes.add_metric([s.name], len(s.auto.changes))
+            yield side
+            yield changes
         fps = family("gauge", "fps", "published frames per second over the last 5 s",
                      ("stream",))
         q = family("gauge", "latency_quantile_seconds", "capture to publish latency over the "

@@ -76,7 +76,10 @@ class ServeConfig(_Strict):
     model: str  # task name, plugin folder or .onnx file
     backend: str = "auto"
     precision: str = "auto"
-    size: int | None = Field(default=None, ge=16)
+    # a short side, or "auto": each camera's size lowered while the shared engine cannot keep up with
+    # all of them (streamgan.autosize; the engine's time a frame against one over the cameras' total rate)
+    size: int | Literal["auto"] | None = Field(default=None)
+    min_size: int | None = Field(default=None, ge=16)  # the floor of size auto
     tile: int | None = Field(default=None, ge=64)
     night_exposure: str | None = None  # a day-to-night model's exposure (None: its card's default)
     # frames per engine call, across streams; None: one per stream (at most 8), or the
@@ -90,6 +93,14 @@ class ServeConfig(_Strict):
     overwrite: bool = False
     metrics: MetricsConfig | None = Field(default_factory=MetricsConfig)
     streams: list[StreamConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        if isinstance(self.size, int) and self.size < 16:
+            raise ValueError(f"size must be at least 16 or auto, got {self.size}")
+        if self.min_size is not None and self.size != "auto":
+            raise ValueError("min_size is the floor of size: auto")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self):
@@ -165,6 +176,7 @@ class Stream:
         self.source = None
         self.outputs: FanOut | None = None
         self.size = None
+        self.auto = None  # size auto: this camera's AutoSize
         realtime = cfg.realtime if cfg.realtime is not None else True
         self.options = live.LiveOptions(realtime=realtime, drop=cfg.drop,
                                         rtsp_transport=cfg.rtsp_transport,
@@ -215,6 +227,14 @@ class Stream:
             s = self.source
             self.size = s.size or (s.width, s.height)
             srv.warm(self.size)
+            if srv.cfg.size == "auto" and self.options.realtime:
+                from .autosize import AutoSize
+
+                # the engine is shared: each camera gets a frame every 1 / (total rate) of its time
+                rate = float(s.frame_rate or 25) * len(srv.streams)
+                self.auto = AutoSize(s, rate, srv.cfg.min_size)
+                self.auto.calibrate(lambda size: srv.warm(size) or srv.frame_cost(size))
+                self.size = self.auto.size
             self.outputs.open(s.width, s.height, s.time_base, s.frame_rate)
             if isinstance(s, live.LiveSource):
                 s.fresh()  # frames sent during setup are stale: start from a new connection
@@ -348,7 +368,8 @@ class Server:
         from .translator import Translator
 
         self.cfg = cfg
-        self.translator = Translator(cfg.model, cfg.backend, cfg.precision, size=cfg.size,
+        self.translator = Translator(cfg.model, cfg.backend, cfg.precision,
+                                     size=None if cfg.size == "auto" else cfg.size,
                                      tile=cfg.tile, batch_size=cfg.batch,
                                      night_exposure=cfg.night_exposure)
         self.batch = cfg.batch or max(self.translator.batch_size, min(8, len(cfg.streams)))
@@ -395,6 +416,10 @@ class Server:
                 raise ModelError(f"the model cannot run on {size[0]}x{size[1]} frames "
                                  f"({_first_line(e)})") from None
             self._warmed.add(size)
+
+    def frame_cost(self, size) -> float:
+        """Seconds a one-frame call at ``size`` takes (measured by ``warm``)."""
+        return self._cost[(size, 1)]
 
     def affordable(self, size, interval: float) -> int:
         """How many frames one call at ``size`` may hold: each frame more may add at most
@@ -490,8 +515,12 @@ class Server:
                 self.engine_seconds += t1 - t0
                 self.calls += 1
                 self.frames += len(items)
-                key = (items[0][0].size, len(items))
+                h, w = items[0][1].image.shape[:2]
+                key = ((w, h), len(items))
                 self._cost[key] = 0.8 * self._cost.get(key, t1 - t0) + 0.2 * (t1 - t0)
+                for s in {s for s, _ in items if s.auto is not None}:  # size auto: judge the call
+                    s.auto.observe(t1 - t0, len(items))
+                    s.size = s.auto.size
                 for _, f in items:  # when its engine call began and ended (latency by stage)
                     f.started, f.finished = t0, t1
                 for (s, f), out in zip(items, outs):
@@ -561,6 +590,8 @@ class Server:
                     f"{s.latency.summary()}" + (f"; {s.stages.summary()}"
                                                 if s.stages.summary() else ""))
             out.append(head + (f"; error: {s.error}" if s.error else ""))
+            if s.auto is not None:
+                out += [f"  {line}" for line in s.auto.lines()]
             if s.outputs:
                 for name, n, err in s.outputs.report():
                     out.append(f"  {name}: {n} frames" + (f" (FAILED: {err})" if err else ""))

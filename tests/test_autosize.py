@@ -129,3 +129,44 @@ def test_size_auto_is_refused_for_a_file_translated_as_fast_as_it_goes(tmp_path,
     r = run_cli("run", "--task", identity_onnx, clip, "-o", tmp_path / "out.mp4", "--realtime",
                 "--min-size", "200")
     assert r.returncode == 2 and "--min-size goes with --size auto" in error_line(r.stderr)
+
+
+def test_serve_with_size_auto_lowers_each_cameras_size_for_the_shared_engine(identity_onnx, tmp_path):
+    """Two 25 fps cameras (paced files) share an engine that takes 30 ms a frame at their size (in
+    proportion to the pixels): together they need a frame every 20 ms, so both run smaller, nearly
+    every frame is published, and the metrics say the size of each."""
+    from streamgan.serve import Server, ServeConfig
+
+    clips = [make_clip(tmp_path / f"cam{i}.mp4", frames=50, size=(160, 96)) for i in (1, 2)]
+    cfg = ServeConfig(model=str(identity_onnx), backend="openvino", precision="fp32", size="auto",
+                      metrics=None, streams=[{"name": f"cam{i}", "input": str(c), "realtime": True,
+                                              "outputs": [str(tmp_path / f"out{i}.mp4")]}
+                                             for i, c in ((1, clips[0]), (2, clips[1]))])
+    srv = Server(cfg)
+    run = srv.translator.backend.run
+
+    def slow(batch, *a, **k):
+        time.sleep(0.03 * batch.shape[1] * batch.shape[2] / (160 * 96) * len(batch))
+        return run(batch, *a, **k)
+
+    srv.translator.backend.run = slow
+    srv.run(duration=20)
+    for i, s in enumerate(srv.streams, 1):
+        assert s.auto is not None and s.auto.short < 96, s.auto.lines()
+        assert s.published >= 42, (s.published, s.dropped)  # at 96 about half would be dropped
+        info = read_video(tmp_path / f"out{i}.mp4")
+        assert (info["width"], info["height"]) == (160, 96) and len(info["frames"]) == s.published
+    text = srv.metrics_text()
+    for s in srv.streams:
+        assert f'streamgan_model_short_side{{stream="{s.name}"}} {float(s.auto.short)}' in text
+    assert any("size auto:" in line for line in srv.summary())
+
+
+def test_serve_config_min_size_needs_size_auto():
+    from pydantic import ValidationError
+
+    from streamgan.serve import ServeConfig
+
+    with pytest.raises(ValidationError, match="min_size is the floor of size: auto"):
+        ServeConfig(model="derain", size=300, min_size=200,
+                    streams=[{"name": "a", "input": "rtsp://h/a", "outputs": ["a.mp4"]}])

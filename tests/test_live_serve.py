@@ -91,7 +91,7 @@ def test_two_streams_one_engine_metrics_and_isolation(server_factory, clip_long,
         # the histograms, by stage: every frame published is counted in each
         total = value(seen, "streamgan_latency_seconds_count", stream=name, stage="total")
         assert total >= 40
-        for stage in ("wait", "model", "output"):
+        for stage in ("wait", "model", "output", "beyond"):
             assert value(seen, "streamgan_latency_seconds_count", stream=name,
                          stage=stage) == total
         assert value(seen, "streamgan_latency_seconds_bucket", stream=name, stage="total",
