@@ -42,11 +42,14 @@ FLOOR_SHARE = 0.6  # default floor: this share of the short side it starts at
 
 class AutoSize:
     """The processing size of one live input (``source``: a live or paced source whose ``size``
-    the decoder scales to) for a model that must keep up with ``rate`` frames a second."""
+    the decoder scales to) for a model that must keep up with ``rate`` frames a second, on an engine
+    it shares with ``share`` - 1 other inputs of that rate (``serve``)."""
 
-    def __init__(self, source, rate: float, floor: int | None = None):
-        self.source = source
-        self.interval = 1.0 / rate
+    def __init__(self, source, rate: float, floor: int | None = None, share: int = 1):
+        self.source, self.share = source, share
+        # the engine's time a frame may take: the declared rate's, until the input's own is measured
+        self.interval = 1.0 / (rate * share)
+        self._arrivals: deque = deque()  # (captured, index) of frames taken, for the input's rate
         self.full = (source.width, source.height)
         self.start = min(source.size or self.full)
         self.floor = min(self.start, floor or max(STEP, _down(FLOOR_SHARE * self.start)))
@@ -83,11 +86,29 @@ class AutoSize:
             for f in batch:
                 if f.image.shape[1] != w or f.image.shape[0] != h:
                     f.image = resize(f.image, w, h)
+            self.arrived([(getattr(f, "captured", None), getattr(f, "index", None)) for f in batch])
             t0 = time.perf_counter()
             out = process(batch)
             self.observe(time.perf_counter() - t0, len(batch))
             return out
         return run
+
+    def arrived(self, frames: list[tuple[float | None, int | None]]) -> None:
+        """(capture time, frame index) of frames taken by the engine: the input's own rate, counted
+        from the indices (the frames dropped between included), replaces the declared one once two
+        seconds are seen (a camera that delivers faster or slower than it says, or says nothing)."""
+        for captured, index in frames:
+            if captured is None or index is None:
+                continue
+            if self._arrivals and index <= self._arrivals[-1][1]:
+                self._arrivals.clear()  # a reconnection or a new stream: count again
+            self._arrivals.append((captured, index))
+        while len(self._arrivals) > 2 and self._arrivals[-1][0] - self._arrivals[1][0] > 2.0:
+            self._arrivals.popleft()
+        if len(self._arrivals) > 10:
+            (t0, i0), (t1, i1) = self._arrivals[0], self._arrivals[-1]
+            if t1 - t0 >= 2.0 and 1 / 240 <= (t1 - t0) / (i1 - i0) <= 1.0:
+                self.interval = (t1 - t0) / (i1 - i0) / self.share
 
     def observe(self, seconds: float, frames: int) -> None:
         now = time.perf_counter()
@@ -126,8 +147,8 @@ class AutoSize:
         self.changes.append((time.perf_counter() - self.t0, old, short, 1000 * per))
         self._since = time.perf_counter()
         self._calls.clear()
-        log.warning("notice: the model took %.0f ms a frame against %.0f ms between frames: it runs "
-                    "at short side %d now (was %d; --size auto, floor %d)", 1000 * per,
+        log.warning("notice: the model took %.0f ms a frame where the input allows %.0f ms: it "
+                    "runs at short side %d now (was %d; --size auto, floor %d)", 1000 * per,
                     1000 * self.interval, short, old, self.floor)
 
     def lines(self) -> list[str]:
@@ -135,8 +156,8 @@ class AutoSize:
             return [f"size auto: stayed at short side {self.start} (floor {self.floor})"]
         steps = ", ".join(f"{a} -> {b} at {t:.1f} s ({ms:.0f} ms a frame)"
                           for t, a, b, ms in self.changes)
-        return [f"size auto: {steps}; ended at short side {self.short} (floor {self.floor}, "
-                f"{1000 * self.interval:.0f} ms between frames)"]
+        return [f"size auto: {steps}; ended at short side {self.short} (floor {self.floor}; the "
+                f"input allows {1000 * self.interval:.0f} ms a frame)"]
 
 
 def _down(v: float) -> int:

@@ -231,8 +231,8 @@ class Stream:
                 from .autosize import AutoSize
 
                 # the engine is shared: each camera gets a frame every 1 / (total rate) of its time
-                rate = float(s.frame_rate or 25) * len(srv.streams)
-                self.auto = AutoSize(s, rate, srv.cfg.min_size)
+                self.auto = AutoSize(s, float(s.frame_rate or 25), srv.cfg.min_size,
+                                     share=len(srv.streams))
                 self.auto.calibrate(lambda size: srv.warm(size) or srv.frame_cost(size))
                 self.size = self.auto.size
             self.outputs.open(s.width, s.height, s.time_base, s.frame_rate)
@@ -519,6 +519,7 @@ class Server:
                 key = ((w, h), len(items))
                 self._cost[key] = 0.8 * self._cost.get(key, t1 - t0) + 0.2 * (t1 - t0)
                 for s in {s for s, _ in items if s.auto is not None}:  # size auto: judge the call
+                    s.auto.arrived([(f.captured, f.index) for t, f in items if t is s])
                     s.auto.observe(t1 - t0, len(items))
                     s.size = s.auto.size
                 for _, f in items:  # when its engine call began and ended (latency by stage)

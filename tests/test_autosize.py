@@ -170,3 +170,19 @@ def test_serve_config_min_size_needs_size_auto():
     with pytest.raises(ValidationError, match="min_size is the floor of size: auto"):
         ServeConfig(model="derain", size=300, min_size=200,
                     streams=[{"name": "a", "input": "rtsp://h/a", "outputs": ["a.mp4"]}])
+
+
+def test_a_camera_faster_than_it_says_is_judged_by_its_own_rate(clock):
+    """A camera that says 10 fps and delivers 30: after two seconds its own rate counts, so a model
+    at 40 ms a frame (fine for 10 fps, too slow for 30) is made smaller."""
+    cam = _camera()
+    auto = autosize.AutoSize(cam, rate=10)
+    auto.calibrate(lambda size: 0.040 * size[0] * size[1] / (640 * 360))
+    assert auto.short == 360  # 40 ms is within 0.6 of the 100 ms it says
+    for i in range(120):  # 4 s at 30 fps, every second frame taken (the engine's pace)
+        clock.now += 1 / 30
+        if i % 2 == 0:
+            auto.arrived([(clock.now, i)])
+            auto.observe(0.040 * auto.size[0] * auto.size[1] / (640 * 360), 1)
+    assert auto.interval == pytest.approx(1 / 30, rel=0.02)
+    assert auto.short < 360
