@@ -57,7 +57,7 @@ def test_gst_inspect_documents_the_element(tmp_path):
     r = subprocess.run(["bash", "-c", f"{env} && gst-inspect-1.0 streamgan"],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    for word in ("task", "backend", "precision", "size", "batch", "I420", "NV12", "BGRx"):
+    for word in ("task", "backend", "precision", "size", "batch", "night-exposure", "I420", "NV12", "BGRx"):
         assert word in r.stdout
 
 
@@ -157,6 +157,23 @@ def test_a_bad_task_is_a_bus_error_with_the_command_lines_words(tmp_path):
     words = cli.stderr.split("error: ", 1)[1].strip()
     assert "nosuchtask" in words and words.split(";")[0] in text, (words, text)
     assert "Traceback" not in text
+
+
+def test_day2night_night_exposure_is_a_property_and_an_unknown_one_a_bus_error(tmp_path):
+    def mean_luma(exposure: str) -> float:
+        raw = tmp_path / f"{exposure or 'default'}.rgb"
+        prop = f"night-exposure={exposure}" if exposure else ""  # none: the card's default
+        r = gst(f"videotestsrc num-buffers=2 pattern=smpte ! video/x-raw,format=RGB,width=128,height=96 ! "
+                f"streamgan task=day2night backend=openvino {prop} ! filesink location={raw}")
+        assert r.returncode == 0, r.stdout + r.stderr
+        return float(_raw_frames(raw, 128, 96).mean())
+
+    assert mean_luma("bright") > 1.3 * mean_luma("dashcam")
+    assert mean_luma("") == pytest.approx(mean_luma("dashcam"))
+    r = gst("videotestsrc num-buffers=2 ! video/x-raw,format=RGB,width=64,height=48 ! "
+            "streamgan task=day2night night-exposure=dim ! fakesink")
+    assert r.returncode != 0
+    assert "is not one of day2night's: dashcam, bright" in r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("caps", ["format=GRAY8,width=64,height=48", "format=RGB,width=8,height=8"])

@@ -51,12 +51,14 @@ class StreamganFilter(GstBase.BaseTransform):
                  0, 16384, 0, _RW),
         "batch": (int, "batch", "Frames per model call (each waits for the batch to fill; end "
                   "of stream pushes out the rest)", 1, 64, 1, _RW),
+        "night-exposure": (str, "night exposure", "day2night: dashcam or bright (empty: the model "
+                           "card's default)", "", _RW),
     }
 
     def __init__(self):
         super().__init__()
         self.props_ = {"task": "derain", "backend": "auto", "precision": "auto", "size": 0,
-                       "batch": 1}
+                       "batch": 1, "night-exposure": ""}
         self.translator = None
         self.info = None
         self.pending: list = []  # input buffers waiting for their batch
@@ -83,7 +85,8 @@ class StreamganFilter(GstBase.BaseTransform):
         p = self.props_
         try:
             self.translator = Translator(p["task"], p["backend"], p["precision"],
-                                         size=p["size"] or None, batch_size=p["batch"])
+                                         size=p["size"] or None, batch_size=p["batch"],
+                                         night_exposure=p["night-exposure"] or None)
         except StreamganError as e:
             self._error(Gst.LibraryError.INIT, str(e))
             return False
