@@ -718,7 +718,7 @@ def stream(translator, src, *, on_frame: Callable[[Frame], None] | None = None,
     for frame, out in translate_frames(translator, src, options, frames=frames,
                                           duration=duration, start=start, stats=info):
         src_obj = info["source"]
-        if src_obj.size:
+        if out.shape[1] != src_obj.width or out.shape[0] != src_obj.height:  # (--size auto: any size)
             out = resize(out, src_obj.width, src_obj.height)
         result = Frame(out, frame.pts, frame.time_base, frame.index)
         result.captured = frame.captured

@@ -186,3 +186,18 @@ def test_a_camera_faster_than_it_says_is_judged_by_its_own_rate(clock):
             auto.observe(0.040 * auto.size[0] * auto.size[1] / (640 * 360), 1)
     assert auto.interval == pytest.approx(1 / 30, rel=0.02)
     assert auto.short < 360
+
+
+def test_the_stream_api_with_size_auto_yields_frames_at_the_cameras_size(tr, tmp_path, monkeypatch):
+    clip = make_clip(tmp_path / "cam.mp4", frames=25, size=(160, 96))
+    run = tr.backend.run
+
+    def slow(batch, *a, **k):
+        time.sleep(0.06 * batch.shape[1] * batch.shape[2] / (160 * 96) * len(batch))
+        return run(batch, *a, **k)
+
+    monkeypatch.setattr(tr.backend, "run", slow)
+    got = list(tr.stream(clip, live=live.LiveOptions(realtime=True, auto_size=True)))
+    assert len(got) >= 20 and all(f.image.shape == (96, 160, 3) for f in got)
+    times = [f.time for f in got]
+    assert times == sorted(times)
