@@ -418,3 +418,41 @@ def test_a_segment_stopped_before_its_first_frame_leaves_no_file(tmp_path):
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["seg_00000.mp4", "seg_00001.mp4"], files
     assert all(len(read_video(tmp_path / f)["frames"]) > 0 for f in files)
+
+
+def _vfr_clip(path, n=60, seed=0):
+    """A camera with a variable frame rate: gaps of 15, 30 or 50 ms at random (FFmpeg guesses its
+    rate as 200 fps; on average it is about 30)."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=10, options={"bf": "0"})
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        t = 0
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(np.full((64, 96, 3), (i * 4) % 256, np.uint8), format="rgb24")
+            f.pts, f.time_base = t, Fraction(1, 1000)
+            out.mux(s.encode(f))
+            t += int(rng.choice([15, 30, 50]))
+        out.mux(s.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("auto", [False, True])
+def test_a_camera_with_a_variable_frame_rate_is_published_in_order(tr, tmp_path, auto):
+    """Frames at irregular intervals (and a declared rate that is not the real one): every frame the
+    model keeps up with is published, in order, with its latency measured, and the recording's
+    timestamps keep increasing; with --size auto too (the input's own rate is measured)."""
+    clip = _vfr_clip(tmp_path / "vfr.mp4")
+    out = tmp_path / "out.mp4"
+    from streamgan.outputs import make_outputs
+
+    outs = make_outputs([str(out)], src=clip)
+    res = live.run(tr, clip, outs, live.LiveOptions(realtime=True, auto_size=auto))
+    assert res.frames + res.dropped == 60 and res.frames >= 55
+    assert res.latency.count == res.frames
+    info = read_video(out)
+    assert len(info["frames"]) == res.frames
+    assert all(b > a for a, b in zip(info["times"], info["times"][1:]))
