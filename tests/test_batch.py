@@ -335,10 +335,11 @@ def test_a_killed_driver_takes_its_workers_with_it(identity_onnx, tmp_path):
         p = subprocess.Popen(cmd, stderr=err)
     worker = None
     try:
-        assert wait_for(lambda: out.exists() and list(out.glob(".cam0.identity.*")), 120), \
-            (tmp_path / "driver.err").read_text()
+        temps: list = []  # cam0's temp file, kept by name: it may be renamed the moment after
+        assert wait_for(lambda: out.exists() and temps.extend(out.glob(".cam0.identity.*")) is None
+                        and temps, 120), (tmp_path / "driver.err").read_text()
         os.kill(p.pid, signal.SIGSTOP)  # the driver frozen: the worker finishes cam0 alone
-        worker = _writer(next(out.glob(".cam0.identity.*")))
+        worker = _writer(temps[0])
         assert _parent(worker) == p.pid  # a worker of this batch, nothing else
         assert wait_for((out / "cam0.identity.mp4").exists, 120)
         os.kill(p.pid, signal.SIGKILL)
