@@ -157,7 +157,7 @@ def main() -> int:
             outs = outputs.FanOut([outputs.StreamOutput(srv.url("/pub1"),
                                                         encode=outputs.EncodeOptions())])
             res = live.run(tr, srv.url("/cam1"), outs, live.LiveOptions(reconnect=0, auto_size=auto))
-            if auto:
+            if auto and res.autosize is not None:
                 print("size auto: " + "; ".join(res.autosize.lines()), flush=True)
             in_run = res.engine_seconds / max(1, res.batches)  # the model's own time
             one = {"published": res.frames, "dropped": res.dropped, "fps": res.fps,
@@ -191,6 +191,7 @@ def main() -> int:
             serve.run(duration=args.seconds + 30)
             if auto:
                 print("serve size auto: " + "; ".join(line.strip() for s in serve.streams
+                                                      if s.auto is not None
                                                       for line in s.auto.lines()), flush=True)
             streams = {s.name: {"published": s.published, "dropped": s.dropped,
                                 "state": s.state, "error": s.error, "latency": lat(s.latency)}

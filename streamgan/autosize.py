@@ -45,14 +45,18 @@ class AutoSize:
     the decoder scales to) for a model that must keep up with ``rate`` frames a second, on an engine
     it shares with ``share`` - 1 other inputs of that rate (``serve``)."""
 
-    def __init__(self, source, rate: float, floor: int | None = None, share: int = 1):
-        self.source, self.share = source, share
-        # the engine's time a frame may take: the declared rate's, until the input's own is measured
-        self.interval = 1.0 / (rate * share)
+    def __init__(self, source, rate: float, floor: int | None = None, share: float = 1.0):
+        self.source = source
+        # the input's own frame interval: the declared rate's, until its own is measured; ``share``: the
+        # engine's frames a second over this input's (serve: all cameras' rates over this one's)
+        self.own, self.share = 1.0 / rate, share
         self._arrivals: deque = deque()  # (captured, index) of frames taken, for the input's rate
         self.full = (source.width, source.height)
         self.start = min(source.size or self.full)
         self.floor = min(self.start, floor or max(STEP, _down(FLOOR_SHARE * self.start)))
+        if floor and floor >= self.start:
+            log.warning("notice: --min-size %d is not below the size the model starts at (%d): "
+                        "--size auto has nothing to change", floor, self.start)
         self.ladder = [self.start]
         while self.ladder[-1] > self.floor:
             self.ladder.append(max(self.floor, min(self.ladder[-1] - STEP, _down(RUNG * self.ladder[-1]))))
@@ -64,14 +68,28 @@ class AutoSize:
         self._calls: deque = deque()
         self._too_slow: tuple[int, float] | None = None  # (short side, when)
 
+    @property
+    def interval(self) -> float:
+        """The engine's time a frame of this input may take."""
+        return self.own / self.share
+
     def size_of(self, short: int) -> tuple[int, int]:
         return plan_size(*self.full, size=short)
 
     def calibrate(self, timer: Callable[[tuple[int, int]], float]) -> None:
         """Build and time every rung (``timer(size)``: seconds a frame, the engine warm), then start
         at the largest that fits."""
-        for s in self.ladder:
-            self.cost[s] = timer(self.size_of(s))
+        for s in list(self.ladder):
+            try:
+                self.cost[s] = timer(self.size_of(s))
+            except Exception as e:  # noqa: BLE001 - a size the engine cannot take is left out
+                if s == self.start:
+                    raise
+                log.warning("notice: --size auto leaves out short side %d (%s)", s,
+                            (str(e).splitlines() or [type(e).__name__])[0][:200])
+                self.ladder.remove(s)
+                del self.cost[s]
+        self.floor = self.ladder[-1]
         fits = [s for s in self.ladder if self.cost[s] <= START_AIM * self.interval]
         first = fits[0] if fits else self.ladder[-1]
         self.t0 = time.perf_counter()  # changes are timed from the start of the run
@@ -108,14 +126,14 @@ class AutoSize:
         if len(self._arrivals) > 10:
             (t0, i0), (t1, i1) = self._arrivals[0], self._arrivals[-1]
             if t1 - t0 >= 2.0 and 1 / 240 <= (t1 - t0) / (i1 - i0) <= 1.0:
-                self.interval = (t1 - t0) / (i1 - i0) / self.share
+                self.own = (t1 - t0) / (i1 - i0)
 
     def observe(self, seconds: float, frames: int) -> None:
         now = time.perf_counter()
         self._calls.append((now, seconds / max(frames, 1)))
-        while self._calls and now - self._calls[0][0] > WINDOW:
+        while len(self._calls) > 3 and now - self._calls[0][0] > WINDOW:  # a second, or 3 calls
             self._calls.popleft()
-        if now - self._since < WINDOW or len(self._calls) < 5:
+        if now - self._since < WINDOW or len(self._calls) < 3:
             return
         per = sum(s for _, s in self._calls) / len(self._calls)
         if per > DOWN * self.interval and self.short > self.floor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -137,9 +138,12 @@ class NightExposure(_Strict):
     def _names(self):
         if self.default in self.others:
             raise ValueError(f"'{self.default}' is the default (the weights' graph) and in others too")
-        bad = [n for n in self.others if not n.replace("_", "").isalnum() or not n[:1].isalpha()]
+        bad = [n for n in self.others if not re.fullmatch(r"[a-z][a-z0-9_]*", n)]
         if bad:
             raise ValueError(f"exposure names must be lower-case words, got {bad}")
+        unknown = sorted(set(self.about) - set(self.names))
+        if unknown:
+            raise ValueError(f"about names exposures the card does not offer: {unknown}")
         return self
 
     @property

@@ -44,8 +44,8 @@ def _size(v: str):
 
 def _no_auto_size(args) -> None:
     if getattr(args, "size", None) == "auto" or getattr(args, "min_size", None) is not None:
-        raise UsageError("--size auto (and --min-size) are for live runs: a camera or stream URL, "
-                         "--realtime, or -o rtsp://...; give a short side in pixels for files")
+        raise UsageError("--size auto (and --min-size) are for live runs: a camera or stream URL "
+                         "input, or a file with --realtime; give a short side in pixels otherwise")
 
 
 def _seconds(v: str) -> float:

@@ -609,8 +609,9 @@ class Source:
             if f.format.name != "yuv420p" or f.color_range == 2:  # 2: JPEG (full) range
                 f = f.reformat(format="yuv420p", dst_color_range=1)
             return Frame(f.to_ndarray(), f.pts, f.time_base or self.time_base, index)
-        if self.size and (f.width, f.height) != self.size:
-            img = f.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1],
+        size = self.size  # read once: --size auto may change it from the engine's thread
+        if size and (f.width, f.height) != size:
+            img = f.to_ndarray(format="rgb24", width=size[0], height=size[1],
                                interpolation="AREA")
         else:
             img = f.to_ndarray(format="rgb24")

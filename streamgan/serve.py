@@ -227,12 +227,15 @@ class Stream:
             s = self.source
             self.size = s.size or (s.width, s.height)
             srv.warm(self.size)
-            if srv.cfg.size == "auto" and self.options.realtime:
+            if srv.cfg.size == "auto" and not self.options.realtime:
+                log.warning("stream %s: size auto is for cameras and paced files (realtime); this "
+                            "stream runs at its size", self.name)
+            elif srv.cfg.size == "auto":
                 from .autosize import AutoSize
 
-                # the engine is shared: each camera gets a frame every 1 / (total rate) of its time
+                # the engine is shared: each camera gets a frame every 1 / (all cameras' rate)
                 self.auto = AutoSize(s, float(s.frame_rate or 25), srv.cfg.min_size,
-                                     share=len(srv.streams))
+                                     share=srv.rate_share(self))
                 self.auto.calibrate(lambda size: srv.warm(size) or srv.frame_cost(size))
                 self.size = self.auto.size
             self.outputs.open(s.width, s.height, s.time_base, s.frame_rate)
@@ -417,6 +420,15 @@ class Server:
                                  f"({_first_line(e)})") from None
             self._warmed.add(size)
 
+    def rate_share(self, stream) -> float:
+        """All running cameras' frame rates (declared; this one's whatever its state) over this one's:
+        how many frames the engine takes for each of its frames."""
+        def rate(s):
+            return float(getattr(s.source, "frame_rate", None) or 25)
+
+        total = sum(rate(s) for s in self.streams if s is stream or (s.alive and s.source is not None))
+        return total / rate(stream)
+
     def frame_cost(self, size) -> float:
         """Seconds a one-frame call at ``size`` takes (measured by ``warm``)."""
         return self._cost[(size, 1)]
@@ -425,7 +437,7 @@ class Server:
         """How many frames one call at ``size`` may hold: each frame more may add at most
         ``interval`` (a frame interval) to the call's time (times measured; between the sizes
         measured, linear)."""
-        known = sorted((n, t) for (sz, n), t in self._cost.items() if sz == size)
+        known = sorted((n, t) for (sz, n), t in list(self._cost.items()) if sz == size)  # readers warm meanwhile
         if not known:
             return 1
 
@@ -519,6 +531,7 @@ class Server:
                 key = ((w, h), len(items))
                 self._cost[key] = 0.8 * self._cost.get(key, t1 - t0) + 0.2 * (t1 - t0)
                 for s in {s for s, _ in items if s.auto is not None}:  # size auto: judge the call
+                    s.auto.share = self.rate_share(s)  # cameras come and go
                     s.auto.arrived([(f.captured, f.index) for t, f in items if t is s])
                     s.auto.observe(t1 - t0, len(items))
                     s.size = s.auto.size

@@ -68,6 +68,11 @@ class Translator:
         self.model = plugins.load(task_or_model_path, night_exposure)
         norm = self.model.normalisation
         extra = {"threads": threads} if threads else {}
+        card = self.model.card
+        if precision == "int8" and card is not None and card.int8 is not None and self.model.int8 is None:
+            raise UsageError(f"{self.task}'s int8 model is of its default night exposure "
+                             f"({card.night_exposure.default if card.night_exposure else 'the weights'}); "
+                             f"night exposure {self.model.exposure} has none: leave out --precision int8")
         if precision == "int8" or (precision == "auto" and self.model.int8_passed):
             extra["int8"] = self.model.int8
             if precision == "int8" and self.model.int8 is not None and not self.model.int8_passed:

@@ -201,3 +201,26 @@ def test_the_stream_api_with_size_auto_yields_frames_at_the_cameras_size(tr, tmp
     assert len(got) >= 20 and all(f.image.shape == (96, 160, 3) for f in got)
     times = [f.time for f in got]
     assert times == sorted(times)
+
+
+def test_a_slow_engine_on_a_slow_camera_is_still_judged(clock):
+    """A 4 fps camera and an engine at 400 ms a frame: three calls make a judgement."""
+    cam = _camera()
+    auto = autosize.AutoSize(cam, rate=4)
+    auto.calibrate(lambda size: 0.12 * size[0] * size[1] / (640 * 360))  # 120 ms: fits 0.6 of 250
+    assert auto.short == 360
+    _feed(auto, clock, 0.400, 3, fps=4)
+    assert auto.short < 360
+
+
+def test_a_size_the_engine_cannot_take_is_left_out_of_the_ladder(clock, caplog):
+    cam = _camera()
+    auto = autosize.AutoSize(cam, rate=30)
+
+    def timer(size):
+        if size[1] == 256:
+            raise RuntimeError("no engine profile for this shape")
+        return 0.045 * size[0] * size[1] / (640 * 360)
+    auto.calibrate(timer)
+    assert 256 not in auto.ladder and auto.short == 224
+    assert "leaves out short side 256 (no engine profile for this shape)" in caplog.text

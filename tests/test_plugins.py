@@ -231,3 +231,20 @@ def test_a_card_with_a_bad_night_exposure_section_is_refused(tmp_path, identity_
     folder = _plugin(tmp_path, identity_onnx, night_exposure=section)
     with pytest.raises(ModelError, match="night_exposure"):
         plugins.load(folder)
+
+
+def test_int8_with_a_night_exposure_that_has_none_is_a_usage_error(tmp_path, identity_onnx):
+    """The card's int8 model is of the default graph: asking for it with another exposure says so."""
+    from streamgan.errors import UsageError
+    from streamgan.translator import Translator
+
+    folder = _night_plugin(tmp_path, identity_onnx)
+    for name in ("model.int8.xml", "model.int8.bin"):
+        (folder / name).write_bytes(b"of the default graph")
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    card["int8"] = {"sha256": sha256_file(folder / "model.int8.xml"),
+                    "weights_sha256": sha256_file(folder / "model.int8.bin"), "passed": True}
+    (folder / "card.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(UsageError, match="int8 model is of its default night exposure \\(dashcam\\); "
+                                         "night exposure bright has none"):
+        Translator(folder, "openvino", "int8", night_exposure="bright")

@@ -560,3 +560,14 @@ def test_relit_dashcam_darkens_the_frames_own_detail_with_it():
 
     assert float(d.mean()) < 0.7 * float(b.mean())
     assert contrast(d) < 1.25 * contrast(b)  # added at day contrast it would be about twice as strong
+
+
+def test_night_exposures_need_the_renderer_and_distinct_names():
+    from pydantic import ValidationError
+
+    from trainer.options import ExportOptions
+
+    with pytest.raises(ValidationError, match="set export.relight"):
+        ExportOptions(night_exposures=["dashcam"])
+    with pytest.raises(ValidationError, match="names one twice"):
+        ExportOptions(relight=True, night_exposures=["bright", "bright"])

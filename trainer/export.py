@@ -120,8 +120,9 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
             processing={"policy": cfg.export.policy, "short_side": cfg.export.short_side, "size_multiple": 4},
             weights={"file": "model.onnx", "sha256": sha256_file(staged), "opset": OPSET},
             training=old_training or {
-                "config": config_path, "data": data, "steps": int(ck["step"]),
-                "wall_time_s": round(float(ck["wall_time_s"]), 1), "device": run["device"], "notes": notes},
+                "config": config_path, "data": data, "steps": int(ck.get("step", 0)),
+                "wall_time_s": round(float(ck.get("wall_time_s", 0.0)), 1), "device": run["device"],
+                "notes": notes},
             metrics=metrics, limitations=cfg.export.limitations,
             night_exposure=({"default": cfg.export.night_exposures[0],
                              "others": {n: {"file": p.name, "sha256": sha256_file(_staged(p)), "opset": OPSET}
