@@ -509,8 +509,8 @@ def translate_many(inputs, task: str = "derain", out_dir="out", *, jobs: int | N
     encode.choice(".mp4")  # a codec, preset or crf that cannot work fails before any work
     settings = Settings(task=str(task), backend=backend, precision=precision, size=size,
                         tile=tile, batch_size=batch_size, hwaccel=hwaccel, threads=threads,
-                        night_exposure=night_exposure, encode=encode, overwrite=overwrite, start=start, duration=duration,
-                        frames=frames, compare=compare, cli_wording=errors.cli_wording_on())
+                        night_exposure=night_exposure, encode=encode, overwrite=overwrite,
+                        start=start, duration=duration, frames=frames, compare=compare, cli_wording=errors.cli_wording_on())
     fp = json.loads(json.dumps(settings.fingerprint()))  # loads the model: a bad one fails here
     t0 = time.perf_counter()
     runner = None

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ModelError
 
 CARD_FILE = "card.yaml"
+NAME = r"^[a-z][a-z0-9_]*$"  # a task's or a night exposure's name
 
 
 class _Strict(BaseModel):
@@ -130,7 +131,7 @@ class NightExposure(_Strict):
     ``default`` is the weights' graph; ``others`` maps each further name to its file (the same network,
     its renderer set to that exposure). ``about``: one line per name for ``streamgan models``."""
 
-    default: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    default: str = Field(pattern=NAME)
     others: dict[str, Weights] = {}
     about: dict[str, str] = {}
 
@@ -138,7 +139,7 @@ class NightExposure(_Strict):
     def _names(self):
         if self.default in self.others:
             raise ValueError(f"'{self.default}' is the default (the weights' graph) and in others too")
-        bad = [n for n in self.others if not re.fullmatch(r"[a-z][a-z0-9_]*", n)]
+        bad = [n for n in self.others if not re.match(NAME, n)]
         if bad:
             raise ValueError(f"exposure names must be lower-case words, got {bad}")
         unknown = sorted(set(self.about) - set(self.names))
@@ -152,7 +153,7 @@ class NightExposure(_Strict):
 
 
 class ModelCard(_Strict):
-    task: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    task: str = Field(pattern=NAME)
     title: str
     direction: str  # e.g. "rainy -> clear"
     architecture: str

@@ -359,7 +359,8 @@ def cmd_live(args) -> int:
                           max_wait=args.max_wait, rtsp_transport=args.rtsp_transport,
                           stall_timeout=args.stall_timeout, auto_size=auto,
                           min_size=args.min_size).check()
-    if auto and not resolve(options, args.input)[0]:
+    realtime, drop = resolve(options, args.input)
+    if auto and not realtime:
         _no_auto_size(args)
     enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, audio="none",
                         hardware=getattr(args, "hwaccel", "auto"),
@@ -370,7 +371,6 @@ def cmd_live(args) -> int:
     kw = {"hwaccel": args.hwaccel} if hasattr(args, "hwaccel") else {}
     tr = Translator(args.task, args.backend, args.precision, size=None if auto else args.size,
                     tile=args.tile, batch_size=args.batch, night_exposure=args.night_exposure, **kw)
-    realtime, drop = resolve(options, args.input)
     if not args.quiet:
         print(f"streamgan: {tr.describe()}; {redact(args.input)} -> "
               f"{', '.join(o.name for o in outs.outputs)}"

@@ -59,7 +59,7 @@ class Settings:
             d.pop(k)
         model = load(self.task, self.night_exposure)
         card = model.card  # its sha256 values were checked against the files by load()
-        d["weights"] = [sha256_file(model.onnx)] + (
+        d["weights"] = [model.sha256 or sha256_file(model.onnx)] + (
             [card.int8.sha256, card.int8.weights_sha256] if model.int8 else [])
         d["night_exposure"] = model.exposure  # the default named: a new default redoes the batch
         return d

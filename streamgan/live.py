@@ -487,22 +487,21 @@ class Stages:
         self.beyond = Latency()  # per frame: its latency beyond its own engine call (wait + output)
 
     @staticmethod
-    def split(frame, published: float) -> tuple[float, float, float] | None:
-        """(wait, model, output) seconds of a frame published at ``published`` (perf_counter);
-        None for a frame that went through no timed engine call."""
+    def split(frame, published: float) -> tuple[float, float, float, float] | None:
+        """(wait, model, output, beyond: wait + output) seconds of a frame published at
+        ``published`` (perf_counter); None for a frame that went through no timed engine call."""
         started = getattr(frame, "started", None)
         finished = getattr(frame, "finished", None)
         if started is None or finished is None:
             return None
-        return (max(0.0, started - frame.captured), finished - started,
-                max(0.0, published - finished))
+        wait, output = max(0.0, started - frame.captured), max(0.0, published - finished)
+        return wait, finished - started, output, wait + output
 
     def add(self, frame, published: float) -> None:
         times = self.split(frame, published)
         if times is not None:
-            for lat, seconds in zip((self.wait, self.model, self.output), times):
-                lat.add(seconds)
-            self.beyond.add(times[0] + times[2])
+            for name, seconds in zip(self.NAMES, times):
+                getattr(self, name).add(seconds)
 
     def summary(self) -> str:
         if not self.model.count:

@@ -53,6 +53,16 @@ class Model:
         return self.card.processing if self.card else Processing()
 
     @property
+    def sha256(self) -> str | None:
+        """The sha256 its card gives the graph that runs (checked on load), or None without a card."""
+        if self.card is None:
+            return None
+        ne = self.card.night_exposure
+        if ne is not None and self.exposure in ne.others:
+            return ne.others[self.exposure].sha256
+        return self.card.weights.sha256
+
+    @property
     def int8(self) -> Path | None:
         """The int8 OpenVINO IR the card names (checked on load), or None."""
         if self.card is None or self.card.int8 is None or self.folder is None or \
@@ -92,11 +102,7 @@ def load_folder(folder: Path) -> Model:
     onnx = folder / card.weights.file
     if not onnx.is_file():
         raise ModelError(f"plugin '{card.task}': weights {onnx} are missing")
-    digest = sha256_file(onnx)
-    if digest != card.weights.sha256:
-        raise ModelError(
-            f"plugin '{card.task}': {onnx} does not match its card (sha256 {digest[:12]}..., "
-            f"card says {card.weights.sha256[:12]}...): the file is corrupt or was replaced")
+    _check_sha256(card.task, onnx, card.weights.sha256)
     if card.int8 is not None:
         _check_int8(card, folder)
     return Model(onnx=onnx, card=card, folder=folder)
@@ -121,12 +127,17 @@ def with_exposure(model: Model, name: str | None) -> Model:
     if not onnx.is_file():
         raise ModelError(f"plugin '{model.task}': the graph of night exposure '{name}', {onnx}, "
                          "is missing")
-    digest = sha256_file(onnx)
-    if digest != w.sha256:
-        raise ModelError(f"plugin '{model.task}': {onnx} does not match its card (sha256 "
-                         f"{digest[:12]}..., card says {w.sha256[:12]}...): the file is corrupt "
-                         "or was replaced")
+    _check_sha256(model.task, onnx, w.sha256)
     return Model(onnx=onnx, card=model.card, folder=model.folder, exposure=name)
+
+
+def _check_sha256(task: str, path: Path, want: str, what: str = "") -> None:
+    """A file a card names must have the sha256 the card gives it (``what``: how to call the file)."""
+    digest = sha256_file(path)
+    if digest != want:
+        raise ModelError(f"plugin '{task}': {what}{path} does not match its card (sha256 "
+                         f"{digest[:12]}..., card says {want[:12]}...): the file is corrupt or was "
+                         "replaced")
 
 
 def _check_int8(card: ModelCard, folder: Path) -> None:
@@ -143,11 +154,7 @@ def _check_int8(card: ModelCard, folder: Path) -> None:
             raise ModelError(f"plugin '{card.task}': int8 model file {path} named in its card is "
                              "missing (re-run `streamgan-train quantize`, or remove the card's "
                              "int8 section)")
-        digest = sha256_file(path)
-        if digest != want:
-            raise ModelError(f"plugin '{card.task}': int8 model file {path} does not match its "
-                             f"card (sha256 {digest[:12]}..., card says {want[:12]}...): the file "
-                             "is corrupt or was replaced")
+        _check_sha256(card.task, path, want, "int8 model file ")
 
 
 def load(task_or_path: str | Path, night_exposure: str | None = None) -> Model:

@@ -401,7 +401,7 @@ def _eval_day2night(cfg: Config, run, out_dir: Path) -> dict:
     rep.update(_night_looks(day, outs))
     real = night_real(cfg)
     if real:
-        rep["night_realism"] = night_realism(real, day, {"model": outs, "input": day, "darken_filter": dark})
+        rep["night_realism"] = night_realism(real, {"model": outs, "input": day, "darken_filter": dark})
     rep["flicker"] = _flicker(cfg, run)
     idx = np.linspace(0, len(day) - 1, min(5, len(day))).round().astype(int)
     rows = [[day[i], dark[i], outs[i], _resize(night[k % len(night)], (day[i].shape[1], day[i].shape[0]))]
@@ -426,7 +426,7 @@ def _luma(imgs: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([i.reshape(-1, 3).astype(np.float32) @ np.float32([0.299, 0.587, 0.114]) for i in imgs])
 
 
-def night_realism(real: dict[str, list[np.ndarray]], day: list[np.ndarray], sides: dict[str, list[np.ndarray]]) -> dict:
+def night_realism(real: dict[str, list[np.ndarray]], sides: dict[str, list[np.ndarray]]) -> dict:
     """How close each side (outputs of the held-out ``day`` frames) comes to real dashcam night: the patch
     distance (``metrics.night_distance``) to the sets of ``real`` pooled (each set an equal share) and to
     each set alone, the mean and percentiles of luma (0-255), the real sets' own beside them."""
@@ -453,7 +453,7 @@ def night_exposure_scores(cfg: Config, onnx: str | Path) -> dict:
     scores = {"structure_score": round(float(np.mean([M.structure_score(d, o) for d, o in zip(day, outs)])), 4),
               "mean_luma": round(float(_luma(outs).mean()), 1), "sky": looks["sky"]}
     if real:
-        scores["night_realism"] = night_realism(real, day, {"model": outs})["model"]["distance"]
+        scores["night_realism"] = night_realism(real, {"model": outs})["model"]["distance"]
     return scores
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from .deploy import OPSET, check_onnx, deployable, export_onnx
+from .lights import EXPOSURES
 from .options import CheckpointError, Config
 from .train import CKPT, generator_from_checkpoint
 
@@ -34,14 +35,6 @@ def _compare_with_shipped(cfg: Config, report: dict, shipped: Path, out: Path) -
         raise ExportRefused(f"the new model scores worse than {shipped} on {what}: {abs(new_s):.3f} vs "
                             f"{abs(old_s):.3f}; the plugin was left as it is (export --force replaces it anyway)")
     return {"metric": what, "new": round(abs(new_s), 4), "replaced": round(abs(old_s), 4)}
-
-
-# what ``streamgan models`` says of each night exposure
-EXPOSURE_ABOUT = {
-    "dashcam": "as dark as an ordinary dashcam records night: black sky, the road ahead in the car's own "
-               "headlights, the rest near black",
-    "bright": "a camera that gains night up: the scene visible throughout, as the FLIR night frames",
-}
 
 
 def _staged(path: Path) -> Path:
@@ -79,7 +72,7 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
     export_onnx(net, staged)
     # the further night exposures (export.night_exposures after the first): the same network, each its own graph
     others = {name: (deployable(cfg, gen, name), pdir / f"model.{name}.onnx")
-              for name in (cfg.export.night_exposures[1:] if cfg.export.relight else [])}
+              for name in cfg.export.night_exposures[1:]}  # (options: night_exposures need relight)
     for other, path in others.values():
         export_onnx(other, _staged(path))
     try:  # nothing in the plugin folder is replaced until the check, evaluation and card pass
@@ -127,8 +120,8 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
             night_exposure=({"default": cfg.export.night_exposures[0],
                              "others": {n: {"file": p.name, "sha256": sha256_file(_staged(p)), "opset": OPSET}
                                         for n, (_, p) in others.items()},
-                             "about": {n: EXPOSURE_ABOUT[n] for n in cfg.export.night_exposures}}
-                            if cfg.export.relight and cfg.export.night_exposures else None),
+                             "about": {n: EXPOSURES[n] for n in cfg.export.night_exposures}}
+                            if cfg.export.night_exposures else None),
         )
     except BaseException:
         for f in [staged] + [_staged(p) for _, p in others.values()]:

@@ -378,7 +378,11 @@ NIGHT_COLOUR = 0.5
 # frames of ours). "dashcam": what an ordinary dashcam records: the scene at DASHCAM_GAIN of that in linear
 # light wherever the car's own headlights do not reach, the road ahead lit by them (DASHCAM_CONE at the
 # brightest), the light sources as bright as before (they over-expose in both).
-EXPOSURES = ("dashcam", "bright")
+EXPOSURES = {  # name: what ``streamgan models`` says of it
+    "dashcam": "as dark as an ordinary dashcam records night: black sky, the road ahead in the car's own "
+               "headlights, the rest near black",
+    "bright": "a camera that gains night up: the scene visible throughout, as the FLIR night frames",
+}
 DASHCAM_GAIN = 0.25
 DASHCAM_CONE = 3.0
 DASHCAM_SKY = 0.3  # the night sky darker again: no city glow on an open road

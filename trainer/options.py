@@ -173,6 +173,7 @@ class ExportOptions(_Opts):
     # the plugin's default (model.onnx), the others go beside it as model.<name>.onnx (``--night-exposure``)
     night_exposures: list[Literal["dashcam", "bright"]] = []
     limitations: str | None = None
+    data_notes: list[DataNote] = []  # [{name, path, licence, count}] for the card
 
     @model_validator(mode="after")
     def _exposures(self):
@@ -181,7 +182,6 @@ class ExportOptions(_Opts):
         if len(set(self.night_exposures)) != len(self.night_exposures):
             raise ValueError(f"export.night_exposures names one twice: {self.night_exposures}")
         return self
-    data_notes: list[DataNote] = []  # [{name, path, licence, count}] for the card
 
 
 class EvalOptions(_Opts):
