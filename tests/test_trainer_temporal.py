@@ -139,8 +139,9 @@ def test_drop_area_is_near_zero_on_a_clean_clip_and_not_lowered_by_blur():
     assert json.dumps({"clean": d_clean})  # plain floats for the report
 
 
-def test_adapt_from_a_temporal_plugin_says_what_to_use_instead(tmp_path):
-    """adapt fine-tunes frame-by-frame plugins: a temporal one is refused in one line, before any work."""
+def test_adapt_from_a_temporal_plugin_other_than_drop_fill_says_what_it_takes(tmp_path):
+    """adapt fine-tunes frame-by-frame plugins and drop-fill temporal ones: another temporal one is refused in
+    one line, before any work."""
     import subprocess
     import sys
 
@@ -155,7 +156,7 @@ def test_adapt_from_a_temporal_plugin_says_what_to_use_instead(tmp_path):
                         "--out", str(tmp_path / "fleet"), "--plugin", str(p)], capture_output=True, text=True,
                        timeout=120, env={**__import__("os").environ, "STREAMGAN_RUNS": str(tmp_path / "runs")})
     assert r.returncode == 2, r.stderr[-2000:]
-    assert "a temporal model" in r.stderr and "streamgan-train temporal train" in r.stderr, r.stderr[-2000:]
+    assert "a temporal model" in r.stderr and "drop-fill" in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "fleet").exists() and not (tmp_path / "runs").exists()
 
 
@@ -193,3 +194,121 @@ def test_eval_runners_size_the_state_as_the_plugins_card_says(tmp_path):
     for runner in (OnnxRunner, OpenVinoRunner):
         _, state = runner(p / "model.onnx")._step(img, None)
         assert state.shape[2:] == (want[1], want[0]), runner
+
+
+# ------------------------------------------------------------------------------- find and fill the drops
+def test_push_pull_keeps_what_it_has_and_fills_a_hole_from_around():
+    from trainer.networks import push_pull
+
+    x = torch.zeros(1, 3, 40, 60)
+    x[:, :, :, :30], x[:, :, :, 30:] = 0.2, 0.8  # two flat halves
+    w = torch.ones(1, 1, 40, 60)
+    w[:, :, 15:25, 5:15] = 0  # a hole in the left half
+    out = push_pull(x, w)
+    assert torch.allclose(out[:, :, :, :4], x[:, :, :, :4], atol=1e-3)  # kept where weight is full
+    assert float((out[:, :, 17:23, 7:13] - 0.2).abs().max()) < 0.02  # the hole filled with its side's value
+    out = push_pull(x, torch.zeros_like(w))
+    assert torch.isfinite(out).all()  # nothing to fill from: no NaN
+
+
+def test_windshield_drops_are_darker_above_than_below_and_stay_with_the_seed():
+    """A windshield drop shows the ground upside down in its upper part: above a bright sky and dark ground,
+    the drops darken the upper half of the sky more than they change its lower half's mean."""
+    from trainer.rain import windshield_drops
+
+    img = torch.zeros(1, 3, 180, 320)
+    img[:, :, :120] = 0.8  # sky
+    img[:, :, 120:] = 0.15  # road
+    a = windshield_drops(img, torch.Generator().manual_seed(4), density=0.8)
+    b = windshield_drops(img, torch.Generator().manual_seed(4), density=0.8)
+    assert torch.equal(a, b)
+    changed = (a - img).abs().amax(1)[0, :100] > 0.05
+    assert 0.05 < float(changed.float().mean()) < 0.8  # drops, not a veil
+    assert float(a[:, :, :100].mean()) < 0.8 - 0.02  # darker in the sky (the ground seen in the drops)
+
+
+def test_the_drop_finder_fills_only_where_it_finds_drops():
+    """At its start the finder finds nothing (the output is the generator's); with its map forced to one
+    region, only that region changes, filled from around."""
+    from trainer.networks import DROPFILL_STATE, DropFill, DropFinder
+
+    net = MobileGenerator(ngf=4, n_blocks=1, norm="none", skips=True, residual=True, out_kernel=3)
+    model = DropFill(net, DropFinder()).eval()
+    x = torch.rand(1, 3, 64, 96) * 2 - 1
+    state = torch.zeros(1, DROPFILL_STATE, 64, 96)
+    with torch.no_grad():
+        y, new = model(x, state)
+        assert new.shape == state.shape
+        assert float((y - net(x)).abs().max()) < 0.05  # sigmoid(-4): 2% of a fill at most
+        drops = torch.zeros(1, 1, 64, 96)
+        drops[:, :, 20:30, 30:40] = 1
+        filled = model.fill(x, drops)
+    assert torch.equal(filled[:, :, :20], x[:, :, :20])
+    assert not torch.allclose(filled[:, :, 20:30, 30:40], x[:, :, 20:30, 30:40])
+
+
+def test_a_drop_fill_run_trains_only_the_finder_and_exports_a_temporal_plugin(tmp_path):
+    from streamgan import Translator
+    from trainer.temporal import DROPFILL_SYNTH, export, train
+    from trainer.train import load_checkpoint
+
+    opts = _tiny_opts(tmp_path)
+    opts.kind, opts.synth = "dropfill", dict(DROPFILL_SYNTH)
+    run = tmp_path / "run"
+    train(run, opts, max_steps=1, workers=0)
+    before = load_checkpoint(run / "latest.pt")["nets"]
+    res = train(run, resume=True, workers=0)
+    after = load_checkpoint(run / "latest.pt")["nets"]
+    assert res["step"] == 4 and "bce" in res
+    assert all(torch.equal(before["G"][k], after["G"][k]) for k in before["G"])  # the generator kept
+    assert any(not torch.equal(before["finder"][k], after["finder"][k]) for k in before["finder"])
+    pdir = export(run, tmp_path / "plugin")
+    assert "channels: 9" in (pdir / "card.yaml").read_text()
+    tr = Translator(pdir, backend="onnxruntime")
+    frames = np.random.default_rng(0).integers(0, 255, (3, 72, 128, 3), dtype=np.uint8)
+    assert tr.translate(frames).shape == frames.shape
+
+
+def test_the_drop_mask_marks_the_drops_on_the_glass_and_not_the_streaks():
+    """rain_clip's drop mask: zero for streaks alone; where drops are, it covers what they changed."""
+    seq = move_still(_scene(seed=9), 3, torch.Generator().manual_seed(10))
+    kw = dict(p_wipe=0.0, p_arrivals=0.0, p_camera=0.0, p_veil=0.0, p_spray=0.0, drop_mask=True)
+    rainy, clean, mask = rain_clip(seq, torch.Generator().manual_seed(11), p_streaks_only=1.0, **kw)
+    assert float((rainy[-1] - clean[-1]).abs().max()) > 0.05 and float(mask.sum()) == 0  # streaks: not drops
+    rainy, clean, mask = rain_clip(seq, torch.Generator().manual_seed(11), p_streaks_only=0.0, p_drops=1.0,
+                                   p_windshield=1.0, **kw)
+    assert mask.shape == (1, 1, 96, 160) and 0.02 < float(mask.mean()) < 0.9
+    changed = ((rainy[-1] - clean[-1]).abs().amax(0) > 0.1).float()
+    assert float((changed * (1 - mask[0, 0])).sum()) < 0.5 * float(changed.sum())  # most changes are drops
+
+
+def test_adapt_fine_tunes_a_drop_fill_plugins_finder_on_the_users_clear_clip(tmp_path):
+    """A drop-fill plugin adapted: the new plugin is temporal, loads and runs; the generator's weights are the
+    starting plugin's, the finder's changed; the before/after sheet of the user's rainy frames is there."""
+    from streamgan import Translator
+    from trainer.adapt import adapt
+    from trainer.temporal import DROPFILL_SYNTH, export, train
+    from trainer.train import weights_from_onnx
+    from trainer_helpers import make_images
+
+    opts = _tiny_opts(tmp_path)
+    opts.kind, opts.synth, opts.crop = "dropfill", dict(DROPFILL_SYNTH), 48
+    train(tmp_path / "run", opts, max_steps=1, workers=0)
+    start = export(tmp_path / "run", tmp_path / "start")
+    clear = make_images(tmp_path / "clear", 3)
+    rainy = make_images(tmp_path / "rainy", 2)
+    logs: list[str] = []
+    import os
+    os.environ["STREAMGAN_RUNS"] = str(tmp_path / "runs")
+    try:
+        res = adapt([str(rainy)], [str(clear)], str(tmp_path / "fleet"), plugin=str(start), steps=2, log=logs.append)
+    finally:
+        del os.environ["STREAMGAN_RUNS"]
+    out = tmp_path / "fleet"
+    assert res["plugin_dir"] == str(out) and (out / "before_after.png").is_file(), logs
+    assert "drop finder" in " ".join(logs)
+    a, b = weights_from_onnx(start / "model.onnx"), weights_from_onnx(out / "model.onnx")
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("finder."))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("finder."))
+    frames = np.random.default_rng(1).integers(0, 255, (2, 72, 128, 3), dtype=np.uint8)
+    assert Translator(out, backend="onnxruntime").translate(frames).shape == frames.shape

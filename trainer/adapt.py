@@ -78,8 +78,7 @@ def adapt(rainy: list[str], clear: list[str], out: str, plugin: str = "derain", 
     if model.card is None or model.card.task != "derain" or model.processing.policy != "source":
         raise DataError(f"--plugin {plugin}: adapt starts from a derain plugin exported with policy 'source'")
     if model.temporal is not None:
-        raise DataError(f"--plugin {plugin}: a temporal model (its card has a temporal section); adapt fine-tunes "
-                        "frame-by-frame derain plugins: train a temporal one with `streamgan-train temporal train`")
+        return _adapt_drop_fill(model, plugin, rainy, clear, out_dir, steps, stride, overrides, int8, log, n_r, n_c)
     log(f"adapt: {n_r} rainy frames ({len(sizes_r)} size(s)), {n_c} clear frames ({len(sizes_c)} size(s)); "
         f"starting from {model.onnx}")
     runs = os.environ.get("STREAMGAN_RUNS") or os.path.expanduser("~/.cache/streamgan/runs")
@@ -153,3 +152,65 @@ def adapt(rainy: list[str], clear: list[str], out: str, plugin: str = "derain", 
                 "run": str(run_dir)})
     log(f"adapt: wrote {out_dir} (use: streamgan run --task {out_dir} clip.mp4)")
     return res
+
+
+def _adapt_drop_fill(model, plugin: str, rainy: list[str], clear: list[str], out_dir: Path, steps: int, stride: int,
+                     overrides, int8: bool, log, n_r: int, n_c: int) -> dict:
+    """adapt for a temporal drop-fill plugin (``trainer.temporal``, kind "dropfill"): its drop finder is
+    fine-tuned on the user's clear frames with synthetic drops on the glass (videos as clips, images moved
+    the way a camera moves); the generator stays as it is. The user's rainy frames give the before/after
+    sheet."""
+    from . import temporal as T
+    from .data import VIDEO_EXT
+    from .networks import DROPFILL_STATE
+
+    if [s.channels for s in model.temporal.state] != [DROPFILL_STATE]:
+        raise DataError(f"--plugin {plugin}: a temporal model whose state is not a drop-fill model's; adapt "
+                        "fine-tunes frame-by-frame derain plugins and drop-fill temporal ones")
+    if int8 or overrides:
+        raise DataError(f"--plugin {plugin}: a temporal drop-fill model is adapted without "
+                        f"{'--int8 (it has no int8 model)' if int8 else '--set (its options are its card)'}")
+    files = list_sources(clear, field="--clear")
+    videos = [str(f) for f in files if f.suffix.lower() in VIDEO_EXT]
+    stills = [str(f) for f in files if f.suffix.lower() not in VIDEO_EXT]
+    log(f"adapt: {n_r} rainy frames (for the before/after sheet), {n_c} clear frames ({len(videos)} clip(s), "
+        f"{len(stills)} image(s)); fine-tuning the drop finder of {model.onnx}")
+    runs = os.environ.get("STREAMGAN_RUNS") or os.path.expanduser("~/.cache/streamgan/runs")
+    run_dir = Path(runs) / f"adapt-{out_dir.name}-{int(time.time())}"
+    from .train import weights_from_onnx
+
+    w = weights_from_onnx(model.onnx)  # the generator's size, from its weights
+    generator = {**T.TemporalOptions().generator, "ngf": int(w["inc.1.weight"].shape[0]),
+                 "n_blocks": len({k.split(".")[1] for k in w if k.startswith("blocks.")}),
+                 "out_kernel": int(w["outc.1.weight"].shape[-1])}
+    opts = T.TemporalOptions(kind="dropfill", synth=dict(T.DROPFILL_SYNTH), init=str(model.onnx), clips=videos,
+                             generator=generator,
+                             sequences=[], stills=stills, holdout=[], steps=steps, decay_start=steps // 2,
+                             lr_new=3e-4, clean_fraction=0.2, checkpoint_every_s=120.0)
+    t0 = time.time()
+    res = T.train(run_dir, opts)
+    train_s = time.time() - t0
+    if res["stopped"]:
+        log(f"adapt: stopped by {res['stopped']} at step {res['step']}; no plugin written (the run is in {run_dir})")
+        return {"stopped_by": res["stopped"], "step": res["step"], "run": str(run_dir)}
+    log(f"adapt: training {train_s:.1f} s ({res['step']} steps)")
+    staging = out_dir.with_name(f".{out_dir.name}.streamgan-tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    start = model.card
+    try:
+        t1 = time.time()
+        T.export(run_dir, staging, notes=f"adapted from {plugin} {start.version} on the user's clear frames ({clear})",
+                 limitations=(f"Fine-tuned by streamgan-train adapt for {steps} steps from {plugin} {start.version}: "
+                              "its drop finder, on your clear frames with synthetic drops; the generator is the "
+                              f"starting model's. The starting model's card says: {start.limitations or 'nothing'}"),
+                 title="Rain removal (temporal drop fill, adapted to one fleet)")
+        export_s = time.time() - t1
+        _user_sheet(rainy, staging / "model.onnx", staging / "before_after.png", stride)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log(f"adapt: export {export_s:.1f} s (ONNX, its check against PyTorch, the card)")
+    log(f"adapt: wrote {out_dir} (use: streamgan run --task {out_dir} clip.mp4)")
+    return {"plugin_dir": str(out_dir), "train_s": round(train_s, 1), "steps": res["step"], "run": str(run_dir),
+            "before_after": str(out_dir / "before_after.png"), "int8": None}

@@ -339,3 +339,76 @@ class TemporalDerain(nn.Module):
         out, new = self.step(small, state)
         up = nn.functional.interpolate(out - small, size=(x.shape[2], x.shape[3]), mode="bilinear", align_corners=False)
         return torch.clamp(x + up, -1.0, 1.0), new
+
+
+def push_pull(x: torch.Tensor, weight: torch.Tensor, levels: int = 6) -> torch.Tensor:
+    """``x`` filled where ``weight`` (N x 1 x H x W in [0, 1]) is low from where it is high around: weighted
+    means down a pyramid of halvings, then back up, each level keeping its own mean where it had enough
+    weight and taking the coarser level's elsewhere (fixed arithmetic, nothing learned)."""
+    nums, dens = [x * weight], [weight]
+    for _ in range(levels):
+        nums.append(nn.functional.avg_pool2d(nums[-1], 2, ceil_mode=True))
+        dens.append(nn.functional.avg_pool2d(dens[-1], 2, ceil_mode=True))
+    fill = nums[-1] / (dens[-1] + 1e-3)
+    for num, den in zip(reversed(nums[:-1]), reversed(dens[:-1])):
+        up = nn.functional.interpolate(fill, size=(num.shape[2], num.shape[3]), mode="bilinear", align_corners=False)
+        have = torch.clamp(den * 2, 0.0, 1.0)
+        fill = have * num / (den + 1e-3) + (1 - have) * up
+    return fill
+
+
+class DropFinder(nn.Module):
+    """Where drops on the glass are: a drop map's logits (N x 1 x H x W) from the frame, the stream's
+    temporal statistics (:func:`temporal_features`) and the previous frame's drop map. Most of it runs at
+    half the size (dilated 3x3 convolutions see about 60 pixels around), a last 3x3 convolution at full size
+    keeps the edges; about 3,900 multiply-adds per pixel."""
+
+    def __init__(self, in_ch: int = 3 + TEMPORAL_EXTRA + 1, ch: int = 16):
+        super().__init__()
+        act = lambda: nn.LeakyReLU(0.1, True)  # noqa: E731
+        self.down = nn.Sequential(nn.Conv2d(in_ch, ch, 3, 2, 1), act())
+        self.context = nn.Sequential(*[m for d in (1, 2, 4, 8) for m in (nn.Conv2d(ch, ch, 3, 1, d, d), act())],
+                                     nn.Conv2d(ch, 8, 1), act())
+        self.fuse = nn.Sequential(nn.Conv2d(8 + in_ch, 8, 3, 1, 1), act(), nn.Conv2d(8, 1, 1))
+        nn.init.constant_(self.fuse[2].bias, -4.0)  # starts finding nothing
+
+    def forward(self, x):
+        c = self.context(self.down(x))
+        c = nn.functional.interpolate(c, size=(x.shape[2], x.shape[3]), mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([c, x], 1))
+
+
+DROPFILL_STATE = TEMPORAL_STATE + 1  # temporal_features' state and the drop map
+
+
+class DropFill(nn.Module):
+    """A temporal deraining model that finds the drops on the glass and fills them:
+    ``(frame, state) -> (derained frame, new state)``.
+
+    At the network's size (as :class:`TemporalDerain`), the derain generator removes streaks; the
+    :class:`DropFinder` maps the drops from the frame's look, the stream's temporal statistics (what stays
+    while the scene moves) and the previous frame's map; the drops are filled from the generator's output
+    around them (:func:`push_pull`) and the correction is added to the full-size frame. The state is
+    :func:`temporal_features`' state and the drop map (``DROPFILL_STATE`` channels); a lone image runs with
+    the zero state."""
+
+    def __init__(self, net: MobileGenerator, finder: DropFinder, short_side: int = 360, multiple: int = 4,
+                 keep: float = 0.8):
+        super().__init__()
+        self.net, self.finder = net, finder
+        self.short_side, self.multiple, self.keep = short_side, multiple, keep
+
+    def find(self, small: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The drop map's logits and the temporal part of the new state."""
+        extra, new = temporal_features(small, state[:, :TEMPORAL_STATE], self.keep)
+        return self.finder(torch.cat([small, extra, state[:, TEMPORAL_STATE:]], 1)), new
+
+    def fill(self, derained: torch.Tensor, drops: torch.Tensor) -> torch.Tensor:
+        return derained * (1 - drops) + push_pull(derained, 1 - drops) * drops
+
+    def step(self, small: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, new = self.find(small, state)
+        drops = torch.sigmoid(logits)
+        return self.fill(self.net(small), drops), torch.cat([new, drops], 1)
+
+    forward = TemporalDerain.forward

@@ -7,7 +7,8 @@ seed gives the same output bit for bit (on one device).
   brightness; additive as in Rain12/Rain100L, or screen-blended), haze that grows with depth, spray, drops on
   the glass rendered as small lenses (:func:`glass_drops`: refracted, flipped, minified view of the scene,
   dark rim, highlight, in or out of focus, clusters and trails), a partial wiper sweep, and the camera after
-  the glass (defocus, sensor noise, JPEG at dashcam quality).
+  the glass (defocus, sensor noise, JPEG at dashcam quality); a dashcam's windshield in focus
+  (:func:`windshield_drops`: flattened wide-field lenses, the ground upside down in their upper part).
 * :func:`rain_clip` - the same over a sequence of frames: drops that stay on the glass while the scene
   moves behind them (the frames of a real clip, or a still moved the way a camera moves, :func:`move_still`),
   drops that land, run down and get wiped, streaks that move.
@@ -234,6 +235,44 @@ def glass_drops(img: torch.Tensor, gen: torch.Generator, density: float | None =
     return img * (1 - alpha) + view.clamp(0, 1) * alpha
 
 
+def windshield_drops(img: torch.Tensor, gen: torch.Generator, density: float | None = None) -> torch.Tensor:
+    """Drops on a dashcam's windshield as the camera sees them in focus (img: 1x3xHxW in [0, 1]).
+
+    The windshield leans back, so its drops look flattened (wider than tall), and each is a lens with a wide
+    field: it shows the whole scene upside down and blurred, the dark ground in its upper part and the bright
+    sky in its lower part, with a dark crescent at its upper rim (light refracted away). Radii of 2.5 to 8-18
+    pixels at a short side of 360 (larger frames: in proportion), many of them: ``density`` in [0, 1]
+    (random in [0.3, 1] if None) covers 7-50% of the glass."""
+    _, _, h, w = img.shape
+    s = min(h, w)
+    px = s / 360 if s > 360 else 1.0
+    dens = 0.3 + 0.7 * _u(gen, 0, 1) if density is None else density
+    r_lo, r_hi = 2.5 * px, _u(gen, 8, 18) * px
+    n = min(500, int(3 + dens * _u(gen, 0.25, 0.5) * h * w / (3.14 * r_lo * r_hi * 0.8)))
+    drops = []
+    for _ in range(n):
+        r = _power(gen, r_lo, r_hi)
+        drops.append((_u(gen, 0, h), _u(gen, 0, w), r, r * _u(gen, 0.55, 0.95), _u(gen, -0.15, 0.15)))
+    hgt, ox, oy, rad = _drop_maps(torch.tensor(drops).to(img.device), h, w)
+    yy = torch.arange(h, device=img.device).view(1, 1, h, 1).float()
+    xx = torch.arange(w, device=img.device).view(1, 1, 1, w).float()
+    field = _u(gen, 0.3, 0.8) * h  # how far from its centre the drop's rim looks
+    sy = yy - oy * rad - oy * field
+    sx = xx - ox * rad - ox * field * _u(gen, 0.6, 1.2)
+    grid = torch.stack([(sx[:, 0] + 0.5) / w * 2 - 1, (sy[:, 0] + 0.5) / h * 2 - 1], -1)
+    scene = _gauss_blur(img, _u(gen, 3, 8) * px)
+    view = F.grid_sample(scene, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    view = view * _u(gen, 0.95, 1.15) + _u(gen, 0.0, 0.04)
+    top = (-oy).clamp(0, 1)
+    rim = torch.sigmoid(((ox ** 2 + oy ** 2).clamp(0, 1).sqrt() - (0.8 - 0.35 * top)) * 15) * (0.3 + 0.7 * top)
+    view = view * (1 - _u(gen, 0.5, 0.9) * rim)
+    alpha = torch.sigmoid((hgt - 0.05) * 40) * (hgt > 0).float()
+    comp = img * (1 - alpha) + view.clamp(0, 1) * alpha
+    blur = _u(gen, 0.3, 1.2) * px  # the glass is just out of the camera's focus
+    soft = _gauss_blur(alpha, blur)
+    return _gauss_blur(comp, blur) * soft + img * (1 - soft)
+
+
 def near_drops(img: torch.Tensor, gen: torch.Generator, dens: float) -> torch.Tensor:
     """Drops on glass just in front of the lens, far out of focus (as in the Raindrop and RobotCar
     pictures): milky discs a few percent of the frame wide with soft edges several pixels wide, through
@@ -343,7 +382,8 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
               p_drops: float = 0.6, p_spray: float = 0.15, p_wiper: float = 0.1, p_camera: float = 0.8,
               p_near_drops: float = 0.0, p_lens_drops: float = 0.0, p_dense_drops: float = 0.0,
               p_fine_streaks: float = 0.0, p_film: float = 0.0, p_soft_drops: float = 0.0,
-              p_focus: float = 0.4, noise_gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              p_focus: float = 0.4, p_windshield: float = 0.0,
+              noise_gen: torch.Generator | None = None, glass: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(rainy, target) from ``clean`` (NCHW in [0, 1]). Each image gets its own random weather.
 
     In the order light meets them: haze with depth, spray, streaks in the air, drops on the glass, a
@@ -355,11 +395,13 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
     A share ``p_dense_drops`` of the rest is a windshield covered with drops (:func:`glass_drops` ``dense``),
     and a share ``p_soft_drops`` of what is left translucent drops out of focus (``soft``, Raindrop style).
     A share ``p_fine_streaks`` of the streaks is rendered finer (:func:`rain_streaks` ``fine`` 1-1.8), and
-    a share ``p_film`` of the wet glass veils the view (:func:`film`). The other drops are in focus with probability
-    ``p_focus`` (:func:`glass_drops`).
+    a share ``p_film`` of the wet glass veils the view (:func:`film`). A share ``p_windshield`` of the drops
+    are a dashcam's windshield in focus (:func:`windshield_drops`, drawn before the other kinds). The other
+    drops are in focus with probability ``p_focus`` (:func:`glass_drops`).
 
     For video, pass a generator seeded the same for every frame as ``gen`` (same rain, same drops on the
-    glass) and a per-frame generator as ``noise_gen`` (the streaks move)."""
+    glass) and a per-frame generator as ``noise_gen`` (the streaks move). ``glass=False`` leaves the glass
+    dry (the same weather in the air: the same draws up to the drops)."""
     ins, tgts = [], []
     for img in clean.split(1):
         _, _, h, w = img.shape
@@ -380,13 +422,17 @@ def rain_pair(clean: torch.Tensor, gen: torch.Generator, p_streaks_only: float =
         if rain is not None:
             y = 1 - (1 - y) * (1 - rain) if _u(gen, 0, 1) < 0.5 else y + rain
         y = y.clamp(0, 1)
-        if not streaks or _u(gen, 0, 1) < p_drops:
+        if glass and (not streaks or _u(gen, 0, 1) < p_drops):
             dry = y
-            near = p_near_drops > 0 and _u(gen, 0, 1) < p_near_drops
+            windshield = p_windshield > 0 and _u(gen, 0, 1) < p_windshield
+            near = not windshield and p_near_drops > 0 and _u(gen, 0, 1) < p_near_drops
             lens = not near and p_lens_drops > 0 and _u(gen, 0, 1) < p_lens_drops
             dense = not near and not lens and p_dense_drops > 0 and _u(gen, 0, 1) < p_dense_drops
             soft = not (near or lens or dense) and p_soft_drops > 0 and _u(gen, 0, 1) < p_soft_drops
-            y = glass_drops(y, gen, near=near, lens=lens, dense=dense, soft=soft, p_focus=p_focus)
+            if windshield:
+                y = windshield_drops(y, gen)
+            else:
+                y = glass_drops(y, gen, near=near, lens=lens, dense=dense, soft=soft, p_focus=p_focus)
             if p_film > 0 and _u(gen, 0, 1) < p_film:
                 y = film(y, gen)
             if _u(gen, 0, 1) < p_wiper:  # the wiper clears the glass, not the air
@@ -427,7 +473,7 @@ def move_still(img: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def rain_clip(clean: torch.Tensor, gen: torch.Generator, p_wipe: float = 0.15, p_arrivals: float = 0.5,
-              p_camera: float = 0.8, p_running: float = 0.0, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+              p_camera: float = 0.8, p_running: float = 0.0, drop_mask: bool = False, **kw):
     """(rainy, target) clips from one clean clip (T x 3 x H x W in [0, 1], consecutive frames of one
     camera), with :func:`rain_pair`'s weather (``kw``: its options) held for the whole clip: the drops stay
     on the glass where they are while the scene moves behind them (each frame refracts its own scene), the
@@ -436,7 +482,9 @@ def rain_clip(clean: torch.Tensor, gen: torch.Generator, p_wipe: float = 0.15, p
     ones land). The camera after the glass (defocus, JPEG) is the same for the clip, its noise new every
     frame; the target is the clean clip through the same camera. With probability ``p_running`` some drops
     run down the glass, 0.3-2% of the frame's height a frame (drawn from their own generator: the other
-    draws stay as they are)."""
+    draws stay as they are). ``drop_mask``: also return where the drops on the glass are in the last frame
+    (1 x 1 x H x W, 0 or 1: where they change it by more than 0.03 in a colour, against the same weather
+    with the glass dry), the rest of the clip's rain not counted."""
     t = clean.shape[0]
     seed = int(torch.randint(0, 2 ** 62, (), generator=gen))
     wipe = int(torch.randint(1, t, (), generator=gen)) if t > 1 and _u(gen, 0, 1) < p_wipe else t
@@ -449,6 +497,10 @@ def rain_clip(clean: torch.Tensor, gen: torch.Generator, p_wipe: float = 0.15, p
     if p_running > 0 and _u(rg, 0, 1) < p_running:
         running = (int(torch.randint(0, 2 ** 62, (), generator=rg)), _u(rg, 0.003, 0.02) * clean.shape[2],
                    _u(rg, 0.0, 0.2))
+    # drops that land or run are windshield drops (in focus, as a dashcam sees them) as often as the others
+    p_ws = kw.get("p_windshield", 0.0)
+    late_drops = windshield_drops if p_ws > 0 and _u(torch.Generator().manual_seed(seed + 3), 0, 1) < p_ws \
+        else glass_drops
     cam = None
     if _u(gen, 0, 1) < p_camera:
         cam = {"blur": _u(gen, 0, 0.8), "sigma": _u(gen, 0.0, 0.02), "quality": int(_u(gen, 35, 90)),
@@ -465,12 +517,16 @@ def rain_clip(clean: torch.Tensor, gen: torch.Generator, p_wipe: float = 0.15, p
             y = wiper(y, dry, torch.Generator().manual_seed(seed + 7)) if k == wipe else dry
         for at, s in arrivals:
             if k >= at and not (at < wipe <= k):  # drops that landed before the sweep are gone after it
-                y = glass_drops(y, torch.Generator().manual_seed(s), density=_u(torch.Generator().manual_seed(s + 1), 0, 0.3))
+                y = late_drops(y, torch.Generator().manual_seed(s), density=_u(torch.Generator().manual_seed(s + 1), 0, 0.3))
         if running is not None:  # drops placed on the frame moved up, then moved back down with their change
             s_run, speed, dens = running
             d = int(round(speed * k))
             up = torch.roll(y, -d, dims=2)
-            y = y + torch.roll(glass_drops(up, torch.Generator().manual_seed(s_run), density=dens) - up, d, dims=2)
+            y = y + torch.roll(late_drops(up, torch.Generator().manual_seed(s_run), density=dens) - up, d, dims=2)
+        if drop_mask and k == t - 1:
+            dry, _ = rain_pair(img, torch.Generator().manual_seed(seed), p_camera=0.0,
+                               noise_gen=torch.Generator().manual_seed(seed + 1 + k), glass=False, **kw)
+            mask = ((y.clamp(0, 1) - dry.clamp(0, 1)).abs().amax(1, keepdim=True) > 0.03).float()
         tgt = img
         if cam is not None:
             params = {**cam, "noise": torch.randn(img.shape, generator=moving)}
@@ -478,4 +534,4 @@ def rain_clip(clean: torch.Tensor, gen: torch.Generator, p_wipe: float = 0.15, p
             tgt, _ = camera(img, moving, params)
         ins.append(y.clamp(0, 1))
         tgts.append(tgt)
-    return torch.cat(ins), torch.cat(tgts)
+    return (torch.cat(ins), torch.cat(tgts)) + ((mask,) if drop_mask else ())

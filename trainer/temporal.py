@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from . import losses as L
 from .data import list_sources, load_frames, to_model
-from .networks import TEMPORAL_EXTRA, TEMPORAL_STATE, TemporalDerain, build_generator, temporal_features
+from .networks import (DROPFILL_STATE, TEMPORAL_EXTRA, TEMPORAL_STATE, DropFill, DropFinder, TemporalDerain,
+                       build_generator, temporal_features)
 from .rain import move_still, rain_clip
 from .train import load_checkpoint, run_lock, save_checkpoint, weights_from_onnx
 
@@ -35,7 +36,12 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @dataclass
 class TemporalOptions:
-    """What a temporal run trains on and how (saved in its checkpoint and in the plugin's card)."""
+    """What a temporal run trains on and how (saved in its checkpoint and in the plugin's card). ``kind``:
+    "network" trains the generator with the temporal statistics as extra input (:class:`TemporalDerain`);
+    "dropfill" keeps the generator as it is and trains a drop finder whose map is filled from around
+    (:class:`DropFill`), supervised by where the synthesiser put drops on the glass."""
+
+    kind: str = "network"
 
     clips: list[str] = field(default_factory=lambda: [
         str(DATA / "clips/udacity_lanelines_solidWhiteRight.mp4"), str(DATA / "clips/yolop_bdd_input1.gif")])
@@ -72,10 +78,20 @@ class TemporalOptions:
     seed: int = 0
 
 
-def build(opts: TemporalOptions) -> TemporalDerain:
-    net = build_generator(opts.generator["kind"], **{k: v for k, v in opts.generator.items() if k != "kind"},
-                          extra_in=TEMPORAL_EXTRA)
-    return TemporalDerain(net, keep=opts.keep)
+DROPFILL_SYNTH = {  # windshield drops as a dashcam sees them, most of the time
+    "p_streaks_only": 0.15, "p_drops": 0.95, "p_windshield": 0.6, "p_near_drops": 0.05, "p_lens_drops": 0.05,
+    "p_dense_drops": 0.25, "p_fine_streaks": 0.5, "p_soft_drops": 0.1, "p_focus": 0.8, "p_running": 0.3}
+
+
+def build(opts: TemporalOptions) -> TemporalDerain | DropFill:
+    g = {k: v for k, v in opts.generator.items() if k != "kind"}
+    if opts.kind == "dropfill":
+        return DropFill(build_generator(opts.generator["kind"], **g), DropFinder(), keep=opts.keep)
+    return TemporalDerain(build_generator(opts.generator["kind"], **g, extra_in=TEMPORAL_EXTRA), keep=opts.keep)
+
+
+def state_channels(model) -> int:
+    return DROPFILL_STATE if isinstance(model, DropFill) else TEMPORAL_STATE
 
 
 class ClipPool:
@@ -127,21 +143,26 @@ class ClipPool:
         return patch.clamp(0, 1)
 
 
-def clip_batch(pool: ClipPool, opts: TemporalOptions, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rainy, clean) batches of clips: T x N x 3 x crop x crop, one length T for the batch."""
+def clip_batch(pool: ClipPool, opts: TemporalOptions, gen: torch.Generator):
+    """(rainy, clean) batches of clips: T x N x 3 x crop x crop, one length T for the batch; for a drop-fill
+    run also where the drops on the glass are in the last frames (N x 1 x crop x crop)."""
     lo, hi = opts.frames
     t = 1 if float(torch.rand((), generator=gen)) < opts.p_single else int(torch.randint(lo, hi + 1, (), generator=gen))
-    ins, tgts = [], []
+    masks = opts.kind == "dropfill"
+    ins, tgts, drops = [], [], []
     for _ in range(opts.batch):
         clean = pool.sample(t, gen)
         if float(torch.rand((), generator=gen)) < opts.clean_fraction:  # some clips need no change at all
             ins.append(clean)
             tgts.append(clean)
+            drops.append(torch.zeros(1, 1, *clean.shape[2:]))
             continue
-        rainy, tgt = rain_clip(clean, gen, **opts.synth)
+        rainy, tgt, *mask = rain_clip(clean, gen, drop_mask=masks, **opts.synth)
         ins.append(rainy)
         tgts.append(tgt)
-    return torch.stack(ins, 1), torch.stack(tgts, 1)
+        drops += mask
+    out = (torch.stack(ins, 1), torch.stack(tgts, 1))
+    return out + (torch.cat(drops),) if masks else out
 
 
 class _Batches(torch.utils.data.IterableDataset):
@@ -156,11 +177,15 @@ class _Batches(torch.utils.data.IterableDataset):
             yield clip_batch(self.pool, self.opts, gen)
 
 
-def run_state(model: TemporalDerain, clip: torch.Tensor) -> torch.Tensor:
+def run_state(model: TemporalDerain | DropFill, clip: torch.Tensor) -> torch.Tensor:
     """The state after the clip's frames (T x N x 3 x H x W in the model's range), as a stream builds it."""
-    state = torch.zeros(clip.shape[1], TEMPORAL_STATE, *clip.shape[3:])
+    state = torch.zeros(clip.shape[1], state_channels(model), *clip.shape[3:])
     for frame in clip:
-        _, state = temporal_features(frame, state, model.keep)
+        if isinstance(model, DropFill):
+            logits, new = model.find(frame, state)
+            state = torch.cat([new, torch.sigmoid(logits)], 1)
+        else:
+            _, state = temporal_features(frame, state, model.keep)
     return state
 
 
@@ -185,16 +210,25 @@ def train(out: str | Path, opts: TemporalOptions | None = None, resume: bool = F
         torch.set_num_threads(opts.threads)
         model = build(opts)
         step, wall = 0, 0.0
-        new = [p for n, p in model.named_parameters() if "inc_extra" in n]
-        old = [p for n, p in model.named_parameters() if "inc_extra" not in n]
-        optim = torch.optim.Adam([{"params": old, "lr": opts.lr}, {"params": new, "lr": opts.lr_new}],
-                                 betas=(0.9, 0.999))
+        dropfill = isinstance(model, DropFill)
+        if dropfill:  # the generator stays as it is; the finder learns
+            model.net.requires_grad_(False)
+            groups = [{"params": list(model.finder.parameters()), "lr": opts.lr_new}]
+        else:
+            new = [p for n, p in model.named_parameters() if "inc_extra" in n]
+            old = [p for n, p in model.named_parameters() if "inc_extra" not in n]
+            groups = [{"params": old, "lr": opts.lr}, {"params": new, "lr": opts.lr_new}]
+        optim = torch.optim.Adam(groups, betas=(0.9, 0.999))
         if resume and ck_path.exists():
-            model.net.load_state_dict(ck["nets"]["G"])
+            load_nets(model, ck)
             optim.load_state_dict(ck["optims"]["G"])
             step, wall = int(ck["step"]), float(ck["wall_time_s"])
         elif opts.init:
-            missing, unexpected = model.net.load_state_dict(weights_from_onnx(opts.init), strict=False)
+            weights = weights_from_onnx(opts.init)
+            finder = {k[len("finder."):]: weights.pop(k) for k in list(weights) if k.startswith("finder.")}
+            if finder and dropfill:  # a drop-fill plugin: its finder goes on from where it was
+                model.finder.load_state_dict(finder)
+            missing, unexpected = model.net.load_state_dict(weights, strict=False)
             if unexpected or any("inc_extra" not in k for k in missing):
                 raise ValueError(f"{opts.init}: not a warm start for {opts.generator}: "
                                  f"missing {missing}, unexpected {unexpected}")
@@ -209,31 +243,41 @@ def train(out: str | Path, opts: TemporalOptions | None = None, resume: bool = F
         old_term = signal.signal(signal.SIGTERM, lambda *_: stop.append("terminate"))
 
         def save():
+            nets = {"G": model.net.state_dict(), **({"finder": model.finder.state_dict()} if dropfill else {})}
             save_checkpoint(ck_path, {"step": step, "wall_time_s": wall, "arch": json.dumps(asdict(opts)),
-                                      "nets": {"G": model.net.state_dict()}, "optims": {"G": optim.state_dict()}})
+                                      "nets": nets, "optims": {"G": optim.state_dict()}})
 
         last_ck, logs = time.time(), {}
         end = opts.steps if max_steps is None else min(opts.steps, step + max_steps)
         try:
             while step < end and not stop:
                 t0 = time.time()
-                rainy, clean = next(loader)
+                rainy, clean, *drops = next(loader)
                 rainy, clean = to_model(rainy), to_model(clean)
                 with torch.no_grad():
                     state = run_state(model, rainy[:-1])
-                pred, _ = model.step(rainy[-1], state)
+                bce = None
+                if dropfill:
+                    with torch.no_grad():
+                        derained = model.net(rainy[-1])
+                    logits, _ = model.find(rainy[-1], state)
+                    pred = model.fill(derained, torch.sigmoid(logits))
+                    bce = F.binary_cross_entropy_with_logits(logits, drops[0])
+                else:
+                    pred, _ = model.step(rainy[-1], state)
                 l1 = F.l1_loss(pred, clean[-1])
                 ss = L.ssim_loss(pred, clean[-1])
-                loss = l1 + 0.2 * ss
+                loss = l1 + 0.2 * ss + (0.5 * bce if bce is not None else 0)
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 fall = min(1.0, max(0.0, (opts.steps - step) / max(1, opts.steps - opts.decay_start)))
-                for g, lr in zip(optim.param_groups, (opts.lr, opts.lr_new)):
+                for g, lr in zip(optim.param_groups, (opts.lr_new,) if dropfill else (opts.lr, opts.lr_new)):
                     g["lr"] = lr * fall
                 optim.step()
                 step += 1
                 wall += time.time() - t0
-                logs = {"step": step, "l1": round(float(l1), 4), "ssim": round(float(ss), 4),
+                logs = {"step": step, "l1": round(l1.item(), 4), "ssim": round(ss.item(), 4),
+                        **({"bce": round(bce.item(), 4)} if bce is not None else {}),
                         "frames": int(rainy.shape[0]), "s": round(time.time() - t0, 2)}
                 if step % 25 == 0:
                     print(json.dumps(logs), file=sys.stderr, flush=True)
@@ -247,9 +291,15 @@ def train(out: str | Path, opts: TemporalOptions | None = None, resume: bool = F
         return {**logs, "stopped": stop[0] if stop else None, "checkpoint": str(ck_path)}
 
 
+def load_nets(model: TemporalDerain | DropFill, ck: dict) -> None:
+    model.net.load_state_dict(ck["nets"]["G"])
+    if isinstance(model, DropFill):
+        model.finder.load_state_dict(ck["nets"]["finder"])
+
+
 # ------------------------------------------------------------------------------------------- export
 def export(run: str | Path, plugin_dir: str | Path, metrics: dict | None = None, notes: str = "",
-           limitations: str | None = None) -> Path:
+           limitations: str | None = None, title: str | None = None) -> Path:
     """Write the run's model as a temporal derain plugin: ``model.onnx`` (image and state in, image and new
     state out, checked against PyTorch) and ``card.yaml`` (the shipped derain card's processing and data,
     its ``temporal`` section, the run's options and ``metrics``)."""
@@ -260,11 +310,12 @@ def export(run: str | Path, plugin_dir: str | Path, metrics: dict | None = None,
     ck = load_checkpoint(Path(run).expanduser() / "latest.pt")
     opts = TemporalOptions(**json.loads(ck["arch"]))
     model = build(opts)
-    model.net.load_state_dict(ck["nets"]["G"])
+    load_nets(model, ck)
     model.eval()
+    channels = state_channels(model)
     pdir = Path(plugin_dir)
     pdir.mkdir(parents=True, exist_ok=True)
-    onnx = export_onnx(model, pdir / "model.onnx.tmp", state_channels=TEMPORAL_STATE)
+    onnx = export_onnx(model, pdir / "model.onnx.tmp", state_channels=channels)
     err = _check_export(model, onnx)
     base = ModelCard.load(Path(__file__).resolve().parents[1] / "plugins" / "derain" / "card.yaml")
     data = [d.model_dump() for d in base.training.data if "synthetic rain" not in d.name]
@@ -273,16 +324,24 @@ def export(run: str | Path, plugin_dir: str | Path, metrics: dict | None = None,
     data.append({"name": "synthetic rain clips (drops that stay on the glass)", "path": "trainer/rain.py rain_clip",
                  "licence": "MIT", "count": None})
     g = opts.generator
+    net = (f"{g['kind']} generator ngf={g['ngf']} n_blocks={g['n_blocks']} norm={g['norm']} skips={g['skips']} "
+           f"residual={g['residual']} out_kernel={g['out_kernel']}")
+    if isinstance(model, DropFill):
+        title = title or "Rain removal (temporal: drops on the glass found and filled from around)"
+        arch = (f"drop fill: the {net} (as shipped), a drop finder "
+                f"({sum(p.numel() for p in model.finder.parameters())} parameters) and a push-pull fill from "
+                f"around, at the network's size; state: running mean, change and previous frame, and the drop "
+                f"map (keep {opts.keep})")
+    else:
+        title = title or "Rain removal (temporal: drops found by what stays on the glass while the scene moves)"
+        arch = (f"temporal {net}; state: running mean, change and previous frame at the network's size "
+                f"(keep {opts.keep})")
     card = ModelCard(
-        task="derain", title="Rain removal (temporal: drops found by what stays on the glass while the scene moves)",
-        direction=base.direction,
-        architecture=(f"temporal {g['kind']} generator ngf={g['ngf']} n_blocks={g['n_blocks']} norm={g['norm']} "
-                      f"skips={g['skips']} residual={g['residual']} out_kernel={g['out_kernel']}; state: running "
-                      f"mean, change and previous frame at the network's size (keep {opts.keep})"),
+        task="derain", title=title, direction=base.direction, architecture=arch,
         version=time.strftime("%Y.%m.%d"), licence=base.licence, normalisation=base.normalisation,
         processing=base.processing,
         weights={"file": "model.onnx", "sha256": sha256_file(onnx), "opset": 17},
-        temporal={"state": [{"input": STATE_IN, "output": STATE_OUT, "channels": TEMPORAL_STATE}]},
+        temporal={"state": [{"input": STATE_IN, "output": STATE_OUT, "channels": channels}]},
         training={"config": "trainer/temporal.py TemporalOptions", "data": data, "steps": int(ck["step"]),
                   "wall_time_s": round(float(ck["wall_time_s"]), 1), "device": "cpu",
                   "notes": (f"warm start from {opts.init}; clips of {opts.frames[0]}-{opts.frames[1]} frames "
@@ -312,7 +371,7 @@ def _check_export(model: TemporalDerain, onnx: Path, tol: float = 1e-4) -> float
     worst = 0.0
     for h, w in ((120, 200), (720, 1280)):
         sw, sh = state_size(w, h, TEMPORAL_PROCESSING)
-        st = torch.zeros(1, TEMPORAL_STATE, sh, sw)
+        st = torch.zeros(1, state_channels(model), sh, sw)
         s_onnx = st.numpy()
         for _ in range(3):
             x = torch.rand(1, 3, h, w, generator=gen) * 2 - 1

@@ -69,10 +69,13 @@ def _small(f: np.ndarray, size=(640, 360)) -> np.ndarray:
     return t[0].permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
 
 
-def synthetic_clips(plugins: dict[str, str], n: int = 12, length: int = 12, seed: int = 20_000) -> dict:
-    """Held-out clips with rain on the glass, each through every plugin as one stream."""
-    from streamgan import Translator
+def _u8(t: torch.Tensor) -> list[np.ndarray]:
+    return [(x.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8) for x in t]
 
+
+def held_out_rain_clips(n: int, length: int, seed: int, synth: dict | None = None) -> list[tuple[list, list]]:
+    """``n`` (rainy, clean) clips of ``length`` 360 x 360 windows of held-out 640-wide frames, with rain that
+    stays on the glass (``synth``: :func:`trainer.rain.rain_clip`'s options; default the temporal runs' mix)."""
     from .rain import rain_clip
     from .temporal import ClipPool, TemporalOptions
 
@@ -81,10 +84,33 @@ def synthetic_clips(plugins: dict[str, str], n: int = 12, length: int = 12, seed
     gen = torch.Generator().manual_seed(seed)
     clips = []
     for _ in range(n):
-        clean = pool.sample(length, gen)  # 360 x 360 windows of 640-wide frames
-        rainy, target = rain_clip(clean, gen, **opts.synth)
-        u8 = lambda t: [(x.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8) for x in t]  # noqa: E731
-        clips.append((u8(rainy), u8(target)))
+        clean = pool.sample(length, gen)
+        rainy, target = rain_clip(clean, gen, **(synth if synth is not None else opts.synth))
+        clips.append((_u8(rainy), _u8(target)))
+    return clips
+
+
+def synthetic_beside_real(path: Path, clip: Path = WINDSHIELD, rows: int = 4, seed: int = 30_000) -> str:
+    """A contact sheet: frames of held-out clips with synthetic windshield drops (:data:`DROPFILL_SYNTH`) beside
+    frames of the real windshield clip (looking only: the sheet stays outside the repository)."""
+    from .temporal import DROPFILL_SYNTH
+
+    synth = {**DROPFILL_SYNTH, "p_windshield": 1.0, "p_streaks_only": 0.0, "p_drops": 1.0}
+    fake = [c[0][-1] for c in held_out_rain_clips(rows, 2, seed, synth)]
+    real = read_video(clip)
+    real = [real[i] for i in np.linspace(0, len(real) - 1, rows).round().astype(int)]
+    crop = lambda f: _small(f)[:, 140:500]  # noqa: E731  (360 x 360 windows, as the synthetic ones)
+    return contact_sheet([[f, crop(r)] for f, r in zip(fake, real)], ["synthetic (held-out clips)", "real windshield"],
+                         path, width=360)
+
+
+def synthetic_clips(plugins: dict[str, str], n: int = 12, length: int = 12, seed: int = 20_000,
+                    synth: dict | None = None) -> dict:
+    """Held-out clips with rain on the glass (:func:`held_out_rain_clips`), each through every plugin as one
+    stream."""
+    from streamgan import Translator
+
+    clips = held_out_rain_clips(n, length, seed, synth)
     rep: dict = {"clips": n, "frames": length, "size": "360x360 windows of held-out 640-wide frames",
                  "input": _psnr(clips, [c[0] for c in clips])}
     for name, plugin in plugins.items():
@@ -130,6 +156,7 @@ def evaluate(plugin_dir: str | Path, out: str | Path, against: str | Path | None
     streams, end-to-end fps). The report is also written to ``out``/report.json."""
     from .evaluate import evaluate as frame_eval
     from .options import REPO, Config
+    from .temporal import DROPFILL_SYNTH
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,6 +166,8 @@ def evaluate(plugin_dir: str | Path, out: str | Path, against: str | Path | None
     rep["windshield"] = {k: windshield(v, out / f"windshield_{k}") for k, v in both.items()}
     rep["clean_clip"] = {k: clean_clip(v, DATA / "clips" / "udacity_vehdet_test_video.mp4") for k, v in both.items()}
     rep["synthetic_clips"] = synthetic_clips(both)
+    rep["synthetic_windshield_clips"] = synthetic_clips(both, synth=DROPFILL_SYNTH)
+    rep["synthetic_beside_real"] = synthetic_beside_real(out / "synthetic_beside_real.png")
     rep["fps"] = fps(both)
     (out / "report.json").write_text(json.dumps(rep, indent=2))
     return rep
