@@ -200,17 +200,6 @@ def test_serve_keeps_each_cameras_state_apart(tmp_path):
     assert _video_counts(tmp_path / "b_rec.mp4") == list(range(1, 16)), err
 
 
-def test_tensorrt_says_it_does_not_bind_a_temporal_models_state(tmp_path):
-    """Before TensorRT is even looked for: a clear error naming the state and what runs it (under
-    --backend auto, engines.create then falls back to PyTorch CUDA with a notice)."""
-    from streamgan.engines.tensorrt import TensorRTBackend
-    from streamgan.errors import BackendError
-
-    with pytest.raises(BackendError, match=r"takes state beside the image \(state: a temporal "
-                                           r"model\).*torch backend \(CUDA\)"):
-        TensorRTBackend(plugin(tmp_path) / "model.onnx")
-
-
 def test_a_live_engine_skipping_frames_steadily_resets_once_not_every_frame(tmp_path):
     """A camera at 30 fps and a model that takes every third frame: after the first jump the state runs
     on; a seek later still resets it."""

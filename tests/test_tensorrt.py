@@ -7,6 +7,7 @@ caching decisions; nothing here pretends to be TensorRT's output.
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import logging
 import subprocess
@@ -507,6 +508,7 @@ DERAIN = _short_side_plugin()
 def _fake_tensorrt(version="10.3.0", runtime_error=None):
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # found by importlib.util.find_spec
 
     class Logger:
         INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
@@ -523,8 +525,15 @@ def _fake_tensorrt(version="10.3.0", runtime_error=None):
     class Context:
         def __init__(self, engine):
             self.engine, self.shape, self.addr, self.streams = engine, None, {}, []
+            self.shapes = {}
 
         def set_input_shape(self, name, shape):
+            if name != self.engine.ins[0]:  # a temporal model's state: inside the profile built for it
+                lo, hi = self.engine.state_profile[name]
+                if not all(a <= v <= b for a, v, b in zip(lo, shape, hi)):
+                    return False
+                self.shapes[name] = tuple(shape)
+                return True
             n, _, h, w = shape
             if not self.engine.profile.covers(n, h, w):
                 return False
@@ -532,6 +541,8 @@ def _fake_tensorrt(version="10.3.0", runtime_error=None):
             return True
 
         def get_tensor_shape(self, name):
+            if name in self.engine.outs[1:]:  # a state output: its input's shape
+                return self.shapes[self.engine.ins[self.engine.outs.index(name)]]
             return self.shape
 
         def set_tensor_address(self, name, ptr):
@@ -544,24 +555,29 @@ def _fake_tensorrt(version="10.3.0", runtime_error=None):
             x = np.ctypeslib.as_array((ctype * numel).from_address(self.addr["input"])).view(dt)
             y = np.ctypeslib.as_array((ctype * numel).from_address(self.addr["output"])).view(dt)
             y[:] = -x
+            for name, out in zip(self.engine.ins[1:], self.engine.outs[1:]):  # state: + 1 each call
+                k = int(np.prod(self.shapes[name]))
+                st = np.ctypeslib.as_array((ctypes.c_float * k).from_address(self.addr[name]))
+                np.ctypeslib.as_array((ctypes.c_float * k).from_address(self.addr[out]))[:] = st + 1
             return True
 
     class Engine:
-        num_io_tensors = 2
-
         def __init__(self, meta):
             self.profile = tb.Profile.from_json(meta["profile"])
             self.dtype = DataType.HALF if meta["precision"] == "fp16" else DataType.FLOAT
+            self.ins, self.outs = meta.get("io", (["input"], ["output"]))
+            self.state_profile = meta.get("state_profile", {})
+            self.num_io_tensors = len(self.ins) + len(self.outs)
             self.contexts = []
 
         def get_tensor_name(self, i):
-            return ("input", "output")[i]
+            return (self.ins + self.outs)[i]
 
         def get_tensor_mode(self, name):
-            return TensorIOMode.INPUT if name == "input" else TensorIOMode.OUTPUT
+            return TensorIOMode.INPUT if name in self.ins else TensorIOMode.OUTPUT
 
         def get_tensor_dtype(self, name):
-            return self.dtype
+            return self.dtype if name in ("input", "output") else DataType.FLOAT
 
         def create_execution_context(self):
             self.contexts.append(Context(self))
@@ -651,9 +667,12 @@ def fake_trt(monkeypatch, tmp_path):
 
     builds = []
 
-    def stand_in_builder(onnx_path, precision, profile, workspace_gib, **kw):
+    def stand_in_builder(onnx_path, precision, profile, workspace_gib, processing=None, **kw):
         builds.append(profile)
-        return json.dumps({"profile": profile.to_json(), "precision": precision}).encode()
+        ins, outs = tb.io_names(onnx_path)
+        states = {n: [list(s) for s in tb.state_shapes(profile, 1, processing)][::2] for n in ins[1:]}
+        return json.dumps({"profile": profile.to_json(), "precision": precision, "io": [ins, outs],
+                           "state_profile": states}).encode()
 
     trt = _fake_tensorrt()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
@@ -662,9 +681,9 @@ def fake_trt(monkeypatch, tmp_path):
     monkeypatch.setattr(tb, "current_environment", lambda device=0: ENV)
     monkeypatch.setattr(trt_backend, "CudaDevice", CpuDevice)
 
-    def make(**kw):
+    def make(onnx=DERAIN / "model.onnx", **kw):
         kw.setdefault("cache_dir", tmp_path / "engines")
-        return trt_backend.TensorRTBackend(DERAIN / "model.onnx", **kw)
+        return trt_backend.TensorRTBackend(onnx, **kw)
 
     make.builds = builds
     return make
@@ -965,3 +984,43 @@ def test_torch_bf16_runs_the_shipped_models_on_cpu(onnx_path):
     fp32 = TorchBackend(onnx_path, precision="fp32", device="cpu").run(frames)
     d = np.abs(bf16.astype(int) - fp32.astype(int))
     assert d.max() <= 8 and d.mean() < 0.5
+
+
+# ------------------------------------------------------------------------------- temporal models
+def test_a_temporal_state_profile_holds_the_state_of_every_image_size_in_the_profile():
+    from streamgan.card import Processing
+    from streamgan.temporal import state_size
+
+    proc = Processing(policy="source", short_side=360, size_multiple=4)
+    prof = tb.policy_profile(proc, (1, 4), size_multiple=4)
+    lo, opt, hi = tb.state_shapes(prof, 9, proc)
+    assert lo[:2] == (1, 9) and hi[:2] == (4, 9) and opt[2:] == state_size(prof.width[1], prof.height[1], proc)[::-1]
+    for h in range(prof.height[0], prof.height[2] + 1, 4):
+        for w in range(prof.width[0], prof.width[2] + 1, 4):
+            sw, sh = state_size(w, h, proc)
+            assert lo[2] <= sh <= hi[2] and lo[3] <= sw <= hi[3], (h, w, sh, sw)
+
+
+def test_tensorrt_binds_a_temporal_models_state_and_the_runtime_keeps_it_per_stream(fake_trt, tmp_path, monkeypatch):
+    """The state is an engine input and output (the stand-in engine adds one to it each call): the backend
+    binds it beside the image, and a Translator on TensorRT carries each stream's own state."""
+    from streamgan import Translator
+    from streamgan.engines import tensorrt as trt_backend
+    from test_temporal import plugin
+
+    onnx = plugin(tmp_path) / "model.onnx"
+    backend = fake_trt(onnx, precision="fp32")
+    a = _frames(2, 360, 640, 1)
+    out, (new,) = backend.run(a, [np.full((2, 1, 360, 640), 5, np.float32)])
+    assert np.array_equal(out, 255 - a) and new.shape == (2, 1, 360, 640) and np.all(new == 6)
+    with pytest.raises(UsageError, match="temporal model"):
+        backend.submit(a)  # no state: not run as a frame-by-frame model
+    _machine(monkeypatch, packages=ALL, driver=True, cuda=True)
+    tr = Translator(onnx.parent, backend="tensorrt")
+    assert isinstance(tr.backend, trt_backend.TensorRTBackend)
+    f = _frames(1, 360, 640, 2)[0]
+    for _ in range(3):
+        tr.translate(f[None], stream="cam0")
+    tr.translate(f[None], stream="cam1")
+    states = {k: float(s.state[0].mean()) for k, s in tr.streams._streams.items() if s.state}
+    assert sorted(states.values()) == [1.0, 3.0], states

@@ -7,7 +7,9 @@ CUDA tensors handed to TensorRT with ``IExecutionContext.set_tensor_address`` an
 legacy default stream, which TensorRT documents as costing extra synchronisation). Frames go up
 from pinned host memory on a second (copy) stream, and the uint8 -> float normalisation and the
 rounding back to uint8 run on the GPU. ``submit``/``collect`` keep two batches in flight (two
-buffer slots); ``run`` is ``collect(submit(batch))``. Whether the upload of batch k+1 really
+buffer slots); ``run`` is ``collect(submit(batch))``. A temporal model's state tensors are more
+bindings (their profiles sized from the image's, ``trt_build.state_shapes``); its frames run one call
+at a time with the state handed back to the runtime, which keeps it per stream. Whether the upload of batch k+1 really
 overlaps the compute of batch k has not been measured yet (docs/GPU.md).
 
 Streams and memory: every buffer is allocated while the compute stream is current, so the caching
@@ -131,11 +133,8 @@ class TensorRTBackend(Backend):
                  batch_range=trt_build.DEFAULT_BATCH, resolutions=None,
                  size_multiple: int | None = None, cache_dir=None, engine_path=None, device: int = 0):
         super().__init__(onnx_path, precision, mean, std)
-        extra = trt_build.extra_inputs(self.onnx_path)
-        if extra:  # a temporal model: its state would be more bindings, with profiles of their own
-            raise BackendError(f"TensorRT backend: {self.onnx_path.name} takes state beside the image "
-                               f"({', '.join(extra)}: a temporal model), which the TensorRT backend does "
-                               "not bind yet; it runs on the torch backend (CUDA), openvino or onnxruntime")
+        # the graph's image input and output first; a temporal model's state inputs and outputs after them
+        self._io = trt_build.io_names(self.onnx_path)
         self._trt = trt_build._trt()  # BackendError for a missing or unsupported TensorRT
         import torch
 
@@ -146,7 +145,7 @@ class TensorRTBackend(Backend):
         self._cuda = CudaDevice(torch, device)
         self.device = self._cuda.device
         self.cache_dir = cache_dir
-        processing = _card_processing(self.onnx_path)
+        processing = self._processing = _card_processing(self.onnx_path)
         self.size_multiple = size_multiple or (processing.size_multiple if processing else 4)
         self.env = trt_build.current_environment(device)
         if resolutions is None:
@@ -177,7 +176,8 @@ class TensorRTBackend(Backend):
     def _compile(self, profile, force=False) -> Path:
         return trt_build.compile_engine(self.onnx_path, precision=self.precision, profile=profile,
                                         cache_dir=self.cache_dir, force=force,
-                                        environment=self.env, device=self.device.index or 0)
+                                        environment=self.env, device=self.device.index or 0,
+                                        processing=self._processing)
 
     def _load(self, path: Path, explicit: bool = False, retried: bool = False) -> None:
         trt = self._trt
@@ -209,14 +209,16 @@ class TensorRTBackend(Backend):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         ins = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(ins) != 1 or len(outs) != 1:
-            raise BackendError(f"engine {path.name}: expected one input and one output tensor")
+        if sorted(ins) != sorted(self._io[0]) or sorted(outs) != sorted(self._io[1]):
+            raise BackendError(f"engine {path.name}: its tensors ({', '.join(ins)} in; {', '.join(outs)} out) are "
+                               f"not the model's ({', '.join(self._io[0])} in; {', '.join(self._io[1])} out)")
         dtypes = {trt.DataType.FLOAT: self._torch.float32, trt.DataType.HALF: self._torch.float16}
         try:
-            in_dtype = dtypes[engine.get_tensor_dtype(ins[0])]
-            out_dtype = dtypes[engine.get_tensor_dtype(outs[0])]
+            self._dtypes = {n: dtypes[engine.get_tensor_dtype(n)] for n in names}
         except KeyError:
             raise BackendError(f"engine {path.name}: I/O must be float32 or float16") from None
+        ins, outs = self._io
+        in_dtype, out_dtype = self._dtypes[ins[0]], self._dtypes[outs[0]]
         context = engine.create_execution_context()
         if context is None:
             raise BackendError(f"TensorRT could not create an execution context for {path.name} (GPU memory?)")
@@ -286,17 +288,51 @@ class TensorRTBackend(Backend):
         return (f"tensorrt {self.env[0]} {self.env[1]} {self.precision} "
                 f"[{self.profile.describe()}]")
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    @property
+    def temporal(self) -> bool:
+        return len(self._io[0]) > 1
+
+    def infer(self, x: np.ndarray, state: list[np.ndarray] | None = None):
         torch = self._torch
         n, c, h, w = x.shape
         self._check_shape(n, h, w)
+        if self.temporal and state is None:
+            raise UsageError(f"TensorRT backend: {self.onnx_path.name} is a temporal model; it runs with its "
+                             "state (infer(x, state), run(batch, state))")
         self.synchronize()  # the context's shapes are about to change
         with self._cuda.use(self._compute):
             xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self._in_dtype)
+            if state is not None:
+                return self._infer_state(xt, state)
             y = torch.empty(self._out_shape(n, h, w), dtype=self._out_dtype, device=self.device)
             self._enqueue(xt, y, self._compute)
             out = y.float().cpu()  # synchronises with the compute stream
         return out.numpy()
+
+    def _infer_state(self, x, state: list[np.ndarray]):
+        """A temporal model: the image and its state tensors bound as the engine's inputs, the image and
+        the new state as its outputs, on the compute stream; returned to the host (the runtime keeps each
+        stream's state, ``streamgan.temporal``)."""
+        torch, ctx = self._torch, self._context
+        io = self.state_io or list(zip(self._io[0][1:], self._io[1][1:]))
+        if len(state) != len(io):
+            raise UsageError(f"TensorRT backend: {len(state)} state tensors given, the model takes {len(io)}")
+        inputs = [(self._in_name, x)] + [
+            (name, torch.from_numpy(np.ascontiguousarray(s)).to(self.device, self._dtypes[name]))
+            for (name, _), s in zip(io, state)]
+        for name, t in inputs:
+            if not ctx.set_input_shape(name, tuple(t.shape)):
+                raise BackendError(f"TensorRT rejected {name} of shape {tuple(t.shape)} ({self.profile.describe()})")
+            ctx.set_tensor_address(name, t.data_ptr())
+        outputs = []
+        for name in [self._out_name] + [out for _, out in io]:
+            t = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=self._dtypes[name], device=self.device)
+            ctx.set_tensor_address(name, t.data_ptr())
+            outputs.append(t)
+        if not ctx.execute_async_v3(self._cuda.handle(self._compute)):
+            raise BackendError("TensorRT execution failed (see TensorRT's messages above)")
+        host = [t.float().cpu().numpy() for t in outputs]  # synchronises with the compute stream
+        return host[0], host[1:]
 
     def _grow(self, slot: _Slot, n: int, h: int, w: int, oshape) -> bool:
         """Make ``slot`` big enough; True when its buffers were (re)allocated. Allocation happens on
@@ -322,6 +358,9 @@ class TensorRTBackend(Backend):
         batches are in flight: a third ``submit`` reuses the oldest slot, whose handle goes stale."""
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] != 3:
             raise UsageError(f"TensorRT backend: expected uint8 N x H x W x 3, got {batch.dtype} {batch.shape}")
+        if self.temporal:
+            raise UsageError(f"TensorRT backend: {self.onnx_path.name} is a temporal model; it runs with its "
+                             "state through run(batch, state), not submit")
         n, h, w, _ = batch.shape
         self._check_shape(n, h, w)
         cuda = self._cuda
@@ -376,7 +415,11 @@ class TensorRTBackend(Backend):
         slot.pending = False
         return slot.h_out[: slot.n * slot.h * slot.w * 3].view(slot.n, slot.h, slot.w, 3).numpy().copy()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, state: list[np.ndarray] | None = None):
+        """``collect(submit(batch))``; a temporal model's frames with their ``state`` run synchronously
+        (normalised on the host, as the other backends: ``Backend.run``) and give (frames, new state)."""
+        if state is not None or self.temporal:
+            return super().run(batch, state)
         return self.collect(self.submit(batch))
 
     def synchronize(self) -> None:

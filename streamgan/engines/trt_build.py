@@ -129,11 +129,40 @@ def unsupported_operators(onnx_path: str | Path) -> list[str] | None:
     return sorted(ops - TRT_SUPPORTED_OPS)
 
 
-def extra_inputs(onnx_path) -> list[str]:
-    """Graph inputs beside the image (a temporal model's state), read with OpenVINO's ONNX reader."""
+def io_names(onnx_path) -> tuple[list[str], list[str]]:
+    """The graph's input and output names in order (the image first; a temporal model's state after
+    it), read with OpenVINO's ONNX reader."""
     import openvino as ov
 
-    return [i.any_name for i in ov.Core().read_model(str(onnx_path)).inputs][1:]
+    model = ov.Core().read_model(str(onnx_path))
+    return [i.any_name for i in model.inputs], [o.any_name for o in model.outputs]
+
+
+def extra_inputs(onnx_path) -> list[str]:
+    """Graph inputs beside the image (a temporal model's state)."""
+    return io_names(onnx_path)[0][1:]
+
+
+def state_shapes(profile: "Profile", channels: int, processing) -> tuple[tuple[int, ...], ...]:
+    """(min, opt, max) shapes of a temporal model's state input for images within ``profile``: the state
+    has the size the model's network runs at (``streamgan.temporal.state_size``). That size grows or
+    shrinks with each side only where the short side crosses the card's short side or the other side,
+    so its extremes lie on the profile's edges and those lines."""
+    from ..temporal import state_size as sized
+
+    def state_size(w, h, processing):
+        return (w, h) if processing is None else sized(w, h, processing)
+
+    def points(r, other):
+        side = getattr(processing, "short_side", None) or r[0]
+        return sorted({v for v in (r[0], r[2], side, *other) if r[0] <= v <= r[2]})
+
+    sizes = [state_size(w, h, processing) for h in points(profile.height, (profile.width[0], profile.width[2]))
+             for w in points(profile.width, (profile.height[0], profile.height[2]))]
+    lo = (profile.batch[0], channels, min(h for _, h in sizes), min(w for w, _ in sizes))
+    hi = (profile.batch[2], channels, max(h for _, h in sizes), max(w for w, _ in sizes))
+    ow, oh = state_size(profile.width[1], profile.height[1], processing)
+    return lo, (profile.batch[1], channels, oh, ow), hi
 
 
 # -- profiles ---------------------------------------------------------------------------------
@@ -485,9 +514,11 @@ def _save_timing_cache(config, path: Path | None) -> None:
 
 def _build_engine_bytes(onnx_path: Path, precision: str, profile: Profile,
                         workspace_gib: float = DEFAULT_WORKSPACE_GIB, *,
-                        timing_cache: Path | None = None) -> bytes:
+                        timing_cache: Path | None = None, processing=None) -> bytes:
     """Parse ``onnx_path`` with TensorRT's ONNX parser and build a serialised engine, reusing and
-    then updating the builder timing cache at ``timing_cache`` (None: no cache)."""
+    then updating the builder timing cache at ``timing_cache`` (None: no cache). A temporal model's
+    state inputs (the graph's inputs after the image) get profiles of their own, sized from the
+    image's by the card's ``processing`` (``state_shapes``)."""
     trt = _trt()
     logger = trt_logger(trt)
     try:
@@ -499,9 +530,9 @@ def _build_engine_bytes(onnx_path: Path, precision: str, profile: Profile,
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)).strip() for i in range(parser.num_errors))
         raise BackendError(f"TensorRT cannot import {onnx_path.name}: {errors or 'parse failed'}")
-    if network.num_inputs != 1 or network.num_outputs != 1:
-        raise BackendError(f"{onnx_path.name}: expected one input and one output, got "
-                           f"{network.num_inputs} and {network.num_outputs}")
+    if network.num_inputs < 1 or network.num_outputs != network.num_inputs:
+        raise BackendError(f"{onnx_path.name}: expected an image input and output (and as many state outputs "
+                           f"as state inputs), got {network.num_inputs} inputs and {network.num_outputs} outputs")
     inp = network.get_input(0)
     lo, opt, hi = profile.shapes(channels=3)
     dims = tuple(inp.shape)
@@ -518,6 +549,9 @@ def _build_engine_bytes(onnx_path: Path, precision: str, profile: Profile,
         config.set_flag(trt.BuilderFlag.FP16)
     opt_profile = builder.create_optimization_profile()
     opt_profile.set_shape(inp.name, lo, opt, hi)
+    for i in range(1, network.num_inputs):  # a temporal model's state
+        st = network.get_input(i)
+        opt_profile.set_shape(st.name, *state_shapes(profile, int(tuple(st.shape)[1]), processing))
     config.add_optimization_profile(opt_profile)
     _load_timing_cache(config, timing_cache)
     serialized = builder.build_serialized_network(network, config)
@@ -533,8 +567,9 @@ def compile_engine(onnx_path: str | Path, *, precision: str = "fp16", batch_rang
                    cache_dir: str | Path | None = None, size_multiple: int = 4,
                    force: bool = False, profile: Profile | None = None,
                    workspace_gib: float = DEFAULT_WORKSPACE_GIB, device: int = 0,
-                   environment: tuple[str, str, str] | None = None) -> Path:
+                   environment: tuple[str, str, str] | None = None, processing=None) -> Path:
     """Path of a valid engine for ``onnx_path`` on this machine, building it when none is cached.
+    ``processing``: the card's, which sizes a temporal model's state.
 
     The build prints one visible line (logger 'streamgan', WARNING) since it takes minutes.
     """
@@ -566,7 +601,8 @@ def compile_engine(onnx_path: str | Path, *, precision: str = "fp16", batch_rang
                 "once", onnx_path.name, precision, profile.describe(), gpu_name, reason)
     t0 = time.perf_counter()
     timing = timing_cache_path(cache_dir, (trt_version, gpu_name, cc))
-    data = _build_engine_bytes(onnx_path, precision, profile, workspace_gib, timing_cache=timing)
+    data = _build_engine_bytes(onnx_path, precision, profile, workspace_gib, timing_cache=timing,
+                               processing=processing)
     write_engine(path, data, key, {"onnx_file": onnx_path.name,
                                    "build_seconds": round(time.perf_counter() - t0, 1)})
     log.warning("TensorRT engine ready in %.0f s: %s", time.perf_counter() - t0, path)
@@ -622,6 +658,6 @@ def run_compile(args: argparse.Namespace) -> int:
                                   opt_resolution=args.opt)
     path = compile_engine(onnx_path, precision=args.precision, profile=profile,
                           cache_dir=args.cache_dir, size_multiple=multiple, force=args.force,
-                          workspace_gib=args.workspace_gib)
+                          workspace_gib=args.workspace_gib, processing=processing)
     print(f"{path}  ({args.precision}, {profile.describe()})")
     return 0
