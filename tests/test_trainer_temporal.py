@@ -274,12 +274,13 @@ def test_the_drop_mask_marks_the_drops_on_the_glass_and_not_the_streaks():
     seq = move_still(_scene(seed=9), 3, torch.Generator().manual_seed(10))
     kw = dict(p_wipe=0.0, p_arrivals=0.0, p_camera=0.0, p_veil=0.0, p_spray=0.0, drop_mask=True)
     rainy, clean, mask = rain_clip(seq, torch.Generator().manual_seed(11), p_streaks_only=1.0, **kw)
-    assert float((rainy[-1] - clean[-1]).abs().max()) > 0.05 and float(mask.sum()) == 0  # streaks: not drops
+    assert float((rainy[-1] - clean[-1]).abs().max()) > 0.05 and float(mask.max()) == 0  # streaks: not drops
     rainy, clean, mask = rain_clip(seq, torch.Generator().manual_seed(11), p_streaks_only=0.0, p_drops=1.0,
                                    p_windshield=1.0, **kw)
-    assert mask.shape == (1, 1, 96, 160) and 0.02 < float(mask.mean()) < 0.9
+    drops = (mask > 0.03).float()
+    assert mask.shape == (1, 1, 96, 160) and 0.02 < float(drops.mean()) < 0.9
     changed = ((rainy[-1] - clean[-1]).abs().amax(0) > 0.1).float()
-    assert float((changed * (1 - mask[0, 0])).sum()) < 0.5 * float(changed.sum())  # most changes are drops
+    assert float((changed * (1 - drops[0, 0])).sum()) < 0.5 * float(changed.sum())  # most changes are drops
 
 
 def test_adapt_fine_tunes_a_drop_fill_plugins_finder_on_the_users_clear_clip(tmp_path):
@@ -312,3 +313,22 @@ def test_adapt_fine_tunes_a_drop_fill_plugins_finder_on_the_users_clear_clip(tmp
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("finder."))
     frames = np.random.default_rng(1).integers(0, 255, (2, 72, 128, 3), dtype=np.uint8)
     assert Translator(out, backend="onnxruntime").translate(frames).shape == frames.shape
+
+
+def test_the_finders_batch_norm_folds_into_its_convolutions_and_loads_back():
+    from trainer.networks import DropFinder
+
+    f = DropFinder(in_ch=3)
+    for _ in range(3):  # some statistics to fold
+        f(torch.rand(4, 3, 32, 48))
+    f.eval()
+    x = torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        before = f(x)
+        folded = f.fold_()
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        assert torch.allclose(folded(x), before, atol=1e-4)
+        again = DropFinder(in_ch=3)
+        again.load_folded(folded.state_dict())
+        again.train()  # its batch norm keeps fixed statistics: the same map in training mode
+        assert torch.allclose(again(x), before, atol=1e-4)

@@ -361,16 +361,61 @@ class DropFinder(nn.Module):
     """Where drops on the glass are: a drop map's logits (N x 1 x H x W) from the frame, the stream's
     temporal statistics (:func:`temporal_features`) and the previous frame's drop map. A 3x3 convolution at
     full size sees the drops' edges; dilated 3x3 convolutions at half the size see about 30 pixels around;
-    a 1x1 convolution joins both. About 5,900 multiply-adds per pixel (the shipped generator: 16,200)."""
+    a 1x1 convolution joins both. Batch norm after each convolution (folded into it in the exported graph)
+    makes it learn several times faster. About 5,800 multiply-adds per pixel (the shipped generator:
+    16,200)."""
 
     def __init__(self, in_ch: int = 3 + TEMPORAL_EXTRA + 1, full: int = 12, half: int = 24):
         super().__init__()
-        act = lambda: nn.LeakyReLU(0.1, True)  # noqa: E731
-        self.edges = nn.Sequential(nn.Conv2d(in_ch, full, 3, 1, 1), act())
-        self.down = nn.Sequential(nn.Conv2d(full, half, 3, 2, 1), act())
-        self.context = nn.Sequential(*[m for d in (1, 2, 4) for m in (nn.Conv2d(half, half, 3, 1, d, d), act())])
-        self.fuse = nn.Sequential(nn.Conv2d(full + half, 8, 1), act(), nn.Conv2d(8, 1, 1))
-        nn.init.constant_(self.fuse[2].bias, -4.0)  # starts finding nothing
+
+        def conv(i, o, k=3, stride=1, dilation=1):
+            return [nn.Conv2d(i, o, k, stride, dilation * (k // 2), dilation), nn.BatchNorm2d(o), nn.ReLU(True)]
+
+        self.edges = nn.Sequential(*conv(in_ch, full))
+        self.down = nn.Sequential(*conv(full, half, stride=2))
+        self.context = nn.Sequential(*[m for d in (1, 2, 4) for m in conv(half, half, dilation=d)])
+        self.fuse = nn.Sequential(*conv(full + half, 8, k=1), nn.Conv2d(8, 1, 1))
+        nn.init.constant_(self.fuse[3].bias, -4.0)  # starts finding little
+
+    def _pairs(self):
+        for seq in (self.edges, self.down, self.context, self.fuse):
+            for i in range(len(seq) - 1):
+                if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], (nn.BatchNorm2d, nn.Identity)):
+                    yield seq, i
+
+    @torch.no_grad()
+    def fold_(self) -> "DropFinder":
+        """Batch norm folded into the convolution before it and replaced by the identity (for export: the
+        graph's weights keep this module's names, so ``load_folded`` can start from them)."""
+        for seq, i in self._pairs():
+            conv, bn = seq[i], seq[i + 1]
+            if isinstance(bn, nn.BatchNorm2d):
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias.copy_((conv.bias - bn.running_mean) * scale + bn.bias)
+                seq[i + 1] = nn.Identity()
+        return self
+
+    def load_folded(self, state: dict) -> None:
+        """Start from folded weights (an exported plugin's): the convolutions take them and batch norm
+        starts as the identity and keeps its statistics fixed (it learns its scale and shift only)."""
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected or any(not isinstance(dict(self.named_modules())[k.rsplit(".", 1)[0]], nn.BatchNorm2d)
+                             for k in missing):
+            raise ValueError(f"not a drop finder's weights: missing {missing}, unexpected {unexpected}")
+        for seq, i in self._pairs():
+            bn = seq[i + 1]
+            bn.reset_parameters()
+            bn.running_var.fill_(1 - bn.eps)
+        self.frozen_norm = True
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if getattr(self, "frozen_norm", False):
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
 
     def forward(self, x):
         e = self.edges(x)

@@ -482,9 +482,9 @@ def rain_clip(clean: torch.Tensor, gen: torch.Generator, p_wipe: float = 0.15, p
     ones land). The camera after the glass (defocus, JPEG) is the same for the clip, its noise new every
     frame; the target is the clean clip through the same camera. With probability ``p_running`` some drops
     run down the glass, 0.3-2% of the frame's height a frame (drawn from their own generator: the other
-    draws stay as they are). ``drop_mask``: also return where the drops on the glass are in the last frame
-    (1 x 1 x H x W, 0 or 1: where they change it by more than 0.03 in a colour, against the same weather
-    with the glass dry), the rest of the clip's rain not counted."""
+    draws stay as they are). ``drop_mask``: also return how much the drops on the glass change the last frame
+    (1 x 1 x H x W: the largest change over the colours, against the same weather with the glass dry), the
+    rest of the clip's rain not counted."""
     t = clean.shape[0]
     seed = int(torch.randint(0, 2 ** 62, (), generator=gen))
     wipe = int(torch.randint(1, t, (), generator=gen)) if t > 1 and _u(gen, 0, 1) < p_wipe else t
@@ -526,7 +526,7 @@ def rain_clip(clean: torch.Tensor, gen: torch.Generator, p_wipe: float = 0.15, p
         if drop_mask and k == t - 1:
             dry, _ = rain_pair(img, torch.Generator().manual_seed(seed), p_camera=0.0,
                                noise_gen=torch.Generator().manual_seed(seed + 1 + k), glass=False, **kw)
-            mask = ((y.clamp(0, 1) - dry.clamp(0, 1)).abs().amax(1, keepdim=True) > 0.03).float()
+            mask = (y.clamp(0, 1) - dry.clamp(0, 1)).abs().amax(1, keepdim=True)
         tgt = img
         if cam is not None:
             params = {**cam, "noise": torch.randn(img.shape, generator=moving)}

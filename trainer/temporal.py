@@ -227,7 +227,7 @@ def train(out: str | Path, opts: TemporalOptions | None = None, resume: bool = F
             weights = weights_from_onnx(opts.init)
             finder = {k[len("finder."):]: weights.pop(k) for k in list(weights) if k.startswith("finder.")}
             if finder and dropfill:  # a drop-fill plugin: its finder goes on from where it was
-                model.finder.load_state_dict(finder)
+                model.finder.load_folded(finder)
             missing, unexpected = model.net.load_state_dict(weights, strict=False)
             if unexpected or any("inc_extra" not in k for k in missing):
                 raise ValueError(f"{opts.init}: not a warm start for {opts.generator}: "
@@ -262,7 +262,7 @@ def train(out: str | Path, opts: TemporalOptions | None = None, resume: bool = F
                         derained = model.net(rainy[-1])
                     logits, _ = model.find(rainy[-1], state)
                     pred = model.fill(derained, torch.sigmoid(logits))
-                    bce = F.binary_cross_entropy_with_logits(logits, drops[0])
+                    bce = drop_loss(logits, drops[0])
                 else:
                     pred, _ = model.step(rainy[-1], state)
                 l1 = F.l1_loss(pred, clean[-1])
@@ -291,6 +291,18 @@ def train(out: str | Path, opts: TemporalOptions | None = None, resume: bool = F
         return {**logs, "stopped": stop[0] if stop else None, "checkpoint": str(ck_path)}
 
 
+DROP_SURE, DROP_NONE = 0.1, 0.03  # a drop changes a pixel by more than DROP_SURE; less than DROP_NONE: no drop
+
+
+def drop_loss(logits: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the finder's map against where drops change the frame by more than
+    ``DROP_SURE`` (``rain_clip``'s drop mask); pixels changed by ``DROP_NONE`` to ``DROP_SURE`` (faint rims,
+    blurred edges) do not count either way."""
+    target = (change > DROP_SURE).float()
+    weight = ((change > DROP_SURE) | (change < DROP_NONE)).float()
+    return (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum() / weight.sum().clamp_min(1)
+
+
 def load_nets(model: TemporalDerain | DropFill, ck: dict) -> None:
     model.net.load_state_dict(ck["nets"]["G"])
     if isinstance(model, DropFill):
@@ -312,6 +324,8 @@ def export(run: str | Path, plugin_dir: str | Path, metrics: dict | None = None,
     model = build(opts)
     load_nets(model, ck)
     model.eval()
+    if isinstance(model, DropFill):
+        model.finder.fold_()
     channels = state_channels(model)
     pdir = Path(plugin_dir)
     pdir.mkdir(parents=True, exist_ok=True)
