@@ -6,7 +6,7 @@
     streamgan-train quantize configs/train_derain.yaml [--plugin-dir plugins/derain] [--frames 48]
     streamgan-train sample [--out samples/rainy_dashcam.mp4]
     streamgan-train adapt  --rainy MY_RAINY_CLIPS --clear MY_CLEAR_CLIPS [--out derain-myfleet] [--steps 300] [--int8]
-    streamgan-train temporal train  [--run DIR] [--resume] [--steps N] [--total N]
+    streamgan-train temporal train  [--run DIR] [--kind network|dropfill] [--resume] [--steps N] [--total N]
     streamgan-train temporal export [--run DIR] --plugin-dir DIR [--no-eval]
     streamgan-train temporal eval   --plugin-dir DIR [--against plugins/derain] [--out DIR]
 
@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     tm = sub.add_parser("temporal", help="the temporal derain model (trainer/temporal.py): train, export, evaluate")
     tm.add_argument("action", choices=["train", "export", "eval"])
     tm.add_argument("--run", default="~/.cache/streamgan/runs/derain_temporal", help="the run's folder")
+    tm.add_argument("--kind", choices=["network", "dropfill"], default="network",
+                    help="a new run's model: the generator with temporal input, or a drop finder and fill")
     tm.add_argument("--resume", action="store_true")
     tm.add_argument("--steps", type=_positive_int, default=None, help="stop after this many more steps")
     tm.add_argument("--total", type=_positive_int, default=None, help="the run's length in steps")
@@ -143,7 +145,8 @@ def _temporal(args) -> int:
     from . import temporal, video_eval
 
     if args.action == "train":
-        res = temporal.train(args.run, resume=args.resume, max_steps=args.steps, total=args.total)
+        res = temporal.train(args.run, None if args.resume else temporal.preset(args.kind), resume=args.resume,
+                             max_steps=args.steps, total=args.total)
         print(json.dumps(res))
         return 128 + int(signal.SIGINT if res["stopped"] == "interrupt" else signal.SIGTERM) if res["stopped"] else 0
     if not args.plugin_dir:

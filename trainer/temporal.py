@@ -83,6 +83,15 @@ DROPFILL_SYNTH = {  # windshield drops as a dashcam sees them, most of the time
     "p_dense_drops": 0.25, "p_fine_streaks": 0.5, "p_soft_drops": 0.1, "p_focus": 0.8, "p_running": 0.3}
 
 
+def preset(kind: str) -> TemporalOptions:
+    """A run's options by kind: "network" (the defaults) or "dropfill" (the drop-fill recipe: windshield drops
+    most of the time, the finder's rate, a fifth of the clips clean, 2500 steps)."""
+    if kind == "dropfill":
+        return TemporalOptions(kind="dropfill", synth=dict(DROPFILL_SYNTH), lr_new=1e-3, steps=2500, decay_start=1500,
+                               clean_fraction=0.2)
+    return TemporalOptions(kind=kind)
+
+
 def build(opts: TemporalOptions) -> TemporalDerain | DropFill:
     g = {k: v for k, v in opts.generator.items() if k != "kind"}
     if opts.kind == "dropfill":
