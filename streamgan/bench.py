@@ -140,8 +140,8 @@ def model_only(backend, width, height, batch=1, iters=30, reps=3, model=None) ->
     if model is not None and model.temporal is not None:
         from .temporal import state_size
 
-        sw, sh = state_size(width, height, model.processing)
-        state = [np.zeros((batch, st.channels, sh, sw), np.float32) for st in model.temporal.state]
+        state = [np.zeros((batch, st.channels, *state_size(width, height, model.processing, st.scale)[::-1]),
+                          np.float32) for st in model.temporal.state]
 
     def once():
         nonlocal state

@@ -105,11 +105,12 @@ class Int8(_Strict):
 class StateTensor(_Strict):
     """One state tensor of a temporal model: the graph input that takes it, the graph output that
     returns the new one, its channels. It is float32 N x channels x h x w at the size the model's
-    network runs (``streamgan.temporal.state_size``); a stream starts with zeros."""
+    network runs divided by ``scale`` (``streamgan.temporal.state_size``); a stream starts with zeros."""
 
     input: str = Field(min_length=1)
     output: str = Field(min_length=1)
     channels: int = Field(ge=1)
+    scale: int = Field(default=1, ge=1)
 
 
 class Temporal(_Strict):
@@ -168,6 +169,14 @@ class ModelCard(_Strict):
     int8: Int8 | None = None
     temporal: Temporal | None = None
     night_exposure: NightExposure | None = None
+
+    @model_validator(mode="after")
+    def _state_scale(self):
+        for s in self.temporal.state if self.temporal else ():
+            if self.processing.size_multiple % s.scale:
+                raise ValueError(f"temporal state '{s.input}': scale {s.scale} must divide the processing "
+                                 f"size_multiple {self.processing.size_multiple}")
+        return self
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelCard":

@@ -30,16 +30,17 @@ CUT = 0.2  # mean absolute change of a luma thumbnail (0..1) from one frame to t
 _ids = itertools.count()
 
 
-def state_size(width: int, height: int, processing) -> tuple[int, int]:
-    """(w, h) of the state for frames of width x height as the backend gets them: where the card's
-    policy is 'source' the graph runs its network at ``short_side`` (never upscaled), rounded down
-    to the size multiple, in integers as the exported graph computes it; otherwise the frame's."""
-    if processing.policy != "source":
-        return width, height
-    short, side, m = min(width, height), processing.short_side, processing.size_multiple
-    if short > side:
-        width, height = width * side // short, height * side // short
-    return width // m * m, height // m * m
+def state_size(width: int, height: int, processing, scale: int = 1) -> tuple[int, int]:
+    """(w, h) of the state for frames of width x height as the backend gets them: the size the
+    graph's network runs at divided by the state's ``scale`` (its card's). Where the card's policy is
+    'source' the network runs at ``short_side`` (never upscaled), rounded down to the size multiple,
+    in integers as the exported graph computes it; otherwise at the frame's size."""
+    if processing.policy == "source":
+        short, side, m = min(width, height), processing.short_side, processing.size_multiple
+        if short > side:
+            width, height = width * side // short, height * side // short
+        width, height = width // m * m, height // m * m
+    return width // scale, height // scale
 
 
 @dataclass
@@ -130,13 +131,14 @@ class Streams:
             frames = batch[group] if len(group) > 1 else batch[group[0]][None]
 
             def states_for(w: int, h: int) -> list[np.ndarray]:
-                sw, sh = state_size(w, h, self.model.processing)
+                shapes = [(1, spec.channels, *state_size(w, h, self.model.processing, spec.scale)[::-1])
+                          for spec in self.specs]
                 per = []
                 for s in streams:
-                    if s.state is not None and s.state[0].shape[2:] != (sh, sw):
+                    if s.state is not None and [t.shape for t in s.state] != shapes:
                         self._forget(s, "the frame size changed")
                     if s.state is None:
-                        s.state = [np.zeros((1, spec.channels, sh, sw), np.float32) for spec in self.specs]
+                        s.state = [np.zeros(shape, np.float32) for shape in shapes]
                     per.append(s.state)
                 return [np.concatenate(parts) if len(parts) > 1 else parts[0]
                         for parts in zip(*per)]

@@ -19,7 +19,7 @@ import yaml
 
 from conftest import make_clip
 from streamgan import Translator
-from streamgan.card import sha256_file
+from streamgan.card import Processing, sha256_file
 from streamgan.errors import ModelError, UsageError
 from streamgan.temporal import state_size
 
@@ -44,21 +44,30 @@ class Counter(torch.nn.Module):
         return y, new
 
 
-def _export(net, path: Path, names=("input", "state"), outs=("output", "state_out")) -> Path:
+class HalfCounter(Counter):
+    """A Counter whose state has half the frame's size (it fails on a state of any other size)."""
+
+    def forward(self, x, state):
+        y, new = super().forward(x, state)
+        return y, new + 0 * torch.nn.functional.avg_pool2d(x, 2)[:, :1]
+
+
+def _export(net, path: Path, names=("input", "state"), outs=("output", "state_out"), scale: int = 1) -> Path:
     axes = {0: "n", 2: "h", 3: "w"}
-    torch.onnx.export(net, (torch.zeros(1, 3, 32, 48), torch.zeros(1, 1, 32, 48)), str(path),
+    torch.onnx.export(net, (torch.zeros(1, 3, 32, 48), torch.zeros(1, 1, 32 // scale, 48 // scale)), str(path),
                       input_names=list(names), output_names=list(outs),
                       dynamic_axes={k: axes for k in (*names, *outs)}, opset_version=17, dynamo=False)
     return path
 
 
-def plugin(tmp_path: Path, bad: str = "", state=None, name: str = "counter") -> Path:
+def plugin(tmp_path: Path, bad: str = "", state=None, name: str = "counter", scale: int = 1) -> Path:
     d = tmp_path / name
     d.mkdir(exist_ok=True)
-    onnx = _export(Counter(bad), d / "model.onnx")
+    onnx = _export(HalfCounter(bad) if scale == 2 else Counter(bad), d / "model.onnx", scale=scale)
+    state = state or [{"input": "state", "output": "state_out", "channels": 1, **({"scale": scale} if scale > 1 else {})}]
     card = {"task": "counter", "title": "t", "direction": "a -> b", "architecture": "counter",
             "licence": "MIT", "weights": {"file": "model.onnx", "sha256": sha256_file(onnx)},
-            "temporal": {"state": state or [{"input": "state", "output": "state_out", "channels": 1}]}}
+            "temporal": {"state": state}}
     (d / "card.yaml").write_text(yaml.safe_dump(card))
     return d
 
@@ -139,6 +148,24 @@ def test_a_size_change_resets_the_state(tmp_path):
     assert counts([tr.translate(frame(size=(64, 48)))]) == [1]
 
 
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_a_state_at_half_the_network_size_is_given_at_that_size(tmp_path, backend):
+    """A card's state scale 2: the runtime keeps the state at half the frame's size, for every size."""
+    tr = Translator(plugin(tmp_path, scale=2), backend=backend, precision="fp32")
+    assert counts(tr.translate(np.stack([frame()] * 3))) == [1, 2, 3]
+    assert counts([tr.translate(frame(size=(64, 48)))]) == [1]  # a new size: a new state, half of it
+    assert state_size(64, 48, Processing(policy="source", short_side=360), 2) == (32, 24)
+
+
+def test_a_state_scale_that_does_not_divide_the_size_multiple_is_refused(tmp_path):
+    d = plugin(tmp_path)
+    card = yaml.safe_load((d / "card.yaml").read_text())
+    card["temporal"]["state"][0]["scale"] = 3
+    (d / "card.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(ModelError, match="scale 3 must divide"):
+        Translator(d, backend="openvino")
+
+
 def test_a_card_naming_a_state_the_graph_lacks_is_refused(tmp_path):
     p = plugin(tmp_path, state=[{"input": "memory", "output": "memory_out", "channels": 1}])
     with pytest.raises(ModelError, match="does not take and return the state its card declares"):
@@ -172,7 +199,6 @@ def test_a_temporal_model_refuses_tiles(tmp_path):
 
 
 def test_the_state_size_follows_the_network_size_rule():
-    from streamgan.card import Processing
 
     src = Processing(policy="source", short_side=360, size_multiple=4)
     assert state_size(1920, 1080, src) == (640, 360)

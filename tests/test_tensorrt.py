@@ -987,18 +987,22 @@ def test_torch_bf16_runs_the_shipped_models_on_cpu(onnx_path):
 
 
 # ------------------------------------------------------------------------------- temporal models
-def test_a_temporal_state_profile_holds_the_state_of_every_image_size_in_the_profile():
+@pytest.mark.parametrize("scale", [1, 2])
+def test_a_temporal_state_profile_holds_the_state_of_every_image_size_in_the_profile(scale):
     from streamgan.card import Processing
     from streamgan.temporal import state_size
 
     proc = Processing(policy="source", short_side=360, size_multiple=4)
     prof = tb.policy_profile(proc, (1, 4), size_multiple=4)
-    lo, opt, hi = tb.state_shapes(prof, 9, proc)
-    assert lo[:2] == (1, 9) and hi[:2] == (4, 9) and opt[2:] == state_size(prof.width[1], prof.height[1], proc)[::-1]
+    lo, opt, hi = tb.state_shapes(prof, 9, proc, scale)
+    assert lo[:2] == (1, 9) and hi[:2] == (4, 9)
+    assert opt[2:] == state_size(prof.width[1], prof.height[1], proc, scale)[::-1]
     for h in range(prof.height[0], prof.height[2] + 1, 4):
         for w in range(prof.width[0], prof.width[2] + 1, 4):
-            sw, sh = state_size(w, h, proc)
+            sw, sh = state_size(w, h, proc, scale)
             assert lo[2] <= sh <= hi[2] and lo[3] <= sw <= hi[3], (h, w, sh, sw)
+    if scale == 2:
+        assert hi[2:] == tuple(v // 2 for v in tb.state_shapes(prof, 9, proc)[2][2:])
 
 
 def test_tensorrt_binds_a_temporal_models_state_and_the_runtime_keeps_it_per_stream(fake_trt, tmp_path, monkeypatch):

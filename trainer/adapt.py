@@ -162,9 +162,9 @@ def _adapt_drop_fill(model, plugin: str, rainy: list[str], clear: list[str], out
     sheet."""
     from . import temporal as T
     from .data import VIDEO_EXT
-    from .networks import DROPFILL_STATE
+    from .networks import DROPFILL_SCALE, DROPFILL_STATE
 
-    if [s.channels for s in model.temporal.state] != [DROPFILL_STATE]:
+    if [(s.channels, s.scale) for s in model.temporal.state] != [(DROPFILL_STATE, DROPFILL_SCALE)]:
         raise DataError(f"--plugin {plugin}: a temporal model whose state is not a drop-fill model's; adapt "
                         "fine-tunes frame-by-frame derain plugins and drop-fill temporal ones")
     if int8 or overrides:

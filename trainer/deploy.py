@@ -26,10 +26,11 @@ TEMPORAL_PROCESSING = Processing(policy="source", short_side=360, size_multiple=
 
 
 def export_onnx(net: torch.nn.Module, path: str | Path, sample_hw: tuple[int, int] = (64, 96),
-                state_channels: int = 0) -> Path:
-    """Export to ``path`` (via a temp file) and return it. ``state_channels``: a temporal model,
-    ``net(x, state) -> (y, new state)``, its state (``STATE_IN`` -> ``STATE_OUT``) with dynamic sizes
-    too (the sample's state: the sample's size, below any processing short side)."""
+                temporal: bool = False) -> Path:
+    """Export to ``path`` (via a temp file) and return it. ``temporal``: a temporal model,
+    ``net(x, state) -> (y, new state)`` (``trainer.networks``), its state (``STATE_IN`` ->
+    ``STATE_OUT``) with dynamic sizes too (the sample's state: ``net.zero_state`` at the sample's size,
+    below any processing short side)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".streamgan-tmp.onnx")
     net = net.eval().float().cpu()
@@ -37,8 +38,8 @@ def export_onnx(net: torch.nn.Module, path: str | Path, sample_hw: tuple[int, in
     axes = {0: "batch", 2: "height", 3: "width"}
     args, names_in, names_out = (x,), ["input"], ["output"]
     dyn = {"input": axes, "output": axes}
-    if state_channels:
-        args = (x, torch.zeros(1, state_channels, *sample_hw))
+    if temporal:
+        args = (x, net.zero_state(1, *sample_hw))
         names_in, names_out = ["input", STATE_IN], ["output", STATE_OUT]
         saxes = {0: "batch", 2: "state_height", 3: "state_width"}
         dyn.update({STATE_IN: saxes, STATE_OUT: saxes})

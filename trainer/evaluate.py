@@ -45,7 +45,7 @@ class OnnxRunner:
         # a temporal model (trainer.temporal): one image runs with the empty state, a clip (``clip``) with the state
         # carried from frame to frame
         self.state = next((i.shape[1] for i in self.sess.get_inputs() if i.name == STATE_IN), None)
-        self.processing = _processing_beside(path) if self.state else None
+        self.processing, self.state_scale = _temporal_beside(path) if self.state else (None, 1)
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         """uint8 HxWx3 -> uint8 HxWx3 (padded to a multiple of 4 with reflection, cropped back)."""
@@ -66,7 +66,7 @@ class OnnxRunner:
         x = ((x.astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None]
         feeds = {"input": x}
         if self.state:
-            sw, sh = state_size(x.shape[3], x.shape[2], self.processing)
+            sw, sh = state_size(x.shape[3], x.shape[2], self.processing, self.state_scale)
             if state is None or state.shape[2:] != (sh, sw):
                 state = np.zeros((1, self.state, sh, sw), np.float32)
             feeds[STATE_IN] = state
@@ -88,7 +88,7 @@ class OpenVinoRunner(OnnxRunner):
         self.core, self.path, self.compiled = ov.Core(), str(path), {}
         m = self.core.read_model(self.path)
         self.state = next((i.get_partial_shape()[1].get_length() for i in m.inputs if i.any_name == STATE_IN), None)
-        self.processing = _processing_beside(path) if self.state else None
+        self.processing, self.state_scale = _temporal_beside(path) if self.state else (None, 1)
 
     def _run(self, feeds: dict) -> list:
         key = tuple(v.shape for v in feeds.values())
@@ -100,16 +100,19 @@ class OpenVinoRunner(OnnxRunner):
         return [res[0]] + ([res[STATE_OUT]] if self.state else [])
 
 
-def _processing_beside(path):
-    """Where a temporal model's network runs (its state's size): the card beside the ONNX file when there is
-    one (a plugin folder), else the temporal trainer's default."""
+def _temporal_beside(path) -> tuple:
+    """Where a temporal model's network runs and its state's scale (the state's size): from the card beside
+    the ONNX file when there is one (a plugin folder), else the temporal trainer's defaults."""
     from streamgan.card import ModelCard
 
     card = Path(path).with_name("card.yaml")
     try:
-        return ModelCard.load(card).processing if card.is_file() else TEMPORAL_PROCESSING
+        c = ModelCard.load(card) if card.is_file() else None
     except Exception:  # noqa: BLE001 - an unreadable card beside a file being scored: the default
-        return TEMPORAL_PROCESSING
+        c = None
+    if c is None:
+        return TEMPORAL_PROCESSING, 1
+    return c.processing, (c.temporal.state[0].scale if c.temporal else 1)
 
 
 def _type_name(t) -> str:
@@ -127,7 +130,7 @@ def openvino_fps(path: str | Path, w: int = 640, h: int = 360, iters: int = 20) 
     m = core.read_model(str(path))
     feeds = {m.inputs[0].any_name: np.random.default_rng(0).uniform(-1, 1, (1, 3, h, w)).astype(np.float32)}
     for i in m.inputs[1:]:  # a temporal model's state
-        sw, sh = state_size(w, h, _processing_beside(path))
+        sw, sh = state_size(w, h, *_temporal_beside(path))
         feeds[i.any_name] = np.zeros((1, i.get_partial_shape()[1].get_length(), sh, sw), np.float32)
     m.reshape({k: list(v.shape) for k, v in feeds.items()})
     c = core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"} if wide_row_convolutions(m) else {})

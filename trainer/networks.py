@@ -311,23 +311,18 @@ TEMPORAL_STATE = 8  # channels of temporal_features' state
 TEMPORAL_EXTRA = 5  # channels it adds to the network's input
 
 
-class TemporalDerain(nn.Module):
-    """A temporal deraining model: ``(frame, state) -> (derained frame, new state)``.
+class _AtNetworkSize(nn.Module):
+    """What the temporal models share: ``(frame, state) -> (derained frame, new state)`` with the network at
+    short side ``short_side`` (as :class:`SourceResolution`, never upscaled), its correction added to the
+    full-size frame. The network's size is computed in integers (``streamgan.temporal.state_size`` follows
+    the same rule); the state has that size divided by ``state_scale``. Subclasses give ``step`` (the model
+    at the network's size) and ``advance`` (the new state alone, as training runs a clip's first frames)."""
 
-    The network runs at short side ``short_side`` (as :class:`SourceResolution`, never upscaled) on the frame
-    and the stream's temporal statistics (:func:`temporal_features`), and its correction is added to the
-    full-size frame. The state has the network's size, computed in integers (``streamgan.temporal.state_size``
-    follows the same rule). A stream starts with a zero state; one image alone
-    runs with it and is derained from its look alone."""
+    state_channels, state_scale = 0, 1
 
-    def __init__(self, net: MobileGenerator, short_side: int = 360, multiple: int = 4, keep: float = 0.8):
-        super().__init__()
-        self.net, self.short_side, self.multiple, self.keep = net, short_side, multiple, keep
-
-    def step(self, small: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The network at its own size: derained ``small`` and the new state (training runs this)."""
-        extra, new = temporal_features(small, state, self.keep)
-        return self.net(small, extra), new
+    def zero_state(self, n: int, h: int, w: int) -> torch.Tensor:
+        """A new stream's state for frames of h x w at the network's size."""
+        return torch.zeros(n, self.state_channels, h // self.state_scale, w // self.state_scale)
 
     def forward(self, x, state):
         # the network's size in integers (exact in every runtime, as the runtime computes it for the state)
@@ -339,6 +334,26 @@ class TemporalDerain(nn.Module):
         out, new = self.step(small, state)
         up = nn.functional.interpolate(out - small, size=(x.shape[2], x.shape[3]), mode="bilinear", align_corners=False)
         return torch.clamp(x + up, -1.0, 1.0), new
+
+
+class TemporalDerain(_AtNetworkSize):
+    """A temporal deraining model: the network sees the frame and the stream's temporal statistics
+    (:func:`temporal_features`; its state, at the network's size). A stream starts with a zero state; one
+    image alone runs with it and is derained from its look alone."""
+
+    state_channels = TEMPORAL_STATE
+
+    def __init__(self, net: MobileGenerator, short_side: int = 360, multiple: int = 4, keep: float = 0.8):
+        super().__init__()
+        self.net, self.short_side, self.multiple, self.keep = net, short_side, multiple, keep
+
+    def step(self, small: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network at its own size: derained ``small`` and the new state (training runs this)."""
+        extra, new = temporal_features(small, state, self.keep)
+        return self.net(small, extra), new
+
+    def advance(self, small: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return temporal_features(small, state, self.keep)[1]
 
 
 def push_pull(x: torch.Tensor, weight: torch.Tensor, levels: int = 6) -> torch.Tensor:
@@ -357,15 +372,19 @@ def push_pull(x: torch.Tensor, weight: torch.Tensor, levels: int = 6) -> torch.T
     return fill
 
 
-class DropFinder(nn.Module):
-    """Where drops on the glass are: a drop map's logits (N x 1 x H x W) from the frame, the stream's
-    temporal statistics (:func:`temporal_features`) and the previous frame's drop map. A 3x3 convolution at
-    full size sees the drops' edges; dilated 3x3 convolutions at half the size see about 30 pixels around;
-    a 1x1 convolution joins both. Batch norm after each convolution (folded into it in the exported graph)
-    makes it learn several times faster. About 5,800 multiply-adds per pixel (the shipped generator:
-    16,200)."""
+DROPFILL_STATE = TEMPORAL_STATE + 1  # temporal_features' state and the drop map
+DROPFILL_IN = 3 + TEMPORAL_EXTRA + 1 + 1  # the finder's input: frame, temporal statistics, local contrast, last map
+DROPFILL_SCALE = 2  # the finder and the state run at the network's size over this
 
-    def __init__(self, in_ch: int = 3 + TEMPORAL_EXTRA + 1, full: int = 12, half: int = 24):
+
+class DropFinder(nn.Module):
+    """Where drops on the glass are: a drop map's logits (N x 1 x H x W) from its input (``DROPFILL_IN``
+    channels: :meth:`DropFill.find`'s). A 3x3 convolution at the input's size sees the drops' edges; dilated
+    3x3 convolutions at half that size see about 30 of its pixels around; a 1x1 convolution joins both.
+    Batch norm after each convolution (folded into it in the exported graph) makes it learn several times
+    faster. About 6,000 multiply-adds per pixel of its input."""
+
+    def __init__(self, in_ch: int = DROPFILL_IN, full: int = 12, half: int = 24):
         super().__init__()
 
         def conv(i, o, k=3, stride=1, dilation=1):
@@ -424,37 +443,60 @@ class DropFinder(nn.Module):
         return self.fuse(torch.cat([e, c], 1))
 
 
-DROPFILL_STATE = TEMPORAL_STATE + 1  # temporal_features' state and the drop map
+def local_contrast(x: torch.Tensor, k: int = 5, eps: float = 0.02) -> torch.Tensor:
+    """The luma's departure from its k x k neighbourhood in units of the neighbourhood's own spread
+    (N x 1 x H x W, clipped to +-3): a drop stands out as much in fog as in sun."""
+    y = x.mean(1, keepdim=True)
+
+    def pool(t):
+        return nn.functional.avg_pool2d(t, k, 1, k // 2, count_include_pad=False)
+
+    d = y - pool(y)
+    return torch.clamp(d / (torch.sqrt(pool(d * d)) + eps), -3.0, 3.0)
 
 
-class DropFill(nn.Module):
-    """A temporal deraining model that finds the drops on the glass and fills them:
-    ``(frame, state) -> (derained frame, new state)``.
+class DropFill(_AtNetworkSize):
+    """A temporal deraining model that finds the drops on the glass and fills them.
 
-    At the network's size (as :class:`TemporalDerain`), the derain generator removes streaks; the
-    :class:`DropFinder` maps the drops from the frame's look, the stream's temporal statistics (what stays
-    while the scene moves) and the previous frame's map; the drops are filled from the generator's output
-    around them (:func:`push_pull`) and the correction is added to the full-size frame. The state is
-    :func:`temporal_features`' state and the drop map (``DROPFILL_STATE`` channels); a lone image runs with
-    the zero state."""
+    At the network's size the derain generator removes streaks. At half that size (``scale``) the
+    :class:`DropFinder` maps the drops from the frame's look (its colour and :func:`local_contrast`), the
+    stream's temporal statistics (what stays while the scene moves) and the previous frame's map; the
+    generator's output is filled there from around (:func:`push_pull`) and the fill is blended in at the
+    network's size. The state, at half the network's size, is :func:`temporal_features`' state and the
+    drop map (``DROPFILL_STATE`` channels); a lone image runs with the zero state."""
+
+    state_channels = DROPFILL_STATE
 
     def __init__(self, net: MobileGenerator, finder: DropFinder, short_side: int = 360, multiple: int = 4,
-                 keep: float = 0.8):
+                 keep: float = 0.8, scale: int = DROPFILL_SCALE):
         super().__init__()
         self.net, self.finder = net, finder
-        self.short_side, self.multiple, self.keep = short_side, multiple, keep
+        self.short_side, self.multiple, self.keep, self.state_scale = short_side, multiple, keep, scale
+
+    def down(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` at the network's size -> at the state's (the finder's and the drop map's)."""
+        return nn.functional.avg_pool2d(x, self.state_scale) if self.state_scale > 1 else x
 
     def find(self, small: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The drop map's logits and the temporal part of the new state."""
-        extra, new = temporal_features(small, state[:, :TEMPORAL_STATE], self.keep)
-        return self.finder(torch.cat([small, extra, state[:, TEMPORAL_STATE:]], 1)), new
+        """The drop map's logits and the temporal part of the new state (both at the state's size)."""
+        half = self.down(small)
+        extra, new = temporal_features(half, state[:, :TEMPORAL_STATE], self.keep)
+        return self.finder(torch.cat([half, extra, local_contrast(half), state[:, TEMPORAL_STATE:]], 1)), new
 
     def fill(self, derained: torch.Tensor, drops: torch.Tensor) -> torch.Tensor:
-        return derained * (1 - drops) + push_pull(derained, 1 - drops) * drops
+        """``derained`` (network size) filled from around where ``drops`` (state size, in [0, 1]) is high."""
+        fill = push_pull(self.down(derained), 1 - drops, levels=5)
+        if self.state_scale > 1:
+            size = (derained.shape[2], derained.shape[3])
+            fill = nn.functional.interpolate(fill, size=size, mode="bilinear", align_corners=False)
+            drops = nn.functional.interpolate(drops, size=size, mode="bilinear", align_corners=False)
+        return derained + drops * (fill - derained)
+
+    def advance(self, small: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        logits, new = self.find(small, state)
+        return torch.cat([new, torch.sigmoid(logits)], 1)
 
     def step(self, small: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, new = self.find(small, state)
         drops = torch.sigmoid(logits)
         return self.fill(self.net(small), drops), torch.cat([new, drops], 1)
-
-    forward = TemporalDerain.forward

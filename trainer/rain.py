@@ -472,8 +472,20 @@ def move_still(img: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
                          align_corners=False)
 
 
+def overcast(clip: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The clip (T x 3 x H x W in [0, 1]) as it looks when it rains: under a thick overcast the light is
+    flat and dim, so colours fade (saturation 25-75%), contrast falls (40-80%) about a mean of 0.3-0.55 and
+    the light turns slightly blue-grey. One draw for the whole clip."""
+    lum = (clip * torch.tensor([0.299, 0.587, 0.114], device=clip.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    x = lum + _u(gen, 0.25, 0.75) * (clip - lum)
+    x = _u(gen, 0.3, 0.55) + _u(gen, 0.4, 0.8) * (x - x.mean())
+    tint = torch.tensor([_u(gen, 0.88, 1.0), _u(gen, 0.96, 1.03), _u(gen, 1.0, 1.12)], device=clip.device)
+    return (x * tint.view(1, 3, 1, 1)).clamp(0, 1)
+
+
 def rain_clip(clean: torch.Tensor, gen: torch.Generator, p_wipe: float = 0.15, p_arrivals: float = 0.5,
-              p_camera: float = 0.8, p_running: float = 0.0, drop_mask: bool = False, **kw):
+              p_camera: float = 0.8, p_running: float = 0.0, p_overcast: float = 0.0, drop_mask: bool = False,
+              **kw):
     """(rainy, target) clips from one clean clip (T x 3 x H x W in [0, 1], consecutive frames of one
     camera), with :func:`rain_pair`'s weather (``kw``: its options) held for the whole clip: the drops stay
     on the glass where they are while the scene moves behind them (each frame refracts its own scene), the
@@ -484,7 +496,10 @@ def rain_clip(clean: torch.Tensor, gen: torch.Generator, p_wipe: float = 0.15, p
     run down the glass, 0.3-2% of the frame's height a frame (drawn from their own generator: the other
     draws stay as they are). ``drop_mask``: also return how much the drops on the glass change the last frame
     (1 x 1 x H x W: the largest change over the colours, against the same weather with the glass dry), the
-    rest of the clip's rain not counted."""
+    rest of the clip's rain not counted. With probability ``p_overcast`` the clip is first seen under an
+    overcast sky (:func:`overcast`; the target too)."""
+    if p_overcast > 0 and _u(gen, 0, 1) < p_overcast:
+        clean = overcast(clean, gen)
     t = clean.shape[0]
     seed = int(torch.randint(0, 2 ** 62, (), generator=gen))
     wipe = int(torch.randint(1, t, (), generator=gen)) if t > 1 and _u(gen, 0, 1) < p_wipe else t

@@ -26,8 +26,7 @@ import torch.nn.functional as F
 
 from . import losses as L
 from .data import list_sources, load_frames, to_model
-from .networks import (DROPFILL_STATE, TEMPORAL_EXTRA, TEMPORAL_STATE, DropFill, DropFinder, TemporalDerain,
-                       build_generator, temporal_features)
+from .networks import TEMPORAL_EXTRA, DropFill, DropFinder, TemporalDerain, build_generator
 from .rain import move_still, rain_clip
 from .train import load_checkpoint, run_lock, save_checkpoint, weights_from_onnx
 
@@ -78,8 +77,8 @@ class TemporalOptions:
     seed: int = 0
 
 
-DROPFILL_SYNTH = {  # windshield drops as a dashcam sees them, most of the time
-    "p_streaks_only": 0.15, "p_drops": 0.95, "p_windshield": 0.6, "p_near_drops": 0.05, "p_lens_drops": 0.05,
+DROPFILL_SYNTH = {  # windshield drops as a dashcam sees them, most of the time, mostly under an overcast sky
+    "p_streaks_only": 0.15, "p_drops": 0.95, "p_windshield": 0.7, "p_overcast": 0.6, "p_near_drops": 0.05, "p_lens_drops": 0.05,
     "p_dense_drops": 0.25, "p_fine_streaks": 0.5, "p_soft_drops": 0.1, "p_focus": 0.8, "p_running": 0.3}
 
 
@@ -97,10 +96,6 @@ def build(opts: TemporalOptions) -> TemporalDerain | DropFill:
     if opts.kind == "dropfill":
         return DropFill(build_generator(opts.generator["kind"], **g), DropFinder(), keep=opts.keep)
     return TemporalDerain(build_generator(opts.generator["kind"], **g, extra_in=TEMPORAL_EXTRA), keep=opts.keep)
-
-
-def state_channels(model) -> int:
-    return DROPFILL_STATE if isinstance(model, DropFill) else TEMPORAL_STATE
 
 
 class ClipPool:
@@ -188,13 +183,9 @@ class _Batches(torch.utils.data.IterableDataset):
 
 def run_state(model: TemporalDerain | DropFill, clip: torch.Tensor) -> torch.Tensor:
     """The state after the clip's frames (T x N x 3 x H x W in the model's range), as a stream builds it."""
-    state = torch.zeros(clip.shape[1], state_channels(model), *clip.shape[3:])
+    state = model.zero_state(clip.shape[1], *clip.shape[3:])
     for frame in clip:
-        if isinstance(model, DropFill):
-            logits, new = model.find(frame, state)
-            state = torch.cat([new, torch.sigmoid(logits)], 1)
-        else:
-            _, state = temporal_features(frame, state, model.keep)
+        state = model.advance(frame, state)
     return state
 
 
@@ -271,7 +262,7 @@ def train(out: str | Path, opts: TemporalOptions | None = None, resume: bool = F
                         derained = model.net(rainy[-1])
                     logits, _ = model.find(rainy[-1], state)
                     pred = model.fill(derained, torch.sigmoid(logits))
-                    bce = drop_loss(logits, drops[0])
+                    bce = drop_loss(logits, model.down(drops[0]))
                 else:
                     pred, _ = model.step(rainy[-1], state)
                 l1 = F.l1_loss(pred, clean[-1])
@@ -300,7 +291,7 @@ def train(out: str | Path, opts: TemporalOptions | None = None, resume: bool = F
         return {**logs, "stopped": stop[0] if stop else None, "checkpoint": str(ck_path)}
 
 
-DROP_SURE, DROP_NONE = 0.1, 0.03  # a drop changes a pixel by more than DROP_SURE; less than DROP_NONE: no drop
+DROP_SURE, DROP_NONE = 0.06, 0.02  # a drop changes a pixel by more than DROP_SURE; less than DROP_NONE: no drop
 
 
 def drop_loss(logits: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
@@ -335,10 +326,9 @@ def export(run: str | Path, plugin_dir: str | Path, metrics: dict | None = None,
     model.eval()
     if isinstance(model, DropFill):
         model.finder.fold_()
-    channels = state_channels(model)
     pdir = Path(plugin_dir)
     pdir.mkdir(parents=True, exist_ok=True)
-    onnx = export_onnx(model, pdir / "model.onnx.tmp", state_channels=channels)
+    onnx = export_onnx(model, pdir / "model.onnx.tmp", temporal=True)
     err = _check_export(model, onnx)
     base = ModelCard.load(Path(__file__).resolve().parents[1] / "plugins" / "derain" / "card.yaml")
     data = [d.model_dump() for d in base.training.data if "synthetic rain" not in d.name]
@@ -364,7 +354,8 @@ def export(run: str | Path, plugin_dir: str | Path, metrics: dict | None = None,
         version=time.strftime("%Y.%m.%d"), licence=base.licence, normalisation=base.normalisation,
         processing=base.processing,
         weights={"file": "model.onnx", "sha256": sha256_file(onnx), "opset": 17},
-        temporal={"state": [{"input": STATE_IN, "output": STATE_OUT, "channels": channels}]},
+        temporal={"state": [{"input": STATE_IN, "output": STATE_OUT, "channels": model.state_channels,
+                             "scale": model.state_scale}]},
         training={"config": "trainer/temporal.py TemporalOptions", "data": data, "steps": int(ck["step"]),
                   "wall_time_s": round(float(ck["wall_time_s"]), 1), "device": "cpu",
                   "notes": (f"warm start from {opts.init}; clips of {opts.frames[0]}-{opts.frames[1]} frames "
@@ -393,8 +384,8 @@ def _check_export(model: TemporalDerain, onnx: Path, tol: float = 1e-4) -> float
     gen = torch.Generator().manual_seed(0)
     worst = 0.0
     for h, w in ((120, 200), (720, 1280)):
-        sw, sh = state_size(w, h, TEMPORAL_PROCESSING)
-        st = torch.zeros(1, state_channels(model), sh, sw)
+        sw, sh = state_size(w, h, TEMPORAL_PROCESSING, model.state_scale)
+        st = torch.zeros(1, model.state_channels, sh, sw)
         s_onnx = st.numpy()
         for _ in range(3):
             x = torch.rand(1, 3, h, w, generator=gen) * 2 - 1

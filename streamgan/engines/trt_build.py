@@ -143,15 +143,27 @@ def extra_inputs(onnx_path) -> list[str]:
     return io_names(onnx_path)[0][1:]
 
 
-def state_shapes(profile: "Profile", channels: int, processing) -> tuple[tuple[int, ...], ...]:
+def state_scales(onnx_path: Path) -> dict[str, int]:
+    """Each state input's scale (its size is the network's over it) from the card beside ``onnx_path``;
+    none without a card (every state at the network's size)."""
+    card = Path(onnx_path).parent / "card.yaml"
+    if not card.is_file():
+        return {}
+    from ..card import ModelCard
+
+    temporal = ModelCard.load(card).temporal
+    return {s.input: s.scale for s in temporal.state} if temporal else {}
+
+
+def state_shapes(profile: "Profile", channels: int, processing, scale: int = 1) -> tuple[tuple[int, ...], ...]:
     """(min, opt, max) shapes of a temporal model's state input for images within ``profile``: the state
-    has the size the model's network runs at (``streamgan.temporal.state_size``). That size grows or
+    has the size the model's network runs at over ``scale`` (``streamgan.temporal.state_size``). That size grows or
     shrinks with each side only where the short side crosses the card's short side or the other side,
     so its extremes lie on the profile's edges and those lines."""
     from ..temporal import state_size as sized
 
     def state_size(w, h, processing):
-        return (w, h) if processing is None else sized(w, h, processing)
+        return (w // scale, h // scale) if processing is None else sized(w, h, processing, scale)
 
     def points(r, other):
         side = getattr(processing, "short_side", None) or r[0]
@@ -549,9 +561,11 @@ def _build_engine_bytes(onnx_path: Path, precision: str, profile: Profile,
         config.set_flag(trt.BuilderFlag.FP16)
     opt_profile = builder.create_optimization_profile()
     opt_profile.set_shape(inp.name, lo, opt, hi)
+    scales = state_scales(onnx_path)
     for i in range(1, network.num_inputs):  # a temporal model's state
         st = network.get_input(i)
-        opt_profile.set_shape(st.name, *state_shapes(profile, int(tuple(st.shape)[1]), processing))
+        opt_profile.set_shape(st.name, *state_shapes(profile, int(tuple(st.shape)[1]), processing,
+                                                     scales.get(st.name, 1)))
     config.add_optimization_profile(opt_profile)
     _load_timing_cache(config, timing_cache)
     serialized = builder.build_serialized_network(network, config)
