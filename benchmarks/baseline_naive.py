@@ -16,6 +16,30 @@ import sys
 import time
 
 
+class _OneStream:
+    """A temporal model called frame by frame as one stream: it keeps its state between calls (a new one
+    when the frame size changes)."""
+
+    def __init__(self, model, card):
+        self.model, self.card, self.state = model, card, None
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    def __call__(self, x):
+        import torch
+
+        from streamgan.temporal import state_size
+
+        spec = self.card.temporal.state[0]
+        sw, sh = state_size(x.shape[3], x.shape[2], self.card.processing, spec.scale)
+        if self.state is None or tuple(self.state.shape[2:]) != (sh, sw) or self.state.shape[0] != x.shape[0]:
+            self.state = torch.zeros(x.shape[0], spec.channels, sh, sw)
+        y, self.state = self.model(x, self.state)
+        return y
+
+
 def load_eager_model(onnx_path):
     """(torch module, description): the trainer's nn.Module when the card allows, else OnnxModule."""
     from pathlib import Path
@@ -30,6 +54,10 @@ def load_eager_model(onnx_path):
         from trainer.networks import Relit, SourceResolution, build_generator
 
         card = ModelCard.load(card)
+        if card.temporal is not None:  # a drop-fill model, run as one stream
+            from trainer.temporal import model_of
+
+            return _OneStream(model_of(onnx_path), card), "trainer nn.Module, eager fp32"
         arch = card.architecture.split()
         if arch[:2] != ["mobile", "generator"] and arch[1:2] != ["generator"]:
             raise ValueError(f"unknown architecture {arch}")

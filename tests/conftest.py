@@ -25,6 +25,27 @@ DATA = Path(os.environ.get("STREAMGAN_DATA", REPO.parent / "shared" / "data"))
 CLIPS = DATA / "clips"
 
 
+_FRAME_DERAIN: list[Path] = []
+
+
+def frame_derain() -> Path:
+    """A frame-by-frame derain plugin, for tests of what runs frames one by one or in pieces (int8, tiles,
+    TensorRT batches): the shipped derain plugin where it is frame by frame, else its derain network alone
+    (``streamgan-train temporal frame``), written once per session."""
+    import tempfile
+
+    from streamgan.card import ModelCard
+
+    shipped = REPO / "plugins" / "derain"
+    if ModelCard.load(shipped / "card.yaml").temporal is None:
+        return shipped
+    if not _FRAME_DERAIN:
+        from trainer.temporal import export_frame_model
+
+        _FRAME_DERAIN.append(export_frame_model(shipped, Path(tempfile.mkdtemp(prefix="sg-frame-")) / "derain"))
+    return _FRAME_DERAIN[0]
+
+
 def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found: {path} (set STREAMGAN_DATA)")

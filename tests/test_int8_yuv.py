@@ -15,17 +15,17 @@ from streamgan.card import CARD_FILE, Int8, ModelCard, sha256_file
 from streamgan.engines import openvino as ov_backend
 from streamgan.io import EncodeOptions
 
-from conftest import REPO
+from conftest import REPO, frame_derain
 
 SAMPLE = REPO / "samples" / "rainy_dashcam.mp4"
 
 
 def _plugin(tmp_path: Path, passed: bool = True, int8: bool = True, name: str = "derain") -> Path:
-    """A copy of the shipped derain plugin with an int8 section naming an OpenVINO IR beside it
+    """A copy of the shipped derain network, frame by frame (``conftest.frame_derain``), with an int8 section naming an OpenVINO IR beside it
     (here the fp32 graph saved as IR: what matters is which file runs and that it is checked)."""
     import openvino as ov
 
-    src = REPO / "plugins" / "derain"
+    src = frame_derain()
     dst = tmp_path / name
     dst.mkdir()
     shutil.copy(src / "model.onnx", dst / "model.onnx")
@@ -151,7 +151,7 @@ def test_yuv_path_matches_rgb_path_on_a_real_clip(tmp_path):
     tr = Translator("derain", "openvino", "fp32")
     calls = []
     run_i420 = tr.backend.run_i420
-    tr.backend.run_i420 = lambda b: calls.append(b.shape) or run_i420(b)
+    tr.backend.run_i420 = lambda b, *state: calls.append(b.shape) or run_i420(b, *state)
     enc = EncodeOptions(crf=0)
     tr.translate_video(SAMPLE, tmp_path / "yuv.mp4", frames=12, encode=enc)
     assert calls and calls[0][1:] == (540, 640)  # I420: 360 * 3/2 rows of 640
@@ -167,9 +167,9 @@ def test_yuv_path_matches_rgb_path_on_a_real_clip(tmp_path):
 
 def test_scaled_compare_and_odd_inputs_keep_the_rgb_path(tmp_path, udacity_clip):
     scaled = Translator("derain", "openvino", "fp32", size=360)  # the user asks for a smaller size
-    scaled.backend.run_i420 = lambda b: pytest.fail("the YUV path was taken")
+    scaled.backend.run_i420 = lambda b, *state: pytest.fail("the YUV path was taken")
     scaled.translate_video(udacity_clip, tmp_path / "a.mp4", frames=3)  # 960x540 -> runs at 640x360
     tr = Translator("derain", "openvino", "fp32")
-    tr.backend.run_i420 = lambda b: pytest.fail("the YUV path was taken")
+    tr.backend.run_i420 = lambda b, *state: pytest.fail("the YUV path was taken")
     tr.translate_video(SAMPLE, tmp_path / "b.mp4", frames=3, compare=True)
     assert len(_decoded(tmp_path / "a.mp4")) == 3 and len(_decoded(tmp_path / "b.mp4")) == 3

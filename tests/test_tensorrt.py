@@ -92,6 +92,18 @@ def test_unsupported_operator_is_reported_before_any_build(tmp_path, monkeypatch
         tb.compile_engine(path, cache_dir=tmp_path / "c", environment=ENV)
 
 
+def _state_for(onnx_path: Path, n: int, h: int, w: int):
+    """A temporal plugin's zero state for n frames of h x w (float32 arrays), None for a frame-by-frame one."""
+    from streamgan.card import ModelCard
+    from streamgan.temporal import state_size
+
+    card = ModelCard.load(onnx_path.parent / "card.yaml")
+    if card.temporal is None:
+        return None
+    return [np.zeros((n, s.channels, *state_size(w, h, card.processing, s.scale)[::-1]), np.float32)
+            for s in card.temporal.state]
+
+
 def _plugin_onnx():
     found = sorted((REPO / "plugins").glob("*/*.onnx"))  # model.onnx, or what a card names
     return found or [pytest.param(None, marks=pytest.mark.skip(
@@ -297,7 +309,13 @@ def test_shipped_models_run_on_one_device_in_the_torch_backend(onnx_path):
     backend = TorchBackend(onnx_path, precision="fp32", device="meta")
     assert {b.device.type for b in backend.module.buffers()} == {"meta"}
     for shape in ((2, 360, 480, 3), (1, 640, 360, 3)):  # 4:3 and portrait at short side 360
-        out = backend.run_tensor(torch.empty(shape, dtype=torch.uint8, device="meta"))
+        frames = torch.empty(shape, dtype=torch.uint8, device="meta")
+        state = _state_for(onnx_path, *shape[:3])
+        if state is None:
+            out = backend.run_tensor(frames)
+        else:  # a temporal graph: its state on the device too
+            out, new = backend.run_tensor(frames, [torch.from_numpy(s).to("meta") for s in state])
+            assert [t.device.type for t in new] == ["meta"] * len(state)
         assert out.device.type == "meta" and out.dtype == torch.uint8 and tuple(out.shape) == shape
 
 
@@ -486,15 +504,18 @@ import contextlib  # noqa: E402
 import ctypes  # noqa: E402
 
 def _short_side_plugin() -> Path:
-    """The shipped derain plugin with a short-side card (what the profile tests reason about: frames
-    scaled to short side 360 before the engine); the shipped card's 'source' policy is covered apart."""
+    """The shipped derain network (frame by frame: ``conftest.frame_derain``) with a short-side card (what
+    the profile tests reason about: frames scaled to short side 360 before the engine); the shipped card's
+    'source' policy is covered apart."""
     import shutil
     import tempfile
 
     import yaml
 
+    from conftest import frame_derain
+
     d = Path(tempfile.mkdtemp(prefix="sg-trt-plugin-")) / "derain"
-    shutil.copytree(REPO / "plugins" / "derain", d)
+    shutil.copytree(frame_derain(), d)
     card = yaml.safe_load((d / "card.yaml").read_text())
     card["processing"] = {"policy": "short_side", "short_side": 360, "size_multiple": 4}
     card.pop("int8", None)
@@ -980,8 +1001,11 @@ def test_torch_bf16_runs_the_shipped_models_on_cpu(onnx_path):
     from streamgan.engines.torch import TorchBackend
 
     frames = _sample_frames()
-    bf16 = TorchBackend(onnx_path, precision="bf16", device="cpu").run(frames)
-    fp32 = TorchBackend(onnx_path, precision="fp32", device="cpu").run(frames)
+    state = _state_for(onnx_path, *frames.shape[:3])
+    bf16 = TorchBackend(onnx_path, precision="bf16", device="cpu").run(frames, *([state] if state else []))
+    fp32 = TorchBackend(onnx_path, precision="fp32", device="cpu").run(frames, *([state] if state else []))
+    if state:  # a temporal model: (frames, new state)
+        bf16, fp32 = bf16[0], fp32[0]
     d = np.abs(bf16.astype(int) - fp32.astype(int))
     assert d.max() <= 8 and d.mean() < 0.5
 

@@ -22,6 +22,7 @@ from trainer.options import Config  # noqa: E402
 from trainer.rain import camera, film, glass_drops, rain_pair, rain_streaks  # noqa: E402
 from trainer.train import Trainer  # noqa: E402
 
+from conftest import frame_derain  # noqa: E402
 from trainer_helpers import make_images, tiny_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -295,7 +296,7 @@ def test_adapt_writes_a_plugin_that_runs(tmp_path, udacity_clip):
     the card, and the card names the user's frames as its training data."""
     clear = make_images(tmp_path / "clear", 3, w=120, h=90)
     out = tmp_path / "fleet"
-    r = _adapt("--rainy", udacity_clip, "--clear", clear, "--out", out, "--steps", 2,
+    r = _adapt("--rainy", udacity_clip, "--clear", clear, "--out", out, "--steps", 2, "--plugin", frame_derain(),
                "--set", "data.batch_size=2", "--set", "data.crop=64", "--set", "data.video_stride=40",
                "--set", "eval.paired_sets={}", runs=tmp_path / "runs", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -340,7 +341,7 @@ def test_adapt_int8_needs_a_benchmark_to_gate_it(tmp_path):
     """--int8 without a paired benchmark on the machine: one line saying so, before any training."""
     rainy, clear = make_images(tmp_path / "rainy", 2, seed=3), make_images(tmp_path / "clear", 2)
     out, runs = tmp_path / "fleet", tmp_path / "runs"
-    r = _adapt("--rainy", rainy, "--clear", clear, "--out", out, "--steps", 1, "--int8",
+    r = _adapt("--rainy", rainy, "--clear", clear, "--out", out, "--steps", 1, "--int8", "--plugin", frame_derain(),
                "--set", f"eval.rain12={tmp_path / 'no_rain12'}", runs=runs, timeout=300)
     assert r.returncode == 2, r.stderr[-2000:]
     err = [line for line in r.stderr.splitlines() if "error" in line]
@@ -355,7 +356,7 @@ def test_adapt_int8_writes_a_gated_int8_model_quietly(tmp_path, udacity_clip):
     clear = make_images(tmp_path / "clear", 3, w=120, h=90)
     out = tmp_path / "fleet"
     r = _adapt("--rainy", udacity_clip, "--clear", clear, "--out", out, "--steps", 1, "--int8",
-               "--set", "data.batch_size=2", "--set", "data.crop=64", "--set", "data.video_stride=40",
+               "--plugin", frame_derain(), "--set", "data.batch_size=2", "--set", "data.crop=64", "--set", "data.video_stride=40",
                "--set", f"eval.rain12={_paired_set(tmp_path / 'r12')}", "--set", "eval.paired_sets={}",
                runs=tmp_path / "runs")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -381,7 +382,7 @@ def test_adapt_stopped_by_sigterm_writes_no_plugin(tmp_path):
     rainy, clear = make_images(tmp_path / "rainy", 2, seed=3), make_images(tmp_path / "clear", 2)
     out, runs = tmp_path / "fleet", tmp_path / "runs"
     cmd = [sys.executable, "-m", "trainer", "adapt", "--rainy", str(rainy), "--clear", str(clear), "--out", str(out),
-           "--steps", "100000", "--set", "data.batch_size=2", "--set", "data.crop=64", "--set", "train.log_every=1",
+           "--steps", "100000", "--plugin", str(frame_derain()), "--set", "data.batch_size=2", "--set", "data.crop=64", "--set", "train.log_every=1",
            "--set", "data.workers=0"]
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "STREAMGAN_RUNS": str(runs)}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -8,6 +8,7 @@ import pytest
 ort = pytest.importorskip("onnxruntime")
 
 from streamgan.card import ModelCard, sha256_file  # noqa: E402
+from streamgan.temporal import state_size  # noqa: E402
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
@@ -27,7 +28,11 @@ def test_shipped_plugin(task):
     m = card.processing.size_multiple
     for h, w in ((8 * m, 12 * m), (23 * m, 40 * m)):  # any multiple of size_multiple
         x = np.random.default_rng(0).uniform(-1, 1, (2, 3, h, w)).astype(np.float32)
-        y = sess.run(["output"], {"input": x})[0]
+        feeds = {"input": x}
+        for s in card.temporal.state if card.temporal else ():  # a temporal model: a new stream's state
+            sw, sh = state_size(w, h, card.processing, s.scale)
+            feeds[s.input] = np.zeros((2, s.channels, sh, sw), np.float32)
+        y = sess.run(["output"], feeds)[0]
         assert y.shape == x.shape and y.dtype == np.float32
         assert np.abs(y).max() <= 1.0 + 1e-6
 

@@ -271,6 +271,41 @@ def test_a_drop_fill_run_trains_only_the_finder_and_exports_a_temporal_plugin(tm
     assert tr.translate(frames).shape == frames.shape
 
 
+def test_a_drop_fill_plugins_model_and_its_derain_network_alone_come_back_from_its_graph(tmp_path):
+    """model_of rebuilds the exported model (it computes what the graph computes, state included), and
+    `streamgan-train temporal frame` writes its generator alone as a frame-by-frame plugin that computes
+    what that generator computes; a plugin that is not a drop-fill one is refused."""
+    import onnxruntime as ort
+
+    from streamgan import Translator
+    from trainer.cli import main
+    from trainer.networks import SourceResolution
+    from trainer.temporal import DROPFILL_SYNTH, export, model_of, train
+
+    opts = _tiny_opts(tmp_path)
+    opts.kind, opts.synth, opts.crop = "dropfill", dict(DROPFILL_SYNTH), 48
+    train(tmp_path / "run", opts, max_steps=2, workers=0)
+    pdir = export(tmp_path / "run", tmp_path / "plugin")
+    model = model_of(pdir / "model.onnx")
+    x = torch.rand(1, 3, 72, 128) * 2 - 1
+    state = model.zero_state(1, 72, 128)
+    sess = ort.InferenceSession(str(pdir / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        for _ in range(2):
+            want, state_want = sess.run(None, {"input": x.numpy(), "state": state.numpy()})
+            got, state = model(x, state)
+            assert np.abs(got.numpy() - want).max() < 1e-4 and np.abs(state.numpy() - state_want).max() < 1e-4
+    assert main(["temporal", "frame", "--plugin", str(pdir), "--plugin-dir", str(tmp_path / "frame")]) == 0
+    tr = Translator(tmp_path / "frame", backend="onnxruntime")
+    assert tr.model.temporal is None
+    frame = np.random.default_rng(1).integers(0, 255, (72, 128, 3), dtype=np.uint8)
+    with torch.no_grad():
+        t = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1
+        ref = ((SourceResolution(model.net, 360)(t)[0].permute(1, 2, 0).numpy() + 1) * 127.5).round()
+    assert np.abs(tr.translate(frame).astype(int) - ref.astype(int)).max() <= 1
+    assert main(["temporal", "frame", "--plugin", str(tmp_path / "frame"), "--plugin-dir", str(tmp_path / "f2")]) == 2
+
+
 def test_the_drop_mask_marks_the_drops_on_the_glass_and_not_the_streaks():
     """rain_clip's drop mask: zero for streaks alone; where drops are, it covers what they changed."""
     seq = move_still(_scene(seed=9), 3, torch.Generator().manual_seed(10))

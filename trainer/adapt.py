@@ -177,12 +177,7 @@ def _adapt_drop_fill(model, plugin: str, rainy: list[str], clear: list[str], out
         f"{len(stills)} image(s)); fine-tuning the drop finder of {model.onnx}")
     runs = os.environ.get("STREAMGAN_RUNS") or os.path.expanduser("~/.cache/streamgan/runs")
     run_dir = Path(runs) / f"adapt-{out_dir.name}-{int(time.time())}"
-    from .train import weights_from_onnx
-
-    w = weights_from_onnx(model.onnx)  # the generator's size, from its weights
-    generator = {**T.TemporalOptions().generator, "ngf": int(w["inc.1.weight"].shape[0]),
-                 "n_blocks": len({k.split(".")[1] for k in w if k.startswith("blocks.")}),
-                 "out_kernel": int(w["outc.1.weight"].shape[-1])}
+    generator, _ = T.generator_of(model.onnx)  # the generator's size, from its weights
     opts = T.TemporalOptions(kind="dropfill", synth=dict(T.DROPFILL_SYNTH), init=str(model.onnx), clips=videos,
                              generator=generator,
                              sequences=[], stills=stills, holdout=[], steps=steps, decay_start=steps // 2,

@@ -9,6 +9,7 @@
     streamgan-train temporal train  [--run DIR] [--kind network|dropfill] [--resume] [--steps N] [--total N]
     streamgan-train temporal export [--run DIR] --plugin-dir DIR [--no-eval]
     streamgan-train temporal eval   --plugin-dir DIR [--against plugins/derain] [--out DIR]
+    streamgan-train temporal frame  --plugin-dir DIR [--plugin plugins/derain]   (its derain network alone)
 
 Every command takes ``--debug``: without it, third-party log lines, progress bars and warnings (NNCF,
 OpenVINO, ONNX, PyTorch) stay off the terminal (``trainer/quiet.py``).
@@ -30,7 +31,7 @@ from pathlib import Path
 from streamgan.cli import _positive_int  # the same check as the streamgan command's
 
 from . import make_sample
-from .options import USER_ERRORS, Config
+from .options import REPO, USER_ERRORS, Config
 from .quiet import add_debug_flag, configure
 
 
@@ -78,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="also make an int8 model (NNCF, gated on the public benchmarks; minutes more)")
     a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     tm = sub.add_parser("temporal", help="the temporal derain model (trainer/temporal.py): train, export, evaluate")
-    tm.add_argument("action", choices=["train", "export", "eval"])
+    tm.add_argument("action", choices=["train", "export", "eval", "frame"])
     tm.add_argument("--run", default="~/.cache/streamgan/runs/derain_temporal", help="the run's folder")
     tm.add_argument("--kind", choices=["network", "dropfill"], default="network",
                     help="a new run's model: the generator with temporal input, or a drop finder and fill")
@@ -89,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     tm.add_argument("--no-eval", action="store_true")
     tm.add_argument("--against", default=None, help="the plugin to compare with (default: the shipped derain)")
     tm.add_argument("--out", default=None, help="where eval writes its report, videos and sheets")
+    tm.add_argument("--plugin", default=str(REPO / "plugins" / "derain"),
+                    help="frame: the drop-fill plugin whose derain network is written alone, frame by frame")
     for cmd in sub.choices.values():
         add_debug_flag(cmd)
     return p
@@ -151,7 +154,9 @@ def _temporal(args) -> int:
         return 128 + int(signal.SIGINT if res["stopped"] == "interrupt" else signal.SIGTERM) if res["stopped"] else 0
     if not args.plugin_dir:
         raise SystemExit(f"streamgan-train temporal {args.action}: --plugin-dir is needed")
-    if args.action == "export":
+    if args.action == "frame":
+        print(json.dumps({"plugin_dir": str(temporal.export_frame_model(args.plugin, args.plugin_dir))}, indent=2))
+    elif args.action == "export":
         print(json.dumps(video_eval.export_evaluated(args.run, args.plugin_dir, scored=not args.no_eval,
                                                    against=args.against), indent=2))
     else:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from . import losses as L
 from .data import list_sources, load_frames, to_model
 from .networks import TEMPORAL_EXTRA, DropFill, DropFinder, TemporalDerain, build_generator
+from .options import DataError
 from .rain import move_still, rain_clip
 from .train import load_checkpoint, run_lock, save_checkpoint, weights_from_onnx
 
@@ -369,6 +370,61 @@ def export(run: str | Path, plugin_dir: str | Path, metrics: dict | None = None,
     for stale in ("model.int8.xml", "model.int8.bin"):  # the int8 model of other weights
         (pdir / stale).unlink(missing_ok=True)
     return pdir
+
+
+def generator_of(onnx: str | Path) -> tuple[dict, dict]:
+    """The derain generator inside a drop-fill plugin's graph: its options (``TemporalOptions.generator``,
+    sizes read from its weights) and its weights; the finder's weights (``finder.*``) are left out."""
+    w = weights_from_onnx(onnx)
+    if "inc.1.weight" not in w or not any(k.startswith("finder.") for k in w):
+        raise DataError(f"{onnx}: not a drop-fill model's graph (a derain generator and a drop finder)")
+    options = {**TemporalOptions().generator, "ngf": int(w["inc.1.weight"].shape[0]),
+               "n_blocks": len({k.split(".")[1] for k in w if k.startswith("blocks.")}),
+               "out_kernel": int(w["outc.1.weight"].shape[-1])}
+    return options, {k: v for k, v in w.items() if not k.startswith("finder.")}
+
+
+def model_of(onnx: str | Path) -> DropFill:
+    """A drop-fill plugin's model as the trainer's module (batch norm folded, as exported), from its graph's
+    weights and its card (where the network runs, the state's scale)."""
+    from streamgan.card import ModelCard
+
+    card = ModelCard.load(Path(onnx).parent / "card.yaml")
+    options, weights = generator_of(onnx)
+    net = build_generator(options["kind"], **{k: v for k, v in options.items() if k != "kind"})
+    net.load_state_dict(weights)
+    finder = DropFinder().fold_()
+    finder.load_state_dict({k[len("finder."):]: v for k, v in weights_from_onnx(onnx).items() if k.startswith("finder.")})
+    return DropFill(net, finder, card.processing.short_side, card.processing.size_multiple,
+                    scale=card.temporal.state[0].scale).eval()
+
+
+def export_frame_model(plugin_dir: str | Path, out_dir: str | Path) -> Path:
+    """A drop-fill plugin's derain network alone as a frame-by-frame plugin in ``out_dir``: the streaks
+    removed, the drops on the glass left (no finder, no fill, no state), for what runs frames one by one
+    or in pieces (int8, tiles, TensorRT batches). The card is the plugin's without its temporal section and
+    its metrics (they measured the whole model)."""
+    from streamgan.card import ModelCard, sha256_file
+
+    from .deploy import export_onnx
+    from .networks import SourceResolution
+
+    src = Path(plugin_dir)
+    card = ModelCard.load(src / "card.yaml")
+    options = generator_of(src / card.weights.file)[0]
+    net = model_of(src / card.weights.file).net
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx = export_onnx(SourceResolution(net, card.processing.short_side, card.processing.size_multiple).eval(),
+                       out / "model.onnx")
+    g = options
+    card.model_copy(update={
+        "title": f"{card.title}: its derain network alone (frame by frame; drops on the glass left)",
+        "architecture": (f"{g['kind']} generator ngf={g['ngf']} n_blocks={g['n_blocks']} norm={g['norm']} "
+                         f"skips={g['skips']} residual={g['residual']} out_kernel={g['out_kernel']}"),
+        "weights": card.weights.model_copy(update={"sha256": sha256_file(onnx)}),
+        "temporal": None, "int8": None, "metrics": {}}).dump(out / "card.yaml")
+    return out
 
 
 def _check_export(model: TemporalDerain, onnx: Path, tol: float = 1e-4) -> float:
