@@ -319,6 +319,23 @@ def test_shipped_models_run_on_one_device_in_the_torch_backend(onnx_path):
         assert out.device.type == "meta" and out.dtype == torch.uint8 and tuple(out.shape) == shape
 
 
+def test_a_convolution_to_one_channel_runs_in_bf16_in_the_torch_backend(tmp_path):
+    """Its one-element bias is kept a host fp32 constant (as shape constants are); the convolution takes it
+    in the image data's type (a drop finder's last layer)."""
+    torch = pytest.importorskip("torch")
+    from streamgan.engines.torch import TorchBackend
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1), torch.nn.Conv2d(1, 3, 1))
+    path = tmp_path / "one.onnx"
+    torch.onnx.export(net.eval(), (torch.zeros(1, 3, 8, 8),), str(path), input_names=["input"],
+                      output_names=["output"], opset_version=17, dynamo=False)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    got = TorchBackend(path, precision="bf16", device="cpu").infer(x)
+    assert np.abs(got - want).max() < 0.05
+
+
 def test_constant_of_shape_keeps_the_device_and_dtype_of_its_inputs():
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")

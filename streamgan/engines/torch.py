@@ -55,7 +55,14 @@ def _symmetric_pads(x, pads, n, value=0.0):
     return x, tuple(pads[:n])
 
 
+def _like(x, t):
+    """A weight or bias in the image data's dtype and device: a one-element bias (a convolution to one
+    channel) stays a host fp32 tensor with the shape constants."""
+    return t if t is None or (t.dtype == x.dtype and t.device == x.device) else t.to(x.device, x.dtype)
+
+
 def _conv(x, w, b=None, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1, **_):
+    w, b = _like(x, w), _like(x, b)
     x, pad = _symmetric_pads(x, pads, len(strides))
     if group > 1 and x.device.type == "cpu":
         # PyTorch 2.13's CPU grouped convolution on a channels-last bf16 tensor with a long kernel (the
@@ -68,6 +75,7 @@ def _conv(x, w, b=None, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), 
 def _conv_transpose(x, w, b=None, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
                     group=1, output_padding=(0, 0), **_):
     n = len(strides)
+    w, b = _like(x, w), _like(x, b)
     y = F.conv_transpose2d(x, w, b, tuple(strides), 0, tuple(output_padding), group,
                            tuple(dilations))
     h, w_ = y.shape[-2:]
