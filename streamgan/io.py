@@ -394,6 +394,8 @@ class Source:
         self.container = _open_input(path, options, timeout, hwaccel)
         self.decoder = None  # after the first frame of a hardware-decoded input: what decoded it
         self.stream = _video_stream(self.container, path)
+        # what the header promises, read while the container is open (PyAV 18.1.1 refuses it after close)
+        self.header_frames = self.stream.frames
         self.stream.thread_type = "AUTO"
         cc = self.stream.codec_context
         self.width, self.height = cc.width, cc.height
@@ -454,7 +456,7 @@ class Source:
             return 8
 
     def _expected_frames(self) -> int | None:
-        n = len(self.images) if self.images else self.stream.frames or None
+        n = len(self.images) if self.images else self.header_frames or None
         if n is None and self.container.duration and self.frame_rate:
             n = int(self.container.duration / av.time_base * self.frame_rate)
         if n is not None and (self.start or self.duration) and self.frame_rate:
@@ -561,9 +563,9 @@ class Source:
     @property
     def missing_frames(self) -> int:
         """Frames the header promised that never decoded (a truncated or damaged file)."""
-        if not self._ended or self.images or not self.stream.frames:
+        if not self._ended or self.images or not self.header_frames:
             return 0
-        return max(0, self.stream.frames - self.decoded)
+        return max(0, self.header_frames - self.decoded)
 
     @property
     def bad_frames(self) -> int:
@@ -577,7 +579,7 @@ class Source:
         if self.corrupt_frames:
             parts.append(f"{self.corrupt_frames} frames decoded with errors")
         if self.missing_frames:
-            parts.append(f"{self.missing_frames} of {self.stream.frames} frames missing")
+            parts.append(f"{self.missing_frames} of {self.header_frames} frames missing")
         return ", ".join(parts)
 
     def _in_range(self, packet, end) -> bool:

@@ -13,7 +13,7 @@ from streamgan.temporal import state_size  # noqa: E402
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
 
-@pytest.mark.parametrize("task", ["derain", "day2night"])
+@pytest.mark.parametrize("task", ["derain", "derain_windshield", "day2night"])
 def test_shipped_plugin(task):
     pdir = PLUGINS / task
     card = ModelCard.load(pdir / "card.yaml")
@@ -42,6 +42,24 @@ def test_derain_card_meets_the_rain12_target():
     assert card.metrics["rain12_input_psnr_y"] == 30.14
     assert card.metrics["rain12_psnr_y"] >= 32.14
     assert card.metrics["synthetic_holdout_psnr_y"] > card.metrics["synthetic_holdout_input_psnr_y"] + 3
+
+
+def test_derain_windshield_runs_derains_network_and_halves_the_real_drop_area():
+    """The windshield model's streak network is the shipped derain's (the same weights), its card records the
+    real windshield clip's drop area at most half the input's with flicker no higher, and Rain12 kept above
+    the floor the derain releases keep."""
+    pytest.importorskip("torch")
+    from trainer.train import weights_from_onnx
+
+    card = ModelCard.load(PLUGINS / "derain_windshield" / "card.yaml")
+    assert card.temporal is not None and card.temporal.state[0].scale == 2
+    ours = weights_from_onnx(PLUGINS / "derain_windshield" / "model.onnx")
+    derain = weights_from_onnx(PLUGINS / "derain" / "model.onnx")
+    assert set(derain) <= set(ours) and all((ours[k] == derain[k]).all() for k in derain)
+    m = card.metrics
+    assert m["real_windshield_drop_area"] <= 0.5 * m["real_windshield_input_drop_area"]
+    assert m["real_windshield_flicker_ratio"] <= 1.0
+    assert m["rain12_psnr_y"] >= 32.14
 
 
 def test_day2night_card_beats_both_baselines():
