@@ -356,7 +356,8 @@ def test_adapt_int8_writes_a_gated_int8_model_quietly(tmp_path, udacity_clip):
     clear = make_images(tmp_path / "clear", 3, w=120, h=90)
     out = tmp_path / "fleet"
     r = _adapt("--rainy", udacity_clip, "--clear", clear, "--out", out, "--steps", 1, "--int8",
-               "--plugin", frame_derain(), "--set", "data.batch_size=2", "--set", "data.crop=64", "--set", "data.video_stride=40",
+               "--plugin", frame_derain(), "--set", "data.batch_size=2", "--set", "data.crop=64",
+               "--set", "data.video_stride=40",
                "--set", f"eval.rain12={_paired_set(tmp_path / 'r12')}", "--set", "eval.paired_sets={}",
                runs=tmp_path / "runs")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -382,8 +383,8 @@ def test_adapt_stopped_by_sigterm_writes_no_plugin(tmp_path):
     rainy, clear = make_images(tmp_path / "rainy", 2, seed=3), make_images(tmp_path / "clear", 2)
     out, runs = tmp_path / "fleet", tmp_path / "runs"
     cmd = [sys.executable, "-m", "trainer", "adapt", "--rainy", str(rainy), "--clear", str(clear), "--out", str(out),
-           "--steps", "100000", "--plugin", str(frame_derain()), "--set", "data.batch_size=2", "--set", "data.crop=64", "--set", "train.log_every=1",
-           "--set", "data.workers=0"]
+           "--steps", "100000", "--plugin", str(frame_derain()), "--set", "data.batch_size=2", "--set", "data.crop=64",
+           "--set", "train.log_every=1", "--set", "data.workers=0"]
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "STREAMGAN_RUNS": str(runs)}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

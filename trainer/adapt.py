@@ -177,7 +177,7 @@ def _adapt_drop_fill(model, plugin: str, rainy: list[str], clear: list[str], out
         f"{len(stills)} image(s)); fine-tuning the drop finder of {model.onnx}")
     runs = os.environ.get("STREAMGAN_RUNS") or os.path.expanduser("~/.cache/streamgan/runs")
     run_dir = Path(runs) / f"adapt-{out_dir.name}-{int(time.time())}"
-    generator, _ = T.generator_of(model.onnx)  # the generator's size, from its weights
+    generator, *_ = T.generator_of(model.onnx)  # the generator's size, from its weights
     opts = T.TemporalOptions(kind="dropfill", synth=dict(T.DROPFILL_SYNTH), init=str(model.onnx), clips=videos,
                              generator=generator,
                              sequences=[], stills=stills, holdout=[], steps=steps, decay_start=steps // 2,

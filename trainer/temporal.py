@@ -79,8 +79,8 @@ class TemporalOptions:
 
 
 DROPFILL_SYNTH = {  # windshield drops as a dashcam sees them, most of the time, mostly under an overcast sky
-    "p_streaks_only": 0.15, "p_drops": 0.95, "p_windshield": 0.7, "p_overcast": 0.6, "p_near_drops": 0.05, "p_lens_drops": 0.05,
-    "p_dense_drops": 0.25, "p_fine_streaks": 0.5, "p_soft_drops": 0.1, "p_focus": 0.8, "p_running": 0.3}
+    "p_streaks_only": 0.15, "p_drops": 0.95, "p_windshield": 0.7, "p_overcast": 0.6, "p_near_drops": 0.05,
+    "p_lens_drops": 0.05, "p_dense_drops": 0.25, "p_fine_streaks": 0.5, "p_soft_drops": 0.1, "p_focus": 0.8, "p_running": 0.3}
 
 
 def preset(kind: str) -> TemporalOptions:
@@ -337,15 +337,13 @@ def export(run: str | Path, plugin_dir: str | Path, metrics: dict | None = None,
                  "licence": "BDD100K terms (research / non-commercial)", "count": 72})
     data.append({"name": "synthetic rain clips (drops that stay on the glass)", "path": "trainer/rain.py rain_clip",
                  "licence": "MIT", "count": None})
-    g = opts.generator
-    net = (f"{g['kind']} generator ngf={g['ngf']} n_blocks={g['n_blocks']} norm={g['norm']} skips={g['skips']} "
-           f"residual={g['residual']} out_kernel={g['out_kernel']}")
+    net = describe_generator(opts.generator)
     if isinstance(model, DropFill):
         title = title or "Rain removal (temporal: drops on the glass found and filled from around)"
         arch = (f"drop fill: the {net} (as shipped), a drop finder "
                 f"({sum(p.numel() for p in model.finder.parameters())} parameters) and a push-pull fill from "
-                f"around, at the network's size; state: running mean, change and previous frame, and the drop "
-                f"map (keep {opts.keep})")
+                f"around, at 1/{model.state_scale} of the network's size; state (that size): running mean, change "
+                f"and previous frame, and the drop map (keep {opts.keep})")
     else:
         title = title or "Rain removal (temporal: drops found by what stays on the glass while the scene moves)"
         arch = (f"temporal {net}; state: running mean, change and previous frame at the network's size "
@@ -372,16 +370,25 @@ def export(run: str | Path, plugin_dir: str | Path, metrics: dict | None = None,
     return pdir
 
 
-def generator_of(onnx: str | Path) -> tuple[dict, dict]:
-    """The derain generator inside a drop-fill plugin's graph: its options (``TemporalOptions.generator``,
-    sizes read from its weights) and its weights; the finder's weights (``finder.*``) are left out."""
+def describe_generator(g: dict) -> str:
+    """A generator's options (``TemporalOptions.generator``) as a card's architecture names them."""
+    return (f"{g['kind']} generator ngf={g['ngf']} n_blocks={g['n_blocks']} norm={g['norm']} skips={g['skips']} "
+            f"residual={g['residual']} out_kernel={g['out_kernel']}")
+
+
+def generator_of(onnx: str | Path) -> tuple[dict, torch.nn.Module, dict]:
+    """What a drop-fill plugin's graph holds, its weights read once: the derain generator's options
+    (``TemporalOptions.generator``, sizes read from its weights), the generator with its weights, and the
+    finder's (folded) weights."""
     w = weights_from_onnx(onnx)
     if "inc.1.weight" not in w or not any(k.startswith("finder.") for k in w):
         raise DataError(f"{onnx}: not a drop-fill model's graph (a derain generator and a drop finder)")
     options = {**TemporalOptions().generator, "ngf": int(w["inc.1.weight"].shape[0]),
                "n_blocks": len({k.split(".")[1] for k in w if k.startswith("blocks.")}),
                "out_kernel": int(w["outc.1.weight"].shape[-1])}
-    return options, {k: v for k, v in w.items() if not k.startswith("finder.")}
+    net = build_generator(options["kind"], **{k: v for k, v in options.items() if k != "kind"})
+    net.load_state_dict({k: v for k, v in w.items() if not k.startswith("finder.")})
+    return options, net, {k[len("finder."):]: v for k, v in w.items() if k.startswith("finder.")}
 
 
 def model_of(onnx: str | Path) -> DropFill:
@@ -390,11 +397,9 @@ def model_of(onnx: str | Path) -> DropFill:
     from streamgan.card import ModelCard
 
     card = ModelCard.load(Path(onnx).parent / "card.yaml")
-    options, weights = generator_of(onnx)
-    net = build_generator(options["kind"], **{k: v for k, v in options.items() if k != "kind"})
-    net.load_state_dict(weights)
+    _, net, finder_weights = generator_of(onnx)
     finder = DropFinder().fold_()
-    finder.load_state_dict({k[len("finder."):]: v for k, v in weights_from_onnx(onnx).items() if k.startswith("finder.")})
+    finder.load_state_dict(finder_weights)
     return DropFill(net, finder, card.processing.short_side, card.processing.size_multiple,
                     scale=card.temporal.state[0].scale).eval()
 
@@ -411,17 +416,14 @@ def export_frame_model(plugin_dir: str | Path, out_dir: str | Path) -> Path:
 
     src = Path(plugin_dir)
     card = ModelCard.load(src / "card.yaml")
-    options = generator_of(src / card.weights.file)[0]
-    net = model_of(src / card.weights.file).net
+    options, net, _ = generator_of(src / card.weights.file)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx = export_onnx(SourceResolution(net, card.processing.short_side, card.processing.size_multiple).eval(),
                        out / "model.onnx")
-    g = options
     card.model_copy(update={
         "title": f"{card.title}: its derain network alone (frame by frame; drops on the glass left)",
-        "architecture": (f"{g['kind']} generator ngf={g['ngf']} n_blocks={g['n_blocks']} norm={g['norm']} "
-                         f"skips={g['skips']} residual={g['residual']} out_kernel={g['out_kernel']}"),
+        "architecture": describe_generator(options),
         "weights": card.weights.model_copy(update={"sha256": sha256_file(onnx)}),
         "temporal": None, "int8": None, "metrics": {}}).dump(out / "card.yaml")
     return out
