@@ -9,7 +9,7 @@
     streamgan-train temporal train  [--run DIR] [--kind network|dropfill] [--resume] [--steps N] [--total N]
     streamgan-train temporal export [--run DIR] --plugin-dir DIR [--no-eval]
     streamgan-train temporal eval   --plugin-dir DIR [--against plugins/derain] [--out DIR]
-    streamgan-train temporal frame  --plugin-dir DIR [--plugin plugins/derain_windshield]   (its derain network alone)
+    streamgan-train temporal frame  --plugin-dir DIR [--plugin plugins/derain]   (its derain network alone)
 
 Every command takes ``--debug``: without it, third-party log lines, progress bars and warnings (NNCF,
 OpenVINO, ONNX, PyTorch) stay off the terminal (``trainer/quiet.py``).
@@ -88,9 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     tm.add_argument("--total", type=_positive_int, default=None, help="the run's length in steps")
     tm.add_argument("--plugin-dir", default=None)
     tm.add_argument("--no-eval", action="store_true")
-    tm.add_argument("--against", default=None, help="the plugin to compare with (default: the shipped derain)")
+    tm.add_argument("--against", default=None, help="the plugin to compare with (default: the shipped derain's network alone, frame by frame)")
     tm.add_argument("--out", default=None, help="where eval writes its report, videos and sheets")
-    tm.add_argument("--plugin", default=str(REPO / "plugins" / "derain_windshield"),
+    tm.add_argument("--plugin", default=str(REPO / "plugins" / "derain"),
                     help="frame: the drop-fill plugin whose derain network is written alone, frame by frame")
     for cmd in sub.choices.values():
         add_debug_flag(cmd)

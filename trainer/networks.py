@@ -463,7 +463,12 @@ class DropFill(_AtNetworkSize):
     stream's temporal statistics (what stays while the scene moves) and the previous frame's map; the
     generator's output is filled there from around (:func:`push_pull`) and the fill is blended in at the
     network's size. The state, at half the network's size, is :func:`temporal_features`' state and the
-    drop map (``DROPFILL_STATE`` channels); a lone image runs with the zero state."""
+    drop map (``DROPFILL_STATE`` channels).
+
+    The fill waits for the stream's history (``temporal_features``' last channel: nothing on a stream's
+    first frame, a quarter more each frame, all of it from the fifth): a drop is something that stays on
+    the glass, and a lone image (or a stream's first frames, after a reset or a cut) shows nothing that
+    stays, only a look that sky, road and branches share. A lone image gets the generator's output."""
 
     state_channels = DROPFILL_STATE
 
@@ -486,10 +491,11 @@ class DropFill(_AtNetworkSize):
     def fill(self, derained: torch.Tensor, drops: torch.Tensor) -> torch.Tensor:
         """``derained`` (network size) filled from around where ``drops`` (state size, in [0, 1]) is high."""
         fill = push_pull(self.down(derained), 1 - drops, levels=5)
-        if self.state_scale > 1:
+        if self.state_scale > 1:  # both up in one resize (one operator, not two, in the graph)
             size = (derained.shape[2], derained.shape[3])
-            fill = nn.functional.interpolate(fill, size=size, mode="bilinear", align_corners=False)
-            drops = nn.functional.interpolate(drops, size=size, mode="bilinear", align_corners=False)
+            both = nn.functional.interpolate(torch.cat([fill, drops], 1), size=size, mode="bilinear",
+                                             align_corners=False)
+            fill, drops = both[:, :3], both[:, 3:]
         return derained + drops * (fill - derained)
 
     def advance(self, small: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -499,4 +505,5 @@ class DropFill(_AtNetworkSize):
     def step(self, small: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, new = self.find(small, state)
         drops = torch.sigmoid(logits)
-        return self.fill(self.net(small), drops), torch.cat([new, drops], 1)
+        seen = state[:, TEMPORAL_STATE - 1:TEMPORAL_STATE]  # the history before this frame (0 to 1)
+        return self.fill(self.net(small), drops * seen), torch.cat([new, drops], 1)

@@ -332,11 +332,13 @@ def export(run: str | Path, plugin_dir: str | Path, metrics: dict | None = None,
     onnx = export_onnx(model, pdir / "model.onnx.tmp", temporal=True)
     err = _check_export(model, onnx)
     base = ModelCard.load(Path(__file__).resolve().parents[1] / "plugins" / "derain" / "card.yaml")
-    data = [d.model_dump() for d in base.training.data if "synthetic rain" not in d.name]
-    data.append({"name": "BDD100K clip (consecutive frames)", "path": "clips/yolop_bdd_input1.gif",
-                 "licence": "BDD100K terms (research / non-commercial)", "count": 72})
-    data.append({"name": "synthetic rain clips (drops that stay on the glass)", "path": "trainer/rain.py rain_clip",
-                 "licence": "MIT", "count": None})
+    ours = [{"name": "BDD100K clip (consecutive frames)", "path": "clips/yolop_bdd_input1.gif",
+             "licence": "BDD100K terms (research / non-commercial)", "count": 72},
+            {"name": "synthetic rain clips (drops that stay on the glass)", "path": "trainer/rain.py rain_clip",
+             "licence": "MIT", "count": None}]
+    # the shipped card's data less its synthetic rain (a frame-by-frame card's pairs; a temporal one's clips)
+    data = [d.model_dump() for d in base.training.data
+            if "synthetic rain" not in d.name and d.name not in {o["name"] for o in ours}] + ours
     net = describe_generator(opts.generator)
     if isinstance(model, DropFill):
         title = title or "Rain removal (temporal: drops on the glass found and filled from around)"

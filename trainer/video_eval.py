@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -120,6 +121,24 @@ def synthetic_clips(plugins: dict[str, str], n: int = 12, length: int = 12, seed
     return rep
 
 
+def synthetic_before_after(plugins: dict[str, str], path: Path, rows: int = 4, frame: int = 7,
+                           seed: int = 40_000) -> str:
+    """A contact sheet of held-out clips (MIT-licensed frames) with drops on the glass: the ``frame``-th frame
+    of each, as input, through each plugin (each clip one stream) and clean."""
+    from streamgan import Translator
+
+    from .temporal import DROPFILL_SYNTH
+
+    synth = {**DROPFILL_SYNTH, "p_windshield": 1.0, "p_streaks_only": 0.0, "p_drops": 1.0}
+    clips = held_out_rain_clips(rows, frame + 1, seed, synth)
+    outs = {}
+    for name, plugin in plugins.items():
+        tr = Translator(plugin, precision="fp32")
+        outs[name] = [tr.translate(np.stack(r), stream=i)[frame] for i, (r, _) in enumerate(clips)]
+    sheet = [[r[frame]] + [outs[k][i] for k in plugins] + [c[frame]] for i, (r, c) in enumerate(clips)]
+    return contact_sheet(sheet, ["input (synthetic drops)", *plugins, "clean"], path, width=300)
+
+
 def _psnr(clips, outs) -> dict:
     every = [M.psnr_y(o, t) for (r, tg), oc in zip(clips, outs) for o, t in zip(oc, tg)]
     later = [M.psnr_y(o, t) for (r, tg), oc in zip(clips, outs) for o, t in list(zip(oc, tg))[4:]]
@@ -148,8 +167,21 @@ def fps(plugins: dict[str, str], clip: Path = WINDSHIELD, frames: int = 300, rou
 SHIPPED = Path(__file__).resolve().parents[1] / "plugins" / "derain"
 
 
+def frame_by_frame(plugin: str | Path, out_dir: Path) -> Path:
+    """``plugin`` as it runs frame by frame: itself if it is, else its derain network alone, written to
+    ``out_dir`` (``streamgan-train temporal frame``)."""
+    from streamgan.card import ModelCard
+
+    from .temporal import export_frame_model
+
+    if ModelCard.load(Path(plugin) / "card.yaml").temporal is None:
+        return Path(plugin)
+    return export_frame_model(plugin, out_dir)
+
+
 def evaluate(plugin_dir: str | Path, out: str | Path, against: str | Path | None = None) -> dict:
-    """Score a temporal derain plugin beside another (default: the shipped one). Frame by frame, on the
+    """Score a temporal derain plugin beside another (default: the shipped derain frame by frame, its
+    network alone where it is temporal: the model the drop fill is measured against). Frame by frame, on the
     benchmarks (``streamgan-train eval`` with configs/train_derain.yaml: Rain12, RobotCarDrops and
     RaindropGlass raw and colour-aligned, held-out synthetic pairs, clean 720p, flicker); as video
     (this module: the real windshield clip, a clean clip, held-out synthetic rain clips as
@@ -161,13 +193,15 @@ def evaluate(plugin_dir: str | Path, out: str | Path, against: str | Path | None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = Config.load(REPO / "configs" / "train_derain.yaml", [])
-    both = {"new": str(plugin_dir), "against": str(against or SHIPPED)}
+    both = {"new": str(plugin_dir), "against": str(against or frame_by_frame(SHIPPED, out / "frame_by_frame"))}
     rep: dict = {"frames": frame_eval(cfg, onnx=str(Path(plugin_dir) / "model.onnx"), out=str(out / "frames"))}
     rep["windshield"] = {k: windshield(v, out / f"windshield_{k}") for k, v in both.items()}
     rep["clean_clip"] = {k: clean_clip(v, DATA / "clips" / "udacity_vehdet_test_video.mp4") for k, v in both.items()}
     rep["synthetic_clips"] = synthetic_clips(both)
     rep["synthetic_windshield_clips"] = synthetic_clips(both, synth=DROPFILL_SYNTH)
     rep["synthetic_beside_real"] = synthetic_beside_real(out / "synthetic_beside_real.png")
+    rep["before_after"] = synthetic_before_after({"frame by frame": both["against"], "this model": both["new"]},
+                                                 out / "synthetic_before_after.png")
     rep["fps"] = fps(both)
     (out / "report.json").write_text(json.dumps(rep, indent=2))
     return rep
@@ -197,6 +231,7 @@ def export_evaluated(run: str | Path, plugin_dir: str | Path, scored: bool = Tru
     if not scored:
         return {"plugin_dir": str(pdir)}
     rep = evaluate(pdir, Path(run).expanduser() / "eval", against)
+    shutil.copyfile(rep["before_after"], pdir / "before_after.png")
     card = ModelCard.load(pdir / "card.yaml")
     card.model_copy(update={"metrics": {**card.metrics, **card_metrics(rep)}}).dump(pdir / "card.yaml")
     return {"plugin_dir": str(pdir), "metrics": card_metrics(rep)}
@@ -207,13 +242,13 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser()
     ap.add_argument("plugin")
-    ap.add_argument("--against", default=str(Path(__file__).resolve().parents[1] / "plugins" / "derain"))
+    ap.add_argument("--against", default=None, help="default: the shipped derain, frame by frame")
     ap.add_argument("--out", default="video_eval")
     ap.add_argument("--skip", nargs="*", default=[])
     a = ap.parse_args()
     out = Path(a.out)
     rep: dict = {}
-    both = {"new": a.plugin, "shipped": a.against}
+    both = {"new": a.plugin, "shipped": str(a.against or frame_by_frame(SHIPPED, out / "frame_by_frame"))}
     if "windshield" not in a.skip:
         rep["windshield"] = {k: windshield(v, out / k) for k, v in both.items()}
     if "clean" not in a.skip:

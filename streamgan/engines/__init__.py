@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 
 from .. import errors
-from ..errors import BackendError, ModelError, UsageError
-from .base import PRECISIONS, Backend
+from ..errors import BackendError, UsageError
+from .base import PRECISIONS, Backend, no_int8
 
 # name -> (module, class, python package it needs)
 _BACKENDS = {
@@ -166,8 +166,7 @@ def create(name: str, onnx_path: str | Path, precision: str = "auto", **kwargs) 
                              f"{use} or "
                              "another precision")
         if kwargs.get("int8") is None:
-            raise ModelError(f"{onnx_path}: this model has no int8 version (its card names none; "
-                             "`streamgan-train quantize` makes one); use another precision")
+            raise no_int8(onnx_path)
     requested = name
     name, notice = choose(name)
     if notice:

@@ -45,6 +45,12 @@ def check_finite(finite: bool, onnx_path) -> None:
                          "frames checked); the model is broken: re-export or replace it")
 
 
+def no_int8(onnx_path) -> ModelError:
+    """``--precision int8`` for a model whose card names no int8 version."""
+    return ModelError(f"{onnx_path}: this model has no int8 version (its card names none; for a frame-by-frame "
+                      "model `streamgan-train quantize` makes one, a temporal one has none); use another precision")
+
+
 class Backend(ABC):
     """Runs one ONNX generator. Subclasses set ``name`` and implement ``infer``."""
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, ModelError
-from .base import Backend, check_finite
+from ..errors import BackendError
+from .base import Backend, check_finite, no_int8
 
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 log = logging.getLogger("streamgan")
@@ -102,8 +102,7 @@ class OpenVINOBackend(Backend):
             precision = self.runs
         path = self.onnx_path
         if precision == "int8" and int8 is None:
-            raise ModelError(f"{self.onnx_path}: this model has no int8 version (its card names "
-                             "none; `streamgan-train quantize` makes one); use another precision")
+            raise no_int8(self.onnx_path)
         if precision in _HINTS:
             if precision == "bf16" and "BF16" not in self._capabilities():
                 raise BackendError(f"precision bf16: this {device} has no bf16 support; use fp32")
