@@ -8,9 +8,12 @@ Python API's default stream. Frames of one stream run in their order, one engine
 a stream (their states chain); frames of different streams share a call.
 
 A stream's state starts as zeros and goes back to zeros (said once per stream and reason at debug
-level) when the frame size changes, when time jumps (a seek, a decode gap, frames dropped in live:
-more than ``GAP`` typical frame intervals, or backwards) and at a scene cut (the mean change of a
-small luma thumbnail above ``CUT``). A lone image runs with the zero state.
+level) when the frame size changes, when time jumps (a seek, a decode gap, a burst of frames dropped
+in live: more than ``GAP`` typical steps between the frames the stream ran and more than ``MIN_GAP``
+seconds, or backwards) and at a
+scene cut (the mean change of a small luma thumbnail above ``CUT``). The typical step is a running
+mean of those steps, so a live engine slower than its camera, taking every second or third frame
+unevenly, keeps its state. A lone image runs with the zero state.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from .errors import ModelError
 
 log = logging.getLogger("streamgan")
 
-GAP = 2.5  # a time step longer than this many typical frame intervals resets the state
+GAP = 2.5  # a time step longer than this many typical steps resets the state ...
+MIN_GAP = 0.5  # ... if it is also longer than this many seconds (a live engine's stall is not a seek)
 CUT = 0.2  # mean absolute change of a luma thumbnail (0..1) from one frame to the next: a scene cut
 _ids = itertools.count()
 
@@ -96,13 +100,12 @@ class Streams:
             dt = t - s.time
             if dt <= 0:
                 self._forget(s, "time went back")
-            elif s.interval is not None and dt > GAP * s.interval:
+            elif s.interval is not None and dt > max(GAP * s.interval, MIN_GAP):
                 self._forget(s, "a gap in time", f" of {dt:.3g} s (frames missing, a seek or "
                              "frames dropped)")
-                s.interval = dt  # a live engine that keeps skipping frames: its new pace (the
-                # next shorter step brings the interval back down at once)
-            elif dt > 0:
-                s.interval = dt if s.interval is None else min(dt, 0.9 * s.interval + 0.1 * dt)
+                s.interval = None  # the pace after the gap is learnt again from the next step
+            elif dt > 0:  # the running mean of the steps: uneven skips (2, 1, 3 frames) are its pace too
+                s.interval = dt if s.interval is None else 0.8 * s.interval + 0.2 * dt
         s.time = t
         thumb = _thumb(image)
         if s.thumb is not None and thumb.shape == s.thumb.shape and \

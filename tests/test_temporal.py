@@ -226,13 +226,36 @@ def test_serve_keeps_each_cameras_state_apart(tmp_path):
     assert _video_counts(tmp_path / "b_rec.mp4") == list(range(1, 16)), err
 
 
-def test_a_live_engine_skipping_frames_steadily_resets_once_not_every_frame(tmp_path):
-    """A camera at 30 fps and a model that takes every third frame: after the first jump the state runs
-    on; a seek later still resets it."""
+def test_a_live_engine_skipping_frames_steadily_keeps_the_state(tmp_path):
+    """A camera at 30 fps and a model that takes every third frame: the state runs on through the skips;
+    a seek later still resets it."""
     tr = Translator(plugin(tmp_path), backend="onnxruntime")
     times = [0.0, 1 / 30] + [1 / 30 + k * 0.1 for k in range(1, 6)] + [5.0, 5.1]
     out = tr.run_batch(np.stack([frame()] * len(times)), streams=["cam"] * len(times), times=times)
-    assert counts(out) == [1, 2, 1, 2, 3, 4, 5, 1, 2]
+    assert counts(out) == [1, 2, 3, 4, 5, 6, 7, 1, 2]
+
+
+def test_a_live_engine_skipping_frames_unevenly_keeps_the_state():
+    """A model slower than its 30 fps camera takes the newest frame each time: steps of 2, 1 and 3 frame
+    intervals, and now and then a stall of 4 or 8. Those are the engine's pace, not a seek: the state runs on
+    (a drop fill that waits for history must stay on in live); a jump of a second still resets it."""
+    import streamgan.temporal as T
+
+    class _Model:
+        task = "stand-in"
+        temporal = type("t", (), {"state": []})()
+
+    s = T.Streams(_Model())
+    key = s.open("cam")
+    stream = s._stream(key)
+    t, resets = 0.0, []
+    image = np.full((36, 64), 100, np.uint8)
+    for step in [2, 1, 3, 2, 2, 1, 3, 1, 4, 2, 2, 3, 1, 2, 1, 1, 8] * 3 + [30, 2]:
+        stream.state = [np.zeros(1, np.float32)]
+        s._observe(stream, image, t)
+        resets.append(stream.state is None)
+        t += step / 30
+    assert not any(resets[:-1]) and resets[-1], resets
 
 
 def test_bench_times_a_temporal_model_alone_with_its_state(tmp_path):
