@@ -108,3 +108,18 @@ def test_day2night_card_beats_both_baselines():
     assert m["sky"]["dark_frames"] == m["sky"]["frames_with_sky"]
     bright = m["night_exposures"]["bright"]
     assert bright["structure_score"] >= 0.7 and bright["night_realism"] > r["model"]["distance"]
+
+
+def test_video_eval_fps_takes_its_ratio_round_by_round():
+    """`temporal eval`'s end-to-end fps: every round of each plugin is kept, and the ratio it reports is the
+    median of the ratios taken within each round (the machine's speed drifts between rounds)."""
+    pytest.importorskip("torch")
+    from conftest import REPO, frame_derain
+    from trainer.video_eval import fps
+
+    r = fps({"temporal": str(PLUGINS / "derain"), "frame": str(frame_derain())}, base="frame",
+            clip=REPO / "samples" / "rainy_dashcam.mp4", frames=8, rounds=3)
+    assert [len(v) for v in r["rounds"].values()] == [3, 3]
+    per_round = sorted(a / b for a, b in zip(r["rounds"]["temporal"], r["rounds"]["frame"]))
+    assert r["median_ratio"]["temporal_over_frame"] == pytest.approx(per_round[1], rel=0.02)
+    assert r["frame"] == max(r["rounds"]["frame"])
