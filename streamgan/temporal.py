@@ -98,7 +98,7 @@ class Streams:
         """Resets for time jumps and scene cuts, before the frame runs."""
         if t is not None and s.time is not None:
             dt = t - s.time
-            if dt <= 0:
+            if dt < 0:
                 self._forget(s, "time went back")
             elif s.interval is not None and dt > max(GAP * s.interval, MIN_GAP):
                 self._forget(s, "a gap in time", f" of {dt:.3g} s (frames missing, a seek or "

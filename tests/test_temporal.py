@@ -256,6 +256,16 @@ def test_a_live_engine_skipping_frames_unevenly_keeps_the_state():
         resets.append(stream.state is None)
         t += step / 30
     assert not any(resets[:-1]) and resets[-1], resets
+    # a 10 fps surveillance camera and a model taking every frame, every second or every third (steps of
+    # 0.1-0.3 s, up to three times the last one); a repeated timestamp is not time going back
+    key = s.open("slow")
+    stream, t, resets = s._stream(key), 0.0, []
+    for step in [1, 3, 1, 2, 1, 3, 2, 1, 0, 3] * 4:
+        stream.state = [np.zeros(1, np.float32)]
+        s._observe(stream, image, t)
+        resets.append(stream.state is None)
+        t += step / 10
+    assert not any(resets), resets
 
 
 def test_bench_times_a_temporal_model_alone_with_its_state(tmp_path):

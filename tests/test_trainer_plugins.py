@@ -57,6 +57,7 @@ def test_derain_card_records_the_real_windshield_drops_halved():
 def test_derain_leaves_a_lone_image_to_its_network():
     """A lone image (a stream's first frame: the zero state) comes out of the temporal derain exactly as out of
     its derain network alone: the drop fill waits for the stream's history."""
+    pytest.importorskip("torch")  # frame_derain() writes the network alone with the trainer
     from conftest import frame_derain
 
     card = ModelCard.load(PLUGINS / "derain" / "card.yaml")
@@ -121,5 +122,5 @@ def test_video_eval_fps_takes_its_ratio_round_by_round():
             clip=REPO / "samples" / "rainy_dashcam.mp4", frames=8, rounds=3)
     assert [len(v) for v in r["rounds"].values()] == [3, 3]
     per_round = sorted(a / b for a, b in zip(r["rounds"]["temporal"], r["rounds"]["frame"]))
-    assert r["median_ratio"]["temporal_over_frame"] == pytest.approx(per_round[1], rel=0.02)
+    assert r["median_ratio"]["temporal_over_frame"] == pytest.approx(per_round[1], rel=0.05)  # fps rounded to 0.1
     assert r["frame"] == max(r["rounds"]["frame"])

@@ -228,8 +228,9 @@ def test_windshield_drops_are_darker_above_than_below_and_stay_with_the_seed():
 
 
 def test_the_drop_finder_fills_only_where_it_finds_drops():
-    """At its start the finder finds nothing (the output is the generator's); with its map (at half the
-    network's size) forced to one region, only that region changes, filled from around."""
+    """At its start the finder finds nothing (the output is the generator's, also once the stream has its
+    history); with its map (at half the network's size) forced to one region, only that region changes,
+    filled from around."""
     from trainer.networks import DROPFILL_STATE, DropFill, DropFinder
 
     net = MobileGenerator(ngf=4, n_blocks=1, norm="none", skips=True, residual=True, out_kernel=3)
@@ -240,7 +241,11 @@ def test_the_drop_finder_fills_only_where_it_finds_drops():
     with torch.no_grad():
         y, new = model(x, state)
         assert new.shape == state.shape
-        assert float((y - net(x)).abs().max()) < 0.05  # sigmoid(-4): 2% of a fill at most
+        assert torch.equal(y, model(x, state)[0]) and float((y - net(x)).abs().max()) < 1e-5  # no history: no fill
+        history = state.clone()
+        history[:, 7] = 1  # temporal_features' history channel: the stream's fill fully on
+        y = model(x, history)[0]
+        assert 0 < float((y - net(x)).abs().max()) < 0.05  # sigmoid(-4): 2% of a fill at most
         drops = torch.zeros(1, 1, 32, 48)
         drops[:, :, 10:15, 15:20] = 1  # rows 20-29, columns 30-39 at the network's size
         filled = model.fill(x, drops)

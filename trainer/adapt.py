@@ -43,8 +43,9 @@ def check_sources(sources: list[str], role: str, stride: int) -> tuple[int, set]
     return n, sizes
 
 
-def _user_sheet(rainy: list[str], onnx: Path, path: Path, stride: int, n: int = 8) -> None:
-    """Before/after of a few of the user's own rainy frames, through the exported model."""
+def _user_sheet(rainy: list[str], onnx: Path, path: Path, stride: int, n: int = 8, history: int = 6) -> None:
+    """Before/after of a few of the user's own rainy frames, through the exported model. A temporal model runs
+    each with the ``history`` frames before it (its drop fill waits for the stream's history)."""
     import numpy as np
 
     from .evaluate import OnnxRunner, contact_sheet
@@ -55,7 +56,11 @@ def _user_sheet(rainy: list[str], onnx: Path, path: Path, stride: int, n: int = 
     rows = []
     for i in idx:
         a = np.ascontiguousarray(frames[i].permute(1, 2, 0).numpy())
-        rows.append([a, run(a)])
+        if run.state:
+            before = [np.ascontiguousarray(f.permute(1, 2, 0).numpy()) for f in frames[max(0, i - history):i]]
+            rows.append([a, run.clip([f for f in before if f.shape == a.shape] + [a])[-1]])
+        else:
+            rows.append([a, run(a)])
     contact_sheet(rows, ["your rainy frame", "adapted model"], path)
 
 

@@ -502,8 +502,13 @@ class DropFill(_AtNetworkSize):
         logits, new = self.find(small, state)
         return torch.cat([new, torch.sigmoid(logits)], 1)
 
+    @staticmethod
+    def weigh(drops: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The map the fill uses: ``drops`` times the stream's history before this frame (0 to 1, in
+        ``state``), so the fill waits for the history (training fills with it too)."""
+        return drops * state[:, TEMPORAL_STATE - 1:TEMPORAL_STATE]
+
     def step(self, small: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, new = self.find(small, state)
         drops = torch.sigmoid(logits)
-        seen = state[:, TEMPORAL_STATE - 1:TEMPORAL_STATE]  # the history before this frame (0 to 1)
-        return self.fill(self.net(small), drops * seen), torch.cat([new, drops], 1)
+        return self.fill(self.net(small), self.weigh(drops, state)), torch.cat([new, drops], 1)

@@ -262,7 +262,7 @@ def train(out: str | Path, opts: TemporalOptions | None = None, resume: bool = F
                     with torch.no_grad():
                         derained = model.net(rainy[-1])
                     logits, _ = model.find(rainy[-1], state)
-                    pred = model.fill(derained, torch.sigmoid(logits))
+                    pred = model.fill(derained, model.weigh(torch.sigmoid(logits), state))
                     bce = drop_loss(logits, model.down(drops[0]))
                 else:
                     pred, _ = model.step(rainy[-1], state)
