@@ -57,7 +57,7 @@ def model_alone(task, w, h, reps) -> dict:
     fps = {p: [] for p in sides}
     for _ in range(reps):
         for p, tr in sides.items():  # alternating
-            fps[p] += bench.model_only(tr.backend, *tr.processing_size(w, h), iters=30, reps=1).fps
+            fps[p] += bench.model_only(tr.backend, *tr.processing_size(w, h), iters=30, reps=1, model=tr.model).fps
     med = {p: statistics.median(v) for p, v in fps.items()}
     return {"fps": {p: round(v, 1) for p, v in med.items()}, "int8_over_fp32": round(med["int8"] / med["fp32"], 2),
             "describe": {p: tr.describe() for p, tr in sides.items()}}
@@ -67,7 +67,7 @@ def efficiency(task, clip, reps, precision="auto") -> dict:
     tr = Translator(task, "openvino", precision)
     w, h = bench.Source(clip).width, bench.Source(clip).height
     io = bench.transcode(clip, reps=reps)
-    model = bench.model_only(tr.backend, *tr.processing_size(w, h), iters=30, reps=reps)
+    model = bench.model_only(tr.backend, *tr.processing_size(w, h), iters=30, reps=reps, model=tr.model)
     e2e = bench.end_to_end(tr, clip, reps=reps)
     possible = 1 / (1 / io.median + 1 / model.median)
     return {"size": f"{w}x{h}", "engine": tr.describe(), "io_fps": round(io.median, 1),
@@ -105,7 +105,7 @@ def main() -> None:
         part = args.part
         if plugins.load(args.task).int8 is None and part in ("all", "model", "e2e"):
             sys.exit(f"benchmarks/cpu_int8_yuv.py: the {args.task} plugin has no int8 model (see its card); "
-                     "run 'streamgan-train quantize' into a copy of the plugin, or --part process|hd|threads")
+                     "pass --task with a plugin folder that has one, or --part process|hd|threads")
         if part in ("all", "model"):
             print("model alone 640x360:", model_alone(args.task, 640, 360, args.reps * 2))
         if part in ("all", "e2e"):

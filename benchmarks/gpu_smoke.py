@@ -91,8 +91,13 @@ def _model(name: str, folder: Path):
         from streamgan import plugins
 
         m = plugins.load(name)
-        n = m.normalisation
-        return m.onnx, f"plugin {m.task}", n.mean, n.std, m.processing.size_multiple
+        n, label = m.normalisation, f"plugin {m.task}"
+        if m.temporal is not None:  # its state aside: the network alone, frame by frame, in batches
+            from trainer.temporal import export_frame_model
+
+            m = plugins.load(str(export_frame_model(Path(m.onnx).parent, folder / "frame")))
+            label += " (temporal: its derain network alone, frame by frame)"
+        return m.onnx, label, n.mean, n.std, m.processing.size_multiple
     except Exception as e:
         return _fallback_model(folder), f"small test generator ({name}: {e})", (0.5,) * 3, (0.5,) * 3, 4
 

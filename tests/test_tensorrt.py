@@ -997,9 +997,15 @@ def test_torch_cuda_fallback_runs_the_shipped_models(onnx_path):
     from streamgan.engines.torch import TorchBackend
 
     frames = _sample_frames()
-    cuda = TorchBackend(onnx_path, precision="fp16", device="cuda").run(frames)
-    cpu = TorchBackend(onnx_path, precision="fp32", device="cpu").run(frames)
+    cuda = _run_plugin(TorchBackend(onnx_path, precision="fp16", device="cuda"), onnx_path, frames)
+    cpu = _run_plugin(TorchBackend(onnx_path, precision="fp32", device="cpu"), onnx_path, frames)
     assert np.abs(cuda.astype(int) - cpu.astype(int)).max() <= 8
+
+
+def _run_plugin(backend, onnx_path: Path, frames: np.ndarray) -> np.ndarray:
+    """``backend.run`` on frames of a shipped plugin: a temporal one with its zero state (its output alone)."""
+    state = _state_for(onnx_path, *frames.shape[:3])
+    return backend.run(frames) if state is None else backend.run(frames, state)[0]
 
 
 def _sample_frames(n=2):
@@ -1018,11 +1024,8 @@ def test_torch_bf16_runs_the_shipped_models_on_cpu(onnx_path):
     from streamgan.engines.torch import TorchBackend
 
     frames = _sample_frames()
-    state = _state_for(onnx_path, *frames.shape[:3])
-    bf16 = TorchBackend(onnx_path, precision="bf16", device="cpu").run(frames, *([state] if state else []))
-    fp32 = TorchBackend(onnx_path, precision="fp32", device="cpu").run(frames, *([state] if state else []))
-    if state:  # a temporal model: (frames, new state)
-        bf16, fp32 = bf16[0], fp32[0]
+    bf16 = _run_plugin(TorchBackend(onnx_path, precision="bf16", device="cpu"), onnx_path, frames)
+    fp32 = _run_plugin(TorchBackend(onnx_path, precision="fp32", device="cpu"), onnx_path, frames)
     d = np.abs(bf16.astype(int) - fp32.astype(int))
     assert d.max() <= 8 and d.mean() < 0.5
 

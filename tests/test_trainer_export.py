@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -75,6 +77,27 @@ def test_export_plugin_writes_valid_card_and_never_half_overwrites(tmp_path):
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 40, 56)).astype(np.float32)
     out = ort.InferenceSession(str(pdir / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     assert out.shape == x.shape
+
+
+def test_a_frame_by_frame_export_or_quantisation_leaves_a_temporal_plugin_alone(tmp_path):
+    """The derain config's plugin folder holds the temporal derain: `export` refuses to replace it with a
+    frame-by-frame network (unless --force) and `quantize` refuses to quantise it, both naming it, nothing
+    written."""
+    import shutil
+
+    from trainer.options import DataError
+    from trainer.quantize import quantize_plugin
+
+    cfg = Config.model_validate(tiny_config(tmp_path, optim__steps=1))
+    Trainer(cfg).run()
+    pdir = tmp_path / "plugin"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "plugins" / "derain", pdir)
+    before = {p.name: p.read_bytes() for p in pdir.iterdir() if p.is_file()}
+    with pytest.raises(ExportRefused, match="holds a temporal model"):
+        export_plugin(cfg, "cfg.yaml")
+    with pytest.raises(DataError, match="holds a temporal model"):
+        quantize_plugin(cfg)
+    assert {p.name: p.read_bytes() for p in pdir.iterdir() if p.is_file()} == before
 
 
 def test_int8_calibration_draws_from_every_source_never_from_held_out_frames(tmp_path):

@@ -8,7 +8,7 @@
     streamgan-train adapt  --rainy MY_RAINY_CLIPS --clear MY_CLEAR_CLIPS [--out derain-myfleet] [--steps 300] [--int8]
     streamgan-train temporal train  [--run DIR] [--kind network|dropfill] [--resume] [--steps N] [--total N]
     streamgan-train temporal export [--run DIR] --plugin-dir DIR [--no-eval]
-    streamgan-train temporal eval   --plugin-dir DIR [--against plugins/derain] [--out DIR]
+    streamgan-train temporal eval   --plugin-dir DIR [--against PLUGIN_DIR] [--out DIR]
     streamgan-train temporal frame  --plugin-dir DIR [--plugin plugins/derain]   (its derain network alone)
 
 Every command takes ``--debug``: without it, third-party log lines, progress bars and warnings (NNCF,

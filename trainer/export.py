@@ -55,10 +55,15 @@ def export_plugin(cfg: Config, config_path: str, checkpoint: str | None = None, 
                   evaluate: bool = True, force: bool = False, quantize: bool = True) -> dict:
     from streamgan.card import ModelCard, sha256_file
 
+    pdir = Path(plugin_dir or cfg.export.plugin_dir)
+    if (pdir / "card.yaml").exists() and not force:
+        held = ModelCard.load(pdir / "card.yaml")
+        if held.temporal is not None:
+            raise ExportRefused(f"{pdir} holds a temporal model ({held.task} {held.version}); a frame-by-frame export "
+                                "would replace it: export into another --plugin-dir, or pass --force to replace it")
     ckpt = Path(checkpoint or Path(cfg.train.out) / CKPT)
     gen, ck = generator_from_checkpoint(ckpt, cfg.model.generator)
     net = deployable(cfg, gen)
-    pdir = Path(plugin_dir or cfg.export.plugin_dir)
     # a plugin's own ONNX file as the checkpoint: the same network with another wrapper or renderer; its
     # training is the card's beside it
     old_training = _card_training(ckpt.parent) if not ck else None

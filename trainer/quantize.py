@@ -176,7 +176,13 @@ def _shortfall(kind: str, fp32: dict, int8: dict) -> float:
 
 def quantize_plugin(cfg: Config, plugin_dir: str | None = None, frames: int = 48, log=print) -> dict:
     """(Re)quantise the plugin in ``plugin_dir`` (default: the config's ``export.plugin_dir``) and record
-    the int8 model in its card."""
+    the int8 model in its card. A frame-by-frame plugin only: a temporal one's graph takes its state too."""
+    from streamgan.card import CARD_FILE, ModelCard
+
+    held = Path(plugin_dir or cfg.export.plugin_dir) / CARD_FILE
+    if held.exists() and ModelCard.load(held).temporal is not None:
+        raise DataError(f"quantize: {held.parent} holds a temporal model, and int8 models are made for frame-by-frame "
+                        "plugins: `streamgan-train temporal frame --plugin-dir DIR` writes its derain network alone as one")
     try:
         import nncf
     except ImportError:

@@ -204,8 +204,8 @@ def evaluate(plugin_dir: str | Path, out: str | Path, against: str | Path | None
     rep["synthetic_clips"] = synthetic_clips(both)
     rep["synthetic_windshield_clips"] = synthetic_clips(both, synth=DROPFILL_SYNTH)
     rep["synthetic_beside_real"] = synthetic_beside_real(out / "synthetic_beside_real.png")
-    rep["before_after"] = synthetic_before_after({"frame by frame": both["against"], "this model": both["new"]},
-                                                 out / "synthetic_before_after.png")
+    rep["before_after"] = synthetic_before_after({"frame by frame" if against is None else "against": both["against"],
+                                                  "this model": both["new"]}, out / "synthetic_before_after.png")
     rep["fps"] = fps(both, base="against")
     (out / "report.json").write_text(json.dumps(rep, indent=2))
     return rep
