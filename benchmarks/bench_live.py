@@ -72,14 +72,17 @@ def tiny_model(path: Path) -> Path:
 
 
 def model_time(tr, size, batch: int, reps: int = 30) -> float:
+    """One engine call of ``batch`` frames, each of its own camera (a temporal model: one call, as serve
+    makes it, not ``batch`` calls in a row on one stream)."""
     w, h = size
     x = np.random.default_rng(0).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
+    cams = [f"cam{i}" for i in range(batch)]
     for _ in range(3):
-        tr.run_batch(x)
+        tr.run_batch(x, streams=cams)
     t = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        tr.run_batch(x)
+        tr.run_batch(x, streams=cams)
         t.append(time.perf_counter() - t0)
     return float(np.median(t))
 
