@@ -34,15 +34,11 @@ def frame_derain() -> Path:
     (``streamgan-train temporal frame``), written once per session."""
     import tempfile
 
-    from streamgan.card import ModelCard
-
-    shipped = REPO / "plugins" / "derain"
-    if ModelCard.load(shipped / "card.yaml").temporal is None:
-        return shipped
     if not _FRAME_DERAIN:
-        from trainer.temporal import export_frame_model
+        from trainer.temporal import frame_by_frame
 
-        _FRAME_DERAIN.append(export_frame_model(shipped, Path(tempfile.mkdtemp(prefix="sg-frame-")) / "derain"))
+        _FRAME_DERAIN.append(frame_by_frame(REPO / "plugins" / "derain",
+                                            Path(tempfile.mkdtemp(prefix="sg-frame-")) / "derain"))
     return _FRAME_DERAIN[0]
 
 

@@ -246,26 +246,24 @@ def test_a_live_engine_skipping_frames_unevenly_keeps_the_state():
         temporal = type("t", (), {"state": []})()
 
     s = T.Streams(_Model())
-    key = s.open("cam")
-    stream = s._stream(key)
-    t, resets = 0.0, []
     image = np.full((36, 64), 100, np.uint8)
-    for step in [2, 1, 3, 2, 2, 1, 3, 1, 4, 2, 2, 3, 1, 2, 1, 1, 8] * 3 + [30, 2]:
-        stream.state = [np.zeros(1, np.float32)]
-        s._observe(stream, image, t)
-        resets.append(stream.state is None)
-        t += step / 30
-    assert not any(resets[:-1]) and resets[-1], resets
+
+    def resets(steps: list[int], fps: float) -> list[bool]:
+        """Whether each frame, ``steps`` camera frames after the one before, starts its stream over."""
+        stream, t, out = s._stream(s.open()), 0.0, []
+        for step in steps:
+            stream.state = [np.zeros(1, np.float32)]
+            s._observe(stream, image, t)
+            out.append(stream.state is None)
+            t += step / fps
+        return out
+
+    r = resets([2, 1, 3, 2, 2, 1, 3, 1, 4, 2, 2, 3, 1, 2, 1, 1, 8] * 3 + [30, 2], fps=30)
+    assert not any(r[:-1]) and r[-1], r
     # a 10 fps surveillance camera and a model taking every frame, every second or every third (steps of
     # 0.1-0.3 s, up to three times the last one); a repeated timestamp is not time going back
-    key = s.open("slow")
-    stream, t, resets = s._stream(key), 0.0, []
-    for step in [1, 3, 1, 2, 1, 3, 2, 1, 0, 3] * 4:
-        stream.state = [np.zeros(1, np.float32)]
-        s._observe(stream, image, t)
-        resets.append(stream.state is None)
-        t += step / 10
-    assert not any(resets), resets
+    r = resets([1, 3, 1, 2, 1, 3, 2, 1, 0, 3] * 4, fps=10)
+    assert not any(r), r
 
 
 def test_bench_times_a_temporal_model_alone_with_its_state(tmp_path):

@@ -81,6 +81,8 @@ class TemporalOptions:
 DROPFILL_SYNTH = {  # windshield drops as a dashcam sees them, most of the time, mostly under an overcast sky
     "p_streaks_only": 0.15, "p_drops": 0.95, "p_windshield": 0.7, "p_overcast": 0.6, "p_near_drops": 0.05,
     "p_lens_drops": 0.05, "p_dense_drops": 0.25, "p_fine_streaks": 0.5, "p_soft_drops": 0.1, "p_focus": 0.8, "p_running": 0.3}
+# drops on the windshield in every clip (sheets and tests that show the drop fill at work)
+WINDSHIELD_ONLY = {**DROPFILL_SYNTH, "p_windshield": 1.0, "p_streaks_only": 0.0, "p_drops": 1.0}
 
 
 def preset(kind: str) -> TemporalOptions:
@@ -429,6 +431,16 @@ def export_frame_model(plugin_dir: str | Path, out_dir: str | Path) -> Path:
         "weights": card.weights.model_copy(update={"sha256": sha256_file(onnx)}),
         "temporal": None, "int8": None, "metrics": {}}).dump(out / "card.yaml")
     return out
+
+
+def frame_by_frame(plugin: str | Path, out_dir: str | Path) -> Path:
+    """``plugin`` as it runs frame by frame: itself if it is, else its derain network alone, written to
+    ``out_dir`` (:func:`export_frame_model`)."""
+    from streamgan.card import ModelCard
+
+    if ModelCard.load(Path(plugin) / "card.yaml").temporal is None:
+        return Path(plugin)
+    return export_frame_model(plugin, out_dir)
 
 
 def _check_export(model: TemporalDerain, onnx: Path, tol: float = 1e-4) -> float:

@@ -94,9 +94,8 @@ def held_out_rain_clips(n: int, length: int, seed: int, synth: dict | None = Non
 def synthetic_beside_real(path: Path, clip: Path = WINDSHIELD, rows: int = 4, seed: int = 30_000) -> str:
     """A contact sheet: frames of held-out clips with synthetic windshield drops (:data:`DROPFILL_SYNTH`) beside
     frames of the real windshield clip (looking only: the sheet stays outside the repository)."""
-    from .temporal import DROPFILL_SYNTH
+    from .temporal import WINDSHIELD_ONLY as synth
 
-    synth = {**DROPFILL_SYNTH, "p_windshield": 1.0, "p_streaks_only": 0.0, "p_drops": 1.0}
     fake = [c[0][-1] for c in held_out_rain_clips(rows, 2, seed, synth)]
     real = read_video(clip)
     real = [real[i] for i in np.linspace(0, len(real) - 1, rows).round().astype(int)]
@@ -127,9 +126,8 @@ def synthetic_before_after(plugins: dict[str, str], path: Path, rows: int = 4, f
     of each, as input, through each plugin (each clip one stream) and clean."""
     from streamgan import Translator
 
-    from .temporal import DROPFILL_SYNTH
+    from .temporal import WINDSHIELD_ONLY as synth
 
-    synth = {**DROPFILL_SYNTH, "p_windshield": 1.0, "p_streaks_only": 0.0, "p_drops": 1.0}
     clips = held_out_rain_clips(rows, frame + 1, seed, synth)
     outs = {}
     for name, plugin in plugins.items():
@@ -171,18 +169,6 @@ def fps(plugins: dict[str, str], base: str, clip: Path = WINDSHIELD, frames: int
 SHIPPED = Path(__file__).resolve().parents[1] / "plugins" / "derain"
 
 
-def frame_by_frame(plugin: str | Path, out_dir: Path) -> Path:
-    """``plugin`` as it runs frame by frame: itself if it is, else its derain network alone, written to
-    ``out_dir`` (``streamgan-train temporal frame``)."""
-    from streamgan.card import ModelCard
-
-    from .temporal import export_frame_model
-
-    if ModelCard.load(Path(plugin) / "card.yaml").temporal is None:
-        return Path(plugin)
-    return export_frame_model(plugin, out_dir)
-
-
 def evaluate(plugin_dir: str | Path, out: str | Path, against: str | Path | None = None) -> dict:
     """Score a temporal derain plugin beside another (default: the shipped derain frame by frame, its
     network alone where it is temporal: the model the drop fill is measured against). Frame by frame, on the
@@ -192,7 +178,7 @@ def evaluate(plugin_dir: str | Path, out: str | Path, against: str | Path | None
     streams, end-to-end fps). The report is also written to ``out``/report.json."""
     from .evaluate import evaluate as frame_eval
     from .options import REPO, Config
-    from .temporal import DROPFILL_SYNTH
+    from .temporal import DROPFILL_SYNTH, frame_by_frame
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -250,6 +236,8 @@ if __name__ == "__main__":
     ap.add_argument("--out", default="video_eval")
     ap.add_argument("--skip", nargs="*", default=[])
     a = ap.parse_args()
+    from .temporal import frame_by_frame
+
     out = Path(a.out)
     rep: dict = {}
     both = {"new": a.plugin, "shipped": str(a.against or frame_by_frame(SHIPPED, out / "frame_by_frame"))}
