@@ -109,6 +109,10 @@ def main() -> int:
     ap.add_argument("--auto-size", action="store_true",
                     help="also run the one stream with --size auto (streamgan/autosize.py), alternating")
     ap.add_argument("--only-one", action="store_true", help="leave out the two-stream serve runs")
+    ap.add_argument("--fresh-wait", default=None,
+                    help="one-stream runs with these shares of a frame interval as the engine's "
+                         "wait for a frame about to arrive, alternated (e.g. 0,0.3; default: the "
+                         "runtime's own)")
     args = ap.parse_args()
 
     from rtsp_server import Server, unavailable
@@ -156,14 +160,15 @@ def main() -> int:
         print(f"engine: {tr.describe()}; model alone at {psize[0]}x{psize[1]}: "
               f"{1000 * t1:.1f} ms (batch 1), {1000 * t2:.1f} ms (batch 2)", flush=True)
 
-        def one_stream(auto: bool = False) -> dict:
+        def one_stream(auto: bool = False, fresh: float | None = None) -> dict:
             outs = outputs.FanOut([outputs.StreamOutput(srv.url("/pub1"),
                                                         encode=outputs.EncodeOptions())])
-            res = live.run(tr, srv.url("/cam1"), outs, live.LiveOptions(reconnect=0, auto_size=auto))
+            res = live.run(tr, srv.url("/cam1"), outs, live.LiveOptions(
+                reconnect=0, auto_size=auto, fresh_wait=None if fresh is None else fresh * interval))
             if auto and res.autosize is not None:
                 print("size auto: " + "; ".join(res.autosize.lines()), flush=True)
             in_run = res.engine_seconds / max(1, res.batches)  # the model's own time
-            one = {"published": res.frames, "dropped": res.dropped, "fps": res.fps,
+            one = {"published": res.frames, "dropped": res.dropped, "fps": res.fps, "fresh_wait": fresh,
                    "latency": lat(res.latency), "model_ms_in_run": 1000 * in_run,
                    "added_p95_ms": 1000 * (res.latency.p95 - in_run),
                    "load_average": os.getloadavg()[0]}
@@ -178,7 +183,8 @@ def main() -> int:
                   f"{one['latency']['p50_ms']:.1f} ms, p95 {one['latency']['p95_ms']:.1f} ms, "
                   f"max {one['latency']['max_ms']:.1f} ms; model {1000 * in_run:.1f} ms per "
                   f"frame in this run, p95 beyond it {one['added_p95_ms']:.1f} ms (target <= "
-                  f"{1000 * interval:.1f} ms); {res.stages.summary()}", flush=True)
+                  f"{1000 * interval:.1f} ms); {res.stages.summary()}"
+                  + (f" [fresh wait {fresh} of an interval]" if fresh is not None else ""), flush=True)
             return one
 
         def two_streams(auto: bool = False) -> dict:
@@ -228,8 +234,10 @@ def main() -> int:
             return two
 
         ones, twos, autos, twos_auto = [], [], [], []
+        fresh = [float(v) for v in args.fresh_wait.split(",")] if args.fresh_wait else [None]
         for _ in range(args.reps):  # alternate, so both see the same machine
-            ones.append(one_stream())
+            for f in fresh:
+                ones.append(one_stream(fresh=f))
             if args.auto_size:
                 autos.append(one_stream(auto=True))
             if not args.only_one:

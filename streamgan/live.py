@@ -41,6 +41,10 @@ log = logging.getLogger("streamgan")
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "rtp", "tcp")
 ENDED = "the server ended the stream"
+# a model slower than its camera comes free at any point of a frame interval: when the next frame
+# is due within this share of an interval, it waits for that frame rather than start on one that
+# has waited the rest (frames then wait at most about 0.7 of an interval, for a few % of the rate)
+FRESH_WAIT = 0.3
 _V4L2 = re.compile(r"^/dev/video\d+$")
 
 
@@ -527,6 +531,9 @@ class LiveOptions:
     reconnect: int = 5
     queue_size: int | None = None
     max_age: float | None = None  # drop=oldest: skip frames older than this (default 1 frame)
+    # drop=oldest: the free engine waits up to this long for a frame due that soon rather than
+    # start on one that has waited most of a frame interval (default FRESH_WAIT of an interval; 0: never)
+    fresh_wait: float | None = None
     auto_size: bool = False  # --size auto: the model's size follows the engine (streamgan.autosize)
     min_size: int | None = None  # its floor (short side; default autosize.FLOOR_SHARE of the start)
 
@@ -679,10 +686,12 @@ def translate_frames(translator, src, options: LiveOptions | None = None, *,
     # as dropped) when a newer one waits, so the engine, when free, takes the newest frame; a
     # burst of frames arriving together (at connection, after a network hiccup) is kept whole
     max_age = options.max_age if options.max_age is not None else 1.0 / rate
+    fresh_wait = options.fresh_wait if options.fresh_wait is not None else FRESH_WAIT * max_age
     key = translator.open_stream(redact(src))
     process = translator.processor(key) if auto is None else auto.wrap(translator.processor(key))
     pipe = Pipeline(source, process, batch_size=batch, max_wait=max_wait,
                     queue_size=qsize, drop=drop, max_age=max_age if drop == "oldest" else None,
+                    fresh_wait=fresh_wait,
                     out_queue_size=max(4, 2 * batch))  # encoding never holds the engine back
     if stats is not None:
         stats.update(source=source, pipeline=pipe, autosize=auto)

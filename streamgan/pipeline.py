@@ -13,8 +13,11 @@ in ``dropped``) instead of waiting when translation falls behind, so what is tra
 current; the default ``"block"`` never loses a frame. With ``max_age`` (live runs: a frame
 interval) a frame that has waited longer is skipped when a newer one waits, so the engine, when
 free, takes the newest frame and no queue stands between the camera and the model, while a
-burst of frames arriving together is kept. Each frame gets ``started`` and ``finished``
-(perf_counter) of its engine call.
+burst of frames arriving together is kept. With ``fresh_wait`` as well, an engine that comes free
+just before the next frame is due (within ``fresh_wait``) while its newest frame has waited most of
+an interval waits for that next frame instead of starting on the old one: a frame then waits at
+most about ``max_age - fresh_wait`` for the engine, for a little idle time. Each frame gets
+``started`` and ``finished`` (perf_counter) of its engine call.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ class _Failure:
 class Pipeline:
     def __init__(self, source: Iterable, process: Callable[[list], list], *, batch_size: int = 1,
                  max_wait: float | None = None, queue_size: int = 8, drop: str = "block",
-                 max_age: float | None = None, out_queue_size: int | None = None):
+                 max_age: float | None = None, out_queue_size: int | None = None,
+                 fresh_wait: float | None = None):
         if drop not in ("block", "oldest"):
             raise ValueError(f"drop policy must be 'block' or 'oldest', not {drop!r}")
         self.source, self.process = source, process
@@ -48,6 +52,9 @@ class Pipeline:
         # with drop="oldest": a frame captured (``frame.captured``, perf_counter) longer ago than
         # this when the engine reaches it is skipped if a newer one is waiting
         self.max_age = max_age
+        # ... and with it: seconds the free engine may wait for a frame due that soon rather than
+        # start on one that has already waited most of ``max_age``
+        self.fresh_wait = fresh_wait if max_age is not None and fresh_wait else None
         self.batch_size = max(1, int(batch_size))
         self.max_wait = max_wait
         self._decoded: queue.Queue = queue.Queue(maxsize=max(queue_size, self.batch_size))
@@ -61,6 +68,8 @@ class Pipeline:
                              name="streamgan-engine"),
         ]
         self.frames_in = 0
+        self.fresh_waits = 0  # frames skipped for one due within fresh_wait
+        self._lag: float | None = None  # running mean of arrival to queued (decoding)
         self.batches = 0
         self.engine_seconds = 0.0
         self._started = False
@@ -100,6 +109,10 @@ class Pipeline:
     # -- stages ---------------------------------------------------------------------------
     def _read(self):
         for frame in self.source:
+            captured = getattr(frame, "captured", None)
+            if captured is not None:  # decoding's delay between a frame's arrival and its queueing
+                lag = time.perf_counter() - captured
+                self._lag = lag if self._lag is None else 0.9 * self._lag + 0.1 * lag
             if self.drop == "oldest":
                 self._put_dropping(frame)
             elif not self._put(self._decoded, frame):
@@ -147,8 +160,40 @@ class Pipeline:
             if batch and item.image.shape != batch[0].image.shape:
                 pending.append(item)  # a size change closes the batch
                 break
+            if not batch and self.fresh_wait is not None:
+                item, nxt = self._fresher(item)
+                if nxt is _END or nxt is not None:  # the stream ended, or a new size: this one alone
+                    batch.append(item)
+                    finished = nxt is _END
+                    if nxt is not _END:
+                        pending.append(nxt)
+                    break
             batch.append(item)
         return batch, finished
+
+    def _fresher(self, item):
+        """(Engine free, ``item`` the first frame of a call.) If ``item`` is the newest frame and
+        the next is due within ``fresh_wait``, wait for it (at most ``fresh_wait``) and take it
+        instead (``item`` counted as dropped). Returns (frame to run, None), or (``item``, what
+        came: the end of the stream, or a frame of another size, to run after it)."""
+        captured = getattr(item, "captured", None)
+        if captured is None:
+            return item, None
+        # the next frame, at the camera's pace, once decoded
+        due = captured + self.max_age + (self._lag or 0.0) - time.perf_counter()
+        if due <= 0 or due > self.fresh_wait or not self._decoded.empty():
+            return item, None
+        try:  # a frame a little late is still worth it; one much later is not
+            nxt = self._get(self._decoded, timeout=min(due + self.fresh_wait / 2, self.fresh_wait))
+        except queue.Empty:  # late: run the one at hand
+            return item, None
+        if isinstance(nxt, _Failure):
+            raise nxt.exc
+        if nxt is _END or nxt.image.shape != item.image.shape:
+            return item, nxt
+        self.dropped += 1
+        self.fresh_waits += 1
+        return nxt, None
 
     def _stale(self, item) -> bool:
         """Too old to be worth translating, and a newer frame is already waiting."""

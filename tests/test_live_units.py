@@ -189,6 +189,37 @@ def test_stale_frames_are_skipped_when_a_newer_one_waits():
     assert np.percentile(ages, 90) < 0.15, ages
 
 
+def test_a_free_engine_waits_for_a_frame_about_to_arrive_rather_than_take_an_old_one():
+    """A model slower than its camera (130 ms a frame, a frame every 100 ms) comes free at any point
+    of an interval. With fresh_wait (40 ms) it waits for a frame due that soon: no frame waits more than
+    about 60 ms for the engine, where without it frames wait up to a whole interval; order is kept and
+    the rate hardly falls."""
+    def camera(n, gap):
+        t0 = time.perf_counter()
+        for f in _frames(n):
+            time.sleep(max(0.0, t0 + (f.index + 1) * gap - time.perf_counter()))
+            f.captured = time.perf_counter()
+            yield f
+
+    def slow(batch):
+        waited = time.perf_counter() - batch[0].captured
+        time.sleep(0.13)
+        return [(f.index, waited) for f in batch]
+
+    runs = {}
+    for fresh in (None, 0.04):
+        pipe = Pipeline(camera(30, 0.1), slow, batch_size=1, queue_size=4, drop="oldest",
+                        max_age=0.1, fresh_wait=fresh)
+        out = [o for _, o in pipe]
+        assert [i for i, _ in out] == sorted(i for i, _ in out) and len(out) + pipe.dropped == 30
+        runs[fresh] = ([w for _, w in out], pipe.fresh_waits)
+    (plain, none), (fresh, waited) = runs[None], runs[0.04]
+    assert none == 0 and waited > 0
+    assert max(fresh) < 0.085, fresh  # 100 - 40 ms, with some slack for the scheduler
+    assert np.percentile(plain, 90) > 0.07, plain
+    assert len(fresh) >= 0.8 * len(plain)
+
+
 @pytest.mark.parametrize("ext", [".mp4", ".mkv", ".ts"])
 def test_a_killed_recording_keeps_what_was_written_before_its_last_second(tmp_path, ext):
     """docs/LIVE.md: the recording plays at any moment, even if the process is killed. A dashcam-like
