@@ -22,6 +22,7 @@ most about ``max_age - fresh_wait`` for the engine, for a little idle time. Each
 
 from __future__ import annotations
 
+import collections
 import queue
 import sys
 import threading
@@ -70,6 +71,7 @@ class Pipeline:
         self.frames_in = 0
         self.fresh_waits = 0  # frames skipped for one due within fresh_wait
         self._lag: float | None = None  # running mean of arrival to queued (decoding)
+        self._arrivals: collections.deque = collections.deque(maxlen=31)  # the last arrivals
         self.batches = 0
         self.engine_seconds = 0.0
         self._started = False
@@ -110,9 +112,10 @@ class Pipeline:
     def _read(self):
         for frame in self.source:
             captured = getattr(frame, "captured", None)
-            if captured is not None:  # decoding's delay between a frame's arrival and its queueing
+            if captured is not None:  # the camera's own pace, and decoding's delay before the queue
                 lag = time.perf_counter() - captured
                 self._lag = lag if self._lag is None else 0.9 * self._lag + 0.1 * lag
+                self._arrivals.append(captured)
             if self.drop == "oldest":
                 self._put_dropping(frame)
             elif not self._put(self._decoded, frame):
@@ -173,14 +176,17 @@ class Pipeline:
 
     def _fresher(self, item):
         """(Engine free, ``item`` the first frame of a call.) If ``item`` is the newest frame and
-        the next is due within ``fresh_wait``, wait for it (at most ``fresh_wait``) and take it
+        the next is due (at the camera's pace as seen) within ``fresh_wait``, wait for it (at most ``fresh_wait``) and take it
         instead (``item`` counted as dropped). Returns (frame to run, None), or (``item``, what
         came: the end of the stream, or a frame of another size, to run after it)."""
         captured = getattr(item, "captured", None)
         if captured is None:
             return item, None
-        # the next frame, at the camera's pace, once decoded
-        due = captured + self.max_age + (self._lag or 0.0) - time.perf_counter()
+        # the next frame, at the camera's pace (as seen over its last 30 frames, bursts and all; as
+        # declared before), once decoded
+        seen = self._arrivals
+        step = (seen[-1] - seen[0]) / (len(seen) - 1) if len(seen) == seen.maxlen else self.max_age
+        due = captured + step + (self._lag or 0.0) - time.perf_counter()
         if due <= 0 or due > self.fresh_wait or not self._decoded.empty():
             return item, None
         try:  # a frame a little late is still worth it; one much later is not
