@@ -373,3 +373,32 @@ def test_the_finders_batch_norm_folds_into_its_convolutions_and_loads_back():
         again.load_folded(folded.state_dict())
         again.train()  # its batch norm keeps fixed statistics: the same map in training mode
         assert torch.allclose(again(x), before, atol=1e-4)
+
+
+def test_a_burnt_in_overlay_is_on_the_rainy_clip_and_its_target_alike_and_never_a_drop():
+    """trainer/overlay.py: a dashcam's date, time or speed, burnt in at one place on every frame of a
+    training clip and of its target, its seconds ticking; clip_batch leaves no drop under it, so the drop
+    finder learns that text which stays is not water on the glass."""
+    from trainer.overlay import stamp
+    from trainer.temporal import DROP_NONE, ClipPool, clip_batch, preset
+
+    clip = torch.rand(8, 3, 96, 160, generator=torch.Generator().manual_seed(1)) * 0.2 + 0.4
+    (a, b), cover = stamp((clip, clip * 0.5), torch.Generator().manual_seed(2))
+    assert a.shape == clip.shape and cover.shape == (1, 1, 96, 160)
+    text = cover[0, 0] > 0.5
+    assert 0.002 < float(text.float().mean()) < 0.3
+    same = (a - b).abs().amax(1) < 0.05  # where the text covers: (nearly) the same pixels in both, which differ
+    assert all(int(s.sum()) > 10 for s in same) and bool((cover[0, 0] > 0)[same.any(0)].all())  # by 0.2 elsewhere
+    assert torch.equal(a[:, :, ~(cover[0, 0] > 0)], clip[:, :, ~(cover[0, 0] > 0)])  # nothing else touched
+    assert any(not torch.equal(a[0], a[k]) for k in range(1, 8))  # the seconds tick
+    o = preset("dropfill")
+    o.p_overlay, o.batch, o.frames, o.p_single, o.clean_fraction = 1.0, 2, (3, 3), 0.0, 0.5
+    pool = ClipPool(o)
+    gen, seen = torch.Generator().manual_seed(3), 0
+    for _ in range(3):
+        rainy, clean, drops = clip_batch(pool, o, gen)
+        assert drops.shape == (2, 1, o.crop, o.crop)
+        burnt = ((rainy[-1] - clean[-1]).abs().amax(1, keepdim=True) < 1e-3) & (rainy[-1].amin(1, keepdim=True) > 0.9)
+        seen += int(burnt.sum())
+        assert float((drops * burnt).max()) < DROP_NONE  # light text, the same in both: no drop under it
+    assert seen > 20

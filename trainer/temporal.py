@@ -28,6 +28,7 @@ from . import losses as L
 from .data import list_sources, load_frames, to_model
 from .networks import TEMPORAL_EXTRA, DropFill, DropFinder, TemporalDerain, build_generator
 from .options import DataError
+from .overlay import stamp
 from .rain import move_still, rain_clip
 from .train import load_checkpoint, run_lock, save_checkpoint, weights_from_onnx
 
@@ -64,6 +65,7 @@ class TemporalOptions:
     p_single: float = 0.15
     p_still: float = 0.5
     clean_fraction: float = 0.1
+    p_overlay: float = 0.0  # clips with a burnt-in text overlay (trainer/overlay.py), kept in the target
     lr: float = 1e-4
     lr_new: float = 1e-3  # the temporal input's convolution, new in a warm start
     steps: int = 6000
@@ -160,11 +162,12 @@ def clip_batch(pool: ClipPool, opts: TemporalOptions, gen: torch.Generator):
     for _ in range(opts.batch):
         clean = pool.sample(t, gen)
         if float(torch.rand((), generator=gen)) < opts.clean_fraction:  # some clips need no change at all
-            ins.append(clean)
-            tgts.append(clean)
-            drops.append(torch.zeros(1, 1, *clean.shape[2:]))
-            continue
-        rainy, tgt, *mask = rain_clip(clean, gen, drop_mask=masks, **opts.synth)
+            rainy, tgt, mask = clean, clean, [torch.zeros(1, 1, *clean.shape[2:])] if masks else []
+        else:
+            rainy, tgt, *mask = rain_clip(clean, gen, drop_mask=masks, **opts.synth)
+        if opts.p_overlay and float(torch.rand((), generator=gen)) < opts.p_overlay:
+            (rainy, tgt), cover = stamp((rainy, tgt), gen)  # burnt in after the glass: no drop under it
+            mask = [m * (1 - cover) for m in mask]
         ins.append(rainy)
         tgts.append(tgt)
         drops += mask
