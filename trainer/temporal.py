@@ -366,7 +366,9 @@ def export(run: str | Path, plugin_dir: str | Path, metrics: dict | None = None,
                   "wall_time_s": round(float(ck["wall_time_s"]), 1), "device": "cpu",
                   "notes": (f"warm start from {opts.init}; clips of {opts.frames[0]}-{opts.frames[1]} frames "
                             f"({opts.p_single:g} single frames), crop {opts.crop}, batch {opts.batch}, lr {opts.lr:g} "
-                            f"(temporal input {opts.lr_new:g}), synthesiser {opts.synth}. {notes}").strip()},
+                            f"(temporal input {opts.lr_new:g}), synthesiser {opts.synth}"
+                            + (f", burnt-in text overlays on {opts.p_overlay:.0%} of the clips (trainer/overlay.py)"
+                               if opts.p_overlay else "") + f". {notes}").strip()},
         metrics={"onnx_max_abs_err_vs_torch": float(f"{err:.3g}"), **(metrics or {})},
         limitations=limitations,
     )
