@@ -220,6 +220,31 @@ def test_a_free_engine_waits_for_a_frame_about_to_arrive_rather_than_take_an_old
     assert len(fresh) >= 0.8 * len(plain)
 
 
+def test_a_camera_slower_than_it_says_costs_the_fresh_wait_little():
+    """A camera that says 20 fps and sends 10: the engine (130 ms a frame) waits for frames that come later
+    than said, but never longer than fresh_wait, so nothing sticks, order is kept and the rate hardly falls."""
+    def camera(n, gap):
+        t0 = time.perf_counter()
+        for f in _frames(n):
+            time.sleep(max(0.0, t0 + (f.index + 1) * gap - time.perf_counter()))
+            f.captured = time.perf_counter()
+            yield f
+
+    def slow(batch):
+        time.sleep(0.13)
+        return [f.index for f in batch]
+
+    got = {}
+    for fresh in (None, 0.015):
+        pipe = Pipeline(camera(25, 0.1), slow, batch_size=1, queue_size=4, drop="oldest", max_age=0.05,
+                        fresh_wait=fresh)
+        t0 = time.perf_counter()
+        out = [o for _, o in pipe]
+        got[fresh] = (out, time.perf_counter() - t0)
+        assert out == sorted(out) and out[-1] == 24 and len(out) + pipe.dropped == 25
+    assert len(got[0.015][0]) >= 0.85 * len(got[None][0]) and got[0.015][1] < got[None][1] + 0.5
+
+
 @pytest.mark.parametrize("ext", [".mp4", ".mkv", ".ts"])
 def test_a_killed_recording_keeps_what_was_written_before_its_last_second(tmp_path, ext):
     """docs/LIVE.md: the recording plays at any moment, even if the process is killed. A dashcam-like
