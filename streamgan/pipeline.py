@@ -111,7 +111,7 @@ class Pipeline:
     # -- stages ---------------------------------------------------------------------------
     def _read(self):
         for frame in self.source:
-            captured = getattr(frame, "captured", None)
+            captured = getattr(frame, "captured", None) if self.fresh_wait is not None else None
             if captured is not None:  # the camera's own pace, and decoding's delay before the queue
                 lag = time.perf_counter() - captured
                 self._lag = lag if self._lag is None else 0.9 * self._lag + 0.1 * lag
@@ -165,7 +165,7 @@ class Pipeline:
                 break
             if not batch and self.fresh_wait is not None:
                 item, nxt = self._fresher(item)
-                if nxt is _END or nxt is not None:  # the stream ended, or a new size: this one alone
+                if nxt is not None:  # the stream ended, or a new size: this one alone
                     batch.append(item)
                     finished = nxt is _END
                     if nxt is not _END:

@@ -23,6 +23,15 @@ def _frames(n):
         yield SimpleNamespace(image=np.full((4, 4, 3), i % 256, np.uint8), index=i)
 
 
+def _camera(n, gap):
+    """A camera sending ``n`` frames every ``gap`` seconds on its own clock, each stamped when it came."""
+    t0 = time.perf_counter()
+    for f in _frames(n):
+        time.sleep(max(0.0, t0 + (f.index + 1) * gap - time.perf_counter()))
+        f.captured = time.perf_counter()
+        yield f
+
+
 def _slow(batch):
     time.sleep(0.02)
     return [f.index for f in batch]
@@ -194,13 +203,6 @@ def test_a_free_engine_waits_for_a_frame_about_to_arrive_rather_than_take_an_old
     of an interval. With fresh_wait (40 ms) it waits for a frame due that soon: no frame waits more than
     about 60 ms for the engine, where without it frames wait up to a whole interval; order is kept and
     the rate hardly falls."""
-    def camera(n, gap):
-        t0 = time.perf_counter()
-        for f in _frames(n):
-            time.sleep(max(0.0, t0 + (f.index + 1) * gap - time.perf_counter()))
-            f.captured = time.perf_counter()
-            yield f
-
     def slow(batch):
         waited = time.perf_counter() - batch[0].captured
         time.sleep(0.13)
@@ -208,7 +210,7 @@ def test_a_free_engine_waits_for_a_frame_about_to_arrive_rather_than_take_an_old
 
     runs = {}
     for fresh in (None, 0.04):
-        pipe = Pipeline(camera(30, 0.1), slow, batch_size=1, queue_size=4, drop="oldest",
+        pipe = Pipeline(_camera(30, 0.1), slow, batch_size=1, queue_size=4, drop="oldest",
                         max_age=0.1, fresh_wait=fresh)
         out = [o for _, o in pipe]
         assert [i for i, _ in out] == sorted(i for i, _ in out) and len(out) + pipe.dropped == 30
@@ -223,20 +225,13 @@ def test_a_free_engine_waits_for_a_frame_about_to_arrive_rather_than_take_an_old
 def test_a_camera_slower_than_it_says_costs_the_fresh_wait_little():
     """A camera that says 20 fps and sends 10: the engine (130 ms a frame) waits for frames that come later
     than said, but never longer than fresh_wait, so nothing sticks, order is kept and the rate hardly falls."""
-    def camera(n, gap):
-        t0 = time.perf_counter()
-        for f in _frames(n):
-            time.sleep(max(0.0, t0 + (f.index + 1) * gap - time.perf_counter()))
-            f.captured = time.perf_counter()
-            yield f
-
     def slow(batch):
         time.sleep(0.13)
         return [f.index for f in batch]
 
     got = {}
     for fresh in (None, 0.015):
-        pipe = Pipeline(camera(25, 0.1), slow, batch_size=1, queue_size=4, drop="oldest", max_age=0.05,
+        pipe = Pipeline(_camera(25, 0.1), slow, batch_size=1, queue_size=4, drop="oldest", max_age=0.05,
                         fresh_wait=fresh)
         t0 = time.perf_counter()
         out = [o for _, o in pipe]

@@ -19,7 +19,7 @@ _FORMATS = ("{Y}/{M}/{D} {h}:{m}:{s}", "{D}-{M}-{Y} {h}:{m}:{s}", "{Y}-{M}-{D}  
             "{v} km/h", "{v} MPH", "N{la} E{lo}", "CAM{c}  {h}:{m}:{s}", "{M}/{D}/{Y} {h}:{m}:{s} {ap}")
 
 
-def _text(gen: torch.Generator, second: int, fmt: str, base: dict) -> str:
+def _text(second: int, fmt: str, base: dict) -> str:
     s = base["s"] + second
     return fmt.format(**{**base, "s": f"{s % 60:02d}", "m": f"{(base['m'] + s // 60) % 60:02d}"})
 
@@ -39,7 +39,7 @@ def stamp(clips: tuple[torch.Tensor, ...], gen: torch.Generator) -> tuple[tuple[
     tick = r(2, 8)  # frames a second lasts here (clips are short)
     colour = (255, 255, 255) if _u(gen, 0, 1) < 0.7 else (255, 230, r(0, 90))
     style = ("outline", "shadow", "box", "plain")[min(3, int(_u(gen, 0, 4)))]
-    x0, y0, x1, y1 = font.getbbox(_text(gen, 0, fmt, base))
+    x0, y0, x1, y1 = font.getbbox(_text(0, fmt, base))
     tw, th = x1 - x0, y1 - y0
     near_edge = _u(gen, 0, 1) < 0.7
     x = r(-tw // 3, max(-tw // 3, w - tw * 2 // 3))
@@ -49,7 +49,7 @@ def stamp(clips: tuple[torch.Tensor, ...], gen: torch.Generator) -> tuple[tuple[
     for k in range(t):
         layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
         d = ImageDraw.Draw(layer)
-        text = _text(gen, k // tick, fmt, base)
+        text = _text(k // tick, fmt, base)
         if style == "box":
             d.rectangle((x - 2, y + y0 - 2, x + tw + 2, y + y1 + 2), fill=(0, 0, 0, 150))
         if style == "shadow":
