@@ -311,17 +311,43 @@ def test_shipped_models_run_on_one_device_in_the_torch_backend(onnx_path):
     for shape in ((2, 360, 480, 3), (1, 640, 360, 3)):  # 4:3 and portrait at short side 360
         frames = torch.empty(shape, dtype=torch.uint8, device="meta")
         state = _state_for(onnx_path, *shape[:3])
-        if state is None:
-            out = backend.run_tensor(frames)
-        else:  # a temporal graph: its state on the device too
-            out, new = backend.run_tensor(frames, [torch.from_numpy(s).to("meta") for s in state])
-            assert [t.device.type for t in new] == ["meta"] * len(state)
+        state = None if state is None else [torch.from_numpy(s).to("meta") for s in state]
+        with _HostToDevice() as copies:
+            if state is None:
+                out = backend.run_tensor(frames)
+            else:  # a temporal graph: its state on the device too
+                out, new = backend.run_tensor(frames, state)
+                assert [t.device.type for t in new] == ["meta"] * len(state)
         assert out.device.type == "meta" and out.dtype == torch.uint8 and tuple(out.shape) == shape
+        # on CUDA each host-to-device copy waits for the device to finish all it was given: none per frame
+        assert copies.seen == [], f"{len(copies.seen)} host-to-device copies a frame: {copies.seen[:5]}"
+
+
+def _HostToDevice():
+    """A dispatch mode recording each copy of a host tensor to another device (shape, dtype)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Copies(TorchDispatchMode):
+        seen: list = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            src = args[1] if func.overloadpacket is torch.ops.aten.copy_ else args[0] if args else None
+            if (func.overloadpacket in (torch.ops.aten.to, torch.ops.aten._to_copy, torch.ops.aten.copy_)
+                    and isinstance(src, torch.Tensor) and isinstance(out, torch.Tensor)
+                    and src.device.type == "cpu" and out.device.type != "cpu"):
+                self.seen.append((tuple(src.shape), str(src.dtype)))
+            return out
+
+    mode = Copies()
+    mode.seen = []
+    return mode
 
 
 def test_a_convolution_to_one_channel_runs_in_bf16_in_the_torch_backend(tmp_path):
-    """Its one-element bias is kept a host fp32 constant (as shape constants are); the convolution takes it
-    in the image data's type (a drop finder's last layer)."""
+    """Its one-element bias is a buffer on the device with the weights (not a host constant, copied at
+    every call); the convolution takes it in the image data's type (a drop finder's last layer)."""
     torch = pytest.importorskip("torch")
     from streamgan.engines.torch import TorchBackend
 
@@ -332,7 +358,9 @@ def test_a_convolution_to_one_channel_runs_in_bf16_in_the_torch_backend(tmp_path
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
-    got = TorchBackend(path, precision="bf16", device="cpu").infer(x)
+    backend = TorchBackend(path, precision="bf16", device="cpu")
+    assert sum(b.numel() == 1 for b in backend.module.buffers()) == 1
+    got = backend.infer(x)
     assert np.abs(got - want).max() < 0.05
 
 

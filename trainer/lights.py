@@ -225,7 +225,10 @@ def _from_top(m: torch.Tensor) -> torch.Tensor:
     white truck."""
     steps = max(4, math.ceil(max(int(v) for v in m.shape[2:]) / 16))  # each step reaches 2 quarter-pixels
     small = F.avg_pool2d(m, 4, ceil_mode=True)
-    seed = torch.cat([small[:, :, :1], torch.zeros_like(small[:, :, 1:])], 2)
+    # the top row kept, the rest 0: a product with a constant (zeros made and joined at run time would be
+    # made on the host by an ONNX interpreter and copied to the GPU every frame)
+    rows = int(small.shape[2])
+    seed = small * (torch.arange(rows, device=m.device) == 0).to(small.dtype).view(1, 1, rows, 1)
     for _ in range(steps):
         seed = torch.minimum(F.max_pool2d(seed, 5, stride=1, padding=2), small)
     return F.interpolate(seed, size=m.shape[2:], mode="bilinear", align_corners=False)

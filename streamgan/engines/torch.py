@@ -217,8 +217,10 @@ def _clip(x, lo=None, hi=None, *, min=None, max=None, **_):
     lo = lo if lo is not None else min
     hi = hi if hi is not None else max
     if isinstance(lo, torch.Tensor) or isinstance(hi, torch.Tensor):
-        # bounds as tensors on the data's device: no host round trip (and no sync on CUDA)
-        lo, hi = (None if v is None else torch.as_tensor(v, dtype=x.dtype, device=x.device)
+        # one-element bounds as 0-d host tensors (passed to the kernel as numbers: no copy, no wait for
+        # the device, no reading a device value back); others on the data's device
+        lo, hi = (v.reshape(()) if isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type == "cpu"
+                  else None if v is None else torch.as_tensor(v, dtype=x.dtype, device=x.device)
                   for v in (lo, hi))
     return torch.clamp(x, lo, hi)
 
@@ -294,11 +296,14 @@ class OnnxModule(torch.nn.Module):
                 + ", ".join(unsupported) + " (use --backend openvino or onnxruntime)")
         # float constants are buffers (moved and cast with the module: image data on the device);
         # integer and boolean ones, and one-element float ones, stay host tensors (shape arithmetic, such
-        # as a processing size computed from the input's shape; _same_device moves them where needed)
+        # as a processing size computed from the input's shape; _same_device passes them to the device's
+        # kernels as numbers) - except a convolution's weights and bias, a one-element bias too (a
+        # convolution to one channel): moved at every call, it would make the host wait for the device
         self.consts: dict[str, torch.Tensor | str] = {}
+        weights = {n for node in graph.node if node.op_type in ("Conv", "ConvTranspose") for n in node.input[1:]}
 
         def keep(name, t):
-            if t.is_floating_point() and t.numel() > 1:
+            if t.is_floating_point() and (t.numel() > 1 or name in weights):
                 buf = f"w{len(self.consts)}"
                 self.register_buffer(buf, t)
                 self.consts[name] = buf
@@ -318,6 +323,19 @@ class OnnxModule(torch.nn.Module):
             self.nodes.append((node.op_type, list(node.input), list(node.output), attrs))
         self.input_names = [i.name for i in graph.input if i.name not in self.consts]
         self.output_names = [o.name for o in graph.output]
+        # Nodes whose values follow from the inputs' shapes alone (Shape, and what is computed from it and
+        # from constants: the exporter's run-time pad amounts, resize sizes): worked out on a call with new
+        # input shapes and kept, so a call with shapes seen before runs the image operators only (on a GPU
+        # the host's time per operator is what bounds a small model at batch 1)
+        static = set(self.consts)
+        self.static = []
+        for op, ins, outs, _ in self.nodes:
+            if op == "Shape" or all(not n or n in static for n in ins):
+                static.update(outs)
+                self.static.append(True)
+            else:
+                self.static.append(False)
+        self._by_shapes: dict[tuple, dict] = {}
 
     def _const(self, name):
         v = self.consts[name]
@@ -326,19 +344,31 @@ class OnnxModule(torch.nn.Module):
     def forward(self, x, *state):
         """The image output; with a temporal model's state tensors (the graph's other inputs, in
         order): the image output and the new state tensors."""
-        env = dict(zip(self.input_names, (x, *state)))
-        for op, ins, outs, attrs in self.nodes:
+        inputs = (x, *state)
+        key = tuple(tuple(t.shape) for t in inputs) + (x.dtype, x.device)
+        known = self._by_shapes.get(key)
+        env = dict(zip(self.input_names, inputs))
+        if known is not None:
+            env.update(known)
+        for (op, ins, outs, attrs), static in zip(self.nodes, self.static):
+            if static and known is not None:
+                continue
             args = [None if not n else (env[n] if n in env else self._const(n)) for n in ins]
             while args and args[-1] is None:
                 args.pop()
             if op in _ELEMENTWISE:
-                args = _same_device(args)
+                args = _same_device(args, scalars=op != "Concat")
             y = OPS[op](*args, **attrs)
             if y.dim() == 4 and y.is_floating_point() and y.dtype != x.dtype:
                 # image data stays in the backend's precision: a Cast to float, or zeros made by
                 # ConstantOfShape, would otherwise carry fp32 into an fp16/bf16 convolution
                 y = y.to(x.dtype)
             env[outs[0]] = y
+        if known is None:
+            if len(self._by_shapes) >= 16:  # a stream changes size rarely: keep the newest few
+                self._by_shapes.pop(next(iter(self._by_shapes)))
+            self._by_shapes[key] = {o: env[o] for (_, _, outs, _), s in zip(self.nodes, self.static) if s
+                                    for o in outs[:1]}
         if not state:
             return env[self.output_names[0]]
         return env[self.output_names[0]], [env[n] for n in self.output_names[1:]]
@@ -348,9 +378,15 @@ _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Equal", "Great
                 "Concat"}  # Concat: image data beside zeros made on the host (ConstantOfShape)
 
 
-def _same_device(args: list) -> list:
+def _same_device(args: list, scalars: bool = True) -> list:
     """Operands of one elementwise op on one device: host tensors (shape arithmetic, one-element
-    constants) meeting image data go to the image data's device and float type; host-only stays host."""
+    constants) meeting image data go to the image data's device and float type; host-only stays host.
+
+    A one-element host tensor that cannot change the result's shape stays on the host as a 0-d tensor
+    (``scalars``; not for Concat, which takes tensors only): PyTorch passes it to the device's kernel as
+    a number. Copied instead, each would be a host-to-device copy, and PyTorch waits for the device to
+    finish all queued work before such a copy: the light renderer's few hundred constants made the GPU
+    idle between its small kernels."""
     ts = [a for a in args if isinstance(a, torch.Tensor)]
     if len({a.device for a in ts}) < 2:
         return args
@@ -358,7 +394,10 @@ def _same_device(args: list) -> list:
     out = []
     for a in args:
         if isinstance(a, torch.Tensor) and a.device != big.device:
-            a = a.to(big.device, big.dtype if a.is_floating_point() and big.is_floating_point() else a.dtype)
+            if scalars and a.numel() == 1 and a.dim() <= big.dim():
+                a = a.reshape(())
+            else:
+                a = a.to(big.device, big.dtype if a.is_floating_point() and big.is_floating_point() else a.dtype)
         out.append(a)
     return out
 
