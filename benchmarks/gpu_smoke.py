@@ -153,8 +153,10 @@ def main(argv=None) -> int:
     sync = torch.cuda.synchronize
     rng = np.random.default_rng(0)
 
+    per_frame = sum(not s for s in ref16.module.static)  # the torch backend's operators a call, after the first
     print(f"model: {label}; {(trt_b or ref16).describe()}; torch {torch.__version__}; "
-          f"{torch.cuda.get_device_name()}")
+          f"{torch.cuda.get_device_name()}; torch backend: {per_frame} of {len(ref16.module.nodes)} ONNX "
+          "operators a call (shape arithmetic kept per input shape)")
     if trt_b:
         print(f"card-policy profile: {profile_before}; after prepare: {trt_b.profile.describe()}")
     head = ("resolution", "batch", "trt16 model", "torch16 model", "trt16 e2e", "torch16 e2e",
