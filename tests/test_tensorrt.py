@@ -329,7 +329,9 @@ def _HostToDevice():
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Copies(TorchDispatchMode):
-        seen: list = []
+        def __init__(self):
+            super().__init__()
+            self.seen = []
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
@@ -340,9 +342,7 @@ def _HostToDevice():
                 self.seen.append((tuple(src.shape), str(src.dtype)))
             return out
 
-    mode = Copies()
-    mode.seen = []
-    return mode
+    return Copies()
 
 
 def test_a_convolution_to_one_channel_runs_in_bf16_in_the_torch_backend(tmp_path):

@@ -214,14 +214,10 @@ def _cast(x, *, to, **_):
 
 
 def _clip(x, lo=None, hi=None, *, min=None, max=None, **_):
+    """Bounds as inputs (opset 11 on: tensors, brought beside ``x`` as any elementwise operator's operands
+    are, by _same_device) or as attributes (numbers)."""
     lo = lo if lo is not None else min
     hi = hi if hi is not None else max
-    if isinstance(lo, torch.Tensor) or isinstance(hi, torch.Tensor):
-        # one-element bounds as 0-d host tensors (passed to the kernel as numbers: no copy, no wait for
-        # the device, no reading a device value back); others on the data's device
-        lo, hi = (v.reshape(()) if isinstance(v, torch.Tensor) and v.numel() == 1 and v.device.type == "cpu"
-                  else None if v is None else torch.as_tensor(v, dtype=x.dtype, device=x.device)
-                  for v in (lo, hi))
     return torch.clamp(x, lo, hi)
 
 
@@ -327,14 +323,13 @@ class OnnxModule(torch.nn.Module):
         # from constants: the exporter's run-time pad amounts, resize sizes): worked out on a call with new
         # input shapes and kept, so a call with shapes seen before runs the image operators only (on a GPU
         # the host's time per operator is what bounds a small model at batch 1)
-        static = set(self.consts)
+        known = set(self.consts)
         self.static = []
         for op, ins, outs, _ in self.nodes:
-            if op == "Shape" or all(not n or n in static for n in ins):
-                static.update(outs)
-                self.static.append(True)
-            else:
-                self.static.append(False)
+            self.static.append(op == "Shape" or all(not n or n in known for n in ins))
+            if self.static[-1]:
+                known.update(outs)
+        self._static_outs = [outs[0] for (_, _, outs, _), s in zip(self.nodes, self.static) if s]
         self._by_shapes: dict[tuple, dict] = {}
 
     def _const(self, name):
@@ -367,15 +362,14 @@ class OnnxModule(torch.nn.Module):
         if known is None:
             if len(self._by_shapes) >= 16:  # a stream changes size rarely: keep the newest few
                 self._by_shapes.pop(next(iter(self._by_shapes)))
-            self._by_shapes[key] = {o: env[o] for (_, _, outs, _), s in zip(self.nodes, self.static) if s
-                                    for o in outs[:1]}
+            self._by_shapes[key] = {o: env[o] for o in self._static_outs}
         if not state:
             return env[self.output_names[0]]
         return env[self.output_names[0]], [env[n] for n in self.output_names[1:]]
 
 
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Equal", "Greater", "LessOrEqual", "Where",
-                "Concat"}  # Concat: image data beside zeros made on the host (ConstantOfShape)
+                "Clip", "Concat"}  # Concat: image data beside zeros made on the host (ConstantOfShape)
 
 
 def _same_device(args: list, scalars: bool = True) -> list:
